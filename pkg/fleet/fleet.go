@@ -1,0 +1,257 @@
+// Package fleet is the live view of the workers: the node record each worker
+// keeps in the ollamaq_nodes KV bucket, and a watcher that follows the bucket.
+//
+// It imports NATS, Ollama's api types and the job package.
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollama/ollama/api"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// Node states.
+const (
+	StateReady     = "ready"     // pulling jobs
+	StateUnhealthy = "unhealthy" // its Ollama does not answer; not pulling
+	StateDraining  = "draining"  // shutting down; finishing in-flight jobs
+)
+
+// Node is what a worker reports about itself, refreshed every few seconds.
+// The bucket's TTL removes the record of a worker that stops refreshing it.
+type Node struct {
+	ID            string                     `json:"id"`
+	State         string                     `json:"state"`
+	OllamaURL     string                     `json:"ollama_url"`
+	OllamaVersion string                     `json:"ollama_version,omitempty"`
+	Models        []api.ListModelResponse    `json:"models"`
+	Loaded        []api.ProcessModelResponse `json:"loaded"`
+	SlotsTotal    int                        `json:"slots_total"`
+	SlotsBusy     int                        `json:"slots_busy"`
+	SlotsPeak     int                        `json:"slots_peak"` // most jobs ever run at once
+	JobsDone      int64                      `json:"jobs_done"`
+	JobsFailed    int64                      `json:"jobs_failed"`
+	LastError     string                     `json:"last_error,omitempty"`
+	StartedAt     time.Time                  `json:"started_at"`
+	UpdatedAt     time.Time                  `json:"updated_at"`
+}
+
+// Key is the node's key in the bucket: node.<id>.
+func Key(id string) string { return "node." + id }
+
+// HasModel reports whether the node has the canonical model installed.
+func (n *Node) HasModel(canonical string) bool {
+	for _, m := range n.Models {
+		if c, err := job.CanonicalModel(m.Model); err == nil && c == canonical {
+			return true
+		}
+	}
+	return false
+}
+
+// Put writes the node record.
+func Put(ctx context.Context, kv jetstream.KeyValue, n *Node) error {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return fmt.Errorf("encode node %s: %w", n.ID, err)
+	}
+	if _, err := kv.Put(ctx, Key(n.ID), b); err != nil {
+		return fmt.Errorf("put node %s: %w", n.ID, err)
+	}
+	return nil
+}
+
+// View is a live copy of the bucket kept current by a KV watcher, so reads
+// cost no round trip. It is safe for concurrent use.
+type View struct {
+	w     jetstream.KeyWatcher
+	mu    sync.RWMutex
+	nodes map[string]*Node
+	ready chan struct{}
+}
+
+// Watch starts watching the bucket. Run applies the updates.
+func Watch(ctx context.Context, kv jetstream.KeyValue) (*View, error) {
+	w, err := kv.Watch(ctx, "node.>")
+	if err != nil {
+		return nil, fmt.Errorf("watch nodes: %w", err)
+	}
+	return &View{w: w, nodes: make(map[string]*Node), ready: make(chan struct{})}, nil
+}
+
+// Run keeps the view current until ctx is done or the watcher fails.
+func (v *View) Run(ctx context.Context) error {
+	defer func() { _ = v.w.Stop() }() // Stopping an ended watcher can only fail harmlessly.
+	initial := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-v.w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("fleet: node watcher closed")
+			}
+			if e == nil {
+				if initial {
+					initial = false
+					close(v.ready)
+				}
+				continue
+			}
+			v.apply(e)
+		}
+	}
+}
+
+func (v *View) apply(e jetstream.KeyValueEntry) {
+	id := strings.TrimPrefix(e.Key(), "node.")
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(v.nodes, id) // Deleted, purged, or expired (TTL marker).
+		return
+	}
+	var n Node
+	if err := json.Unmarshal(e.Value(), &n); err != nil {
+		delete(v.nodes, id) // A record we cannot read is a node we cannot use.
+		return
+	}
+	v.nodes[id] = &n
+}
+
+// Ready is closed once the view holds the bucket's initial contents.
+func (v *View) Ready() <-chan struct{} { return v.ready }
+
+// Nodes returns the live nodes sorted by ID. The records must not be modified.
+func (v *View) Nodes() []*Node {
+	v.mu.RLock()
+	out := make([]*Node, 0, len(v.nodes))
+	for _, n := range v.nodes {
+		out = append(out, n)
+	}
+	v.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Node) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// HasModel reports whether any live node has the canonical model installed.
+func (v *View) HasModel(canonical string) bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for _, n := range v.nodes {
+		if n.HasModel(canonical) {
+			return true
+		}
+	}
+	return false
+}
+
+// Models merges the installed models of all live nodes: each model once, the
+// most recently modified copy, newest first, as Ollama's /api/tags orders them.
+func (v *View) Models() []api.ListModelResponse {
+	seen := map[string]int{}
+	out := []api.ListModelResponse{}
+	for _, n := range v.Nodes() {
+		for _, m := range n.Models {
+			key, err := job.CanonicalModel(m.Model)
+			if err != nil {
+				key = m.Model
+			}
+			if i, ok := seen[key]; ok {
+				if m.ModifiedAt.After(out[i].ModifiedAt) {
+					out[i] = m
+				}
+				continue
+			}
+			seen[key] = len(out)
+			out = append(out, m)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b api.ListModelResponse) int { return b.ModifiedAt.Compare(a.ModifiedAt) })
+	return out
+}
+
+// Loaded merges the loaded models of all live nodes, each model once with the
+// latest expiry, longest time left first, as Ollama's /api/ps orders them.
+func (v *View) Loaded() []api.ProcessModelResponse {
+	seen := map[string]int{}
+	out := []api.ProcessModelResponse{}
+	for _, n := range v.Nodes() {
+		for _, m := range n.Loaded {
+			key, err := job.CanonicalModel(m.Model)
+			if err != nil {
+				key = m.Model
+			}
+			if i, ok := seen[key]; ok {
+				if m.ExpiresAt.After(out[i].ExpiresAt) {
+					out[i] = m
+				}
+				continue
+			}
+			seen[key] = len(out)
+			out = append(out, m)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b api.ProcessModelResponse) int { return b.ExpiresAt.Compare(a.ExpiresAt) })
+	return out
+}
+
+// OllamaVersion returns the lowest Ollama version among live nodes (what a
+// client can rely on), or "" when there are none.
+func (v *View) OllamaVersion() string {
+	low := ""
+	for _, n := range v.Nodes() {
+		if n.OllamaVersion != "" && (low == "" || compareVersions(n.OllamaVersion, low) < 0) {
+			low = n.OllamaVersion
+		}
+	}
+	return low
+}
+
+// compareVersions compares dotted numeric versions such as 0.17.4, ignoring a
+// leading v and a -suffix.
+func compareVersions(a, b string) int {
+	pa, pb := versionParts(a), versionParts(b)
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y int
+		if i < len(pa) {
+			x = pa[i]
+		}
+		if i < len(pb) {
+			y = pb[i]
+		}
+		if x != y {
+			return x - y
+		}
+	}
+	return 0
+}
+
+func versionParts(v string) []int {
+	v = strings.TrimPrefix(v, "v")
+	v, _, _ = strings.Cut(v, "-")
+	var out []int
+	for _, p := range strings.Split(v, ".") {
+		n := 0
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		out = append(out, n)
+	}
+	return out
+}

@@ -1,0 +1,54 @@
+package job
+
+// Message headers of the protocol (docs/protocol.md). NATS headers are
+// case-sensitive on the wire; these are written and read exactly as spelled.
+const (
+	// HeaderMsgID is JetStream's de-duplication header; a job's ID goes there.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderTTL is JetStream's per-message TTL; jobs carry their queue wait in it.
+	HeaderTTL = "Nats-TTL"
+
+	// Job headers.
+	HeaderJob      = "Ollamaq-Job"      // job ID
+	HeaderRoute    = "Ollamaq-Route"    // Ollama route the body is for, e.g. /api/chat
+	HeaderReply    = "Ollamaq-Reply"    // reply subject for chunks
+	HeaderDeadline = "Ollamaq-Deadline" // RFC 3339 time after which the job must not start
+
+	// Reply headers.
+	HeaderKind        = "Ollamaq-Kind"         // start, data, done or error
+	HeaderAttempt     = "Ollamaq-Attempt"      // delivery attempt, from 1
+	HeaderSeq         = "Ollamaq-Seq"          // message number within the attempt, from 1
+	HeaderStatus      = "Ollamaq-Status"       // HTTP status: on the first data message and on error
+	HeaderContentType = "Ollamaq-Content-Type" // Ollama's Content-Type: on the first data message
+	HeaderWorker      = "Ollamaq-Worker"       // worker ID: on start
+	HeaderError       = "Ollamaq-Error"        // error text: on error
+)
+
+// Kind is the kind of a reply message.
+type Kind string
+
+const (
+	// KindStart says a worker took the job; it carries no body.
+	KindStart Kind = "start"
+	// KindData carries Ollama's response bytes: one NDJSON line, one SSE event,
+	// or a whole non-streamed JSON body.
+	KindData Kind = "data"
+	// KindDone ends a successful job; it carries no body.
+	KindDone Kind = "done"
+	// KindError ends a failed job; HeaderStatus and HeaderError say why and the
+	// body is {"error": "..."}.
+	KindError Kind = "error"
+)
+
+// Routes lists the Ollama routes a job may name. Workers refuse any other, so a
+// job can never reach model management routes such as /api/delete.
+var Routes = map[string]bool{
+	"/api/generate":        true,
+	"/api/chat":            true,
+	"/api/embed":           true,
+	"/api/embeddings":      true,
+	"/api/show":            true,
+	"/v1/chat/completions": true,
+	"/v1/completions":      true,
+	"/v1/embeddings":       true,
+}

@@ -1,0 +1,125 @@
+package job
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Subject prefixes. Every subject OllamaMax uses starts with "ollamaq." so one
+// account can hold it next to other traffic; docs/protocol.md lists the
+// permission sets for the client, worker and admin roles.
+const (
+	// JobsPrefix is where jobs are published: ollamaq.jobs.<model>.<class>.
+	JobsPrefix = "ollamaq.jobs"
+	// QueuedPrefix carries the stream's header-only republish of every stored
+	// job: ollamaq.queued.<model>.<class>. Workers use it as a doorbell.
+	QueuedPrefix = "ollamaq.queued"
+	// ReplyPrefix is where a requester receives chunks:
+	// ollamaq.reply.<requester>.<job id>.
+	ReplyPrefix = "ollamaq.reply"
+	// CancelPrefix is where a requester cancels a job: ollamaq.cancel.<requester>.<job id>.
+	CancelPrefix = "ollamaq.cancel"
+)
+
+// Stream and bucket names.
+const (
+	Stream     = "OLLAMAQ_JOBS"
+	NodeBucket = "ollamaq_nodes"
+)
+
+// Class separates latency-sensitive work from bulk work. Workers pull every
+// interactive job they can before they pull any batch job.
+type Class string
+
+const (
+	Interactive Class = "interactive"
+	Batch       Class = "batch"
+)
+
+// Classes lists the classes in the order workers serve them.
+var Classes = []Class{Interactive, Batch}
+
+// ErrInvalidSubject is returned for a subject that breaks the layout above.
+var ErrInvalidSubject = errors.New("job: invalid subject")
+
+// ParseClass returns the class named s.
+func ParseClass(s string) (Class, error) {
+	switch Class(s) {
+	case Interactive, Batch:
+		return Class(s), nil
+	}
+	return "", fmt.Errorf("job: unknown class %q (want %q or %q)", s, Interactive, Batch)
+}
+
+// JobSubject is the subject a job for the canonical model and class is published to.
+func JobSubject(canonical string, c Class) string {
+	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c)
+}
+
+// ConsumerName is the durable pull consumer that holds the jobs of one model and class.
+func ConsumerName(canonical string, c Class) string {
+	return EncodeModel(canonical) + "_" + string(c)
+}
+
+// ParseJobSubject returns the canonical model and class of a jobs or queued subject.
+func ParseJobSubject(subject string) (string, Class, error) {
+	tokens := strings.Split(subject, ".")
+	if len(tokens) != 4 || tokens[0] != "ollamaq" || (tokens[1] != "jobs" && tokens[1] != "queued") {
+		return "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, subject)
+	}
+	model, err := DecodeModel(tokens[2])
+	if err != nil {
+		return "", "", err
+	}
+	if c, err := CanonicalModel(model); err != nil || c != model {
+		return "", "", fmt.Errorf("%w: %q: model %q is not canonical", ErrInvalidSubject, subject, model)
+	}
+	c, err := ParseClass(tokens[3])
+	if err != nil {
+		return "", "", err
+	}
+	return model, c, nil
+}
+
+// ReplySubject is the subject on which a requester receives the chunks of a job.
+func ReplySubject(requester, jobID string) string {
+	return ReplyPrefix + "." + requester + "." + jobID
+}
+
+// CancelSubject is the subject on which a requester cancels a job it submitted.
+func CancelSubject(requester, jobID string) string {
+	return CancelPrefix + "." + requester + "." + jobID
+}
+
+// ValidReply reports whether s is a reply subject a worker may publish to:
+// ollamaq.reply.<requester>.<id>[...], literal tokens only.
+func ValidReply(s string) bool {
+	if !strings.HasPrefix(s, ReplyPrefix+".") {
+		return false
+	}
+	tokens := strings.Split(s, ".")
+	if len(tokens) < 4 {
+		return false
+	}
+	for _, t := range tokens {
+		if !ValidToken(t) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidToken reports whether s can be used as one literal subject token.
+func ValidToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '.' || c == '*' || c == '>' || c <= ' ' || c == 0x7f:
+			return false
+		}
+	}
+	return true
+}

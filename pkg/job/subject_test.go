@@ -1,0 +1,51 @@
+package job
+
+import "testing"
+
+func TestSubjects(t *testing.T) {
+	if got, want := JobSubject("llama3.2:latest", Interactive), "ollamaq.jobs.llama3_2e2_3alatest.interactive"; got != want {
+		t.Errorf("JobSubject = %q, want %q", got, want)
+	}
+	if got, want := ConsumerName("llama3.2:latest", Batch), "llama3_2e2_3alatest_batch"; got != want {
+		t.Errorf("ConsumerName = %q, want %q", got, want)
+	}
+	for _, s := range []string{"ollamaq.jobs.llama3_2e2_3alatest.interactive", "ollamaq.queued.llama3_2e2_3alatest.interactive"} {
+		m, c, err := ParseJobSubject(s)
+		if err != nil || m != "llama3.2:latest" || c != Interactive {
+			t.Errorf("ParseJobSubject(%q) = %q, %q, %v", s, m, c, err)
+		}
+	}
+	for _, s := range []string{"ollamaq.jobs.x", "ollamaq.jobs.x_3a.interactive", "ollamaq.jobs.x.urgent", "other.jobs.x.batch"} {
+		if _, _, err := ParseJobSubject(s); err == nil {
+			t.Errorf("ParseJobSubject(%q) succeeded, want error", s)
+		}
+	}
+}
+
+func TestValidReply(t *testing.T) {
+	tests := []struct {
+		in   string
+		want bool
+	}{
+		{"ollamaq.reply.u1.job1", true},
+		{"ollamaq.reply.u1.job1.extra", true},
+		{"ollamaq.reply.u1", false},
+		{"ollamaq.reply.*.job", false},
+		{"ollamaq.reply.u1.>", false},
+		{"ollamaq.jobs.m.interactive", false},
+		{"$JS.API.STREAM.DELETE.OLLAMAQ_JOBS", false},
+		{"ollamaq.reply..x", false},
+	}
+	for _, tt := range tests {
+		if got := ValidReply(tt.in); got != tt.want {
+			t.Errorf("ValidReply(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestNewID(t *testing.T) {
+	a, b := NewID(), NewID()
+	if a == b || len(a) != 26 || !ValidToken(a) {
+		t.Fatalf("NewID gave %q and %q", a, b)
+	}
+}

@@ -1,0 +1,44 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// Job is one job to publish.
+type Job struct {
+	ID    string    // job ID; also the Nats-Msg-Id, so a retried publish is not queued twice
+	Model string    // canonical model name
+	Class job.Class // interactive or batch
+	Route string    // Ollama route, e.g. /api/chat
+	Reply string    // reply subject
+	Body  []byte    // the Ollama request JSON as the client sent it
+	// Wait bounds how long the job may wait in the queue. The stream deletes it
+	// after Wait (Nats-TTL, whole seconds) and workers refuse it after its
+	// deadline. Zero means no bound.
+	Wait time.Duration
+}
+
+// Publish stores the job in the stream and returns once JetStream has it.
+func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(job.JobSubject(j.Model, j.Class))
+	msg.Data = j.Body
+	msg.Header.Set(job.HeaderJob, j.ID)
+	msg.Header.Set(job.HeaderRoute, j.Route)
+	msg.Header.Set(job.HeaderReply, j.Reply)
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
+	if j.Wait > 0 {
+		msg.Header.Set(job.HeaderDeadline, time.Now().Add(j.Wait).UTC().Format(time.RFC3339Nano))
+		opts = append(opts, jetstream.WithMsgTTL(j.Wait.Round(time.Second)+time.Second))
+	}
+	ack, err := q.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("publish job %s: %w", j.ID, err)
+	}
+	return ack, nil
+}

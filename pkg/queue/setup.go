@@ -1,0 +1,136 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/streams"
+)
+
+// Options adjust the definitions in streams/ to a deployment.
+type Options struct {
+	// Replicas of the job stream and the node bucket (consumers inherit it): 1
+	// for a single server, 3 for a cluster. Zero keeps the existing streams'
+	// value, or the files' for new streams.
+	Replicas int
+	// AckWait, if set, replaces the consumers' ack wait: how long a job may go
+	// without an ack or in-progress signal before JetStream redelivers it.
+	// Every worker must use the same value, or their updates fight.
+	AckWait time.Duration
+}
+
+// Queue is a handle on the applied definitions. It is safe for concurrent use.
+type Queue struct {
+	js       jetstream.JetStream
+	consumer jetstream.ConsumerConfig
+	nodes    jetstream.KeyValue
+}
+
+// Setup creates or updates the job stream and the node bucket so that they
+// match streams/*.json, and returns a handle on them. It is idempotent and is
+// called by every dispatcher and worker at start-up.
+func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, error) {
+	var jobs, nodes jetstream.StreamConfig
+	var cons jetstream.ConsumerConfig
+	for name, v := range map[string]any{"jobs.json": &jobs, "kv_nodes.json": &nodes, "consumer.json": &cons} {
+		if err := readDefinition(name, v); err != nil {
+			return nil, err
+		}
+	}
+	if o.Replicas > 0 {
+		jobs.Replicas, nodes.Replicas = o.Replicas, o.Replicas
+	} else {
+		// Keep what the deployment chose (a worker need not know the cluster size).
+		for _, cfg := range []*jetstream.StreamConfig{&jobs, &nodes} {
+			if s, err := js.Stream(ctx, cfg.Name); err == nil {
+				cfg.Replicas = s.CachedInfo().Config.Replicas
+			}
+		}
+	}
+	cons.Replicas = 0 // Work-queue consumers must match the stream; 0 inherits it.
+	if o.AckWait > 0 {
+		cons.AckWait = o.AckWait
+	}
+	for _, cfg := range []jetstream.StreamConfig{jobs, nodes} {
+		if err := applyStream(ctx, js, cfg); err != nil {
+			return nil, err
+		}
+	}
+	kv, err := js.KeyValue(ctx, job.NodeBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", job.NodeBucket, err)
+	}
+	return &Queue{js: js, consumer: cons, nodes: kv}, nil
+}
+
+func readDefinition(name string, v any) error {
+	b, err := streams.FS.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("read streams/%s: %w", name, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("parse streams/%s: %w", name, err)
+	}
+	return nil
+}
+
+// applyStream creates or updates one stream, retrying while a freshly started
+// cluster has no JetStream meta leader yet (such requests get no answer).
+func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := js.CreateOrUpdateStream(attempt, cfg)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
+		}
+	}
+}
+
+// JetStream returns the JetStream handle the queue was set up with.
+func (q *Queue) JetStream() jetstream.JetStream { return q.js }
+
+// Nodes returns the node health and inventory bucket.
+func (q *Queue) Nodes() jetstream.KeyValue { return q.nodes }
+
+// AckWait is the consumers' ack wait.
+func (q *Queue) AckWait() time.Duration { return q.consumer.AckWait }
+
+// MaxDeliver is how many times a job is delivered before JetStream gives up on it.
+func (q *Queue) MaxDeliver() int { return q.consumer.MaxDeliver }
+
+// Consumer creates or updates the durable pull consumer for one model and
+// class from streams/consumer.json and returns it.
+func (q *Queue) Consumer(ctx context.Context, model string, c job.Class) (jetstream.Consumer, error) {
+	cfg := q.consumer
+	cfg.Durable = job.ConsumerName(model, c)
+	cfg.Name = ""
+	cfg.FilterSubject = job.JobSubject(model, c)
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, job.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("apply consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// HasConsumer reports whether a consumer exists for the model, that is, whether
+// some worker has served it: jobs for such a model wait in the queue even
+// while no worker for it is up.
+func (q *Queue) HasConsumer(ctx context.Context, model string) (bool, error) {
+	_, err := q.js.Consumer(ctx, job.Stream, job.ConsumerName(model, job.Interactive))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up consumer for %s: %w", model, err)
+}

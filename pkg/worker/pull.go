@@ -1,0 +1,119 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// schedule is the only place that takes jobs from JetStream. It owns the count
+// of free slots and pulls at most that many, all interactive work first, each
+// time a job is queued (doorbell), a slot frees up, or the poll timer fires.
+// It returns when ctx is done.
+func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
+	free := w.cfg.Slots
+	poll := time.NewTicker(w.cfg.Poll)
+	defer poll.Stop()
+	rotate := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-poll.C:
+		case <-w.released:
+			free++
+		}
+		for drained := false; !drained; {
+			select {
+			case <-w.released:
+				free++
+			default:
+				drained = true
+			}
+		}
+		if free == 0 || !w.pulling() {
+			continue
+		}
+		rotate++
+		free -= w.fill(ctx, free, rotate, start)
+	}
+}
+
+// pulling reports whether the worker should take jobs now.
+func (w *Worker) pulling() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.healthy && !w.draining
+}
+
+// fill pulls up to free jobs without waiting, interactive consumers first, and
+// starts each. The consumers of a class are visited from a rotating offset so
+// no model starves another. It returns how many jobs it started.
+func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstream.Msg)) int {
+	took := 0
+	for _, class := range job.Classes {
+		cons := w.consumers(class)
+		for i := range cons {
+			if took == free || ctx.Err() != nil {
+				return took
+			}
+			c := cons[(i+rotate)%len(cons)]
+			batch, err := c.FetchNoWait(free - took)
+			if err != nil {
+				w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
+				continue
+			}
+			for m := range batch.Messages() {
+				took++
+				w.startedJob()
+				start(m)
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+				w.log.Debug("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
+			}
+		}
+	}
+	return took
+}
+
+// consumers returns the consumers of class for the models Ollama has, in a
+// stable order.
+func (w *Worker) consumers(class job.Class) []jetstream.Consumer {
+	w.mu.Lock()
+	keys := make([]consumerKey, 0, len(w.served))
+	for k := range w.served {
+		if k.class == class {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b consumerKey) int { return strings.Compare(a.model, b.model) })
+	out := make([]jetstream.Consumer, len(keys))
+	for i, k := range keys {
+		out[i] = w.served[k]
+	}
+	w.mu.Unlock()
+	return out
+}
+
+// startedJob counts a job as running and records the peak.
+func (w *Worker) startedJob() {
+	n := w.busy.Add(1)
+	for {
+		p := w.peak.Load()
+		if n <= p || w.peak.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+// finishedJob frees the job's slot.
+func (w *Worker) finishedJob() {
+	w.busy.Add(-1)
+	w.released <- struct{}{} // Never blocks: at most Slots jobs hold a slot.
+}

@@ -1,0 +1,224 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/ollama"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// errCanceled is the cause of a job context canceled by its requester.
+var errCanceled = errors.New("canceled by requester")
+
+// task is one delivery of a job to this worker.
+type task struct {
+	w         *Worker
+	msg       jetstream.Msg
+	id        string
+	route     string
+	reply     string
+	requester string
+	model     string // canonical, from the subject
+	attempt   int
+	seq       int
+	cancel    context.CancelCauseFunc
+}
+
+// run executes one delivered job and settles it. It owns the job's slot.
+func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
+	defer w.finishedJob()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t, res := w.accept(m, cancel)
+	if t == nil {
+		return // Unanswerable; accept settled it.
+	}
+	if res.kind == 0 {
+		w.mu.Lock()
+		w.running[t.id] = t
+		w.mu.Unlock()
+		res = t.execute(ctx)
+		w.mu.Lock()
+		delete(w.running, t.id)
+		w.mu.Unlock()
+	}
+	t.settle(ctx, res)
+}
+
+// accept validates a delivered job. It returns a nil task when the job cannot
+// even be answered (it settles such a job itself), and a non-zero result when
+// the job must be settled without running.
+func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task, result) {
+	h := m.Headers()
+	t := &task{w: w, msg: m, id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute), reply: h.Get(job.HeaderReply), cancel: cancel}
+	if md, err := m.Metadata(); err == nil {
+		t.attempt = int(md.NumDelivered)
+	}
+	if t.id == "" {
+		t.id = h.Get(job.HeaderMsgID)
+	}
+	if !job.ValidReply(t.reply) || !job.ValidToken(t.id) || t.attempt < 1 {
+		w.log.Warn("dropping job without a valid reply subject or ID", "subject", m.Subject(), "job", t.id, "reply", t.reply)
+		if err := m.TermWithReason("invalid reply subject or job id"); err != nil {
+			w.log.Warn("settle job", "job", t.id, "err", err)
+		}
+		return nil, result{}
+	}
+	t.requester = strings.Split(t.reply, ".")[2]
+	model, _, err := job.ParseJobSubject(m.Subject())
+	if err != nil {
+		return t, failed(http.StatusBadRequest, err.Error())
+	}
+	t.model = model
+	if !job.Routes[t.route] {
+		return t, failed(http.StatusBadRequest, fmt.Sprintf("route %q cannot be queued", t.route))
+	}
+	if msg := checkModel(m.Data(), model); msg != "" {
+		return t, failed(http.StatusBadRequest, msg)
+	}
+	if d := h.Get(job.HeaderDeadline); d != "" {
+		deadline, err := time.Parse(time.RFC3339Nano, d)
+		if err != nil {
+			return t, failed(http.StatusBadRequest, fmt.Sprintf("bad %s %q", job.HeaderDeadline, d))
+		}
+		if time.Now().After(deadline) {
+			return t, failed(http.StatusServiceUnavailable, "job waited in the queue past its deadline; not run")
+		}
+	}
+	w.mu.Lock()
+	_, canceled := w.canceled[t.requester+"."+t.id]
+	w.mu.Unlock()
+	if canceled {
+		return t, result{kind: resCanceled}
+	}
+	return t, result{}
+}
+
+// checkModel returns a complaint when the body names another model than the
+// subject it was published on. A body that is not JSON is left to Ollama,
+// whose error message the client expects.
+func checkModel(body []byte, model string) string {
+	var req struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return ""
+	}
+	name := req.Model
+	if name == "" {
+		name = req.Name
+	}
+	c, err := job.CanonicalModel(name)
+	if err != nil || c != model {
+		return fmt.Sprintf("job for model %q was published on the subject of model %q", name, model)
+	}
+	return ""
+}
+
+// execute calls Ollama and relays its response. It keeps the job alive with
+// in-progress signals while it runs.
+func (t *task) execute(ctx context.Context) result {
+	if err := t.send(queue.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID}); err != nil {
+		return result{kind: resHandBack, msg: err.Error()}
+	}
+	stop := t.keepAlive()
+	defer stop()
+
+	resp, err := t.w.ollama.Post(ctx, t.route, t.msg.Data())
+	if err != nil {
+		if r, ok := t.interrupted(ctx); ok {
+			return r
+		}
+		poke(t.w.refresh) // Probably down: stop pulling until it answers again.
+		return retry(http.StatusBadGateway, "ollama unreachable: "+err.Error())
+	}
+	defer func() { _ = resp.Body.Close() }() // A read-only body; closing cannot lose data.
+
+	if resp.StatusCode >= 400 {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20)) // Best effort: the status alone still answers.
+		msg := ollama.ErrorMessage(body)
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		switch resp.StatusCode {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return retry(resp.StatusCode, msg)
+		}
+		return failed(resp.StatusCode, msg)
+	}
+
+	ct := resp.Header.Get("Content-Type")
+	first := true
+	err = ollama.Frames(resp.Body, ct, func(b []byte) error {
+		r := queue.Reply{Kind: job.KindData, Data: b}
+		if first {
+			r.Status, r.ContentType, first = resp.StatusCode, ct, false
+		}
+		return t.send(r)
+	})
+	if err == nil && first {
+		err = t.send(queue.Reply{Kind: job.KindData, Status: resp.StatusCode, ContentType: ct})
+	}
+	if err != nil {
+		if r, ok := t.interrupted(ctx); ok {
+			return r
+		}
+		return failed(http.StatusBadGateway, "ollama response broke off: "+err.Error())
+	}
+	return result{kind: resDone}
+}
+
+// interrupted tells whether the job's context ended, and why.
+func (t *task) interrupted(ctx context.Context) (result, bool) {
+	if ctx.Err() == nil {
+		return result{}, false
+	}
+	if errors.Is(context.Cause(ctx), errCanceled) {
+		return result{kind: resCanceled}, true
+	}
+	return result{kind: resHandBack, msg: "worker stopping"}, true
+}
+
+// keepAlive tells JetStream the job is in progress every third of the ack
+// wait, so a long generation is not redelivered. The returned func stops it.
+func (t *task) keepAlive() func() {
+	every := t.w.q.AckWait() / 3
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				if err := t.msg.InProgress(); err != nil {
+					t.w.log.Warn("signal job in progress", "job", t.id, "err", err)
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+// send publishes the next reply message of this attempt.
+func (t *task) send(r queue.Reply) error {
+	t.seq++
+	r.Job, r.Attempt, r.Seq = t.id, t.attempt, t.seq
+	if err := t.w.nc.PublishMsg(r.Msg(t.reply)); err != nil {
+		return fmt.Errorf("publish reply: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,80 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+type resultKind int
+
+const (
+	resDone     resultKind = iota + 1 // relayed in full: ack
+	resFailed                         // permanent failure: error to the requester, term
+	resRetry                          // transient failure: nak with delay, or fail on the last attempt
+	resCanceled                       // the requester canceled: term
+	resHandBack                       // the worker is stopping: nak for immediate redelivery
+)
+
+// retryDelay is how long a transiently failed job waits before redelivery, so
+// that another worker, or this one's recovered Ollama, can take it.
+const retryDelay = 2 * time.Second
+
+// result is how a job ended on this worker.
+type result struct {
+	kind   resultKind
+	status int
+	msg    string
+}
+
+func failed(status int, msg string) result { return result{kind: resFailed, status: status, msg: msg} }
+func retry(status int, msg string) result  { return result{kind: resRetry, status: status, msg: msg} }
+
+// settle is the one function that decides what happens to a job that ran or
+// was refused: each outcome maps to exactly one of ack, term or nak.
+func (t *task) settle(ctx context.Context, r result) {
+	w := t.w
+	log := w.log.With("job", t.id, "model", t.model, "attempt", t.attempt)
+	if r.kind == resRetry && t.attempt >= w.q.MaxDeliver() {
+		r.kind = resFailed
+		r.msg = fmt.Sprintf("%s (gave up after %d attempts)", r.msg, t.attempt)
+	}
+	var err error
+	switch r.kind {
+	case resDone:
+		if err = t.send(queue.Reply{Kind: job.KindDone}); err == nil {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err = t.msg.DoubleAck(actx)
+			cancel()
+		}
+		w.jobsDone.Add(1)
+		log.Debug("job done")
+	case resFailed:
+		if serr := t.send(queue.Reply{Kind: job.KindError, Status: r.status, Error: r.msg, Data: queue.ErrorBody(r.msg)}); serr != nil {
+			log.Warn("send job error", "err", serr)
+		}
+		err = t.msg.TermWithReason(r.msg)
+		w.failed.Add(1)
+		log.Info("job failed", "status", r.status, "reason", r.msg)
+	case resRetry:
+		err = t.msg.NakWithDelay(retryDelay)
+		log.Info("job handed back for retry", "status", r.status, "reason", r.msg, "delay", retryDelay)
+	case resCanceled:
+		if serr := t.send(queue.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: queue.ErrorBody("request canceled")}); serr != nil {
+			log.Debug("send job cancel", "err", serr)
+		}
+		err = t.msg.TermWithReason("canceled by requester")
+		log.Info("job canceled by requester")
+	case resHandBack:
+		err = t.msg.Nak()
+		log.Info("job handed back", "reason", r.msg)
+	default:
+		err = fmt.Errorf("no outcome for job (kind %d)", r.kind)
+	}
+	if err != nil {
+		log.Warn("settle job", "err", err)
+	}
+}

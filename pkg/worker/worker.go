@@ -1,0 +1,229 @@
+// Package worker runs beside one Ollama: it discovers the models its Ollama
+// has, pulls jobs for them only as far as it has free slots (interactive before
+// batch), relays Ollama's response to each job's reply subject, settles each
+// job with JetStream, and keeps its node record in the KV bucket.
+//
+// It imports NATS, the queue, fleet, ollama and job packages; nothing imports it
+// but cmd/worker and tests.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/ollama"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// Config configures a worker.
+type Config struct {
+	// ID names the worker in the node bucket and in logs; a subject token.
+	ID string
+	// Ollama is the base URL of the Ollama server this worker serves.
+	Ollama *url.URL
+	// Slots is how many jobs run at once, like OLLAMA_NUM_PARALLEL.
+	Slots int
+	// Heartbeat is how often the worker refreshes its inventory from Ollama and
+	// its record in the node bucket. It must be well under the bucket's TTL (15s).
+	Heartbeat time.Duration
+	// Poll is how often an idle worker looks for redelivered jobs, which ring no
+	// doorbell. New jobs are pulled as soon as they are stored.
+	Poll time.Duration
+	// Grace bounds how long a stopping worker lets in-flight jobs finish before
+	// it hands them back to the queue.
+	Grace time.Duration
+	// Logger receives the worker's log.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults for the Ollama at u.
+func DefaultConfig(id string, u *url.URL) Config {
+	return Config{ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
+		Grace: 30 * time.Second, Logger: slog.Default()}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case !job.ValidToken(c.ID) || strings.ContainsAny(c.ID, ":/\\"):
+		return fmt.Errorf("worker: ID %q must be a token of letters, digits, '-' and '_'", c.ID)
+	case c.Ollama == nil || c.Ollama.Host == "":
+		return errors.New("worker: Ollama URL is required")
+	case c.Slots < 1:
+		return fmt.Errorf("worker: Slots must be at least 1, got %d", c.Slots)
+	case c.Heartbeat <= 0 || c.Heartbeat > 10*time.Second:
+		return fmt.Errorf("worker: Heartbeat must be in (0, 10s], got %s", c.Heartbeat)
+	case c.Poll <= 0:
+		return fmt.Errorf("worker: Poll must be positive, got %s", c.Poll)
+	case c.Grace < 0:
+		return fmt.Errorf("worker: Grace must not be negative, got %s", c.Grace)
+	case c.Logger == nil:
+		return errors.New("worker: Logger is required")
+	}
+	return nil
+}
+
+// Worker serves jobs for one Ollama. Create it with New and call Run once.
+type Worker struct {
+	cfg    Config
+	nc     *nats.Conn
+	q      *queue.Queue
+	ollama *ollama.Client
+	log    *slog.Logger
+
+	wake     chan struct{} // new work may be queued; capacity 1
+	released chan struct{} // a slot became free; capacity Slots
+	refresh  chan struct{} // re-check Ollama now; capacity 1
+
+	busy, peak       atomic.Int64
+	jobsDone, failed atomic.Int64
+
+	mu        sync.Mutex
+	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
+	healthy   bool
+	draining  bool
+	inventory ollama.Inventory
+	lastErr   string
+	running   map[string]*task     // in-flight jobs by ID
+	canceled  map[string]time.Time // job IDs canceled by their requester, until when to remember
+	started   time.Time
+}
+
+type consumerKey struct {
+	model string
+	class job.Class
+}
+
+// New returns a worker that uses nc and the queue q.
+func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{
+		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID),
+		wake:     make(chan struct{}, 1),
+		released: make(chan struct{}, cfg.Slots),
+		refresh:  make(chan struct{}, 1),
+		served:   make(map[consumerKey]jetstream.Consumer),
+		running:  make(map[string]*task),
+		canceled: make(map[string]time.Time),
+		started:  time.Now(),
+	}, nil
+}
+
+func poke(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Run serves jobs until ctx is done, then drains: it stops pulling, lets
+// in-flight jobs finish within Grace, hands the rest back to the queue, and
+// removes its node record. It returns nil after a clean drain.
+func (w *Worker) Run(ctx context.Context) error {
+	bell, err := w.nc.Subscribe(job.QueuedPrefix+".>", w.onQueued)
+	if err != nil {
+		return fmt.Errorf("subscribe doorbell: %w", err)
+	}
+	defer func() { _ = bell.Unsubscribe() }() // The connection may already be closed; nothing to undo then.
+	cancels, err := w.nc.Subscribe(job.CancelPrefix+".>", w.onCancel)
+	if err != nil {
+		return fmt.Errorf("subscribe cancels: %w", err)
+	}
+	defer func() { _ = cancels.Unsubscribe() }()
+
+	// Jobs outlive ctx by up to Grace, so they get their own context.
+	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJobs()
+	var jobs sync.WaitGroup
+
+	w.check(ctx) // Know the models before the first pull.
+	w.log.Info("worker started", "ollama", w.cfg.Ollama.String(), "slots", w.cfg.Slots)
+
+	var loops sync.WaitGroup
+	loops.Go(func() { w.maintain(ctx) })
+	w.schedule(ctx, func(m jetstream.Msg) {
+		jobs.Go(func() { w.run(jobsCtx, m) })
+	})
+	loops.Wait()
+
+	w.drain(ctx, &jobs, stopJobs)
+	return nil
+}
+
+// drain waits for in-flight jobs for up to Grace, then cancels the rest, which
+// hands them back to the queue, and removes the node record.
+func (w *Worker) drain(ctx context.Context, jobs *sync.WaitGroup, stopJobs context.CancelFunc) {
+	w.mu.Lock()
+	w.draining = true
+	w.mu.Unlock()
+	// Bounded, detached context: the run context is done, but the bucket should still hear.
+	kvCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	w.putNode(kvCtx)
+	cancel()
+	done := make(chan struct{})
+	go func() { jobs.Wait(); close(done) }()
+	if n := w.busy.Load(); n > 0 {
+		w.log.Info("draining", "jobs", n, "grace", w.cfg.Grace)
+	}
+	select {
+	case <-done:
+	case <-time.After(w.cfg.Grace):
+		w.log.Warn("grace period over; handing unfinished jobs back to the queue", "jobs", w.busy.Load())
+		stopJobs()
+		<-done
+	}
+	kvCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if err := w.q.Nodes().Delete(kvCtx, fleet.Key(w.cfg.ID)); err != nil {
+		w.log.Warn("remove node record", "err", err)
+	}
+	w.log.Info("worker stopped", "jobs_done", w.jobsDone.Load(), "jobs_failed", w.failed.Load())
+}
+
+// onQueued runs for each job stored in the stream (header-only republish) and
+// wakes the scheduler when the job is for a model this worker serves.
+func (w *Worker) onQueued(m *nats.Msg) {
+	model, class, err := job.ParseJobSubject(m.Subject)
+	if err != nil {
+		return
+	}
+	w.mu.Lock()
+	_, ok := w.served[consumerKey{model, class}]
+	w.mu.Unlock()
+	if ok {
+		poke(w.wake)
+	}
+}
+
+// onCancel records a requester's cancel and stops the job if it runs here.
+// Only the requester that owns the reply subject can cancel: the cancel subject
+// carries the same requester token as the job's reply subject.
+func (w *Worker) onCancel(m *nats.Msg) {
+	tokens := strings.Split(m.Subject, ".")
+	if len(tokens) != 4 {
+		return
+	}
+	requester, id := tokens[2], tokens[3]
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t := w.running[id]; t != nil {
+		if t.requester == requester {
+			t.cancel(errCanceled)
+		}
+		return
+	}
+	w.canceled[requester+"."+id] = time.Now().Add(10 * time.Minute)
+}

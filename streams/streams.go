@@ -1,0 +1,12 @@
+// Package streams holds OllamaMax's JetStream definitions as data: the job
+// stream, the template of its per-model consumers and the node KV bucket, in
+// the JSON form the nats CLI accepts (nats stream add --config jobs.json). The
+// code embeds the same files and applies them at start-up.
+package streams
+
+import "embed"
+
+// FS holds jobs.json, consumer.json and kv_nodes.json.
+//
+//go:embed *.json
+var FS embed.FS
