@@ -1,0 +1,169 @@
+// Command ollamasim serves a simulated Ollama for tests, demos and benchmarks:
+// it answers the Ollama API with deterministic text at a configurable pace.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+)
+
+const synopsis = `Usage: ollamasim [flags]
+
+Serves a simulated Ollama: /api/generate, /api/chat, /api/embed, /api/tags,
+/api/ps, /api/show and /api/version behave like Ollama on the wire, with
+deterministic text paced at --tps tokens per second per stream. Models whose
+name contains "embed" are embedding models; the others generate text.
+
+Examples:
+  ollamasim                                        # llama3.2 on 127.0.0.1:11534
+  ollamasim --models llama3.2,qwen3:8b,nomic-embed-text --tps 200 --parallel 4
+  OLLAMA_HOST=127.0.0.1:11534 ollama run llama3.2 "hello"
+
+Flags:
+`
+
+// shutdownGrace bounds how long running streams may finish on SIGINT/SIGTERM.
+const shutdownGrace = 5 * time.Second
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "ollamasim:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout io.Writer) error {
+	cfg := ollamasim.DefaultConfig()
+	fs := flag.NewFlagSet("ollamasim", flag.ContinueOnError)
+	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	listen := fs.String("listen", "127.0.0.1:11534", "address to listen on")
+	models := fs.String("models", "llama3.2", "comma-separated model names")
+	fs.Float64Var(&cfg.TokensPerSecond, "tps", cfg.TokensPerSecond, "tokens per second per stream; negative for no delay")
+	fs.DurationVar(&cfg.TimeToFirstToken, "ttft", cfg.TimeToFirstToken, "delay before the first token (prompt evaluation)")
+	fs.DurationVar(&cfg.LoadDuration, "load", cfg.LoadDuration, "delay on the first use of a model that is not loaded")
+	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "generations at once, like OLLAMA_NUM_PARALLEL")
+	fs.IntVar(&cfg.MaxQueue, "max-queue", cfg.MaxQueue, "requests that may wait for a slot before 503, like OLLAMA_MAX_QUEUE")
+	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the deterministic text")
+	fs.IntVar(&cfg.DefaultTokens, "tokens", cfg.DefaultTokens, "tokens per answer when options.num_predict is unset")
+	fs.StringVar(&cfg.Version, "version", cfg.Version, "version reported by /api/version")
+	level := fs.String("log-level", "info", "debug (logs every request), info, warn or error")
+	format := fs.String("log-format", "auto", "auto (colour on a terminal, else JSON), json or text")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	log, err := cli.NewLogger(os.Stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	cfg.Models = parseModels(*models)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	names := make([]string, len(cfg.Models))
+	for i, m := range cfg.Models {
+		names[i] = m.Name
+	}
+	srv := &http.Server{
+		Handler:           accessLog(log, ollamasim.New(cfg)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	fmt.Fprintf(stdout, "ollamasim listening on http://%s (models: %s)\n", ln.Addr(), strings.Join(names, ", "))
+	log.Info("ollamasim started", "addr", ln.Addr().String(), "models", names, "tps", cfg.TokensPerSecond,
+		"parallel", cfg.Parallel, "seed", cfg.Seed, "version", cfg.Version)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("ollamasim shutting down", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		// Streams still running (or hung on purpose) after the grace period.
+		if cerr := srv.Close(); cerr != nil {
+			return fmt.Errorf("close: %w", cerr)
+		}
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// parseModels turns "llama3.2, nomic-embed-text" into models; a name that
+// contains "embed" gets the embedding capability instead of completion.
+func parseModels(list string) []ollamasim.Model {
+	var models []ollamasim.Model
+	for name := range strings.SplitSeq(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		m := ollamasim.Model{Name: name}
+		if strings.Contains(strings.ToLower(name), "embed") {
+			m.Capabilities = []string{"embedding"}
+		}
+		models = append(models, m)
+	}
+	return models
+}
+
+// accessLog logs each request at debug level once it has been answered.
+func accessLog(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !log.Enabled(r.Context(), slog.LevelDebug) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration", time.Since(start), "canceled", r.Context().Err() != nil)
+	})
+}
+
+// statusRecorder remembers the status code. Unwrap lets
+// http.ResponseController reach the real writer to flush each NDJSON line.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

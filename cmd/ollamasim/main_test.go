@@ -1,0 +1,34 @@
+package main
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+)
+
+func TestParseModels(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want []ollamasim.Model
+	}{
+		{"one", "llama3.2", []ollamasim.Model{{Name: "llama3.2"}}},
+		{"spaces and empties", " llama3.2 , ,qwen3:8b,", []ollamasim.Model{{Name: "llama3.2"}, {Name: "qwen3:8b"}}},
+		{"embedding by name", "nomic-embed-text,mxbai-EMBED-large", []ollamasim.Model{
+			{Name: "nomic-embed-text", Capabilities: []string{"embedding"}},
+			{Name: "mxbai-EMBED-large", Capabilities: []string{"embedding"}},
+		}},
+		{"none", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := parseModels(tt.in)
+			if !slices.EqualFunc(got, tt.want, func(a, b ollamasim.Model) bool {
+				return a.Name == b.Name && slices.Equal(a.Capabilities, b.Capabilities)
+			}) {
+				t.Errorf("parseModels(%q) = %+v, want %+v", tt.in, got, tt.want)
+			}
+		})
+	}
+}

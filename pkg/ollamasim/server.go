@@ -1,0 +1,299 @@
+// Package ollamasim is an HTTP server that behaves like Ollama on the wire,
+// for tests, demos and benchmarks.
+//
+// It serves the native endpoints a queue in front of Ollama relies on (/,
+// /api/version, /api/tags, /api/ps, /api/show, /api/generate, /api/chat,
+// /api/embed and /api/embeddings) with Ollama's status codes, error texts,
+// content types and NDJSON streaming, using the types of Ollama's own api
+// package. Text is deterministic: the same request to any simulator with the
+// same Config.Seed yields byte-identical output. Pacing, parallelism, queue
+// limits and failures are configurable, and Stats reports what happened.
+//
+// Production code must not import this package.
+package ollamasim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server is a simulated Ollama. It implements http.Handler and is safe for
+// concurrent use. It owns no goroutines: every request runs on the caller's.
+type Server struct {
+	cfg    Config
+	routes map[string]map[string]http.HandlerFunc // path -> method -> handler
+
+	slots   chan struct{} // one token per running generation, capacity Parallel
+	waiting atomic.Int64  // requests waiting for a slot
+	loading chan struct{} // capacity 1: model loads happen one at a time
+
+	mu      sync.Mutex // guards the fields below
+	models  []*entry
+	loaded  map[string]*residency // by entry.key
+	failure Failure
+
+	requests  atomic.Int64
+	active    atomic.Int64
+	maxActive atomic.Int64
+	completed atomic.Int64
+	canceled  atomic.Int64
+	tokens    atomic.Int64
+}
+
+// New returns a Server for cfg with zero fields set to their defaults.
+// It does not validate cfg; see Config.Validate.
+func New(cfg Config) *Server {
+	cfg = cfg.withDefaults()
+	s := &Server{
+		cfg:     cfg,
+		slots:   make(chan struct{}, cfg.Parallel),
+		loading: make(chan struct{}, 1),
+		loaded:  make(map[string]*residency),
+	}
+	s.SetModels(cfg.Models)
+	s.cfg.Models = nil // the inventory owns them now
+	s.routes = map[string]map[string]http.HandlerFunc{
+		"/":               {http.MethodHead: s.handleRoot, http.MethodGet: s.handleRoot},
+		"/api/version":    {http.MethodHead: s.handleVersion, http.MethodGet: s.handleVersion},
+		"/api/tags":       {http.MethodHead: s.handleTags, http.MethodGet: s.handleTags},
+		"/api/ps":         {http.MethodGet: s.handlePs},
+		"/api/show":       {http.MethodPost: s.handleShow},
+		"/api/generate":   {http.MethodPost: s.handleGenerate},
+		"/api/chat":       {http.MethodPost: s.handleChat},
+		"/api/embed":      {http.MethodPost: s.handleEmbed},
+		"/api/embeddings": {http.MethodPost: s.handleEmbeddings},
+	}
+	return s
+}
+
+// methodOrder is the order of gin's method trees in Ollama's router, which
+// decides the order of the Allow header on a 405.
+var methodOrder = []string{http.MethodHead, http.MethodGet, http.MethodPost}
+
+// ServeHTTP routes like Ollama's gin router: 404 "404 page not found" for
+// unknown paths, 405 "405 method not allowed" with an Allow header for a
+// known path with the wrong method, and a redirect for a trailing slash.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.Path
+	if h := s.routes[path][r.Method]; h != nil {
+		h(w, r)
+		return
+	}
+	if path != "/" && strings.HasSuffix(path, "/") && s.routes[strings.TrimSuffix(path, "/")][r.Method] != nil {
+		code := http.StatusMovedPermanently
+		if r.Method != http.MethodGet {
+			code = http.StatusTemporaryRedirect
+		}
+		u := *r.URL
+		u.Path = strings.TrimSuffix(path, "/")
+		http.Redirect(w, r, u.String(), code)
+		return
+	}
+	var allowed []string
+	for _, m := range methodOrder {
+		if m != r.Method && s.routes[path][m] != nil {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		writePlain(w, http.StatusMethodNotAllowed, "text/plain", "405 method not allowed")
+		return
+	}
+	writePlain(w, http.StatusNotFound, "text/plain", "404 page not found")
+}
+
+func (s *Server) handleRoot(w http.ResponseWriter, _ *http.Request) {
+	writePlain(w, http.StatusOK, "text/plain; charset=utf-8", "Ollama is running")
+}
+
+func (s *Server) handleVersion(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, struct {
+		Version string `json:"version"`
+	}{s.cfg.Version})
+}
+
+// Failure describes failures injected into generate, chat and embed
+// requests that passed validation. The zero Failure injects nothing.
+type Failure struct {
+	// Status, if non-zero, fails every request before the first byte with
+	// this status and {"error": Message}.
+	Status int
+	// Message is the error text; empty means Ollama's text for a crashed
+	// runner.
+	Message string
+	// AfterTokens, if positive, stops generations after this many tokens:
+	// streams end with {"error": Message} as the last NDJSON line and no done
+	// line (status 200, as in Ollama); stream:false requests get 500.
+	AfterTokens int
+	// Hang makes requests block until the client goes away, like a stuck
+	// runner. A hanging generation holds its slot and counts as active.
+	Hang bool
+}
+
+// runnerCrashed is what Ollama reports when its runner dies mid-request.
+const runnerCrashed = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details"
+
+func (f Failure) message() string {
+	if f.Message == "" {
+		return runnerCrashed
+	}
+	return f.Message
+}
+
+// SetFailure replaces the injected failure; Failure{} clears it. Requests
+// already past validation keep the failure they started with.
+func (s *Server) SetFailure(f Failure) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failure = f
+}
+
+func (s *Server) currentFailure() Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failure
+}
+
+// Stats counts what the server has done since New.
+type Stats struct {
+	Requests  int64 // generate/chat/embed requests received, valid or not
+	Active    int64 // generations (and embedding calls) holding a slot now
+	MaxActive int64 // highest Active ever observed; never above Parallel
+	Completed int64 // generations that ran to their done line, and embedding calls answered
+	Canceled  int64 // requests stopped because the client went away
+	Tokens    int64 // tokens emitted in total
+}
+
+// Stats returns a snapshot of the counters. Each field is read atomically,
+// the set as a whole is not.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Requests:  s.requests.Load(),
+		Active:    s.active.Load(),
+		MaxActive: s.maxActive.Load(),
+		Completed: s.completed.Load(),
+		Canceled:  s.canceled.Load(),
+		Tokens:    s.tokens.Load(),
+	}
+}
+
+// errServerBusy is Ollama's ErrMaxQueue text, two spaces included.
+var errServerBusy = errors.New("server busy, please try again.  maximum pending requests exceeded")
+
+// acquireSlot waits for one of the Parallel slots. It fails with
+// errServerBusy when MaxQueue requests are already waiting, or with the
+// context error when the client goes away. The returned func releases the
+// slot and must be called once.
+func (s *Server) acquireSlot(ctx context.Context) (release func(), err error) {
+	release = func() {
+		s.active.Add(-1)
+		<-s.slots
+	}
+	select {
+	case s.slots <- struct{}{}:
+		s.markActive()
+		return release, nil
+	default:
+	}
+	if s.waiting.Add(1) > int64(s.cfg.MaxQueue) {
+		s.waiting.Add(-1)
+		return nil, errServerBusy
+	}
+	defer s.waiting.Add(-1)
+	select {
+	case s.slots <- struct{}{}:
+		s.markActive()
+		return release, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// markActive counts a generation that holds a slot. Active only rises while
+// a slot is held, so MaxActive can never exceed Parallel.
+func (s *Server) markActive() {
+	n := s.active.Add(1)
+	for {
+		m := s.maxActive.Load()
+		if n <= m || s.maxActive.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// sleep waits for d or until ctx is done, and reports whether ctx is still
+// live. A non-positive d only checks ctx.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// errorResponse is Ollama's error body.
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+// statusCanceled is what Ollama answers when the client leaves while the
+// model loads; nobody reads it, but it keeps access logs honest.
+const statusCanceled = 499
+
+// decodeBody decodes r's body the way gin's ShouldBindJSON does: an empty
+// body is "missing request body", anything else that fails is the
+// encoding/json error text. It writes the 400 itself and reports success.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	err := json.NewDecoder(r.Body).Decode(v)
+	switch {
+	case errors.Is(err, io.EOF):
+		writeError(w, http.StatusBadRequest, "missing request body")
+		return false
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
+		return false
+	}
+	return true
+}
+
+// writeJSON writes v like gin's c.JSON: application/json; charset=utf-8 and
+// no trailing newline.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSONType(w, status, "application/json; charset=utf-8", v)
+}
+
+func writeJSONType(w http.ResponseWriter, status int, contentType string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only our own response types get here; they always marshal.
+		writePlain(w, http.StatusInternalServerError, "text/plain; charset=utf-8", err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(b) // a failed write means the client left; there is nobody to tell
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorResponse{Error: msg})
+}
+
+func writePlain(w http.ResponseWriter, status int, contentType, body string) {
+	w.Header().Set("Content-Type", contentType)
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body) // a failed write means the client left
+}
