@@ -68,6 +68,26 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 	return &Queue{js: js, consumer: cons, nodes: kv}, nil
 }
 
+// Open binds to definitions a dispatcher or worker already applied, without
+// changing them: what a client with no rights to manage streams needs.
+func Open(ctx context.Context, js jetstream.JetStream) (*Queue, error) {
+	var cons jetstream.ConsumerConfig
+	if err := readDefinition("consumer.json", &cons); err != nil {
+		return nil, err
+	}
+	if _, err := js.Stream(ctx, job.Stream); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("no OllamaMax queue on this NATS server: stream %s does not exist (start a dispatcher or worker first)", job.Stream)
+		}
+		return nil, fmt.Errorf("look up stream %s: %w", job.Stream, err)
+	}
+	kv, err := js.KeyValue(ctx, job.NodeBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", job.NodeBucket, err)
+	}
+	return &Queue{js: js, consumer: cons, nodes: kv}, nil
+}
+
 func readDefinition(name string, v any) error {
 	b, err := streams.FS.ReadFile(name)
 	if err != nil {

@@ -9,17 +9,29 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/ollama"
 )
 
+// recordEvery bounds how often job starts and ends rewrite the node record
+// between heartbeats, so `ollamaq nodes` shows slots in use while they are.
+const recordEvery = 500 * time.Millisecond
+
 // maintain refreshes the inventory and the node record every Heartbeat, and
-// at once when a job finds Ollama unreachable, until ctx is done.
+// at once when a job finds Ollama unreachable; between heartbeats it rewrites
+// the record when slots change. It returns when ctx is done.
 func (w *Worker) maintain(ctx context.Context) {
 	t := time.NewTicker(w.cfg.Heartbeat)
 	defer t.Stop()
+	rec := time.NewTicker(recordEvery)
+	defer rec.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-w.refresh:
+		case <-rec.C:
+			if w.slotsChanged.Swap(false) {
+				w.putNode(ctx)
+			}
+			continue
 		}
 		w.check(ctx)
 	}

@@ -104,6 +104,7 @@ func (w *Worker) consumers(class job.Class) []jetstream.Consumer {
 // startedJob counts a job as running and records the peak.
 func (w *Worker) startedJob() {
 	n := w.busy.Add(1)
+	w.slotsChanged.Store(true)
 	for {
 		p := w.peak.Load()
 		if n <= p || w.peak.CompareAndSwap(p, n) {
@@ -115,5 +116,6 @@ func (w *Worker) startedJob() {
 // finishedJob frees the job's slot.
 func (w *Worker) finishedJob() {
 	w.busy.Add(-1)
+	w.slotsChanged.Store(true)
 	w.released <- struct{}{} // Never blocks: at most Slots jobs hold a slot.
 }

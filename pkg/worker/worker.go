@@ -88,6 +88,7 @@ type Worker struct {
 
 	busy, peak       atomic.Int64
 	jobsDone, failed atomic.Int64
+	slotsChanged     atomic.Bool // the node record is behind on slots or counts
 
 	mu        sync.Mutex
 	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has

@@ -1,0 +1,94 @@
+// Command dispatcher serves the Ollama HTTP API in front of the OllamaMax
+// queue. Without --nats-url it runs an embedded NATS server with JetStream that
+// workers connect to.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+)
+
+const synopsis = `Usage: dispatcher [flags]
+
+Serves the Ollama API (and, later, OpenAI's) on --listen and turns each
+inference request into a job on the OllamaMax queue. Workers beside each Ollama
+take the jobs and stream the answers back.
+
+With no --nats-url, it starts an embedded NATS server with JetStream on
+--nats-listen (loopback by default) for workers to connect to.
+
+Examples:
+  dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
+  dispatcher --nats-url nats://nats.internal:4222 --listen 0.0.0.0:11435
+  OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
+
+Flags (each also read from the environment variable in brackets):
+`
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg := dispatcher.DefaultConfig(defaultStoreDir())
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	fs.StringVar(&cfg.HTTPAddr, "listen", cli.Env("OLLAMAMAX_LISTEN", cfg.HTTPAddr), "HTTP address of the Ollama-compatible API [OLLAMAMAX_LISTEN]")
+	fs.StringVar(&cfg.NATSURL, "nats-url", cli.Env("NATS_URL", ""), "NATS server or cluster to use; empty starts an embedded server [NATS_URL]")
+	creds := fs.String("nats-creds", cli.Env("NATS_CREDS", ""), "NATS credentials file for --nats-url [NATS_CREDS]")
+	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cli.Env("OLLAMAMAX_NATS_LISTEN", cfg.Embedded.Listen), "client address of the embedded NATS server; a non-loopback address lets workers on other machines in, WITHOUT authentication [OLLAMAMAX_NATS_LISTEN]")
+	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cli.Env("OLLAMAMAX_STORE_DIR", cfg.Embedded.StoreDir), "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
+	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
+	fs.Int64Var(&cfg.MaxBody, "max-body", int64(cli.EnvInt("OLLAMAMAX_MAX_BODY", int(cfg.MaxBody))), "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
+	fs.DurationVar(&cfg.QueueWait, "queue-wait", cli.EnvDuration("OLLAMAMAX_QUEUE_WAIT", cfg.QueueWait), "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
+	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 30s) [OLLAMAMAX_ACK_WAIT]")
+	fs.IntVar(&cfg.Queue.Replicas, "replicas", cli.EnvInt("OLLAMAMAX_REPLICAS", 0), "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
+	fs.StringVar(&cfg.ID, "id", cli.Env("OLLAMAMAX_ID", cfg.ID), "requester ID of this dispatcher, unique among dispatchers [OLLAMAMAX_ID]")
+	level := fs.String("log-level", cli.Env("OLLAMAMAX_LOG_LEVEL", "info"), "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
+	format := fs.String("log-format", cli.Env("OLLAMAMAX_LOG_FORMAT", "auto"), "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		os.Exit(2)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	log, err := cli.NewLogger(os.Stderr, *level, *format)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	if *creds != "" {
+		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserCredentials(*creds))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return dispatcher.Run(ctx, cfg)
+}
+
+// defaultStoreDir is $XDG_STATE_HOME/ollamamax/jetstream, or under ~/.local/state.
+func defaultStoreDir() string {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return filepath.Join(os.TempDir(), "ollamamax", "jetstream")
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "ollamamax", "jetstream")
+}

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+const runSynopsis = `Usage: ollamaq run [flags] MODEL PROMPT
+
+Queues an /api/generate job for MODEL and prints the reply as it streams in,
+straight over NATS: no dispatcher is needed.
+
+Examples:
+  ollamaq run llama3.2 "Why is the sky blue?"
+  ollamaq run --raw qwen2.5:0.5b "Say hi" | jq .response
+
+Flags:
+`
+
+func cmdRun(ctx context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	raw := fs.Bool("raw", false, "print Ollama's NDJSON lines instead of the text")
+	batch := fs.Bool("batch", false, "queue as batch work, which runs only on capacity interactive work leaves free")
+	wait := fs.Duration("wait", 2*time.Minute, "how long the job may wait for a worker")
+	if code, ok := parse(fs, args, e, runSynopsis); !ok {
+		return code
+	}
+	if fs.NArg() != 2 {
+		fmt.Fprintln(e.stderr, "ollamaq run: want MODEL and PROMPT (see --help)")
+		return exitUsage
+	}
+	name, prompt := fs.Arg(0), fs.Arg(1)
+	model, err := job.CanonicalModel(name)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "ollamaq run: %v\n", err)
+		return exitUsage
+	}
+	nc, q, err := e.connect(ctx)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+		return exitConnect
+	}
+	defer nc.Close()
+	req, err := queue.NewRequester(nc, q, "q"+job.NewID()[:12])
+	if err != nil {
+		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+		return exitConnect
+	}
+	defer func() { _ = req.Close() }() // The connection closes right after.
+
+	body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
+	class := job.Interactive
+	if *batch {
+		class = job.Batch
+	}
+	st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
+	if err != nil {
+		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+		return exitConnect
+	}
+	defer st.Close()
+
+	waitCtx, cancel := context.WithTimeout(ctx, *wait+5*time.Second)
+	defer cancel()
+	started := false
+	var pending []byte
+	for {
+		next := waitCtx
+		if started {
+			next = ctx
+		}
+		rep, err := st.Next(next)
+		if err != nil {
+			if ctx.Err() != nil {
+				_ = st.Cancel() // Best effort: we are leaving either way.
+				fmt.Fprintln(e.stderr, "\nollamaq: canceled")
+				return exitFailed
+			}
+			fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
+			return exitFailed
+		}
+		switch rep.Kind {
+		case job.KindStart:
+			started = true
+		case job.KindData:
+			if *raw {
+				_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
+				continue
+			}
+			pending = append(pending, rep.Data...)
+			pending = printText(e, pending)
+		case job.KindDone:
+			if !*raw {
+				fmt.Fprintln(e.stdout)
+			}
+			return exitOK
+		case job.KindError:
+			fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
+			return exitFailed
+		}
+	}
+}
+
+// printText prints the response text of each complete NDJSON line in buf and
+// returns what is left of an incomplete line. A line carrying Ollama's
+// mid-stream {"error"} is printed to stderr.
+func printText(e *env, buf []byte) []byte {
+	sc := bufio.NewScanner(bytes.NewReader(buf))
+	sc.Buffer(nil, 8<<20)
+	consumed := 0
+	for sc.Scan() {
+		line := sc.Bytes()
+		if consumed+len(line) >= len(buf) || buf[consumed+len(line)] != '\n' {
+			break // An incomplete last line: keep it for later.
+		}
+		consumed += len(line) + 1
+		var chunk struct {
+			Response string `json:"response"`
+			Error    string `json:"error"`
+		}
+		if err := json.Unmarshal(line, &chunk); err != nil {
+			continue
+		}
+		if chunk.Error != "" {
+			fmt.Fprintf(e.stderr, "\nollamaq: %s\n", strings.TrimSpace(chunk.Error))
+		}
+		fmt.Fprint(e.stdout, chunk.Response)
+	}
+	return buf[consumed:]
+}

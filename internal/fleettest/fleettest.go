@@ -1,0 +1,237 @@
+// Package fleettest starts a whole OllamaMax deployment inside a test: a real
+// in-process nats-server with JetStream, simulated Ollamas on real HTTP
+// servers, workers in front of them, and the dispatcher's HTTP shim.
+package fleettest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/internal/natstest"
+	"github.com/ollamamax/ollamamax/pkg/broker"
+	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/worker"
+)
+
+// Options shape the deployment.
+type Options struct {
+	Workers   int              // workers, each with its own simulated Ollama; default 2
+	Slots     int              // slots per worker; default 2
+	Sim       ollamasim.Config // simulator configuration; default ollamasim.DefaultConfig with fast tokens
+	AckWait   time.Duration    // consumer ack wait; default 30s
+	QueueWait time.Duration    // dispatcher queue wait; default 30s
+}
+
+// Fleet is a running deployment. Everything stops when the test ends.
+type Fleet struct {
+	t       testing.TB
+	Broker  *broker.Broker
+	NC      *nats.Conn // a client connection for the test itself
+	Queue   *queue.Queue
+	View    *fleet.View
+	URL     string // the dispatcher's base URL
+	Sims    []*ollamasim.Server
+	SimURLs []*url.URL
+
+	opts    Options
+	down    []*atomic.Bool
+	mu      sync.Mutex
+	workers []*runningWorker
+}
+
+type runningWorker struct {
+	nc   *nats.Conn
+	stop context.CancelFunc
+	done chan error
+}
+
+// Logger is the logger tests use: silent unless OLLAMAMAX_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("OLLAMAMAX_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Start brings up the deployment and waits until every worker is in the node bucket.
+func Start(t testing.TB, o Options) *Fleet {
+	t.Helper()
+	if o.Workers == 0 {
+		o.Workers = 2
+	}
+	if o.Slots == 0 {
+		o.Slots = 2
+	}
+	if o.Sim.Models == nil {
+		o.Sim = ollamasim.DefaultConfig()
+		o.Sim.TokensPerSecond = 2000
+		o.Sim.TimeToFirstToken = time.Millisecond
+	}
+	if o.QueueWait == 0 {
+		o.QueueWait = 30 * time.Second
+	}
+	f := &Fleet{t: t, opts: o, Broker: natstest.Start(t)}
+	f.NC = natstest.Connect(t, f.Broker)
+	js, err := jetstream.New(f.NC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Queue, err = queue.Setup(t.Context(), js, queue.Options{AckWait: o.AckWait})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	view, err := fleet.Watch(ctx, f.Queue.Nodes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.View = view
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); _ = view.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-viewDone })
+
+	for i := 0; i < o.Workers; i++ {
+		sim := ollamasim.New(o.Sim)
+		down := new(atomic.Bool)
+		f.down = append(f.down, down)
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if down.Load() {
+				// Like a crashed Ollama: the connection closes without an answer.
+				if hj, ok := w.(http.Hijacker); ok {
+					if conn, _, err := hj.Hijack(); err == nil {
+						_ = conn.Close()
+						return
+					}
+				}
+			}
+			sim.ServeHTTP(w, r)
+		}))
+		t.Cleanup(hs.Close)
+		u, _ := url.Parse(hs.URL) // httptest URLs always parse.
+		f.Sims = append(f.Sims, sim)
+		f.SimURLs = append(f.SimURLs, u)
+		f.StartWorker(i)
+	}
+
+	req, err := queue.NewRequester(f.NC, f.Queue, "dtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = req.Close() })
+	srv := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger()})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	f.URL = hs.URL
+
+	f.WaitFor("all workers in the node bucket", func() bool { return len(view.Nodes()) == o.Workers })
+	return f
+}
+
+// StartWorker starts worker i (again) in front of simulator i, on its own connection.
+func (f *Fleet) StartWorker(i int) {
+	f.t.Helper()
+	nc, err := f.Broker.Connect()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg := worker.DefaultConfig(fmt.Sprintf("w%d", i), f.SimURLs[i])
+	cfg.Slots = f.opts.Slots
+	cfg.Heartbeat = 500 * time.Millisecond
+	cfg.Poll = 200 * time.Millisecond
+	cfg.Grace = 5 * time.Second
+	cfg.Logger = Logger()
+	w, err := worker.New(nc, f.Queue, cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWorker{nc: nc, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		rw.done <- w.Run(ctx)
+		nc.Close()
+	}()
+	f.mu.Lock()
+	for len(f.workers) <= i {
+		f.workers = append(f.workers, nil)
+	}
+	f.workers[i] = rw
+	f.mu.Unlock()
+	f.t.Cleanup(func() { f.StopWorker(i) })
+}
+
+// StopWorker stops worker i gracefully and waits for it. It is idempotent.
+func (f *Fleet) StopWorker(i int) {
+	f.mu.Lock()
+	rw := f.workers[i]
+	f.workers[i] = nil
+	f.mu.Unlock()
+	if rw == nil {
+		return
+	}
+	rw.stop()
+	if err := <-rw.done; err != nil {
+		f.t.Errorf("worker %d: %v", i, err)
+	}
+}
+
+// KillWorker cuts worker i off as a crash would: its NATS connection closes
+// at once, so nothing it was running is acked, nacked or answered, and its
+// jobs come back only through JetStream's redelivery after the ack wait.
+func (f *Fleet) KillWorker(i int) {
+	f.mu.Lock()
+	rw := f.workers[i]
+	f.mu.Unlock()
+	if rw == nil {
+		return
+	}
+	rw.nc.Close()
+	rw.stop()
+}
+
+// SetOllamaDown makes simulated Ollama i drop every connection unanswered
+// (down=true), or answer again.
+func (f *Fleet) SetOllamaDown(i int, down bool) { f.down[i].Store(down) }
+
+// Node returns worker i's record from the node bucket, or nil.
+func (f *Fleet) Node(i int) *fleet.Node {
+	id := fmt.Sprintf("w%d", i)
+	for _, n := range f.View.Nodes() {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// WaitFor polls cond until it holds, failing the test after 15 seconds.
+func (f *Fleet) WaitFor(what string, cond func() bool) {
+	f.t.Helper()
+	WaitFor(f.t, 15*time.Second, what, cond)
+}
+
+// WaitFor polls cond every 10ms until it holds or the timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

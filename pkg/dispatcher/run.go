@@ -1,0 +1,177 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/broker"
+	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// Config configures a dispatcher process.
+type Config struct {
+	// HTTPAddr is where the Ollama-compatible API listens. Loopback and not
+	// 11434 by default, so it never collides with a local Ollama.
+	HTTPAddr string
+	// NATSURL is an existing NATS server or cluster. Empty starts an embedded
+	// server with JetStream (see Embedded).
+	NATSURL string
+	// NATSOptions are extra options for the NATS connection (credentials, TLS).
+	NATSOptions []nats.Option
+	// Embedded configures the embedded server when NATSURL is empty.
+	Embedded broker.Config
+	// Queue adjusts the stream definitions (replicas, ack wait).
+	Queue queue.Options
+	// MaxBody, QueueWait: see Options.
+	MaxBody   int64
+	QueueWait time.Duration
+	// ID is this dispatcher's requester ID: its reply subjects are
+	// ollamaq.reply.<ID>.>. It must be unique among running dispatchers.
+	ID     string
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults, storing embedded JetStream data in storeDir.
+func DefaultConfig(storeDir string) Config {
+	return Config{
+		HTTPAddr:  "127.0.0.1:11435",
+		Embedded:  broker.DefaultConfig(storeDir),
+		MaxBody:   8 << 20,
+		QueueWait: 2 * time.Minute,
+		ID:        "d" + job.NewID()[:10],
+		Logger:    slog.Default(),
+	}
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("dispatcher: HTTPAddr %q: %w", c.HTTPAddr, err)
+	}
+	if c.NATSURL == "" {
+		if err := c.Embedded.Validate(); err != nil {
+			return fmt.Errorf("dispatcher: embedded NATS: %w", err)
+		}
+	}
+	switch {
+	case c.MaxBody < 1:
+		return fmt.Errorf("dispatcher: MaxBody must be positive, got %d", c.MaxBody)
+	case c.QueueWait < time.Second:
+		return fmt.Errorf("dispatcher: QueueWait must be at least 1s, got %s", c.QueueWait)
+	case !job.ValidToken(c.ID):
+		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
+	case c.Logger == nil:
+		return errors.New("dispatcher: Logger is required")
+	}
+	return nil
+}
+
+// Run serves the HTTP API until ctx is done, then shuts down gracefully:
+// in-flight responses get up to 30 seconds to finish.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Logger
+	var nc *nats.Conn
+	var err error
+	if cfg.NATSURL == "" {
+		emb := cfg.Embedded
+		emb.Logger = log.With("component", "nats-server")
+		b, err := broker.Start(emb)
+		if err != nil {
+			return err
+		}
+		defer b.Shutdown()
+		if cfg.Queue.Replicas == 0 {
+			cfg.Queue.Replicas = 1
+		}
+		if emb.Listen != "" && !broker.IsLoopback(emb.Listen) {
+			log.Warn("EMBEDDED NATS IS OPEN TO OTHER MACHINES WITHOUT AUTHENTICATION: anyone who can reach it can submit jobs, read replies and delete the queue. Restrict it with a firewall, or run a secured NATS server and pass --nats-url",
+				"listen", b.ClientURL())
+		}
+		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir)
+		nc, err = b.Connect(append([]nats.Option{nats.Name("ollamamax-dispatcher")}, cfg.NATSOptions...)...)
+		if err != nil {
+			return err
+		}
+	} else {
+		opts := append([]nats.Option{nats.Name("ollamamax-dispatcher"), nats.MaxReconnects(-1)}, cfg.NATSOptions...)
+		nc, err = nats.Connect(cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", cfg.NATSURL, err)
+		}
+	}
+	defer nc.Close()
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	q, err := queue.Setup(ctx, js, cfg.Queue)
+	if err != nil {
+		return err
+	}
+	view, err := fleet.Watch(ctx, q.Nodes())
+	if err != nil {
+		return err
+	}
+	req, err := queue.NewRequester(nc, q, cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = req.Close() }() // Closing also happens via nc.Drain below.
+
+	maxBody := cfg.MaxBody
+	if limit := nc.MaxPayload() - 4096; limit < maxBody {
+		maxBody = limit // Headers need room too.
+	}
+	srv := &http.Server{
+		Addr:              cfg.HTTPAddr,
+		Handler:           NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Logger: log}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var viewErr error
+	wg.Go(func() {
+		viewErr = view.Run(runCtx)
+		stop()
+	})
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- srv.Serve(ln) })
+	log.Info("dispatcher listening", "http", "http://"+ln.Addr().String(), "requester", cfg.ID)
+
+	<-runCtx.Done()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	stop()
+	wg.Wait()
+	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", err)
+	}
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain nats connection", "err", err)
+	}
+	log.Info("dispatcher stopped")
+	return viewErr
+}
