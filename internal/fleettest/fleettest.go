@@ -149,13 +149,23 @@ func (f *Fleet) StartWorker(i int) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// The worker's own queue handle on its own connection, as in its own
+	// process: killing the connection cuts off everything the worker does.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait})
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	cfg := worker.DefaultConfig(fmt.Sprintf("w%d", i), f.SimURLs[i])
 	cfg.Slots = f.opts.Slots
 	cfg.Heartbeat = 500 * time.Millisecond
 	cfg.Poll = 200 * time.Millisecond
 	cfg.Grace = 5 * time.Second
 	cfg.Logger = Logger()
-	w, err := worker.New(nc, f.Queue, cfg)
+	w, err := worker.New(nc, q, cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}

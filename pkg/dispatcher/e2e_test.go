@@ -304,3 +304,23 @@ func TestKilledWorkersJobIsRedelivered(t *testing.T) {
 		t.Errorf("the surviving worker's Ollama completed %d generations, want the job", s.Completed)
 	}
 }
+
+func TestClientDisconnectStopsOllama(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.Sims[0].SetFailure(ollamasim.Failure{Hang: true}) // A generation that would run forever.
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- client(t, f.URL).Generate(ctx, &api.GenerateRequest{Model: "llama3.2", Prompt: "long"},
+			func(api.GenerateResponse) error { return nil })
+	}()
+	f.WaitFor("Ollama to be generating", func() bool { return f.Sims[0].Stats().Active == 1 })
+	cancel()
+	<-done
+	fleettest.WaitFor(t, 2*time.Second, "Ollama's request to be canceled", func() bool { return f.Sims[0].Stats().Canceled == 1 })
+	f.WaitFor("the job to leave the queue", func() bool {
+		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+		return err == nil && si.CachedInfo().State.Msgs == 0
+	})
+	f.WaitFor("the worker's slot to be free", func() bool { n := f.Node(0); return n != nil && n.SlotsBusy == 0 })
+}

@@ -58,13 +58,17 @@ func (n *Node) HasModel(canonical string) bool {
 	return false
 }
 
-// Put writes the node record.
-func Put(ctx context.Context, kv jetstream.KeyValue, n *Node) error {
+// Put writes the node record with a time to live: a worker that stops
+// refreshing it disappears from the bucket after ttl (whole seconds, at least
+// one), sooner than the bucket's own TTL, and watchers see it go.
+func Put(ctx context.Context, js jetstream.JetStream, n *Node, ttl time.Duration) error {
 	b, err := json.Marshal(n)
 	if err != nil {
 		return fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
-	if _, err := kv.Put(ctx, Key(n.ID), b); err != nil {
+	ttl = max(ttl.Round(time.Second), time.Second)
+	// A raw publish to the key's subject: KV's Put cannot set a per-key TTL.
+	if _, err := js.Publish(ctx, "$KV."+job.NodeBucket+"."+Key(n.ID), b, jetstream.WithMsgTTL(ttl)); err != nil {
 		return fmt.Errorf("put node %s: %w", n.ID, err)
 	}
 	return nil

@@ -165,3 +165,13 @@ func TestTransientErrorsGiveUpAfterMaxDeliver(t *testing.T) {
 		t.Errorf("Ollama saw %d requests, want 4 (MaxDeliver)", n)
 	}
 }
+
+func TestKilledWorkerLeavesTheNodeBucket(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 2})
+	f.KillWorker(0)
+	// Records carry a TTL of three heartbeats (here 0.5s each, rounded up to 2s).
+	fleettest.WaitFor(t, 5*time.Second, "the killed worker's record to expire", func() bool { return f.Node(0) == nil })
+	if f.Node(1) == nil {
+		t.Fatal("the live worker's record expired too")
+	}
+}
