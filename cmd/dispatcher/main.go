@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -35,10 +34,7 @@ Flags (each also read from the environment variable in brackets):
 `
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "dispatcher:", err)
-		os.Exit(1)
-	}
+	cli.Exit("dispatcher", run())
 }
 
 func run() error {
@@ -56,18 +52,11 @@ func run() error {
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 30s) [OLLAMAMAX_ACK_WAIT]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", cli.EnvInt("OLLAMAMAX_REPLICAS", 0), "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	fs.StringVar(&cfg.ID, "id", cli.Env("OLLAMAMAX_ID", cfg.ID), "requester ID of this dispatcher, unique among dispatchers [OLLAMAMAX_ID]")
-	level := fs.String("log-level", cli.Env("OLLAMAMAX_LOG_LEVEL", "info"), "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
-	format := fs.String("log-format", cli.Env("OLLAMAMAX_LOG_FORMAT", "auto"), "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		os.Exit(2)
+	newLogger := cli.LogFlags(fs)
+	if help, err := cli.Parse(fs, os.Args[1:]); help || err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	log, err := cli.NewLogger(os.Stderr, *level, *format)
+	log, err := newLogger()
 	if err != nil {
 		return err
 	}

@@ -40,10 +40,7 @@ Flags:
 const shutdownGrace = 5 * time.Second
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "ollamasim:", err)
-		os.Exit(1)
-	}
+	cli.Exit("ollamasim", run(os.Args[1:], os.Stdout))
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -60,18 +57,11 @@ func run(args []string, stdout io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the deterministic text")
 	fs.IntVar(&cfg.DefaultTokens, "tokens", cfg.DefaultTokens, "tokens per answer when options.num_predict is unset")
 	fs.StringVar(&cfg.Version, "version", cfg.Version, "version reported by /api/version")
-	level := fs.String("log-level", "info", "debug (logs every request), info, warn or error")
-	format := fs.String("log-format", "auto", "auto (colour on a terminal, else JSON), json or text")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		os.Exit(2)
+	newLogger := cli.LogFlags(fs)
+	if help, err := cli.Parse(fs, args); help || err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	log, err := cli.NewLogger(os.Stderr, *level, *format)
+	log, err := newLogger()
 	if err != nil {
 		return err
 	}

@@ -35,10 +35,7 @@ Flags (each also read from the environment variable in brackets):
 `
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
+	cli.Exit("worker", run())
 }
 
 func run() error {
@@ -55,18 +52,11 @@ func run() error {
 	fs.DurationVar(&cfg.Grace, "grace", cli.EnvDuration("OLLAMAMAX_GRACE", cfg.Grace), "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	var qopts queue.Options
 	fs.DurationVar(&qopts.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 30s) [OLLAMAMAX_ACK_WAIT]")
-	level := fs.String("log-level", cli.Env("OLLAMAMAX_LOG_LEVEL", "info"), "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
-	format := fs.String("log-format", cli.Env("OLLAMAMAX_LOG_FORMAT", "auto"), "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
-	if err := fs.Parse(os.Args[1:]); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		os.Exit(2)
+	newLogger := cli.LogFlags(fs)
+	if help, err := cli.Parse(fs, os.Args[1:]); help || err != nil {
+		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	log, err := cli.NewLogger(os.Stderr, *level, *format)
+	log, err := newLogger()
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@
 package cli
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -70,4 +72,45 @@ func Usage(out io.Writer, synopsis string, printDefaults func()) func() {
 		fmt.Fprint(out, synopsis)
 		printDefaults()
 	}
+}
+
+// ErrUsage reports bad flags or arguments; the flag package has already said
+// what was wrong, so mains exit with status 2 without repeating it.
+var ErrUsage = errors.New("usage")
+
+// Parse parses args into fs, which must take no positional arguments. help is
+// true when the user asked for --help (and got it).
+func Parse(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, ErrUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q (see --help)\n", fs.Arg(0))
+		return false, ErrUsage
+	}
+	return false, nil
+}
+
+// LogFlags registers --log-level and --log-format on fs, with defaults from
+// OLLAMAMAX_LOG_LEVEL and OLLAMAMAX_LOG_FORMAT; the returned func builds the
+// logger once flags are parsed.
+func LogFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
+	level := fs.String("log-level", Env("OLLAMAMAX_LOG_LEVEL", "info"), "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
+	format := fs.String("log-format", Env("OLLAMAMAX_LOG_FORMAT", "auto"), "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
+	return func() (*slog.Logger, error) { return NewLogger(os.Stderr, *level, *format) }
+}
+
+// Exit ends a main: status 2 for ErrUsage, 1 with the error for anything else.
+func Exit(name string, err error) {
+	switch {
+	case err == nil:
+		return
+	case errors.Is(err, ErrUsage):
+		os.Exit(2)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+	os.Exit(1)
 }
