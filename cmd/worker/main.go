@@ -48,6 +48,16 @@ func run() error {
 	ollamaURL := fs.String("ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, as Ollama reads it) [OLLAMA_HOST]")
 	fs.IntVar(&cfg.Slots, "slots", cli.EnvInt("OLLAMA_NUM_PARALLEL", 1), "jobs run at once [OLLAMA_NUM_PARALLEL]")
 	id := fs.String("id", cli.Env("OLLAMAMAX_WORKER_ID", ""), "worker ID in the node bucket (default: hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
+	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable) [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
+		return addLabel(&cfg, v)
+	})
+	for _, l := range strings.Split(cli.Env("OLLAMAMAX_WORKER_LABELS", ""), ",") {
+		if l != "" {
+			if err := addLabel(&cfg, l); err != nil {
+				return fmt.Errorf("OLLAMAMAX_WORKER_LABELS: %w", err)
+			}
+		}
+	}
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record")
 	fs.DurationVar(&cfg.Grace, "grace", cli.EnvDuration("OLLAMAMAX_GRACE", cfg.Grace), "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	var qopts queue.Options
@@ -102,6 +112,18 @@ func run() error {
 		log.Warn("drain nats connection", "err", derr)
 	}
 	return err
+}
+
+func addLabel(cfg *worker.Config, kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("label %q is not key=value", kv)
+	}
+	if cfg.Labels == nil {
+		cfg.Labels = map[string]string{}
+	}
+	cfg.Labels[k] = v
+	return nil
 }
 
 // defaultID makes a worker ID from the hostname and the Ollama port, so that

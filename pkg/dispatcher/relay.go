@@ -1,53 +1,39 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 // handleJob returns the handler of an inference route: validate, queue, relay.
-func (s *Server) handleJob(route string) http.HandlerFunc {
+func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, ok := readBody(w, r, s.opts.MaxBody)
+		body, ok := readBody(w, r, s.opts.MaxBody, f)
 		if !ok {
 			return
 		}
-		var model string
-		var err error
-		switch route {
-		case "/api/generate":
-			var req api.GenerateRequest
-			err = decode(body, &req)
-			model = req.Model
-		case "/api/chat":
-			var req api.ChatRequest
-			err = decode(body, &req)
-			model = req.Model
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if model == "" {
-			writeError(w, http.StatusBadRequest, "model is required")
+		model, ok := validate(w, route, body)
+		if !ok {
 			return
 		}
 		canonical, known, err := s.resolveModel(r, model)
 		if err != nil {
-			writeError(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
+			w.Header().Set("Retry-After", "1")
+			f.failForwarded(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
 			return
 		}
 		if !known {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
+			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
 			return
 		}
 		j := queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait}
@@ -55,26 +41,28 @@ func (s *Server) handleJob(route string) http.HandlerFunc {
 		st, err := s.req.Submit(r.Context(), j)
 		if err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {
-				writeError(w, http.StatusRequestEntityTooLarge, "request body too large for the queue: "+err.Error())
+				f.fail(w, http.StatusRequestEntityTooLarge, "request body too large for the queue: "+err.Error())
 				return
 			}
 			s.log.Warn("queue job", "job", j.ID, "model", canonical, "err", err)
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
+			f.failForwarded(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
 			return
 		}
 		defer st.Close()
 		s.log.Debug("job queued", "job", j.ID, "model", canonical, "route", route)
-		s.relay(w, r, st)
+		s.relay(w, r, st, f, s.opts.QueueWait, true)
 	}
 }
 
-// relay writes the job's replies to the HTTP client as Ollama would have: the
-// worker's status and content type, then Ollama's bytes as they arrive. It
+// relay writes a job's (or node command's) replies to the HTTP client as
+// Ollama would have: the worker's status and content type, then Ollama's
+// bytes as they arrive. wait bounds the time until a worker starts it; queued
+// says the wait is spent in the queue (so the job is dropped after it). It
 // cancels the job when the client goes away.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream) {
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, queued bool) {
 	ctx := r.Context()
-	wait, stopWaiting := context.WithTimeout(ctx, s.opts.QueueWait)
+	waitCtx, stopWaiting := context.WithTimeout(ctx, wait)
 	defer stopWaiting()
 	flusher, _ := w.(http.Flusher)
 	var (
@@ -82,9 +70,10 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream)
 		wrote       bool
 		attempt     int
 		contentType string
+		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
 	)
 	for {
-		next := wait
+		next := waitCtx
 		if started {
 			next = ctx
 		}
@@ -93,13 +82,17 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream)
 			switch {
 			case ctx.Err() != nil:
 				s.cancel(st, "client went away")
-			case errors.Is(err, context.DeadlineExceeded) && !started:
+			case errors.Is(err, context.DeadlineExceeded) && !started && queued:
 				s.cancel(st, "queue wait over")
-				w.Header().Set("Retry-After", strconv.Itoa(int(s.opts.QueueWait.Seconds())))
-				writeError(w, http.StatusServiceUnavailable,
-					fmt.Sprintf("no worker took the job within %s; it was removed from the queue", s.opts.QueueWait))
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
+				f.failForwarded(w, http.StatusServiceUnavailable,
+					fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
+			case errors.Is(err, context.DeadlineExceeded) && !started:
+				f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
+			case wrote:
+				failMidStream(w, contentType, "reply stream ended: "+err.Error())
 			default:
-				s.failRelay(w, wrote, contentType, http.StatusServiceUnavailable, "reply stream ended: "+err.Error())
+				f.failForwarded(w, http.StatusServiceUnavailable, "reply stream ended: "+err.Error())
 			}
 			return
 		}
@@ -108,7 +101,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream)
 				// Continuing a half-relayed stream on another worker is not supported yet:
 				// say so rather than send the client a second, different text.
 				s.cancel(st, "redelivered mid-stream")
-				s.failRelay(w, wrote, contentType, http.StatusBadGateway, "the worker serving this request was lost mid-response")
+				failMidStream(w, contentType, "the worker serving this request was lost mid-response")
 				return
 			}
 			attempt = rep.Attempt
@@ -140,38 +133,43 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream)
 			if flusher != nil {
 				flusher.Flush()
 			}
+			last = rep.Data
 		case job.KindDone:
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
+			} else if isSSE(contentType) && f == openAI && !bytes.HasPrefix(bytes.TrimSpace(last), []byte("data: [DONE]")) {
+				// Ollama ends an OpenAI stream that failed without [DONE] and
+				// without saying why; tell the client it broke off.
+				failMidStream(w, contentType, "the response ended before it was complete")
 			}
 			return
 		case job.KindError:
-			status := rep.Status
-			if status == 0 {
-				status = http.StatusInternalServerError
+			switch {
+			case wrote:
+				failMidStream(w, contentType, rep.Error)
+			case rep.ContentType != "" && len(rep.Data) > 0:
+				// Ollama's own error response, in the shape of the route it came from.
+				w.Header().Set("Content-Type", rep.ContentType)
+				w.WriteHeader(statusOr(rep.Status, http.StatusInternalServerError))
+				_, _ = w.Write(rep.Data) // A failed write means the client left.
+			default:
+				f.failForwarded(w, statusOr(rep.Status, http.StatusInternalServerError), rep.Error)
 			}
-			s.failRelay(w, wrote, contentType, status, rep.Error)
 			return
 		}
 	}
 }
 
-// failRelay reports an error the way Ollama does: a JSON error with its status
-// before the first byte, or a final {"error"} line once streaming has begun.
-func (s *Server) failRelay(w http.ResponseWriter, wrote bool, contentType string, status int, msg string) {
-	if !wrote {
-		writeError(w, status, msg)
-		return
+func statusOr(status, def int) int {
+	if status == 0 {
+		return def
 	}
+	return status
+}
+
+func isSSE(contentType string) bool {
 	mt, _, _ := mime.ParseMediaType(contentType)
-	line := append(queue.ErrorBody(msg), '\n')
-	if mt == "text/event-stream" {
-		line = append(append([]byte("data: "), queue.ErrorBody(msg)...), '\n', '\n')
-	}
-	_, _ = w.Write(line) // A failed write means the client left; nothing more to tell it.
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
-	}
+	return mt == "text/event-stream"
 }
 
 // cancel tells the worker, if any, to stop the job.

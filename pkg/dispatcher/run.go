@@ -32,9 +32,10 @@ type Config struct {
 	Embedded broker.Config
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
-	// MaxBody, QueueWait: see Options.
+	// MaxBody, QueueWait, Origins: see Options.
 	MaxBody   int64
 	QueueWait time.Duration
+	Origins   []string
 	// ID is this dispatcher's requester ID: its reply subjects are
 	// ollamaq.reply.<ID>.>. It must be unique among running dispatchers.
 	ID     string
@@ -137,8 +138,9 @@ func Run(ctx context.Context, cfg Config) error {
 		maxBody = limit // Headers need room too.
 	}
 	srv := &http.Server{
-		Addr:              cfg.HTTPAddr,
-		Handler:           NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Logger: log}),
+		Addr: cfg.HTTPAddr,
+		Handler: NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Origins: cfg.Origins,
+			LoopbackOnly: broker.IsLoopback(cfg.HTTPAddr), Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

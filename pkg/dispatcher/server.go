@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -28,35 +27,104 @@ type Options struct {
 	// QueueWait bounds how long a job waits for a worker to take it. After it,
 	// the client gets 503 and the job is dropped from the queue.
 	QueueWait time.Duration
+	// CommandWait bounds how long a node command (show, pull, delete, copy)
+	// waits for its worker to answer at all.
+	CommandWait time.Duration
+	// Origins are extra CORS origins allowed besides Ollama's defaults, like
+	// OLLAMA_ORIGINS (wildcards allowed, e.g. https://*.example.com).
+	Origins []string
+	// LoopbackOnly turns on Ollama's DNS-rebinding guard: requests whose Host
+	// is not a local name get 403. Set it when listening on loopback.
+	LoopbackOnly bool
 	// Logger receives the log.
 	Logger *slog.Logger
 }
 
 // Server is the HTTP shim. It is an http.Handler.
 type Server struct {
-	opts Options
-	q    *queue.Queue
-	req  *queue.Requester
-	view *fleet.View
-	log  *slog.Logger
-	mux  *http.ServeMux
+	opts    Options
+	q       *queue.Queue
+	req     *queue.Requester
+	view    *fleet.View
+	log     *slog.Logger
+	mux     *http.ServeMux
+	origins []string
+	handler http.Handler
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
 // answering model listings from view.
 func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options) *Server {
+	if o.CommandWait == 0 {
+		o.CommandWait = 10 * time.Second
+	}
 	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux()}
-	s.mux.HandleFunc("GET /{$}", s.handleRoot)
-	s.mux.HandleFunc("GET /api/version", s.handleVersion)
-	s.mux.HandleFunc("GET /api/tags", s.handleTags)
-	s.mux.HandleFunc("GET /api/ps", s.handlePS)
-	s.mux.HandleFunc("POST /api/generate", s.handleJob("/api/generate"))
-	s.mux.HandleFunc("POST /api/chat", s.handleJob("/api/chat"))
+	s.origins = allowedOrigins(o.Origins)
+	m := s.mux
+	m.HandleFunc("GET /{$}", s.handleRoot)
+	m.HandleFunc("GET /api/version", s.handleVersion)
+	m.HandleFunc("GET /api/tags", s.handleTags)
+	m.HandleFunc("GET /api/ps", s.handlePS)
+	for _, route := range []string{"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"} {
+		m.HandleFunc("POST "+route, s.handleJob(route, native))
+	}
+	for _, route := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
+		m.HandleFunc("POST "+route, s.handleJob(route, openAI))
+	}
+	m.HandleFunc("GET /v1/models", s.handleOpenAIModels)
+	m.HandleFunc("GET /v1/models/{model...}", s.handleOpenAIModel)
+	m.HandleFunc("POST /api/show", s.handleShow)
+	m.HandleFunc("POST /api/pull", s.handlePull)
+	m.HandleFunc("DELETE /api/delete", s.handleDelete)
+	m.HandleFunc("POST /api/copy", s.handleCopy)
+	for _, p := range []string{"POST /api/create", "POST /api/push", "HEAD /api/blobs/{digest}", "POST /api/blobs/{digest}"} {
+		m.HandleFunc(p, s.handleRefused)
+	}
+	s.handler = s.guardHost(s.cors(s.withRequestID(http.HandlerFunc(s.route))))
 	return s
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	s.handler.ServeHTTP(w, r)
+}
+
+// route dispatches to the mux and answers unknown routes and wrong methods
+// with gin's plain-text bodies, which is what Ollama sends.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		h.ServeHTTP(w, r)
+		return
+	}
+	rec := &statusRecorder{header: http.Header{}}
+	h.ServeHTTP(rec, r) // The mux's own 404 or 405 handler: learn which.
+	w.Header().Set("Content-Type", "text/plain")
+	if rec.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		_, _ = io.WriteString(w, "405 method not allowed") // A failed write means the client left.
+		return
+	}
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, "404 page not found")
+}
+
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
+
+// withRequestID gives every response an X-Request-Id; job routes replace it
+// with the job ID, which also names the job in the logs.
+func (s *Server) withRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Request-Id", job.NewID())
+		next.ServeHTTP(w, r)
+	})
 }
 
 func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) {
@@ -74,12 +142,11 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"version": v})
 }
 
-func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ListResponse{Models: s.view.Models()})
-}
-
-func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: s.view.Loaded()})
+// handleRefused answers routes that cannot mean anything for a fleet.
+func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotImplemented, fmt.Sprintf(
+		"%s is not supported by OllamaMax: create, push and upload models on each worker's Ollama, then use /api/pull or /api/copy through OllamaMax to spread them (see docs/api.md)",
+		r.URL.Path))
 }
 
 // writeJSON writes v the way Ollama's gin handlers do.
@@ -101,18 +168,19 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // readBody reads a request body of at most max bytes. It writes the error
-// response itself and returns ok=false when the body is missing or too large.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, bool) {
+// response itself (with f's error shape) and returns ok=false when the body
+// is missing or too large.
+func readBody(w http.ResponseWriter, r *http.Request, max int64, f format) ([]byte, bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large: the limit is %d bytes", max))
+		f.fail(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body too large: the limit is %d bytes", max))
 		return nil, false
 	case err != nil:
-		writeError(w, http.StatusBadRequest, "read request body: "+err.Error())
+		f.fail(w, http.StatusBadRequest, "read request body: "+err.Error())
 		return nil, false
-	case len(bytes.TrimSpace(body)) == 0:
+	case len(bytes.TrimSpace(body)) == 0 && f == native:
 		writeError(w, http.StatusBadRequest, "missing request body")
 		return nil, false
 	}

@@ -32,6 +32,7 @@ type Node struct {
 	ID            string                     `json:"id"`
 	State         string                     `json:"state"`
 	OllamaURL     string                     `json:"ollama_url"`
+	Labels        map[string]string          `json:"labels,omitempty"`
 	OllamaVersion string                     `json:"ollama_version,omitempty"`
 	Models        []api.ListModelResponse    `json:"models"`
 	Loaded        []api.ProcessModelResponse `json:"loaded"`

@@ -40,6 +40,16 @@ const (
 	KindError Kind = "error"
 )
 
+// NodeRoutes lists the Ollama routes a node command may name, with the HTTP
+// method Ollama expects. They reach one worker's Ollama directly, without
+// the queue: model metadata and model management for the fleet.
+var NodeRoutes = map[string]string{
+	"/api/show":   "POST",
+	"/api/pull":   "POST",
+	"/api/delete": "DELETE",
+	"/api/copy":   "POST",
+}
+
 // Routes lists the Ollama routes a job may name. Workers refuse any other, so a
 // job can never reach model management routes such as /api/delete.
 var Routes = map[string]bool{

@@ -20,6 +20,9 @@ const (
 	ReplyPrefix = "ollamaq.reply"
 	// CancelPrefix is where a requester cancels a job: ollamaq.cancel.<requester>.<job id>.
 	CancelPrefix = "ollamaq.cancel"
+	// NodePrefix is where one worker takes commands that are not queued:
+	// ollamaq.node.<worker id>. See NodeRoutes.
+	NodePrefix = "ollamaq.node"
 )
 
 // Stream and bucket names.
@@ -81,6 +84,9 @@ func ParseJobSubject(subject string) (string, Class, error) {
 	}
 	return model, c, nil
 }
+
+// NodeSubject is the subject on which worker id takes node commands.
+func NodeSubject(id string) string { return NodePrefix + "." + id }
 
 // ReplySubject is the subject on which a requester receives the chunks of a job.
 func ReplySubject(requester, jobID string) string {

@@ -70,10 +70,10 @@ func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 	return inv, nil
 }
 
-// Post sends body to route and returns Ollama's response, whatever its status.
-// The caller closes the body.
-func (c *Client) Post(ctx context.Context, route string, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base.JoinPath(route).String(), bytes.NewReader(body))
+// Do sends body to route with method and returns Ollama's response, whatever
+// its status. The caller closes the body.
+func (c *Client) Do(ctx context.Context, method, route string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base.JoinPath(route).String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)
 	}
@@ -85,12 +85,21 @@ func (c *Client) Post(ctx context.Context, route string, body []byte) (*http.Res
 	return resp, nil
 }
 
-// ErrorMessage extracts the message of an Ollama error body ({"error": "..."}),
-// or returns the body itself when it is not one.
+// ErrorMessage extracts the message of an Ollama error body, native
+// ({"error": "..."}) or OpenAI-shaped ({"error": {"message": "..."}}), or
+// returns the body itself when it is neither.
 func ErrorMessage(body []byte) string {
 	var e api.StatusError
 	if err := json.Unmarshal(body, &e); err == nil && e.ErrorMessage != "" {
 		return e.ErrorMessage
+	}
+	var oe struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &oe); err == nil && oe.Error.Message != "" {
+		return oe.Error.Message
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return ""

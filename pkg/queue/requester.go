@@ -71,18 +71,46 @@ func (r *Requester) route(m *nats.Msg) {
 // of its replies. The caller must Close the stream.
 func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 	j.Reply = job.ReplySubject(r.id, j.ID)
-	s := &Stream{r: r, id: j.ID, notify: make(chan struct{}, 1)}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil, ErrClosed
+	s, err := r.open(j.ID)
+	if err != nil {
+		return nil, err
 	}
-	r.streams[j.ID] = s
-	r.mu.Unlock()
 	if _, err := r.q.Publish(ctx, j); err != nil {
 		s.Close()
 		return nil, err
 	}
+	return s, nil
+}
+
+// Command sends a node command (job.NodeRoutes) straight to one worker, not
+// through the queue, and returns the stream of its replies. The caller must
+// Close the stream. Nothing answers if the worker is gone: bound the wait.
+func (r *Requester) Command(worker, id, route string, body []byte) (*Stream, error) {
+	s, err := r.open(id)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(job.NodeSubject(worker))
+	m.Header.Set(job.HeaderJob, id)
+	m.Header.Set(job.HeaderRoute, route)
+	m.Header.Set(job.HeaderReply, job.ReplySubject(r.id, id))
+	m.Data = body
+	if err := r.nc.PublishMsg(m); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("send %s to %s: %w", route, worker, err)
+	}
+	return s, nil
+}
+
+// open registers a stream for job id.
+func (r *Requester) open(id string) (*Stream, error) {
+	s := &Stream{r: r, id: id, notify: make(chan struct{}, 1)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	r.streams[id] = s
 	return s, nil
 }
 

@@ -119,6 +119,7 @@ func (w *Worker) putNode(ctx context.Context) {
 		ID:            w.cfg.ID,
 		State:         fleet.StateReady,
 		OllamaURL:     w.cfg.Ollama.String(),
+		Labels:        w.cfg.Labels,
 		OllamaVersion: w.inventory.Version,
 		Models:        w.inventory.Models,
 		Loaded:        w.inventory.Loaded,

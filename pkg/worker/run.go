@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,10 +20,12 @@ import (
 // errCanceled is the cause of a job context canceled by its requester.
 var errCanceled = errors.New("canceled by requester")
 
-// task is one delivery of a job to this worker.
+// task is one delivery of a job to this worker, or one node command.
 type task struct {
 	w         *Worker
-	msg       jetstream.Msg
+	msg       jetstream.Msg // nil for a node command, which is not queued
+	method    string
+	body      []byte
 	id        string
 	route     string
 	reply     string
@@ -59,7 +62,8 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 // the job must be settled without running.
 func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task, result) {
 	h := m.Headers()
-	t := &task{w: w, msg: m, id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute), reply: h.Get(job.HeaderReply), cancel: cancel}
+	t := &task{w: w, msg: m, method: http.MethodPost, body: m.Data(), id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute),
+		reply: h.Get(job.HeaderReply), cancel: cancel}
 	if md, err := m.Metadata(); err == nil {
 		t.attempt = int(md.NumDelivered)
 	}
@@ -134,7 +138,7 @@ func (t *task) execute(ctx context.Context) result {
 	stop := t.keepAlive()
 	defer stop()
 
-	resp, err := t.w.ollama.Post(ctx, t.route, t.msg.Data())
+	resp, err := t.w.ollama.Do(ctx, t.method, t.route, t.body)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
 			return r
@@ -150,11 +154,15 @@ func (t *task) execute(ctx context.Context) result {
 		if msg == "" {
 			msg = http.StatusText(resp.StatusCode)
 		}
+		r := failed(resp.StatusCode, msg)
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return retry(resp.StatusCode, msg)
+			r.kind = resRetry
 		}
-		return failed(resp.StatusCode, msg)
+		if len(bytes.TrimSpace(body)) > 0 {
+			r.body, r.contentType = body, resp.Header.Get("Content-Type")
+		}
+		return r
 	}
 
 	ct := resp.Header.Get("Content-Type")
@@ -192,6 +200,9 @@ func (t *task) interrupted(ctx context.Context) (result, bool) {
 // keepAlive tells JetStream the job is in progress every third of the ack
 // wait, so a long generation is not redelivered. The returned func stops it.
 func (t *task) keepAlive() func() {
+	if t.msg == nil {
+		return func() {} // A node command is not queued: nothing to keep alive.
+	}
 	every := t.w.q.AckWait() / 3
 	done := make(chan struct{})
 	stopped := make(chan struct{})

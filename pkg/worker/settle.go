@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -28,6 +29,20 @@ type result struct {
 	kind   resultKind
 	status int
 	msg    string
+	// body and contentType are Ollama's own error response, relayed as it is
+	// (its shape differs between native and OpenAI routes); empty for errors
+	// the worker makes, which get Ollama's native shape.
+	body        []byte
+	contentType string
+}
+
+// errorReply is the error message that ends a job or command.
+func (r result) errorReply() queue.Reply {
+	rep := queue.Reply{Kind: job.KindError, Status: r.status, Error: r.msg, Data: r.body, ContentType: r.contentType}
+	if len(rep.Data) == 0 {
+		rep.Data, rep.ContentType = queue.ErrorBody(r.msg), ""
+	}
+	return rep
 }
 
 func failed(status int, msg string) result { return result{kind: resFailed, status: status, msg: msg} }
@@ -38,9 +53,14 @@ func retry(status int, msg string) result  { return result{kind: resRetry, statu
 func (t *task) settle(ctx context.Context, r result) {
 	w := t.w
 	log := w.log.With("job", t.id, "model", t.model, "attempt", t.attempt)
+	if t.msg == nil {
+		t.answer(r)
+		return
+	}
 	if r.kind == resRetry && t.attempt >= w.q.MaxDeliver() {
 		r.kind = resFailed
 		r.msg = fmt.Sprintf("%s (gave up after %d attempts)", r.msg, t.attempt)
+		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
 	}
 	var err error
 	switch r.kind {
@@ -53,7 +73,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		w.jobsDone.Add(1)
 		log.Debug("job done")
 	case resFailed:
-		if serr := t.send(queue.Reply{Kind: job.KindError, Status: r.status, Error: r.msg, Data: queue.ErrorBody(r.msg)}); serr != nil {
+		if serr := t.send(r.errorReply()); serr != nil {
 			log.Warn("send job error", "err", serr)
 		}
 		err = t.msg.TermWithReason(r.msg)
@@ -76,5 +96,27 @@ func (t *task) settle(ctx context.Context, r result) {
 	}
 	if err != nil {
 		log.Warn("settle job", "err", err)
+	}
+}
+
+// answer ends a node command, which has no JetStream message to settle: the
+// requester hears done or an error, and nothing is retried.
+func (t *task) answer(r result) {
+	rep := queue.Reply{Kind: job.KindDone}
+	switch r.kind {
+	case resDone:
+	case resCanceled:
+		r.status, r.msg = 499, "request canceled"
+	case resHandBack:
+		r.status, r.msg = http.StatusServiceUnavailable, "worker stopping"
+	}
+	if r.kind != resDone {
+		rep = r.errorReply()
+	}
+	if err := t.send(rep); err != nil {
+		t.w.log.Warn("answer node command", "route", t.route, "err", err)
+	}
+	if r.kind == resDone && t.route != "/api/show" {
+		poke(t.w.refresh) // The models changed: tell the fleet soon.
 	}
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Ollama *url.URL
 	// Slots is how many jobs run at once, like OLLAMA_NUM_PARALLEL.
 	Slots int
+	// Labels describe the worker (gpu=a100, zone=eu); fleet operations such as
+	// /api/pull?label=gpu=a100 choose workers by them.
+	Labels map[string]string
 	// Heartbeat is how often the worker refreshes its inventory from Ollama and
 	// its record in the node bucket. It must be well under the bucket's TTL (15s).
 	Heartbeat time.Duration
@@ -144,6 +147,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe cancels: %w", err)
 	}
 	defer func() { _ = cancels.Unsubscribe() }()
+	commands := make(chan *nats.Msg, 64)
+	cmdSub, err := w.nc.ChanSubscribe(job.NodeSubject(w.cfg.ID), commands)
+	if err != nil {
+		return fmt.Errorf("subscribe node commands: %w", err)
+	}
+	defer func() { _ = cmdSub.Unsubscribe() }()
 
 	// Jobs outlive ctx by up to Grace, so they get their own context.
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
@@ -155,6 +164,16 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var loops sync.WaitGroup
 	loops.Go(func() { w.maintain(ctx) })
+	loops.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-commands:
+				jobs.Go(func() { w.command(jobsCtx, m) })
+			}
+		}
+	})
 	w.schedule(ctx, func(m jetstream.Msg) {
 		jobs.Go(func() { w.run(jobsCtx, m) })
 	})

@@ -1,0 +1,119 @@
+package dispatcher
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// Ollama's CORS settings (server/routes.go with gin-contrib/cors defaults):
+// loopback origins on any port, app and editor schemes, browser extensions,
+// plus OLLAMA_ORIGINS.
+var (
+	corsMethods = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
+	corsHeaders = "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,Openai-Beta," +
+		"X-Stainless-Arch,X-Stainless-Async,X-Stainless-Custom-Poll-Interval,X-Stainless-Helper-Method," +
+		"X-Stainless-Lang,X-Stainless-Os,X-Stainless-Package-Version,X-Stainless-Poll-Helper," +
+		"X-Stainless-Retry-Count,X-Stainless-Runtime,X-Stainless-Runtime-Version,X-Stainless-Timeout"
+	extensionSchemes = []string{"chrome-extension://", "safari-extension://", "moz-extension://", "ms-browser-extension://"}
+)
+
+// allowedOrigins returns Ollama's default origins plus extra.
+func allowedOrigins(extra []string) []string {
+	origins := append([]string{}, extra...)
+	for _, host := range []string{"localhost", "127.0.0.1", "0.0.0.0"} {
+		origins = append(origins, "http://"+host, "https://"+host,
+			"http://"+net.JoinHostPort(host, "*"), "https://"+net.JoinHostPort(host, "*"))
+	}
+	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, p := range extensionSchemes {
+		if strings.HasPrefix(origin, p) {
+			return true
+		}
+	}
+	for _, o := range s.origins {
+		if o == "*" || o == origin {
+			return true
+		}
+		if prefix, suffix, ok := strings.Cut(o, "*"); ok && len(origin) >= len(prefix)+len(suffix) &&
+			strings.HasPrefix(origin, prefix) && strings.HasSuffix(origin, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// cors applies Ollama's CORS rules: a disallowed origin gets 403, a preflight
+// 204 with the allowed methods and headers.
+func (s *Server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !s.originAllowed(origin) {
+			w.WriteHeader(http.StatusForbidden)
+			return
+		}
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", corsMethods)
+			h.Set("Access-Control-Allow-Headers", corsHeaders)
+			h.Set("Access-Control-Max-Age", "43200")
+			h.Add("Vary", "Origin")
+			h.Add("Vary", "Access-Control-Request-Method")
+			h.Add("Vary", "Access-Control-Request-Headers")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Vary", "Origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// guardHost is Ollama's DNS-rebinding guard: when the API listens on loopback
+// only, a request naming a non-local host is refused with 403.
+func (s *Server) guardHost(next http.Handler) http.Handler {
+	if !s.opts.LoopbackOnly {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		if localHost(host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.WriteHeader(http.StatusForbidden)
+	})
+}
+
+// localHost reports whether a Host header names this machine or a local
+// network, as Ollama's allowedHost does.
+func localHost(host string) bool {
+	host = strings.ToLower(host)
+	if addr, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return addr.IsLoopback() || addr.IsPrivate() || addr.IsUnspecified()
+	}
+	if host == "" || host == "localhost" {
+		return true
+	}
+	if name, err := os.Hostname(); err == nil && host == strings.ToLower(name) {
+		return true
+	}
+	for _, tld := range []string{".localhost", ".local", ".internal"} {
+		if strings.HasSuffix(host, tld) {
+			return true
+		}
+	}
+	return false
+}

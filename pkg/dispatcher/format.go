@@ -1,0 +1,63 @@
+package dispatcher
+
+import (
+	"encoding/json"
+	"mime"
+	"net/http"
+
+	"github.com/ollama/ollama/openai"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// format is the API family of a route: it decides the shape of errors.
+type format int
+
+const (
+	native format = iota // Ollama's /api routes: {"error": "..."}
+	openAI               // /v1 routes: {"error": {"message", "type", "param", "code"}}
+)
+
+// fail writes an error the dispatcher itself detected before forwarding, as
+// Ollama's handlers (native) or its OpenAI middleware (openAI) would.
+func (f format) fail(w http.ResponseWriter, status int, msg string) {
+	if f == native {
+		writeError(w, status, msg)
+		return
+	}
+	// Ollama's middleware rejects bad input with gin's AbortWithStatusJSON and
+	// the error type that matches the status.
+	writeJSON(w, status, openai.NewError(status, msg))
+}
+
+// failForwarded writes an error that Ollama's native handler would have
+// produced behind the OpenAI middleware: the native status, but always the
+// type api_error and gin's bare application/json (middleware/openai.go writeError).
+func (f format) failForwarded(w http.ResponseWriter, status int, msg string) {
+	if f == native {
+		writeError(w, status, msg)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(openai.NewError(http.StatusInternalServerError, msg)) // A failed write means the client left.
+}
+
+// failMidStream ends a response whose first bytes are already sent: Ollama's
+// final {"error"} line on NDJSON, and on server-sent events an error event,
+// which OpenAI's SDKs raise as an APIError (Ollama itself sends an empty chunk
+// and no [DONE] there: a quirk we fix).
+func failMidStream(w http.ResponseWriter, contentType string, msg string) {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	var line []byte
+	switch mt {
+	case "text/event-stream":
+		b, _ := json.Marshal(openai.NewError(http.StatusInternalServerError, msg)) // Always marshals.
+		line = append(append([]byte("data: "), b...), '\n', '\n')
+	default:
+		line = append(queue.ErrorBody(msg), '\n')
+	}
+	_, _ = w.Write(line) // A failed write means the client left; nothing more to tell it.
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+}

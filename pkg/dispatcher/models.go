@@ -1,0 +1,45 @@
+package dispatcher
+
+import (
+	"net/http"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/openai"
+	"github.com/ollama/ollama/types/model"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// The model listings come from the node bucket: no job, no worker round trip.
+
+func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.ListResponse{Models: s.view.Models()})
+}
+
+func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: s.view.Loaded()})
+}
+
+// handleOpenAIModels answers /v1/models. Unlike Ollama, an empty list is
+// "data":[] rather than null (a quirk we fix).
+func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
+	list := openai.ToListCompletion(api.ListResponse{Models: s.view.Models()})
+	if list.Data == nil {
+		list.Data = []openai.Model{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("model")
+	c, err := job.CanonicalModel(name)
+	if err == nil {
+		for _, m := range s.view.Models() {
+			if mc, err := job.CanonicalModel(m.Model); err == nil && mc == c {
+				writeJSON(w, http.StatusOK, openai.Model{Id: name, Object: "model", Created: m.ModifiedAt.Unix(),
+					OwnedBy: model.ParseName(name).Namespace})
+				return
+			}
+		}
+	}
+	openAI.failForwarded(w, http.StatusNotFound, "model '"+name+"' not found")
+}

@@ -1,0 +1,40 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// command runs one node command (docs/protocol.md): an Ollama route that is
+// not queued, such as /api/show or /api/pull, sent to this worker alone. It
+// takes no slot and is answered like a job, but never retried.
+func (w *Worker) command(ctx context.Context, m *nats.Msg) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := &task{w: w, body: m.Data, id: m.Header.Get(job.HeaderJob), route: m.Header.Get(job.HeaderRoute),
+		reply: m.Header.Get(job.HeaderReply), attempt: 1, cancel: cancel}
+	if !job.ValidReply(t.reply) || !job.ValidToken(t.id) {
+		w.log.Warn("dropping node command without a valid reply subject or ID", "route", t.route, "reply", t.reply)
+		return
+	}
+	t.requester = strings.Split(t.reply, ".")[2]
+	method, ok := job.NodeRoutes[t.route]
+	if !ok {
+		t.answer(failed(http.StatusBadRequest, fmt.Sprintf("route %q is not a node command", t.route)))
+		return
+	}
+	t.method = method
+	w.mu.Lock()
+	w.running[t.id] = t
+	w.mu.Unlock()
+	res := t.execute(ctx)
+	w.mu.Lock()
+	delete(w.running, t.id)
+	w.mu.Unlock()
+	t.answer(res)
+}
