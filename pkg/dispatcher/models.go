@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"encoding/json"
 	"net/http"
 
 	"github.com/ollama/ollama/api"
@@ -26,7 +27,14 @@ func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
 	if list.Data == nil {
 		list.Data = []openai.Model{}
 	}
-	writeJSON(w, http.StatusOK, list)
+	writeOpenAIJSON(w, list)
+}
+
+// writeOpenAIJSON writes v as Ollama's OpenAI middleware does: bare
+// application/json, encoder newline.
+func writeOpenAIJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v) // A failed write means the client left.
 }
 
 func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
@@ -35,7 +43,7 @@ func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		for _, m := range s.view.Models() {
 			if mc, err := job.CanonicalModel(m.Model); err == nil && mc == c {
-				writeJSON(w, http.StatusOK, openai.Model{Id: name, Object: "model", Created: m.ModifiedAt.Unix(),
+				writeOpenAIJSON(w, openai.Model{Id: name, Object: "model", Created: m.ModifiedAt.Unix(),
 					OwnedBy: model.ParseName(name).Namespace})
 				return
 			}

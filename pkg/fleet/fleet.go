@@ -5,6 +5,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -184,7 +185,8 @@ func (v *View) Models() []api.ListModelResponse {
 			out = append(out, m)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b api.ListModelResponse) int { return b.ModifiedAt.Compare(a.ModifiedAt) })
+	// Whole seconds, stable, as Ollama sorts: ties keep each node's order.
+	slices.SortStableFunc(out, func(a, b api.ListModelResponse) int { return cmp.Compare(b.ModifiedAt.Unix(), a.ModifiedAt.Unix()) })
 	return out
 }
 
@@ -209,7 +211,7 @@ func (v *View) Loaded() []api.ProcessModelResponse {
 			out = append(out, m)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b api.ProcessModelResponse) int { return b.ExpiresAt.Compare(a.ExpiresAt) })
+	slices.SortStableFunc(out, func(a, b api.ProcessModelResponse) int { return cmp.Compare(b.ExpiresAt.Unix(), a.ExpiresAt.Unix()) })
 	return out
 }
 
