@@ -159,8 +159,22 @@ func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route st
 }
 
 // writeFanoutResult answers a delete or copy: 200 with an empty body when
-// every node succeeded, else the first failure's status and every message.
+// every node succeeded or did not have the model (404) and at least one did,
+// else the first failure's status and every message.
 func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]queue.Reply) {
+	notFound := 0
+	for _, rep := range failed {
+		if rep.Status == http.StatusNotFound {
+			notFound++
+		}
+	}
+	if notFound < total {
+		for id, rep := range failed {
+			if rep.Status == http.StatusNotFound {
+				delete(failed, id) // That worker did not have it: nothing to do there.
+			}
+		}
+	}
 	if len(failed) == 0 {
 		w.WriteHeader(http.StatusOK)
 		return
@@ -198,8 +212,10 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return
 	}
-	nodes := s.targets(r, func(n *fleet.Node) bool { return n.HasModel(c) })
-	if len(nodes) == 0 {
+	// Every chosen worker hears it, not only those whose record lists the
+	// model: a record can lag a pull or copy by a heartbeat.
+	nodes := s.targets(r, nil)
+	if !slices.ContainsFunc(nodes, func(n *fleet.Node) bool { return n.HasModel(c) }) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
 		return
 	}
@@ -225,8 +241,8 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("destination %q is invalid", req.Destination))
 		return
 	}
-	nodes := s.targets(r, func(n *fleet.Node) bool { return n.HasModel(src) })
-	if len(nodes) == 0 {
+	nodes := s.targets(r, nil) // As for delete: records can lag.
+	if !slices.ContainsFunc(nodes, func(n *fleet.Node) bool { return n.HasModel(src) }) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", req.Source))
 		return
 	}

@@ -131,3 +131,24 @@ func TestNodeBucketExpiresEntries(t *testing.T) {
 		t.Fatalf("watcher saw %v, want put then purge", ops)
 	}
 }
+
+func TestSetupLeavesAnUnchangedStreamAlone(t *testing.T) {
+	nc, q := setup(t)
+	updates, err := nc.SubscribeSync("$JS.EVENT.ADVISORY.STREAM.UPDATED.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := queue.Setup(t.Context(), q.JetStream(), queue.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// The server sends the advisory before it answers the update request.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := updates.Pending(); n != 0 {
+		t.Fatalf("applying unchanged definitions updated %d streams", n)
+	}
+	if _, err := queue.Setup(t.Context(), q.JetStream(), queue.Options{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+}

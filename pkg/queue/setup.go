@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,12 +100,15 @@ func readDefinition(name string, v any) error {
 	return nil
 }
 
-// applyStream creates or updates one stream, retrying while a freshly started
-// cluster has no JetStream meta leader yet (such requests get no answer).
+// applyStream creates one stream, or updates it when its configuration differs
+// from cfg, retrying while a freshly started cluster has no JetStream meta
+// leader yet (such requests get no answer). An unchanged stream is left alone:
+// every process applies the definitions at start-up, and needless updates
+// race with consumer creation inside nats-server 2.15.2 (seen with -race).
 func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
 	for {
 		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := js.CreateOrUpdateStream(attempt, cfg)
+		err := ensureStream(attempt, js, cfg)
 		cancel()
 		if err == nil {
 			return nil
@@ -113,6 +117,50 @@ func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
 		}
 	}
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		_, err = js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil // Another process created it a moment ago, from the same file.
+		}
+		return err
+	case err != nil:
+		return err
+	}
+	same, err := covers(s.CachedInfo().Config, cfg)
+	if err != nil || same {
+		return err
+	}
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
+}
+
+// covers reports whether every field set in want has the same value in have
+// (the server fills in defaults that want leaves out).
+func covers(have, want jetstream.StreamConfig) (bool, error) {
+	var h, w map[string]any
+	for _, p := range []struct {
+		cfg jetstream.StreamConfig
+		m   *map[string]any
+	}{{have, &h}, {want, &w}} {
+		b, err := json.Marshal(p.cfg)
+		if err != nil {
+			return false, err
+		}
+		if err := json.Unmarshal(b, p.m); err != nil {
+			return false, err
+		}
+	}
+	for k, v := range w {
+		if !reflect.DeepEqual(h[k], v) {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // JetStream returns the JetStream handle the queue was set up with.
