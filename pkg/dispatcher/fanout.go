@@ -146,6 +146,20 @@ func (s *Server) fanout(ctx context.Context, nodes []*fleet.Node, route string, 
 	return out
 }
 
+// fanoutAll sends a delete or copy to every chosen worker, not only those
+// whose record lists the model (a record can lag a pull or copy by a
+// heartbeat), and answers as Ollama would: each worker's Ollama decides
+// whether it has the model.
+func (s *Server) fanoutAll(w http.ResponseWriter, r *http.Request, route string, body []byte) {
+	nodes := s.targets(r, nil)
+	if len(nodes) == 0 {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "no ready worker")
+		return
+	}
+	writeFanoutResult(w, len(nodes), s.fanoutErrors(r.Context(), nodes, route, body))
+}
+
 // fanoutErrors runs a fan-out that answers with an empty body on success
 // (delete, copy) and returns the failures by node.
 func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route string, body []byte) map[string]queue.Reply {
@@ -207,19 +221,11 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := cmp(req.Model, req.Name)
-	c, err := job.CanonicalModel(name)
-	if err != nil {
+	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return
 	}
-	// Every chosen worker hears it, not only those whose record lists the
-	// model: a record can lag a pull or copy by a heartbeat.
-	nodes := s.targets(r, nil)
-	if !slices.ContainsFunc(nodes, func(n *fleet.Node) bool { return n.HasModel(c) }) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
-		return
-	}
-	writeFanoutResult(w, len(nodes), s.fanoutErrors(r.Context(), nodes, "/api/delete", body))
+	s.fanoutAll(w, r, "/api/delete", body)
 }
 
 func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
@@ -232,8 +238,7 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	src, err := job.CanonicalModel(req.Source)
-	if err != nil {
+	if _, err := job.CanonicalModel(req.Source); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("source %q is invalid", req.Source))
 		return
 	}
@@ -241,12 +246,7 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("destination %q is invalid", req.Destination))
 		return
 	}
-	nodes := s.targets(r, nil) // As for delete: records can lag.
-	if !slices.ContainsFunc(nodes, func(n *fleet.Node) bool { return n.HasModel(src) }) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", req.Source))
-		return
-	}
-	writeFanoutResult(w, len(nodes), s.fanoutErrors(r.Context(), nodes, "/api/copy", body))
+	s.fanoutAll(w, r, "/api/copy", body)
 }
 
 // handlePull pulls a model on every chosen worker and streams one merged
@@ -312,8 +312,10 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	case stream:
 		emit(api.ProgressResponse{Status: "success"})
 	case err != nil:
+		w.Header().Set("Content-Type", "application/json") // Ollama's waitForStream sets it bare.
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
+		w.Header().Set("Content-Type", "application/json")
 		writeJSON(w, http.StatusOK, api.ProgressResponse{Status: "success"})
 	}
 }

@@ -149,20 +149,26 @@ func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
 		r.URL.Path))
 }
 
-// writeJSON writes v the way Ollama's gin handlers do.
+// writeJSON writes v the way Ollama's gin handlers do (c.JSON), keeping a
+// Content-Type the handler already set.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, queue.ErrorBody("encode response: "+err.Error())
 	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(b) // A failed write means the client left.
 }
 
-// writeError writes Ollama's error shape with status.
+// writeError writes Ollama's error shape with status, keeping a Content-Type
+// the handler already set.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	}
 	w.WriteHeader(status)
 	_, _ = w.Write(queue.ErrorBody(msg)) // A failed write means the client left.
 }

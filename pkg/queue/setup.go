@@ -141,10 +141,10 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 
 // covers reports whether every field set in want has the same value in have
 // (the server fills in defaults that want leaves out).
-func covers(have, want jetstream.StreamConfig) (bool, error) {
+func covers[C jetstream.StreamConfig | jetstream.ConsumerConfig](have, want C) (bool, error) {
 	var h, w map[string]any
 	for _, p := range []struct {
-		cfg jetstream.StreamConfig
+		cfg C
 		m   *map[string]any
 	}{{have, &h}, {want, &w}} {
 		b, err := json.Marshal(p.cfg)
@@ -182,6 +182,12 @@ func (q *Queue) Consumer(ctx context.Context, model string, c job.Class) (jetstr
 	cfg.Durable = job.ConsumerName(model, c)
 	cfg.Name = ""
 	cfg.FilterSubject = job.JobSubject(model, c)
+	// Leave an unchanged consumer alone, as applyStream does streams.
+	if cons, err := q.js.Consumer(ctx, job.Stream, cfg.Durable); err == nil {
+		if same, err := covers(cons.CachedInfo().Config, cfg); err == nil && same {
+			return cons, nil
+		}
+	}
 	cons, err := q.js.CreateOrUpdateConsumer(ctx, job.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("apply consumer %s: %w", cfg.Durable, err)
