@@ -24,14 +24,18 @@ import (
 const synopsis = `Usage: ollamasim [flags]
 
 Serves a simulated Ollama: /api/generate, /api/chat, /api/embed, /api/tags,
-/api/ps, /api/show and /api/version behave like Ollama on the wire, with
-deterministic text paced at --tps tokens per second per stream. Models whose
-name contains "embed" are embedding models; the others generate text.
+/api/ps, /api/show, /api/version, /api/pull, /api/copy, /api/delete and the
+OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and
+/v1/models behave like Ollama on the wire, with deterministic text paced at
+--tps tokens per second per stream. Models whose name contains "embed" are
+embedding models; the others generate text. Any name can be pulled, in --pull
+time, except those containing "missing", which fail like an unknown model.
 
 Examples:
   ollamasim                                        # llama3.2 on 127.0.0.1:11534
   ollamasim --models llama3.2,qwen3:8b,nomic-embed-text --tps 200 --parallel 4
   OLLAMA_HOST=127.0.0.1:11534 ollama run llama3.2 "hello"
+  OLLAMA_HOST=127.0.0.1:11534 ollama pull gemma3:1b
 
 Flags:
 `
@@ -57,6 +61,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "seed for the deterministic text")
 	fs.IntVar(&cfg.DefaultTokens, "tokens", cfg.DefaultTokens, "tokens per answer when options.num_predict is unset")
 	fs.StringVar(&cfg.Version, "version", cfg.Version, "version reported by /api/version")
+	fs.DurationVar(&cfg.PullDuration, "pull", cfg.PullDuration, "time /api/pull takes; negative for no delay")
 	newLogger := cli.LogFlags(fs)
 	if help, err := cli.Parse(fs, args); help || err != nil {
 		return err
@@ -111,20 +116,15 @@ func run(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// parseModels turns "llama3.2, nomic-embed-text" into models; a name that
-// contains "embed" gets the embedding capability instead of completion.
+// parseModels turns "llama3.2, nomic-embed-text" into models with
+// ollamasim.NamedModel, the rule /api/pull uses: a name that contains
+// "embed" gets the embedding capability instead of completion.
 func parseModels(list string) []ollamasim.Model {
 	var models []ollamasim.Model
 	for name := range strings.SplitSeq(list, ",") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
+		if name = strings.TrimSpace(name); name != "" {
+			models = append(models, ollamasim.NamedModel(name))
 		}
-		m := ollamasim.Model{Name: name}
-		if strings.Contains(strings.ToLower(name), "embed") {
-			m.Capabilities = []string{"embedding"}
-		}
-		models = append(models, m)
 	}
 	return models
 }

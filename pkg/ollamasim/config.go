@@ -73,6 +73,11 @@ type Config struct {
 	Seed int64
 	// Version is reported by /api/version; the default is "0.17.4".
 	Version string
+	// PullDuration is how long /api/pull takes from "pulling manifest" to
+	// "success"; the default is 200ms and a negative value means no delay.
+	// A name containing "missing" fails the pull, as for a model the
+	// registry does not have.
+	PullDuration time.Duration
 }
 
 // Defaults applied by DefaultConfig and New.
@@ -87,6 +92,7 @@ const (
 	defaultContextLength    = 4096
 	trainedContextLength    = 131072
 	defaultEmbeddingLength  = 8
+	defaultPullDuration     = 200 * time.Millisecond
 )
 
 // DefaultConfig returns a configuration with one model, "llama3.2:latest",
@@ -100,6 +106,7 @@ func DefaultConfig() Config {
 		MaxQueue:         defaultMaxQueue,
 		DefaultTokens:    defaultTokens,
 		Version:          defaultVersion,
+		PullDuration:     defaultPullDuration,
 	}
 }
 
@@ -181,7 +188,27 @@ func (c Config) withDefaults() Config {
 	if c.Version == "" {
 		c.Version = d.Version
 	}
+	if c.PullDuration == 0 {
+		c.PullDuration = d.PullDuration
+	}
 	return c
+}
+
+// NamedModel returns the model the simulator assumes for a bare name, as
+// for a model it pulls: an embedding model when the name contains "embed"
+// in any case, a text model otherwise. A tag that is a parameter size, as
+// in "qwen3:8b", sets ParameterSize and so the size; the rest are defaults.
+func NamedModel(name string) Model {
+	m := Model{Name: name}
+	if strings.Contains(strings.ToLower(name), "embed") {
+		m.Capabilities = []string{string(model.CapabilityEmbedding)}
+	}
+	if tag := model.ParseName(name).Tag; tag != "" && strings.ContainsAny(tag[len(tag)-1:], "kKmMbBtT") {
+		if _, err := parameterCount(tag); err == nil {
+			m.ParameterSize = strings.ToUpper(tag)
+		}
+	}
+	return m
 }
 
 // withDefaults fills the zero fields of m and puts its name in display form.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ollama/ollama/openai"
+
 	"github.com/ollamamax/ollamamax/pkg/ollamasim"
 )
 
@@ -55,6 +57,69 @@ func FuzzRequestBodies(f *testing.F) {
 			if !json.Valid([]byte(line)) {
 				t.Fatalf("status %d with invalid JSON line %q", rec.Code, line)
 			}
+		}
+	})
+}
+
+// FuzzOpenAIBodies checks that no body makes an OpenAI route panic or
+// answer with anything but an OpenAI error, a JSON object or "data: "
+// events.
+func FuzzOpenAIBodies(f *testing.F) {
+	paths := []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/pull", "/api/copy"}
+	seeds := []struct {
+		path uint8
+		body string
+	}{
+		{0, `{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}`},
+		{0, `{"model":"llama3.2","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":"data:;base64,AAAA"}]}]}`},
+		{0, `{"model":"qwen3:8b","reasoning_effort":"none","response_format":{"type":"json_object"},"stop":"x","messages":[{"role":"tool","tool_call_id":"c","content":"x"}]}`},
+		{1, `{"model":"llama3.2","prompt":"hi","stream":true,"logprobs":2,"stop":["a"]}`},
+		{2, `{"model":"nomic-embed-text","input":["a",""],"encoding_format":"base64","dimensions":2}`},
+		{3, `{"model":"gemma3","stream":false}`},
+		{3, `{"name":"missing"}`},
+		{4, `{"source":"llama3.2","destination":"x"}`},
+		{0, ``},
+		{1, `[`},
+	}
+	for _, s := range seeds {
+		f.Add(s.path, s.body)
+	}
+	cfg := fastConfig()
+	cfg.TokensPerSecond = -1
+	cfg.TimeToFirstToken = -1
+	cfg.DefaultTokens = 3
+	cfg.PullDuration = -1
+	sim := ollamasim.New(cfg)
+	f.Fuzz(func(t *testing.T, path uint8, body string) {
+		p := paths[int(path)%len(paths)]
+		req := httptest.NewRequest("POST", p, strings.NewReader(body))
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, req)
+		out := rec.Body.String()
+		switch {
+		case strings.HasPrefix(p, "/api/"):
+			if rec.Code >= 400 {
+				var e struct {
+					Error string `json:"error"`
+				}
+				if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error == "" {
+					t.Fatalf("status %d with body %q, want {\"error\": ...}", rec.Code, out)
+				}
+			}
+		case rec.Code >= 400:
+			var e openai.ErrorResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Message == "" || e.Error.Type == "" {
+				t.Fatalf("status %d with body %q, want an OpenAI error", rec.Code, out)
+			}
+		case rec.Header().Get("Content-Type") == "text/event-stream":
+			for ev := range strings.SplitSeq(strings.TrimSuffix(out, "\n\n"), "\n\n") {
+				payload, ok := strings.CutPrefix(ev, "data: ")
+				if !ok || (payload != "[DONE]" && !json.Valid([]byte(payload))) {
+					t.Fatalf("bad SSE event %q", ev)
+				}
+			}
+		case !json.Valid(rec.Body.Bytes()):
+			t.Fatalf("status %d with invalid JSON %q", rec.Code, out)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package ollamasim
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -117,6 +118,115 @@ func (s *Server) lookup(name string) *entry {
 		}
 	}
 	return nil
+}
+
+// canonicalName gives each part of n the spelling an installed model uses
+// for it, as Ollama's getExistingName does, so that pulling or copying to a
+// differently cased name does not create a second spelling. Where models
+// disagree the first in the inventory wins; Ollama picks at random.
+func (s *Server) canonicalName(n model.Name) model.Name {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var host, namespace, name, tag bool
+	for _, e := range s.models {
+		if e.key == "" {
+			continue
+		}
+		if !host && strings.EqualFold(e.name.Host, n.Host) {
+			n.Host, host = e.name.Host, true
+		}
+		if !namespace && strings.EqualFold(e.name.Namespace, n.Namespace) {
+			n.Namespace, namespace = e.name.Namespace, true
+		}
+		if !name && strings.EqualFold(e.name.Model, n.Model) {
+			n.Model, name = e.name.Model, true
+		}
+		if !tag && strings.EqualFold(e.name.Tag, n.Tag) {
+			n.Tag, tag = e.name.Tag, true
+		}
+	}
+	return n
+}
+
+// install adds e to the inventory as its newest model, replacing the model
+// of the same name. Being first makes e win ties in /api/tags, which sorts
+// by whole seconds. A replaced model that is loaded stays loaded, as
+// Ollama's runner does when a manifest is rewritten under it.
+func (s *Server) install(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.models = slices.DeleteFunc(s.models, func(old *entry) bool {
+		return old.key != "" && old.name.EqualFold(e.name)
+	})
+	s.models = slices.Insert(s.models, 0, e)
+}
+
+// remove deletes the model named n and unloads it, reporting whether it
+// was installed. Ollama itself leaves a running model in /api/ps until its
+// keep-alive ends (the CLI unloads it first); the simulator unloads at
+// once, as SetModels does.
+func (s *Server) remove(n model.Name) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, e := range s.models {
+		if e.key != "" && e.name.EqualFold(n) {
+			s.models = slices.Delete(s.models, i, i+1)
+			delete(s.loaded, e.key)
+			return true
+		}
+	}
+	return false
+}
+
+// handleDelete serves DELETE /api/delete: 200 with an empty body, like
+// Ollama's DeleteHandler, which writes nothing on success.
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	var req api.DeleteRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	name := cmp.Or(req.Model, req.Name)
+	n := model.ParseName(name)
+	if !n.IsValid() {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
+		return
+	}
+	if !s.remove(n) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleCopy serves POST /api/copy: 200 with an empty body. The copy has
+// the source's details and digest (the manifest is the same) and is the
+// newest model in /api/tags.
+func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
+	var req api.CopyRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	src := model.ParseName(req.Source)
+	if !src.IsValid() {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("source %q is invalid", req.Source))
+		return
+	}
+	dst := model.ParseName(req.Destination)
+	if !dst.IsValid() {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("destination %q is invalid", req.Destination))
+		return
+	}
+	dst = s.canonicalName(dst)
+	e := s.lookup(req.Source)
+	if e == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found", req.Source))
+		return
+	}
+	m := e.Model
+	m.Name = dst.DisplayShortest()
+	m.Loaded = false
+	s.install(newEntry(m, time.Now()))
+	w.WriteHeader(http.StatusOK)
 }
 
 // acquireModel marks e as in use, loading it first when it is not resident.

@@ -3,11 +3,16 @@
 //
 // It serves the native endpoints a queue in front of Ollama relies on (/,
 // /api/version, /api/tags, /api/ps, /api/show, /api/generate, /api/chat,
-// /api/embed and /api/embeddings) with Ollama's status codes, error texts,
-// content types and NDJSON streaming, using the types of Ollama's own api
-// package. Text is deterministic: the same request to any simulator with the
-// same Config.Seed yields byte-identical output. Pacing, parallelism, queue
-// limits and failures are configurable, and Stats reports what happened.
+// /api/embed, /api/embeddings, /api/pull, /api/delete and /api/copy) with
+// Ollama's status codes, error texts, content types and NDJSON streaming,
+// using the types of Ollama's own api package. The OpenAI-compatible routes
+// (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and
+// /v1/models/{model}) wrap the native handlers with Ollama's own openai
+// package, the way Ollama's middleware does, quirks included. Text is
+// deterministic: the same request to any simulator with the same
+// Config.Seed yields byte-identical output. Pacing, parallelism, queue
+// limits, pull time and failures are configurable, and Stats reports what
+// happened.
 //
 // Production code must not import this package.
 package ollamasim
@@ -69,24 +74,49 @@ func New(cfg Config) *Server {
 		"/api/chat":       {http.MethodPost: s.handleChat},
 		"/api/embed":      {http.MethodPost: s.handleEmbed},
 		"/api/embeddings": {http.MethodPost: s.handleEmbeddings},
+		"/api/pull":       {http.MethodPost: s.handlePull},
+		"/api/delete":     {http.MethodDelete: s.handleDelete},
+		"/api/copy":       {http.MethodPost: s.handleCopy},
+
+		"/v1/chat/completions": {http.MethodPost: s.handleChatCompletions},
+		"/v1/completions":      {http.MethodPost: s.handleCompletions},
+		"/v1/embeddings":       {http.MethodPost: s.handleEmbeddingsCompat},
+		"/v1/models":           {http.MethodGet: s.handleModels},
+		modelRoute:             {http.MethodGet: s.handleModel},
 	}
 	return s
 }
 
+// modelRoute is the one route with a parameter, gin's /v1/models/:model.
+const modelRoute = "/v1/models/:model"
+
+// routeOf returns the routes key for path and the value of its parameter,
+// which like gin's is exactly one non-empty path segment.
+func routeOf(path string) (key, param string) {
+	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok && rest != "" && !strings.Contains(rest, "/") {
+		return modelRoute, rest
+	}
+	return path, ""
+}
+
 // methodOrder is the order of gin's method trees in Ollama's router, which
 // decides the order of the Allow header on a 405.
-var methodOrder = []string{http.MethodHead, http.MethodGet, http.MethodPost}
+var methodOrder = []string{http.MethodHead, http.MethodGet, http.MethodPost, http.MethodDelete}
 
 // ServeHTTP routes like Ollama's gin router: 404 "404 page not found" for
 // unknown paths, 405 "405 method not allowed" with an Allow header for a
 // known path with the wrong method, and a redirect for a trailing slash.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
-	if h := s.routes[path][r.Method]; h != nil {
+	key, param := routeOf(path)
+	if h := s.routes[key][r.Method]; h != nil {
+		if param != "" {
+			r.SetPathValue("model", param)
+		}
 		h(w, r)
 		return
 	}
-	if path != "/" && strings.HasSuffix(path, "/") && s.routes[strings.TrimSuffix(path, "/")][r.Method] != nil {
+	if trimmed, _ := routeOf(strings.TrimSuffix(path, "/")); path != "/" && strings.HasSuffix(path, "/") && s.routes[trimmed][r.Method] != nil {
 		code := http.StatusMovedPermanently
 		if r.Method != http.MethodGet {
 			code = http.StatusTemporaryRedirect
@@ -98,7 +128,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var allowed []string
 	for _, m := range methodOrder {
-		if m != r.Method && s.routes[path][m] != nil {
+		if m != r.Method && s.routes[key][m] != nil {
 			allowed = append(allowed, m)
 		}
 	}
@@ -162,7 +192,10 @@ func (s *Server) currentFailure() Failure {
 	return s.failure
 }
 
-// Stats counts what the server has done since New.
+// Stats counts what the server has done since New. Requests through the
+// OpenAI routes count as the native generate, chat or embed request they
+// become; those the OpenAI layer rejects itself, and model management
+// (pull, copy, delete), are not counted.
 type Stats struct {
 	Requests  int64 // generate/chat/embed requests received, valid or not
 	Active    int64 // generations (and embedding calls) holding a slot now
