@@ -4,13 +4,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,6 +24,9 @@ import (
 	"github.com/ollamamax/ollamamax/internal/cli"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/ollamamax/ollamamax/pkg/worker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const synopsis = `Usage: worker [flags]
@@ -58,6 +67,7 @@ func run() error {
 			}
 		}
 	}
+	listen := fs.String("listen", cli.Env("OLLAMAMAX_WORKER_LISTEN", "127.0.0.1:9464"), "address for /metrics, /healthz and /readyz; empty for none [OLLAMAMAX_WORKER_LISTEN]")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record")
 	fs.DurationVar(&cfg.Grace, "grace", cli.EnvDuration("OLLAMAMAX_GRACE", cfg.Grace), "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	var qopts queue.Options
@@ -103,15 +113,55 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = reg
 	w, err := worker.New(nc, q, cfg)
 	if err != nil {
 		return err
+	}
+	if *listen != "" {
+		stopHTTP, err := serveOps(*listen, reg, w, log)
+		if err != nil {
+			return err
+		}
+		defer stopHTTP()
 	}
 	err = w.Run(ctx)
 	if derr := nc.Drain(); derr != nil {
 		log.Warn("drain nats connection", "err", derr)
 	}
 	return err
+}
+
+// serveOps serves /metrics, /healthz and /readyz for operators and probes.
+func serveOps(addr string, reg *prometheus.Registry, w *worker.Worker, log *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(rw, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, _ *http.Request) {
+		if err := w.Ready(); err != nil {
+			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(rw, "ready\n")
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	log.Info("serving metrics and health", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx) // Only probes and scrapes are cut short.
+	}, nil
 }
 
 func addLabel(cfg *worker.Config, kv string) error {

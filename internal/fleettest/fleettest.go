@@ -26,6 +26,8 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/ollamamax/ollamamax/pkg/worker"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Options shape the deployment.
@@ -44,11 +46,15 @@ type Fleet struct {
 	NC      *nats.Conn // a client connection for the test itself
 	Queue   *queue.Queue
 	View    *fleet.View
-	URL     string // the dispatcher's base URL
+	URL     string // the dispatcher's base URL; /metrics serves its metrics
 	Sims    []*ollamasim.Server
 	SimURLs []*url.URL
 
+	// WorkerMetricsURLs serve each worker's /metrics (index as Sims).
+	WorkerMetricsURLs []string
+
 	opts    Options
+	regs    []*atomic.Pointer[prometheus.Registry]
 	down    []*atomic.Bool
 	mu      sync.Mutex
 	workers []*runningWorker
@@ -125,6 +131,13 @@ func Start(t testing.TB, o Options) *Fleet {
 		u, _ := url.Parse(hs.URL) // httptest URLs always parse.
 		f.Sims = append(f.Sims, sim)
 		f.SimURLs = append(f.SimURLs, u)
+		reg := new(atomic.Pointer[prometheus.Registry])
+		f.regs = append(f.regs, reg)
+		ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			promhttp.HandlerFor(reg.Load(), promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		}))
+		t.Cleanup(ms.Close)
+		f.WorkerMetricsURLs = append(f.WorkerMetricsURLs, ms.URL+"/metrics")
 		f.StartWorker(i)
 	}
 
@@ -133,7 +146,9 @@ func Start(t testing.TB, o Options) *Fleet {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = req.Close() })
-	srv := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger()})
+	reg := prometheus.NewRegistry()
+	srv := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
+		Metrics: reg, Gatherer: reg})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	f.URL = hs.URL
@@ -165,6 +180,10 @@ func (f *Fleet) StartWorker(i int) {
 	cfg.Poll = 200 * time.Millisecond
 	cfg.Grace = 5 * time.Second
 	cfg.Logger = Logger()
+	// A restarted worker is a new process: its metrics start from zero.
+	reg := prometheus.NewRegistry()
+	f.regs[i].Store(reg)
+	cfg.Metrics = reg
 	w, err := worker.New(nc, q, cfg)
 	if err != nil {
 		f.t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -76,7 +77,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer st.Close()
-	s.relay(w, r, st, native, s.opts.CommandWait, false)
+	s.relay(w, r, st, native, s.opts.CommandWait, time.Time{})
 }
 
 // cmp returns the first non-empty string.

@@ -18,6 +18,7 @@ import (
 // handleJob returns the handler of an inference route: validate, queue, relay.
 func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		arrived := time.Now()
 		body, ok := readBody(w, r, s.opts.MaxBody, f)
 		if !ok {
 			return
@@ -50,17 +51,20 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		defer st.Close()
+		s.metrics.submitted.WithLabelValues(canonical, string(j.Class)).Inc()
 		s.log.Debug("job queued", "job", j.ID, "model", canonical, "route", route)
-		s.relay(w, r, st, f, s.opts.QueueWait, true)
+		s.relay(w, r, st, f, s.opts.QueueWait, arrived)
 	}
 }
 
 // relay writes a job's (or node command's) replies to the HTTP client as
 // Ollama would have: the worker's status and content type, then Ollama's
-// bytes as they arrive. wait bounds the time until a worker starts it; queued
-// says the wait is spent in the queue (so the job is dropped after it). It
-// cancels the job when the client goes away.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, queued bool) {
+// bytes as they arrive. wait bounds the time until a worker starts it. For a
+// queued job, arrived is when the request came (for the time-to-first-token
+// metric) and the job is dropped from the queue after wait; it is zero for a
+// node command. It cancels the job when the client goes away.
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, arrived time.Time) {
+	queued := !arrived.IsZero()
 	ctx := r.Context()
 	waitCtx, stopWaiting := context.WithTimeout(ctx, wait)
 	defer stopWaiting()
@@ -125,6 +129,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				w.Header().Set("Content-Type", contentType)
 				w.WriteHeader(status)
 				wrote = true
+				if queued {
+					s.metrics.firstByte.WithLabelValues(r.Pattern).Observe(time.Since(arrived).Seconds())
+				}
 			}
 			if _, err := w.Write(rep.Data); err != nil {
 				s.cancel(st, "client went away")

@@ -16,6 +16,8 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Config configures a dispatcher process.
@@ -137,10 +139,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if limit := nc.MaxPayload() - 4096; limit < maxBody {
 		maxBody = limit // Headers need room too.
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ready := func(context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		return nil
+	}
 	srv := &http.Server{
 		Addr: cfg.HTTPAddr,
 		Handler: NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Origins: cfg.Origins,
-			LoopbackOnly: broker.IsLoopback(cfg.HTTPAddr), Logger: log}),
+			LoopbackOnly: broker.IsLoopback(cfg.HTTPAddr), Logger: log, Metrics: reg, Gatherer: reg, Ready: ready}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)

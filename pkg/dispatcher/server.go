@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // APIVersion is the Ollama API version the dispatcher reports when no worker
@@ -38,6 +41,13 @@ type Options struct {
 	LoopbackOnly bool
 	// Logger receives the log.
 	Logger *slog.Logger
+	// Metrics is where the dispatcher registers its Prometheus metrics, and
+	// Gatherer what /metrics serves; nil Metrics registers them nowhere and a
+	// nil Gatherer serves 404 on /metrics.
+	Metrics  prometheus.Registerer
+	Gatherer prometheus.Gatherer
+	// Ready, if set, answers /readyz: nil when the dispatcher can serve.
+	Ready func(context.Context) error
 }
 
 // Server is the HTTP shim. It is an http.Handler.
@@ -50,6 +60,7 @@ type Server struct {
 	mux     *http.ServeMux
 	origins []string
 	handler http.Handler
+	metrics *metrics
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
@@ -60,7 +71,17 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	}
 	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux()}
 	s.origins = allowedOrigins(o.Origins)
+	reg := o.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry() // Registered, never served.
+	}
+	s.metrics = newMetrics(reg, q)
 	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	m.HandleFunc("GET /readyz", s.handleReady)
+	if o.Gatherer != nil {
+		m.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	}
 	m.HandleFunc("GET /{$}", s.handleRoot)
 	m.HandleFunc("GET /api/version", s.handleVersion)
 	m.HandleFunc("GET /api/tags", s.handleTags)
@@ -80,7 +101,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	for _, p := range []string{"POST /api/create", "POST /api/push", "HEAD /api/blobs/{digest}", "POST /api/blobs/{digest}"} {
 		m.HandleFunc(p, s.handleRefused)
 	}
-	s.handler = s.guardHost(s.cors(s.withRequestID(http.HandlerFunc(s.route))))
+	s.handler = s.metrics.observe(s.mux, s.guardHost(s.cors(s.withRequestID(http.HandlerFunc(s.route)))))
 	return s
 }
 
@@ -125,6 +146,23 @@ func (s *Server) withRequestID(next http.Handler) http.Handler {
 		w.Header().Set("X-Request-Id", job.NewID())
 		next.ServeHTTP(w, r)
 	})
+}
+
+// handleReady answers readiness probes: 200 when the queue is reachable.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.q.JetStream().Stream(ctx, job.Stream); err != nil {
+		http.Error(w, "queue unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(ctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = io.WriteString(w, "ready\n") // A failed write means the client left.
 }
 
 func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) {

@@ -30,7 +30,9 @@ type task struct {
 	route     string
 	reply     string
 	requester string
-	model     string // canonical, from the subject
+	model     string    // canonical, from the subject
+	class     job.Class // from the subject
+	taken     time.Time // when this worker took the job
 	attempt   int
 	seq       int
 	cancel    context.CancelCauseFunc
@@ -64,8 +66,15 @@ func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task,
 	h := m.Headers()
 	t := &task{w: w, msg: m, method: http.MethodPost, body: m.Data(), id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute),
 		reply: h.Get(job.HeaderReply), cancel: cancel}
+	t.taken = time.Now()
 	if md, err := m.Metadata(); err == nil {
 		t.attempt = int(md.NumDelivered)
+		if model, class, err := job.ParseJobSubject(m.Subject()); err == nil {
+			w.metrics.queueWait.WithLabelValues(model, string(class)).Observe(t.taken.Sub(md.Timestamp).Seconds())
+			if t.attempt > 1 {
+				w.metrics.redelivered.WithLabelValues(model, string(class)).Inc()
+			}
+		}
 	}
 	if t.id == "" {
 		t.id = h.Get(job.HeaderMsgID)
@@ -78,11 +87,11 @@ func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task,
 		return nil, result{}
 	}
 	t.requester = strings.Split(t.reply, ".")[2]
-	model, _, err := job.ParseJobSubject(m.Subject())
+	model, class, err := job.ParseJobSubject(m.Subject())
 	if err != nil {
 		return t, failed(http.StatusBadRequest, err.Error())
 	}
-	t.model = model
+	t.model, t.class = model, class
 	if !job.Routes[t.route] {
 		return t, failed(http.StatusBadRequest, fmt.Sprintf("route %q cannot be queued", t.route))
 	}
@@ -138,6 +147,7 @@ func (t *task) execute(ctx context.Context) result {
 	stop := t.keepAlive()
 	defer stop()
 
+	sent := time.Now()
 	resp, err := t.w.ollama.Do(ctx, t.method, t.route, t.body)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
@@ -171,7 +181,9 @@ func (t *task) execute(ctx context.Context) result {
 		r := queue.Reply{Kind: job.KindData, Data: b}
 		if first {
 			r.Status, r.ContentType, first = resp.StatusCode, ct, false
+			t.observeFirstToken(time.Since(sent))
 		}
+		t.observeUsage(b)
 		return t.send(r)
 	})
 	if err == nil && first {
@@ -184,6 +196,26 @@ func (t *task) execute(ctx context.Context) result {
 		return failed(http.StatusBadGateway, "ollama response broke off: "+err.Error())
 	}
 	return result{kind: resDone}
+}
+
+// observeFirstToken records the time to Ollama's first response bytes.
+func (t *task) observeFirstToken(d time.Duration) {
+	if t.msg != nil {
+		t.w.metrics.firstToken.WithLabelValues(t.model, string(t.class)).Observe(d.Seconds())
+	}
+}
+
+// observeUsage counts the tokens a final frame reports.
+func (t *task) observeUsage(frame []byte) {
+	if t.msg == nil {
+		return
+	}
+	if n, perSecond, ok := usageOf(frame); ok {
+		t.w.metrics.tokens.WithLabelValues(t.model).Add(float64(n))
+		if perSecond > 0 {
+			t.w.metrics.tokensPerSecond.WithLabelValues(t.model).Observe(perSecond)
+		}
+	}
 }
 
 // interrupted tells whether the job's context ended, and why.

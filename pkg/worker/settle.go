@@ -57,6 +57,12 @@ func (t *task) settle(ctx context.Context, r result) {
 		t.answer(r)
 		return
 	}
+	m, labels := w.metrics, []string{t.model, string(t.class)}
+	if t.model != "" {
+		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
+	} else {
+		labels = []string{"", ""} // A job whose subject did not parse.
+	}
 	if r.kind == resRetry && t.attempt >= w.q.MaxDeliver() {
 		r.kind = resFailed
 		r.msg = fmt.Sprintf("%s (gave up after %d attempts)", r.msg, t.attempt)
@@ -71,6 +77,7 @@ func (t *task) settle(ctx context.Context, r result) {
 			cancel()
 		}
 		w.jobsDone.Add(1)
+		m.completed.WithLabelValues(labels...).Inc()
 		log.Debug("job done")
 	case resFailed:
 		if serr := t.send(r.errorReply()); serr != nil {
@@ -78,18 +85,22 @@ func (t *task) settle(ctx context.Context, r result) {
 		}
 		err = t.msg.TermWithReason(r.msg)
 		w.failed.Add(1)
+		m.failed.WithLabelValues(labels...).Inc()
 		log.Info("job failed", "status", r.status, "reason", r.msg)
 	case resRetry:
 		err = t.msg.NakWithDelay(retryDelay)
+		m.retried.WithLabelValues(labels...).Inc()
 		log.Info("job handed back for retry", "status", r.status, "reason", r.msg, "delay", retryDelay)
 	case resCanceled:
 		if serr := t.send(queue.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: queue.ErrorBody("request canceled")}); serr != nil {
 			log.Debug("send job cancel", "err", serr)
 		}
 		err = t.msg.TermWithReason("canceled by requester")
+		m.canceled.WithLabelValues(labels...).Inc()
 		log.Info("job canceled by requester")
 	case resHandBack:
 		err = t.msg.Nak()
+		m.retried.WithLabelValues(labels...).Inc()
 		log.Info("job handed back", "reason", r.msg)
 	default:
 		err = fmt.Errorf("no outcome for job (kind %d)", r.kind)

@@ -24,6 +24,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/ollama"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures a worker.
@@ -48,6 +49,9 @@ type Config struct {
 	Grace time.Duration
 	// Logger receives the worker's log.
 	Logger *slog.Logger
+	// Metrics is where the worker registers its Prometheus metrics; nil
+	// registers them nowhere.
+	Metrics prometheus.Registerer
 }
 
 // DefaultConfig returns the defaults for the Ollama at u.
@@ -89,6 +93,8 @@ type Worker struct {
 	released chan struct{} // a slot became free; capacity Slots
 	refresh  chan struct{} // re-check Ollama now; capacity 1
 
+	metrics *metrics
+
 	busy, peak       atomic.Int64
 	jobsDone, failed atomic.Int64
 	slotsChanged     atomic.Bool // the node record is behind on slots or counts
@@ -114,7 +120,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{
+	w := &Worker{
 		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID),
 		wake:     make(chan struct{}, 1),
 		released: make(chan struct{}, cfg.Slots),
@@ -123,7 +129,34 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		running:  make(map[string]*task),
 		canceled: make(map[string]time.Time),
 		started:  time.Now(),
-	}, nil
+	}
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry() // Registered, never served.
+	}
+	w.metrics = newMetrics(reg, w)
+	return w, nil
+}
+
+// isHealthy reports whether Ollama answered the last check.
+func (w *Worker) isHealthy() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.healthy
+}
+
+// Ready reports whether the worker can serve: NATS connected and Ollama
+// answering. It is for readiness probes.
+func (w *Worker) Ready() error {
+	if !w.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.healthy {
+		return fmt.Errorf("ollama at %s does not answer: %s", w.cfg.Ollama, w.lastErr)
+	}
+	return nil
 }
 
 func poke(c chan struct{}) {

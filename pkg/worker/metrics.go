@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// LatencyBuckets suit LLM work: from a cached short answer to a long
+// generation behind a model load.
+var LatencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
+
+// metrics are the worker's Prometheus metrics. Labels: model (canonical
+// name) and class.
+type metrics struct {
+	completed, failed, canceled, retried, redelivered *prometheus.CounterVec
+	queueWait                                         *prometheus.HistogramVec
+	firstToken, duration                              *prometheus.HistogramVec
+	tokens                                            *prometheus.CounterVec
+	tokensPerSecond                                   *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
+	mc := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"model", "class"})
+	}
+	mh := func(name, help string, labels []string, buckets []float64) *prometheus.HistogramVec {
+		return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
+	}
+	m := &metrics{
+		completed:   mc("ollamamax_worker_jobs_completed_total", "Jobs relayed in full and acknowledged."),
+		failed:      mc("ollamamax_worker_jobs_failed_total", "Jobs ended with an error to the requester (terminated, not retried)."),
+		canceled:    mc("ollamamax_worker_jobs_canceled_total", "Jobs stopped because their requester canceled them."),
+		retried:     mc("ollamamax_worker_jobs_retried_total", "Jobs handed back to the queue after a transient Ollama failure, or by a stopping worker."),
+		redelivered: mc("ollamamax_worker_job_redeliveries_total", "Deliveries of jobs that had been delivered before (a worker died or handed them back)."),
+		queueWait: mh("ollamamax_worker_job_queue_wait_seconds", "Time from a job's arrival in the stream to a worker taking it.",
+			[]string{"model", "class"}, LatencyBuckets),
+		firstToken: mh("ollamamax_worker_job_time_to_first_token_seconds", "Time from sending a job to Ollama to its first response bytes.",
+			[]string{"model", "class"}, LatencyBuckets),
+		duration: mh("ollamamax_worker_job_duration_seconds", "Time from taking a job to settling it.",
+			[]string{"model", "class"}, LatencyBuckets),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_worker_tokens_generated_total",
+			Help: "Tokens generated, as Ollama counted them (eval_count, or usage.completion_tokens on OpenAI routes)."}, []string{"model"}),
+		tokensPerSecond: mh("ollamamax_worker_generation_tokens_per_second", "Generation speed per job, eval_count / eval_duration as Ollama measured them.",
+			[]string{"model"}, []float64{1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000}),
+	}
+	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.queueWait, m.firstToken, m.duration,
+		m.tokens, m.tokensPerSecond,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
+			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.cfg.Slots) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
+			ConstLabels: prometheus.Labels{"state": "busy"}}, func() float64 { return float64(w.busy.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_ollama_up", Help: "1 when this worker's Ollama answers."},
+			func() float64 {
+				if w.isHealthy() {
+					return 1
+				}
+				return 0
+			}),
+	)
+	return m
+}
+
+// usage is what a final Ollama response says about generation: native
+// (eval_count, eval_duration) or OpenAI (usage.completion_tokens).
+type usage struct {
+	EvalCount    int   `json:"eval_count"`
+	EvalDuration int64 `json:"eval_duration"`
+	Usage        *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+}
+
+// usageOf reads the token counts from a frame that carries them. It skips
+// every other frame cheaply: only final frames contain these keys.
+func usageOf(frame []byte) (tokens int, perSecond float64, ok bool) {
+	if !bytes.Contains(frame, []byte(`"eval_count"`)) && !bytes.Contains(frame, []byte(`"completion_tokens"`)) {
+		return 0, 0, false
+	}
+	frame = bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(frame), []byte("data: ")))
+	var u usage
+	if json.Unmarshal(frame, &u) != nil {
+		return 0, 0, false
+	}
+	switch {
+	case u.EvalCount > 0:
+		if u.EvalDuration > 0 {
+			perSecond = float64(u.EvalCount) / time.Duration(u.EvalDuration).Seconds()
+		}
+		return u.EvalCount, perSecond, true
+	case u.Usage != nil && u.Usage.CompletionTokens > 0:
+		return u.Usage.CompletionTokens, 0, true
+	}
+	return 0, 0, false
+}
