@@ -71,7 +71,7 @@ func run() error {
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record")
 	fs.DurationVar(&cfg.Grace, "grace", cli.EnvDuration("OLLAMAMAX_GRACE", cfg.Grace), "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	var qopts queue.Options
-	fs.DurationVar(&qopts.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 30s) [OLLAMAMAX_ACK_WAIT]")
+	fs.DurationVar(&qopts.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	newLogger := cli.LogFlags(fs)
 	if help, err := cli.Parse(fs, os.Args[1:]); help || err != nil {
 		return err

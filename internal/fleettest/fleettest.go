@@ -179,6 +179,7 @@ func (f *Fleet) StartWorker(i int) {
 	cfg.Heartbeat = 500 * time.Millisecond
 	cfg.Poll = 200 * time.Millisecond
 	cfg.Grace = 5 * time.Second
+	cfg.RetryDelay = 100 * time.Millisecond
 	cfg.Logger = Logger()
 	// A restarted worker is a new process: its metrics start from zero.
 	reg := prometheus.NewRegistry()

@@ -20,8 +20,10 @@ type Options struct {
 	// value, or the files' for new streams.
 	Replicas int
 	// AckWait, if set, replaces the consumers' ack wait: how long a job may go
-	// without an ack or in-progress signal before JetStream redelivers it.
-	// Every worker must use the same value, or their updates fight.
+	// without an ack or in-progress signal before JetStream redelivers it
+	// (10s in streams/consumer.json). Every worker must use the same value, or
+	// their updates fight. There is deliberately no consumer BackOff: it would
+	// also stretch the delays of the workers' NakWithDelay retries.
 	AckWait time.Duration
 }
 

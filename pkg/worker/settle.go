@@ -20,9 +20,12 @@ const (
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
 )
 
-// retryDelay is how long a transiently failed job waits before redelivery, so
-// that another worker, or this one's recovered Ollama, can take it.
-const retryDelay = 2 * time.Second
+// retryDelay is how long a transiently failed job waits before its next
+// delivery, so that another worker, or this one's recovered Ollama, can take
+// it: base after the first attempt, doubling with each (2s, 4s, 8s by default).
+func retryDelay(base time.Duration, attempt int) time.Duration {
+	return base << min(max(attempt-1, 0), 5)
+}
 
 // result is how a job ended on this worker.
 type result struct {
@@ -88,9 +91,10 @@ func (t *task) settle(ctx context.Context, r result) {
 		m.failed.WithLabelValues(labels...).Inc()
 		log.Info("job failed", "status", r.status, "reason", r.msg)
 	case resRetry:
-		err = t.msg.NakWithDelay(retryDelay)
+		delay := retryDelay(w.cfg.RetryDelay, t.attempt)
+		err = t.msg.NakWithDelay(delay)
 		m.retried.WithLabelValues(labels...).Inc()
-		log.Info("job handed back for retry", "status", r.status, "reason", r.msg, "delay", retryDelay)
+		log.Info("job handed back for retry", "status", r.status, "reason", r.msg, "delay", delay)
 	case resCanceled:
 		if serr := t.send(queue.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: queue.ErrorBody("request canceled")}); serr != nil {
 			log.Debug("send job cancel", "err", serr)

@@ -44,6 +44,9 @@ type Config struct {
 	// Poll is how often an idle worker looks for redelivered jobs, which ring no
 	// doorbell. New jobs are pulled as soon as they are stored.
 	Poll time.Duration
+	// RetryDelay is how long a job that met a transient Ollama failure waits
+	// before its next delivery; it doubles with each attempt.
+	RetryDelay time.Duration
 	// Grace bounds how long a stopping worker lets in-flight jobs finish before
 	// it hands them back to the queue.
 	Grace time.Duration
@@ -57,7 +60,7 @@ type Config struct {
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
-		Grace: 30 * time.Second, Logger: slog.Default()}
+		RetryDelay: 2 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
 }
 
 // Validate reports the first invalid field.
@@ -73,6 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: Heartbeat must be in (0, 10s], got %s", c.Heartbeat)
 	case c.Poll <= 0:
 		return fmt.Errorf("worker: Poll must be positive, got %s", c.Poll)
+	case c.RetryDelay <= 0:
+		return fmt.Errorf("worker: RetryDelay must be positive, got %s", c.RetryDelay)
 	case c.Grace < 0:
 		return fmt.Errorf("worker: Grace must not be negative, got %s", c.Grace)
 	case c.Logger == nil:
