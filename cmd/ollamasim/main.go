@@ -30,6 +30,9 @@ OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and
 --tps tokens per second per stream. Models whose name contains "embed" are
 embedding models; the others generate text. Any name can be pulled, in --pull
 time, except those containing "missing", which fail like an unknown model.
+Like a model decoding greedily, it continues its own partial answers: a chat
+ending in an assistant message, or a raw prompt made of a _debug_render_only
+rendering and a partial answer, gets the rest of that answer.
 
 Examples:
   ollamasim                                        # llama3.2 on 127.0.0.1:11534

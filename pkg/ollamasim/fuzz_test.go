@@ -29,6 +29,11 @@ func FuzzRequestBodies(f *testing.F) {
 		{4, `{"name":"llama3.2"}`},
 		{0, `{"model":"llama3.2","keep_alive":"-1"}`},
 		{1, `{"model":"llama3.2","options":{"num_ctx":-5,"num_predict":-2}}`},
+		{0, `{"model":"qwen3:8b","raw":true,"prompt":"<|context|>\n1 2<|end|>\n<|system|>\ns<|end|>\n<|user|>\nhi<|end|>\n<|assistant|>\n<think>A </think>B ","options":{"num_predict":4}}`},
+		{0, `{"model":"llama3.2","raw":true,"prompt":"<|fim_prefix|>f(<|fim_suffix|>)<|fim_middle|>A "}`},
+		{0, `{"model":"llama3.2","prompt":"hi","system":"s","_debug_render_only":true}`},
+		{1, `{"model":"qwen3:8b","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"A ","thinking":"B "}],"options":{"num_predict":2}}`},
+		{1, `{"model":"llama3.2","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":""}],"_debug_render_only":true}`},
 		{0, ``},
 		{1, `[`},
 	}

@@ -16,10 +16,9 @@ import (
 // handleGenerate serves POST /api/generate, checking the request in the
 // order Ollama's GenerateHandler does so that the first error matches.
 func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
-	s.requests.Add(1)
 	start := time.Now()
 	var req api.GenerateRequest
-	if !decodeBody(w, r, &req) {
+	if !s.decodeCounted(w, r, &req, &req.DebugRenderOnly) {
 		return
 	}
 	if req.TopLogprobs < 0 || req.TopLogprobs > 20 {
@@ -83,18 +82,43 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		s.run(w, r, g)
 		return
 	}
-	ctxInts, _ := json.Marshal(req.Context)
+	src := genSource{system: req.System, prompt: req.Prompt, suffix: req.Suffix, context: req.Context}
+	if req.DebugRenderOnly {
+		rendered := req.Prompt
+		if !req.Raw {
+			rendered = renderGenerate(src)
+		}
+		s.renderOnly(w, r, g, func() any {
+			return api.GenerateResponse{
+				Model:     req.Model,
+				CreatedAt: time.Now().UTC(),
+				DebugInfo: &api.DebugInfo{RenderedTemplate: rendered, ImageCount: len(req.Images)},
+			}
+		})
+		return
+	}
+	seed := func(src genSource) uint64 {
+		ctxInts, _ := json.Marshal(src.context)
+		return seedOf(itoa(s.cfg.Seed), e.Name, "generate", src.system, src.prompt, src.suffix, string(ctxInts), itoa(int64(opts.Seed)))
+	}
 	tokens, byLength := s.tokensFor(opts, numCtx)
-	g.promptTokens = countTokens(req.System, req.Prompt, req.Suffix) + len(req.Context)
-	g.plan = makePlan(planInput{
-		seed:        seedOf(itoa(s.cfg.Seed), e.Name, "generate", req.System, req.Prompt, req.Suffix, string(ctxInts), itoa(int64(opts.Seed))),
+	in := planInput{
+		seed:        seed(src),
 		tokens:      tokens,
 		byLength:    byLength,
 		think:       think,
 		stop:        opts.Stop,
 		logprobs:    req.Logprobs,
 		topLogprobs: req.TopLogprobs,
-	})
+	}
+	g.promptTokens = countTokens(req.System, req.Prompt, req.Suffix) + len(req.Context)
+	resumed := false
+	if req.Raw {
+		resumed = resumeRaw(g, req.Prompt, in, seed)
+	}
+	if !resumed {
+		g.plan = makePlan(in)
+	}
 	g.chunk = func(p piece) any {
 		res := api.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC()}
 		if p.thinking {
@@ -129,10 +153,9 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 // handleChat serves POST /api/chat, checking the request in the order
 // Ollama's ChatHandler does.
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	s.requests.Add(1)
 	start := time.Now()
 	var req api.ChatRequest
-	if !decodeBody(w, r, &req) {
+	if !s.decodeCounted(w, r, &req, &req.DebugRenderOnly) {
 		return
 	}
 	if req.TopLogprobs < 0 || req.TopLogprobs > 20 {
@@ -173,6 +196,23 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	if len(req.Messages) > 0 && req.DebugRenderOnly {
+		// Ollama renders before it checks the think value.
+		images := 0
+		for _, m := range req.Messages {
+			images += len(m.Images)
+		}
+		rendered := renderChat(req.Messages, req.Tools)
+		g := &generation{entry: e, start: start, keepAlive: keepAlive(req.KeepAlive), numCtx: numCtx}
+		s.renderOnly(w, r, g, func() any {
+			return api.ChatResponse{
+				Model:     req.Model,
+				CreatedAt: time.Now().UTC(),
+				DebugInfo: &api.DebugInfo{RenderedTemplate: rendered, ImageCount: images},
+			}
+		})
+		return
+	}
 	if len(req.Messages) > 0 && req.Think.IsString() {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("think value %q is not supported for this model", req.Think.String()))
 		return
@@ -206,22 +246,43 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	for _, m := range req.Messages {
 		texts = append(texts, m.Content)
 	}
-	var tools api.Tools
-	if last := req.Messages[len(req.Messages)-1]; len(req.Tools) > 0 && last.Role == "user" {
-		tools = req.Tools
+	// The model calls a tool only in answer to the user.
+	toolsFor := func(msgs []api.Message) api.Tools {
+		if msgs[len(msgs)-1].Role == "user" {
+			return req.Tools
+		}
+		return nil
 	}
 	tokens, byLength := s.tokensFor(opts, numCtx)
-	g.promptTokens = countTokens(texts...)
-	g.plan = makePlan(planInput{
+	in := planInput{
 		seed:        seedOf(itoa(s.cfg.Seed), e.Name, "chat", string(material), itoa(int64(opts.Seed))),
 		tokens:      tokens,
 		byLength:    byLength,
 		think:       think,
 		stop:        opts.Stop,
-		tools:       tools,
+		tools:       toolsFor(req.Messages),
 		logprobs:    req.Logprobs,
 		topLogprobs: req.TopLogprobs,
-	})
+	}
+	g.promptTokens = countTokens(texts...)
+	resumed := false
+	if prefills(req.Messages) {
+		// Continue the answer the conversation before the last message got,
+		// if the last message is its beginning.
+		before := req.Messages[:len(req.Messages)-1]
+		last := req.Messages[len(req.Messages)-1]
+		beforeJSON, _ := json.Marshal(before) // part of what encoded above
+		orig := in
+		orig.seed = seedOf(itoa(s.cfg.Seed), e.Name, "chat", string(beforeJSON), itoa(int64(opts.Seed)))
+		orig.tools = toolsFor(before)
+		if p, _, ok := continuePlan(orig, last.Thinking, last.Content); ok {
+			g.plan, resumed = p, true
+			g.promptTokens = countTokens(append(texts, last.Thinking)...)
+		}
+	}
+	if !resumed {
+		g.plan = makePlan(in)
+	}
 	g.chunk = func(p piece) any {
 		res := api.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: api.Message{Role: "assistant"}}
 		switch {
@@ -265,6 +326,66 @@ func thinkFor(w http.ResponseWriter, e *entry, reqModel string, tv *api.ThinkVal
 		return false, false
 	}
 	return false, true
+}
+
+// decodeCounted decodes the body of a generate or chat request and counts
+// it in Stats.Requests, unless it is a _debug_render_only request (read
+// through debug once decoded), which only renders the prompt. The count
+// comes before any answer, so a client that got one sees it.
+func (s *Server) decodeCounted(w http.ResponseWriter, r *http.Request, v any, debug *bool) bool {
+	msg := readBody(r, v)
+	if msg != "" || !*debug {
+		s.requests.Add(1)
+	}
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return false
+	}
+	return true
+}
+
+// renderOnly answers _debug_render_only like Ollama: once the model is
+// loaded, with the rendered prompt and without taking a slot.
+func (s *Server) renderOnly(w http.ResponseWriter, r *http.Request, g *generation, reply func() any) {
+	g.loadOnly = true
+	g.loadResponse = reply
+	s.run(w, r, g)
+}
+
+// resumeRaw reads a raw prompt as a request followed by the beginning of
+// its answer and, if it is, plans the rest of that answer into g. The
+// request is either rendered (non-raw) or raw itself. in is the raw
+// request's plan input; seed gives the seed of a request.
+func resumeRaw(g *generation, prompt string, in planInput, seed func(genSource) uint64) bool {
+	try := func(src genSource, answer string) bool {
+		if !in.think && strings.HasPrefix(answer, thinkOpen) {
+			return false
+		}
+		thinking, content := splitAnswer(answer)
+		in.seed = seed(src)
+		p, k, ok := continuePlan(in, thinking, content)
+		if ok {
+			g.plan = p
+			g.promptTokens = countTokens(src.system, src.prompt, src.suffix) + len(src.context) + k
+		}
+		return ok
+	}
+	if src, answer, ok := parseRendered(prompt); ok {
+		if try(src, answer) {
+			return true
+		}
+		// "context":[] renders like no context but seeds differently; with
+		// nothing of the answer yet, the two cannot be told apart.
+		if src.context == nil && try(genSource{system: src.system, prompt: src.prompt, suffix: src.suffix, context: []int{}}, answer) {
+			return true
+		}
+	}
+	for _, i := range answerStarts(prompt) {
+		if try(genSource{prompt: prompt[:i]}, prompt[i:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // tokensFor returns how many tokens to generate and whether num_predict set

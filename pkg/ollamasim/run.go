@@ -17,11 +17,11 @@ type generation struct {
 	entry        *entry
 	start        time.Time // request arrival, for total_duration and load_duration
 	stream       bool
-	loadOnly     bool // empty prompt or messages: load the model and answer loadResponse
+	loadOnly     bool // empty prompt or messages, or _debug_render_only: load the model and answer loadResponse, without a slot
 	keepAlive    time.Duration
 	numCtx       int
 	format       json.RawMessage
-	loadResponse func() any // the done_reason "load" object
+	loadResponse func() any // the done_reason "load" object, or the _debug_info one
 
 	plan         plan
 	promptTokens int

@@ -10,9 +10,11 @@
 // /v1/models/{model}) wrap the native handlers with Ollama's own openai
 // package, the way Ollama's middleware does, quirks included. Text is
 // deterministic: the same request to any simulator with the same
-// Config.Seed yields byte-identical output. Pacing, parallelism, queue
-// limits, pull time and failures are configurable, and Stats reports what
-// happened.
+// Config.Seed yields byte-identical output, and like a model decoding
+// greedily the simulator continues its own partial answers (see resume.go),
+// so a stream moved to another simulator mid-way completes byte for byte.
+// Pacing, parallelism, queue limits, pull time and failures are
+// configurable, and Stats reports what happened.
 //
 // Production code must not import this package.
 package ollamasim
@@ -197,7 +199,7 @@ func (s *Server) currentFailure() Failure {
 // become; those the OpenAI layer rejects itself, and model management
 // (pull, copy, delete), are not counted.
 type Stats struct {
-	Requests  int64 // generate/chat/embed requests received, valid or not
+	Requests  int64 // generate/chat/embed requests received, valid or not, except _debug_render_only ones
 	Active    int64 // generations (and embedding calls) holding a slot now
 	MaxActive int64 // highest Active ever observed; never above Parallel
 	Completed int64 // generations that ran to their done line, and embedding calls answered
@@ -291,16 +293,24 @@ const statusCanceled = 499
 // body is "missing request body", anything else that fails is the
 // encoding/json error text. It writes the 400 itself and reports success.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	err := json.NewDecoder(r.Body).Decode(v)
-	switch {
-	case errors.Is(err, io.EOF):
-		writeError(w, http.StatusBadRequest, "missing request body")
-		return false
-	case err != nil:
-		writeError(w, http.StatusBadRequest, err.Error())
+	if msg := readBody(r, v); msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
 		return false
 	}
 	return true
+}
+
+// readBody is decodeBody without the answer: it returns the error text for
+// the 400, or "" on success.
+func readBody(r *http.Request, v any) string {
+	err := json.NewDecoder(r.Body).Decode(v)
+	switch {
+	case errors.Is(err, io.EOF):
+		return "missing request body"
+	case err != nil:
+		return err.Error()
+	}
+	return ""
 }
 
 // writeJSON writes v like gin's c.JSON: application/json; charset=utf-8 and
