@@ -6,7 +6,8 @@ package streams
 
 import "embed"
 
-// FS holds jobs.json, consumer.json and kv_nodes.json.
+// FS holds the definitions: jobs.json, consumer.json, kv_nodes.json,
+// dlq.json and advisories.json.
 //
 //go:embed *.json
 var FS embed.FS

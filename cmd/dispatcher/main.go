@@ -50,6 +50,8 @@ func run() error {
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
 	fs.Int64Var(&cfg.MaxBody, "max-body", int64(cli.EnvInt("OLLAMAMAX_MAX_BODY", int(cfg.MaxBody))), "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", cli.EnvDuration("OLLAMAMAX_QUEUE_WAIT", cfg.QueueWait), "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
+	fs.IntVar(&cfg.MaxQueued, "max-queued", cli.EnvInt("OLLAMAMAX_MAX_QUEUED", cfg.MaxQueued), "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
+	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", cli.EnvDuration("OLLAMAMAX_QUEUE_FULL_WAIT", 0), "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", cli.EnvDuration("OLLAMAMAX_ACK_WAIT", 0), "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", cli.EnvInt("OLLAMAMAX_REPLICAS", 0), "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	origins := fs.String("origins", cli.Env("OLLAMA_ORIGINS", ""), "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")

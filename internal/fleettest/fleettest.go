@@ -37,6 +37,9 @@ type Options struct {
 	Sim       ollamasim.Config // simulator configuration; default ollamasim.DefaultConfig with fast tokens
 	AckWait   time.Duration    // consumer ack wait; default 30s
 	QueueWait time.Duration    // dispatcher queue wait; default 30s
+	MaxQueued int              // dispatcher bound on waiting interactive jobs per model; 0 none
+	Grace     time.Duration    // workers' drain grace period; default 5s
+	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
 }
 
 // Fleet is a running deployment. Everything stops when the test ends.
@@ -90,6 +93,12 @@ func Start(t testing.TB, o Options) *Fleet {
 	}
 	if o.QueueWait == 0 {
 		o.QueueWait = 30 * time.Second
+	}
+	if o.Grace == 0 {
+		o.Grace = 5 * time.Second
+	}
+	if o.Breaker == 0 {
+		o.Breaker = 300 * time.Millisecond
 	}
 	f := &Fleet{t: t, opts: o, Broker: natstest.Start(t)}
 	f.NC = natstest.Connect(t, f.Broker)
@@ -148,7 +157,8 @@ func Start(t testing.TB, o Options) *Fleet {
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
 	srv := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
-		Metrics: reg, Gatherer: reg})
+		MaxQueued: o.MaxQueued,
+		Metrics:   reg, Gatherer: reg})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	f.URL = hs.URL
@@ -178,8 +188,9 @@ func (f *Fleet) StartWorker(i int) {
 	cfg.Slots = f.opts.Slots
 	cfg.Heartbeat = 500 * time.Millisecond
 	cfg.Poll = 200 * time.Millisecond
-	cfg.Grace = 5 * time.Second
+	cfg.Grace = f.opts.Grace
 	cfg.RetryDelay = 100 * time.Millisecond
+	cfg.BreakerCooldown = f.opts.Breaker
 	cfg.Logger = Logger()
 	// A restarted worker is a new process: its metrics start from zero.
 	reg := prometheus.NewRegistry()

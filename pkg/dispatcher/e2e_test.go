@@ -324,3 +324,85 @@ func TestClientDisconnectStopsOllama(t *testing.T) {
 	})
 	f.WaitFor("the worker's slot to be free", func() bool { n := f.Node(0); return n != nil && n.SlotsBusy == 0 })
 }
+
+func TestAbandonedQueuedJobIsNeverRun(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.StopWorker(0)
+	f.WaitFor("the worker to leave", func() bool { return len(f.View.Nodes()) == 0 })
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- client(t, f.URL).Generate(ctx, &api.GenerateRequest{Model: "llama3.2", Prompt: "never mind"},
+			func(api.GenerateResponse) error { return nil })
+	}()
+	queued := func(n uint64) func() bool {
+		return func() bool {
+			si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+			return err == nil && si.CachedInfo().State.Msgs == n
+		}
+	}
+	f.WaitFor("the job to be queued", queued(1))
+	cancel()
+	<-done
+	f.WaitFor("the abandoned job to be removed from the queue", queued(0))
+	f.StartWorker(0)
+	f.WaitFor("the worker to be back", func() bool { return f.Node(0) != nil })
+	// One more job goes through; had the abandoned one survived, it would have run first.
+	generateText(t, client(t, f.URL), &api.GenerateRequest{Model: "llama3.2", Prompt: "next"})
+	if n := f.Sims[0].Stats().Requests; n != 1 {
+		t.Fatalf("Ollama ran %d requests, want only the live one", n)
+	}
+}
+
+func TestFullQueueRefusesOrWaits(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, MaxQueued: 2})
+	f.StopWorker(0)
+	f.WaitFor("the worker to leave", func() bool { return len(f.View.Nodes()) == 0 })
+	results := make(chan error, 3)
+	gen := func() {
+		stream := false
+		results <- client(t, f.URL).Generate(context.Background(), &api.GenerateRequest{Model: "llama3.2", Prompt: "q", Stream: &stream},
+			func(api.GenerateResponse) error { return nil })
+	}
+	go gen()
+	go gen()
+	f.WaitFor("two jobs to be queued", func() bool {
+		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+		return err == nil && si.CachedInfo().State.Msgs == 2
+	})
+
+	// A third is refused at once, in Ollama's words, with Retry-After.
+	resp, err := http.Post(f.URL+"/api/generate", "application/json", strings.NewReader(`{"model":"llama3.2","prompt":"q"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" ||
+		string(body) != `{"error":"server busy, please try again.  maximum pending requests exceeded"}` {
+		t.Fatalf("full queue: %d %q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+
+	// One that agrees to wait gets in once a worker drains the queue.
+	waiting := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", f.URL+"/api/generate", strings.NewReader(`{"model":"llama3.2","prompt":"q","stream":false}`))
+		req.Header.Set("Ollamaq-Queue-Full-Wait", "20s")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			waiting <- 0
+			return
+		}
+		resp.Body.Close()
+		waiting <- resp.StatusCode
+	}()
+	f.StartWorker(0)
+	if status := <-waiting; status != 200 {
+		t.Fatalf("waiting request got %d, want 200", status)
+	}
+	for range 2 {
+		if err := <-results; err != nil {
+			t.Fatalf("a queued job failed: %v", err)
+		}
+	}
+}

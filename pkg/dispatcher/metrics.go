@@ -23,6 +23,7 @@ type metrics struct {
 	latency   *prometheus.HistogramVec // route
 	firstByte *prometheus.HistogramVec // route
 	submitted *prometheus.CounterVec   // model, class
+	resumed   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
@@ -37,7 +38,9 @@ func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
 		submitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_jobs_submitted_total",
 			Help: "Jobs this dispatcher queued."}, []string{"model", "class"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted)
+	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_http_streams_resumed_total",
+		Help: "Responses whose worker died mid-stream and that another worker continued where the client's bytes ended."})
+	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed)
 	if q != nil {
 		reg.MustRegister(&queueCollector{q: q})
 	}

@@ -3,6 +3,9 @@ package dispatcher_test
 import (
 	"context"
 	"net/http"
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/ollama/ollama/api"
@@ -146,5 +149,32 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 			t.Errorf("GET %s: %v %v", path, resp.StatusCode, err)
 		}
 		resp.Body.Close()
+	}
+}
+
+// TestDashboardUsesRealMetrics keeps deploy/grafana/ollamamax.json honest:
+// every ollamamax_ metric it queries is one the dispatcher or a worker serves.
+func TestDashboardUsesRealMetrics(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	generateText(t, client(t, f.URL), &api.GenerateRequest{Model: "llama3.2", Prompt: "hi"})
+	served := map[string]bool{}
+	for _, u := range append([]string{f.URL + "/metrics"}, f.WorkerMetricsURLs...) {
+		for name := range scrape(t, u) {
+			served[name] = true
+		}
+	}
+	dash, err := os.ReadFile("../../deploy/grafana/ollamamax.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`ollamamax_[a-z_]+`).FindAllString(string(dash), -1)
+	if len(used) < 10 {
+		t.Fatalf("the dashboard queries only %d metrics", len(used))
+	}
+	for _, name := range used {
+		base := strings.TrimSuffix(name, "_bucket")
+		if !served[base] {
+			t.Errorf("the dashboard queries %s, which nothing serves", name)
+		}
 	}
 }

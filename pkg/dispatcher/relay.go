@@ -37,6 +37,9 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
 			return
 		}
+		if !s.admit(w, r, f, canonical) {
+			return
+		}
 		j := queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait}
 		w.Header().Set("X-Request-Id", j.ID)
 		st, err := s.req.Submit(r.Context(), j)
@@ -52,6 +55,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		}
 		defer st.Close()
 		s.metrics.submitted.WithLabelValues(canonical, string(j.Class)).Inc()
+		s.queued(canonical)
 		s.log.Debug("job queued", "job", j.ID, "model", canonical, "route", route)
 		s.relay(w, r, st, f, s.opts.QueueWait, arrived)
 	}
@@ -75,6 +79,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		attempt     int
 		contentType string
 		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
+		frames      int    // data messages written to the client
 	)
 	for {
 		next := waitCtx
@@ -85,9 +90,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		if err != nil {
 			switch {
 			case ctx.Err() != nil:
-				s.cancel(st, "client went away")
+				s.abandon(r, st, "client went away")
 			case errors.Is(err, context.DeadlineExceeded) && !started && queued:
-				s.cancel(st, "queue wait over")
+				s.abandon(r, st, "queue wait over")
 				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
 				f.failForwarded(w, http.StatusServiceUnavailable,
 					fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
@@ -101,12 +106,21 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			return
 		}
 		if rep.Attempt > attempt {
-			if wrote {
-				// Continuing a half-relayed stream on another worker is not supported yet:
-				// say so rather than send the client a second, different text.
+			// A redelivery. Once the client has bytes, only a worker that
+			// continues exactly where they end may go on (it asked this
+			// requester, see queue.Progress); never send a second text.
+			if wrote && (rep.Kind != job.KindStart || rep.Resumed != frames) {
 				s.cancel(st, "redelivered mid-stream")
-				failMidStream(w, contentType, "the worker serving this request was lost mid-response")
+				msg := rep.Error
+				if rep.Kind != job.KindError {
+					msg = "the worker serving this request was lost mid-response"
+				}
+				failMidStream(w, contentType, msg)
 				return
+			}
+			if wrote {
+				s.metrics.resumed.Inc()
+				s.log.Info("response continued by another worker", "job", st.ID(), "attempt", rep.Attempt, "frames", frames)
 			}
 			attempt = rep.Attempt
 		}
@@ -134,13 +148,14 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				}
 			}
 			if _, err := w.Write(rep.Data); err != nil {
-				s.cancel(st, "client went away")
+				s.abandon(r, st, "client went away")
 				return
 			}
 			if flusher != nil {
 				flusher.Flush()
 			}
 			last = rep.Data
+			frames++
 		case job.KindDone:
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
@@ -151,6 +166,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			}
 			return
 		case job.KindError:
+			if rep.IsLocal() {
+				s.abandon(r, st, rep.Error) // The worker may still be at it.
+			}
 			switch {
 			case wrote:
 				failMidStream(w, contentType, rep.Error)
@@ -186,4 +204,16 @@ func (s *Server) cancel(st *queue.Stream, why string) {
 		return
 	}
 	s.log.Debug("job canceled", "job", st.ID(), "why", why)
+}
+
+// abandon stops the job where it runs and removes it from the queue: nobody
+// is left to read its answer.
+func (s *Server) abandon(r *http.Request, st *queue.Stream, why string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
+	defer cancel()
+	if err := st.Abandon(ctx); err != nil {
+		s.log.Warn("abandon job", "job", st.ID(), "why", why, "err", err)
+		return
+	}
+	s.log.Debug("job abandoned", "job", st.ID(), "why", why)
 }

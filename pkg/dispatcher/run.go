@@ -34,10 +34,12 @@ type Config struct {
 	Embedded broker.Config
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
-	// MaxBody, QueueWait, Origins: see Options.
-	MaxBody   int64
-	QueueWait time.Duration
-	Origins   []string
+	// MaxBody, QueueWait, MaxQueued, QueueFullWait, Origins: see Options.
+	MaxBody       int64
+	QueueWait     time.Duration
+	MaxQueued     int
+	QueueFullWait time.Duration
+	Origins       []string
 	// ID is this dispatcher's requester ID: its reply subjects are
 	// ollamaq.reply.<ID>.>. It must be unique among running dispatchers.
 	ID     string
@@ -51,6 +53,7 @@ func DefaultConfig(storeDir string) Config {
 		Embedded:  broker.DefaultConfig(storeDir),
 		MaxBody:   8 << 20,
 		QueueWait: 2 * time.Minute,
+		MaxQueued: 512,
 		ID:        "d" + job.NewID()[:10],
 		Logger:    slog.Default(),
 	}
@@ -150,6 +153,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := &http.Server{
 		Addr: cfg.HTTPAddr,
 		Handler: NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Origins: cfg.Origins,
+			MaxQueued: cfg.MaxQueued, QueueFullWait: cfg.QueueFullWait,
 			LoopbackOnly: broker.IsLoopback(cfg.HTTPAddr), Logger: log, Metrics: reg, Gatherer: reg, Ready: ready}),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -30,6 +30,11 @@ type Options struct {
 	// QueueWait bounds how long a job waits for a worker to take it. After it,
 	// the client gets 503 and the job is dropped from the queue.
 	QueueWait time.Duration
+	// MaxQueued bounds the interactive jobs waiting per model across the
+	// fleet; a request beyond it waits QueueFullWait for room (or what its
+	// Ollamaq-Queue-Full-Wait header asks), then gets 503. Zero: no bound.
+	MaxQueued     int
+	QueueFullWait time.Duration
 	// CommandWait bounds how long a node command (show, pull, delete, copy)
 	// waits for its worker to answer at all.
 	CommandWait time.Duration
@@ -61,6 +66,7 @@ type Server struct {
 	origins []string
 	handler http.Handler
 	metrics *metrics
+	depth   pendingCache
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and

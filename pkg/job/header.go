@@ -21,7 +21,14 @@ const (
 	HeaderStatus      = "Ollamaq-Status"       // HTTP status: on the first data message and on error
 	HeaderContentType = "Ollamaq-Content-Type" // Ollama's Content-Type: on the first data message
 	HeaderWorker      = "Ollamaq-Worker"       // worker ID: on start
+	HeaderResumed     = "Ollamaq-Resumed"      // on start: continues after this many data messages of earlier attempts
 	HeaderError       = "Ollamaq-Error"        // error text: on error
+
+	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
+	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up
+	HeaderDLQAttempts = "Ollamaq-Dlq-Attempts" // deliveries it had
+	HeaderDLQWorker   = "Ollamaq-Dlq-Worker"   // the last worker that had it, if known
+	HeaderDLQSubject  = "Ollamaq-Dlq-Subject"  // the subject it was queued on
 )
 
 // Kind is the kind of a reply message.

@@ -20,6 +20,12 @@ const (
 	ReplyPrefix = "ollamaq.reply"
 	// CancelPrefix is where a requester cancels a job: ollamaq.cancel.<requester>.<job id>.
 	CancelPrefix = "ollamaq.cancel"
+	// ResumePrefix is where a worker about to run a job again asks its
+	// requester how much it already received:
+	// ollamaq.resume.<requester>.<job id> (request/reply).
+	ResumePrefix = "ollamaq.resume"
+	// DLQPrefix holds dead letters: ollamaq.dlq.<model>.<class>.
+	DLQPrefix = "ollamaq.dlq"
 	// NodePrefix is where one worker takes commands that are not queued:
 	// ollamaq.node.<worker id>. See NodeRoutes.
 	NodePrefix = "ollamaq.node"
@@ -27,8 +33,11 @@ const (
 
 // Stream and bucket names.
 const (
-	Stream     = "OLLAMAQ_JOBS"
-	NodeBucket = "ollamaq_nodes"
+	Stream           = "OLLAMAQ_JOBS"
+	DLQStream        = "OLLAMAQ_DLQ"
+	AdvisoryStream   = "OLLAMAQ_ADVISORIES"
+	NodeBucket       = "ollamaq_nodes"
+	MaxDeliveriesAdv = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + Stream + ".>"
 )
 
 // Class separates latency-sensitive work from bulk work. Workers pull every
@@ -85,12 +94,22 @@ func ParseJobSubject(subject string) (string, Class, error) {
 	return model, c, nil
 }
 
+// DLQSubject is where the dead letter of a job queued on jobSubject goes.
+func DLQSubject(jobSubject string) string {
+	return DLQPrefix + "." + strings.TrimPrefix(jobSubject, JobsPrefix+".")
+}
+
 // NodeSubject is the subject on which worker id takes node commands.
 func NodeSubject(id string) string { return NodePrefix + "." + id }
 
 // ReplySubject is the subject on which a requester receives the chunks of a job.
 func ReplySubject(requester, jobID string) string {
 	return ReplyPrefix + "." + requester + "." + jobID
+}
+
+// ResumeSubject is where a worker asks requester about job id's progress.
+func ResumeSubject(requester, jobID string) string {
+	return ResumePrefix + "." + requester + "." + jobID
 }
 
 // CancelSubject is the subject on which a requester cancels a job it submitted.

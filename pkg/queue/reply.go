@@ -18,6 +18,7 @@ type Reply struct {
 	Status      int    // HTTP status, on the first data message and on error
 	ContentType string // on the first data message
 	Worker      string // on start
+	Resumed     int    // on start: the attempt continues after this many data messages
 	Error       string // on error
 	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
 }
@@ -37,6 +38,9 @@ func (r Reply) Msg(subject string) *nats.Msg {
 	}
 	if r.Worker != "" {
 		m.Header.Set(job.HeaderWorker, r.Worker)
+	}
+	if r.Resumed > 0 {
+		m.Header.Set(job.HeaderResumed, strconv.Itoa(r.Resumed))
 	}
 	if r.Error != "" {
 		m.Header.Set(job.HeaderError, r.Error)
@@ -75,6 +79,11 @@ func ParseReply(m *nats.Msg) (Reply, error) {
 	}
 	if r.Seq, err = strconv.Atoi(m.Header.Get(job.HeaderSeq)); err != nil || r.Seq < 1 {
 		return Reply{}, fmt.Errorf("parse reply: bad %s %q", job.HeaderSeq, m.Header.Get(job.HeaderSeq))
+	}
+	if s := m.Header.Get(job.HeaderResumed); s != "" {
+		if r.Resumed, err = strconv.Atoi(s); err != nil {
+			return Reply{}, fmt.Errorf("parse reply: bad %s %q", job.HeaderResumed, s)
+		}
 	}
 	if s := m.Header.Get(job.HeaderStatus); s != "" {
 		if r.Status, err = strconv.Atoi(s); err != nil {

@@ -2,12 +2,14 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
@@ -18,10 +20,11 @@ var ErrClosed = errors.New("queue: reply stream closed")
 // subscription, ollamaq.reply.<id>.>, however many jobs are in flight: a
 // subscription per job costs about eight times the throughput.
 type Requester struct {
-	id  string
-	nc  *nats.Conn
-	q   *Queue
-	sub *nats.Subscription
+	id     string
+	nc     *nats.Conn
+	q      *Queue
+	sub    *nats.Subscription
+	resume *nats.Subscription
 
 	mu      sync.Mutex
 	streams map[string]*Stream
@@ -43,7 +46,30 @@ func NewRequester(nc *nats.Conn, q *Queue, id string) (*Requester, error) {
 		return nil, fmt.Errorf("subscribe replies: %w", err)
 	}
 	r.sub = sub
+	if r.resume, err = nc.Subscribe(job.ResumePrefix+"."+id+".>", r.answerResume); err != nil {
+		_ = sub.Unsubscribe() // Undo the half-made requester.
+		return nil, fmt.Errorf("subscribe resume requests: %w", err)
+	}
 	return r, nil
+}
+
+// answerResume tells a worker about to run a job again what this requester
+// has already received, and from then on ignores the earlier attempts.
+func (r *Requester) answerResume(m *nats.Msg) {
+	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	var req ResumeRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		return
+	}
+	r.mu.Lock()
+	s := r.streams[id]
+	r.mu.Unlock()
+	p := Progress{Gone: true}
+	if s != nil {
+		p = s.freeze(req.Attempt)
+	}
+	b, _ := json.Marshal(p) // A struct of strings and ints always marshals.
+	_ = m.Respond(b)        // A worker that left will ask again or give up.
 }
 
 // ID returns the requester id, the third token of its reply subjects.
@@ -60,9 +86,8 @@ func (r *Requester) route(m *nats.Msg) {
 	}
 	rep, err := ParseReply(m)
 	if err != nil {
-		rep = Reply{Kind: job.KindError, Attempt: 1 << 30, Seq: 1, Status: 502,
-			Error: "malformed reply from worker: " + err.Error()}
-		rep.Data = ErrorBody(rep.Error)
+		s.push(localError("malformed reply from worker: " + err.Error()))
+		return
 	}
 	s.push(rep)
 }
@@ -75,10 +100,12 @@ func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.q.Publish(ctx, j); err != nil {
+	ack, err := r.q.Publish(ctx, j)
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
+	s.seq = ack.Sequence
 	return s, nil
 }
 
@@ -128,7 +155,8 @@ func (r *Requester) Close() error {
 	for _, s := range streams {
 		s.close()
 	}
-	if err := r.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	err := errors.Join(r.sub.Unsubscribe(), r.resume.Unsubscribe())
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("unsubscribe replies: %w", err)
 	}
 	return nil
@@ -139,26 +167,69 @@ func (r *Requester) Close() error {
 type Stream struct {
 	r      *Requester
 	id     string
+	seq    uint64 // the job's sequence in the stream; 0 for a node command
 	notify chan struct{}
 
 	mu      sync.Mutex
 	buf     []Reply
 	attempt int
+	next    int  // the Seq expected next within the attempt
+	ended   bool // a done or error was queued; nothing after it counts
 	closed  bool
+	got     transcript // data received from all attempts so far
 }
+
+// localError is an error the requester itself puts in a stream (Seq 0): the
+// replies can no longer be trusted, so the stream ends with it.
+func localError(msg string) Reply {
+	return Reply{Kind: job.KindError, Attempt: 1 << 30, Seq: 0, Status: 502, Error: msg, Data: ErrorBody(msg)}
+}
+
+// IsLocal reports whether the reply was made by the requester rather than
+// sent by a worker: the job may still be running somewhere.
+func (r Reply) IsLocal() bool { return r.Seq == 0 }
+
+// reaperSeq is the Seq of the error a worker's reaper sends for a job given
+// up: it ends the stream whatever came before.
+const reaperSeq = 1 << 30
 
 func (s *Stream) push(rep Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || rep.Attempt < s.attempt {
-		return // Output of an attempt that was superseded by a redelivery.
+	if s.closed || s.ended || rep.Attempt < s.attempt {
+		return // Done, or output of an attempt superseded by a redelivery.
 	}
+	if rep.Attempt > s.attempt || rep.Seq == 0 {
+		s.next = 1
+	}
+	if rep.Seq != s.next && rep.Seq != reaperSeq && rep.Seq != 0 {
+		// Core NATS lost replies (a reconnect, a slow consumer): the answer
+		// would be silently incomplete. End it with an explicit error.
+		rep = localError(fmt.Sprintf("lost reply messages %d to %d of attempt %d (NATS connection interrupted)", s.next, rep.Seq-1, rep.Attempt))
+	}
+	s.next = rep.Seq + 1
+	s.ended = rep.Kind == job.KindDone || rep.Kind == job.KindError
 	s.attempt = rep.Attempt
+	if rep.Kind == job.KindData {
+		s.got.add(rep.Data)
+	}
 	s.buf = append(s.buf, rep)
 	select {
 	case s.notify <- struct{}{}:
 	default:
 	}
+}
+
+// freeze answers a resume request for attempt: what was received so far;
+// from now on, messages of earlier attempts are dropped, so what was reported
+// stays what was received.
+func (s *Stream) freeze(attempt int) Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if attempt > s.attempt {
+		s.attempt, s.next = attempt, 1
+	}
+	return Progress{Frames: s.got.frames, Text: s.got.text.String(), Thinking: s.got.thinking.String()}
 }
 
 // ID returns the job ID.
@@ -197,6 +268,24 @@ func (s *Stream) Cancel() error {
 		return fmt.Errorf("cancel job %s: %w", s.id, err)
 	}
 	return nil
+}
+
+// Abandon is for a requester that no longer wants the job: it cancels the
+// job where it runs and deletes it from the queue, so it is neither run nor
+// redelivered later. Deleting a job that was already done is not an error.
+func (s *Stream) Abandon(ctx context.Context) error {
+	err := s.Cancel()
+	if s.seq == 0 {
+		return err
+	}
+	st, serr := s.r.q.js.Stream(ctx, job.Stream)
+	if serr == nil {
+		serr = st.DeleteMsg(ctx, s.seq)
+	}
+	if serr != nil && !errors.Is(serr, jetstream.ErrMsgNotFound) {
+		return errors.Join(err, fmt.Errorf("delete job %s: %w", s.id, serr))
+	}
+	return err
 }
 
 // Close stops delivery of the job's replies. It is idempotent.

@@ -32,34 +32,32 @@ type Queue struct {
 	js       jetstream.JetStream
 	consumer jetstream.ConsumerConfig
 	nodes    jetstream.KeyValue
+	batches  jetstream.KeyValue // nil when Open finds a deployment that predates batches
 }
 
 // Setup creates or updates the job stream and the node bucket so that they
 // match streams/*.json, and returns a handle on them. It is idempotent and is
 // called by every dispatcher and worker at start-up.
 func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, error) {
-	var jobs, nodes jetstream.StreamConfig
 	var cons jetstream.ConsumerConfig
-	for name, v := range map[string]any{"jobs.json": &jobs, "kv_nodes.json": &nodes, "consumer.json": &cons} {
-		if err := readDefinition(name, v); err != nil {
-			return nil, err
-		}
+	if err := readDefinition("consumer.json", &cons); err != nil {
+		return nil, err
 	}
-	if o.Replicas > 0 {
-		jobs.Replicas, nodes.Replicas = o.Replicas, o.Replicas
-	} else {
-		// Keep what the deployment chose (a worker need not know the cluster size).
-		for _, cfg := range []*jetstream.StreamConfig{&jobs, &nodes} {
-			if s, err := js.Stream(ctx, cfg.Name); err == nil {
-				cfg.Replicas = s.CachedInfo().Config.Replicas
-			}
-		}
-	}
-	cons.Replicas = 0 // Work-queue consumers must match the stream; 0 inherits it.
 	if o.AckWait > 0 {
 		cons.AckWait = o.AckWait
 	}
-	for _, cfg := range []jetstream.StreamConfig{jobs, nodes} {
+	cons.Replicas = 0 // Work-queue consumers must match the stream; 0 inherits it.
+	for _, file := range streamFiles {
+		var cfg jetstream.StreamConfig
+		if err := readDefinition(file, &cfg); err != nil {
+			return nil, err
+		}
+		if o.Replicas > 0 {
+			cfg.Replicas = o.Replicas
+		} else if s, err := js.Stream(ctx, cfg.Name); err == nil {
+			// Keep what the deployment chose (a worker need not know the cluster size).
+			cfg.Replicas = s.CachedInfo().Config.Replicas
+		}
 		if err := applyStream(ctx, js, cfg); err != nil {
 			return nil, err
 		}
@@ -68,8 +66,18 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 	if err != nil {
 		return nil, fmt.Errorf("bind bucket %s: %w", job.NodeBucket, err)
 	}
-	return &Queue{js: js, consumer: cons, nodes: kv}, nil
+	batches, err := js.KeyValue(ctx, batchBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", batchBucket, err)
+	}
+	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
 }
+
+// streamFiles are the stream definitions Setup applies, in order.
+var streamFiles = []string{"jobs.json", "kv_nodes.json", "dlq.json", "advisories.json", "results.json", "kv_batches.json"}
+
+// batchBucket is the KV bucket of batch records (streams/kv_batches.json, docs/batch.md).
+const batchBucket = "ollamaq_batches"
 
 // Open binds to definitions a dispatcher or worker already applied, without
 // changing them: what a client with no rights to manage streams needs.
@@ -88,7 +96,13 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bind bucket %s: %w", job.NodeBucket, err)
 	}
-	return &Queue{js: js, consumer: cons, nodes: kv}, nil
+	// A deployment set up before batches existed has no batch bucket; the
+	// rest of the queue works without it.
+	batches, err := js.KeyValue(ctx, batchBucket)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("bind bucket %s: %w", batchBucket, err)
+	}
+	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
 }
 
 func readDefinition(name string, v any) error {
@@ -170,6 +184,10 @@ func (q *Queue) JetStream() jetstream.JetStream { return q.js }
 
 // Nodes returns the node health and inventory bucket.
 func (q *Queue) Nodes() jetstream.KeyValue { return q.nodes }
+
+// Batches returns the bucket of batch records (docs/batch.md), or nil when
+// Open found a deployment that predates batches.
+func (q *Queue) Batches() jetstream.KeyValue { return q.batches }
 
 // AckWait is the consumers' ack wait.
 func (q *Queue) AckWait() time.Duration { return q.consumer.AckWait }

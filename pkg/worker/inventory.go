@@ -106,6 +106,7 @@ func (w *Worker) bind(ctx context.Context, inv ollama.Inventory) {
 		w.mu.Lock()
 		w.served[k] = c
 		w.mu.Unlock()
+		w.metrics.initialize(k.model, string(k.class))
 	}
 	if len(missing) > 0 {
 		poke(w.wake) // Jobs may already be waiting for these models.
@@ -137,6 +138,9 @@ func (w *Worker) putNode(ctx context.Context) {
 		n.State = fleet.StateDraining
 	case !w.healthy:
 		n.State = fleet.StateUnhealthy
+	case w.breaker.open(time.Now()):
+		n.State = fleet.StateUnhealthy
+		n.LastError = w.breaker.reason
 	}
 	w.mu.Unlock()
 	if err := fleet.Put(ctx, w.q.JetStream(), n, 3*w.cfg.Heartbeat); err != nil && ctx.Err() == nil {

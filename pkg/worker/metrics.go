@@ -16,6 +16,7 @@ var LatencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 // name) and class.
 type metrics struct {
 	completed, failed, canceled, retried, redelivered *prometheus.CounterVec
+	deadLettered, migrated                            *prometheus.CounterVec
 	queueWait                                         *prometheus.HistogramVec
 	firstToken, duration                              *prometheus.HistogramVec
 	tokens                                            *prometheus.CounterVec
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 		canceled:    mc("ollamamax_worker_jobs_canceled_total", "Jobs stopped because their requester canceled them."),
 		retried:     mc("ollamamax_worker_jobs_retried_total", "Jobs handed back to the queue after a transient Ollama failure, or by a stopping worker."),
 		redelivered: mc("ollamamax_worker_job_redeliveries_total", "Deliveries of jobs that had been delivered before (a worker died or handed them back)."),
+		migrated: mc("ollamamax_worker_jobs_migrated_total",
+			"Jobs this worker continued from where a worker that died mid-stream left off."),
+		deadLettered: mc("ollamamax_worker_jobs_dead_lettered_total",
+			"Jobs moved to OLLAMAQ_DLQ: malformed, out of deliveries, or (by the reaper) left unsettled by dead workers."),
 		queueWait: mh("ollamamax_worker_job_queue_wait_seconds", "Time from a job's arrival in the stream to a worker taking it.",
 			[]string{"model", "class"}, LatencyBuckets),
 		firstToken: mh("ollamamax_worker_job_time_to_first_token_seconds", "Time from sending a job to Ollama to its first response bytes.",
@@ -46,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 		tokensPerSecond: mh("ollamamax_worker_generation_tokens_per_second", "Generation speed per job, eval_count / eval_duration as Ollama measured them.",
 			[]string{"model"}, []float64{1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000}),
 	}
-	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.queueWait, m.firstToken, m.duration,
+	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.queueWait, m.firstToken, m.duration,
 		m.tokens, m.tokensPerSecond,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
 			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.cfg.Slots) }),
@@ -61,6 +66,15 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 			}),
 	)
 	return m
+}
+
+// initialize creates the series of a model and class at zero, so that a
+// rate() over them works from the start and dashboards see every counter.
+func (m *metrics) initialize(model string, class string) {
+	for _, c := range []*prometheus.CounterVec{m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated} {
+		c.WithLabelValues(model, class)
+	}
+	m.tokens.WithLabelValues(model)
 }
 
 // usage is what a final Ollama response says about generation: native

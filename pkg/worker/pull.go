@@ -49,7 +49,7 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 func (w *Worker) pulling() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.healthy && !w.draining
+	return w.healthy && !w.draining && !w.breaker.open(time.Now())
 }
 
 // fill pulls up to free jobs without waiting, interactive consumers first, and

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/batch"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/ollama"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -43,7 +45,7 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 	defer w.finishedJob()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	t, res := w.accept(m, cancel)
+	t, res := w.accept(ctx, m, cancel)
 	if t == nil {
 		return // Unanswerable; accept settled it.
 	}
@@ -62,7 +64,7 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 // accept validates a delivered job. It returns a nil task when the job cannot
 // even be answered (it settles such a job itself), and a non-zero result when
 // the job must be settled without running.
-func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task, result) {
+func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.CancelCauseFunc) (*task, result) {
 	h := m.Headers()
 	t := &task{w: w, msg: m, method: http.MethodPost, body: m.Data(), id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute),
 		reply: h.Get(job.HeaderReply), cancel: cancel}
@@ -80,8 +82,14 @@ func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task,
 		t.id = h.Get(job.HeaderMsgID)
 	}
 	if !job.ValidReply(t.reply) || !job.ValidToken(t.id) || t.attempt < 1 {
-		w.log.Warn("dropping job without a valid reply subject or ID", "subject", m.Subject(), "job", t.id, "reply", t.reply)
-		if err := m.TermWithReason("invalid reply subject or job id"); err != nil {
+		const reason = "invalid reply subject or job id"
+		w.log.Warn("burying job without a valid reply subject or ID", "subject", m.Subject(), "job", t.id, "reply", t.reply)
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := w.q.Bury(bctx, m.Subject(), h, m.Data(), reason, t.attempt, w.cfg.ID); err != nil {
+			w.log.Warn("bury job", "job", t.id, "err", err)
+		}
+		if err := m.TermWithReason(reason); err != nil {
 			w.log.Warn("settle job", "job", t.id, "err", err)
 		}
 		return nil, result{}
@@ -89,19 +97,19 @@ func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task,
 	t.requester = strings.Split(t.reply, ".")[2]
 	model, class, err := job.ParseJobSubject(m.Subject())
 	if err != nil {
-		return t, failed(http.StatusBadRequest, err.Error())
+		return t, malformed(err.Error())
 	}
 	t.model, t.class = model, class
 	if !job.Routes[t.route] {
-		return t, failed(http.StatusBadRequest, fmt.Sprintf("route %q cannot be queued", t.route))
+		return t, malformed(fmt.Sprintf("route %q cannot be queued", t.route))
 	}
 	if msg := checkModel(m.Data(), model); msg != "" {
-		return t, failed(http.StatusBadRequest, msg)
+		return t, malformed(msg)
 	}
 	if d := h.Get(job.HeaderDeadline); d != "" {
 		deadline, err := time.Parse(time.RFC3339Nano, d)
 		if err != nil {
-			return t, failed(http.StatusBadRequest, fmt.Sprintf("bad %s %q", job.HeaderDeadline, d))
+			return t, malformed(fmt.Sprintf("bad %s %q", job.HeaderDeadline, d))
 		}
 		if time.Now().After(deadline) {
 			return t, failed(http.StatusServiceUnavailable, "job waited in the queue past its deadline; not run")
@@ -110,10 +118,27 @@ func (w *Worker) accept(m jetstream.Msg, cancel context.CancelCauseFunc) (*task,
 	w.mu.Lock()
 	_, canceled := w.canceled[t.requester+"."+t.id]
 	w.mu.Unlock()
-	if canceled {
+	if canceled || w.batchCanceled(ctx, h) {
 		return t, result{kind: resCanceled}
 	}
 	return t, result{}
+}
+
+// batchCanceled reports whether the job belongs to a batch that was canceled
+// (ollamaq batch cancel, docs/batch.md): its queued jobs are dropped, not run.
+// The lookup is one KV get; if it fails the job runs, as it would have.
+func (w *Worker) batchCanceled(ctx context.Context, h nats.Header) bool {
+	id, kv := h.Get(batch.HeaderBatch), w.q.Batches()
+	if id == "" || kv == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	canceled, err := batch.IsCanceled(ctx, kv, id)
+	if err != nil {
+		w.log.Warn("look up batch", "batch", id, "err", err)
+	}
+	return canceled
 }
 
 // checkModel returns a complaint when the body names another model than the
@@ -141,14 +166,18 @@ func checkModel(body []byte, model string) string {
 // execute calls Ollama and relays its response. It keeps the job alive with
 // in-progress signals while it runs.
 func (t *task) execute(ctx context.Context) result {
-	if err := t.send(queue.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID}); err != nil {
-		return result{kind: resHandBack, msg: err.Error()}
-	}
 	stop := t.keepAlive()
 	defer stop()
+	body, resumed, res, ok := t.resume(ctx)
+	if !ok {
+		return res
+	}
+	if err := t.send(queue.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
+		return result{kind: resHandBack, msg: err.Error()}
+	}
 
 	sent := time.Now()
-	resp, err := t.w.ollama.Do(ctx, t.method, t.route, t.body)
+	resp, err := t.w.ollama.Do(ctx, t.method, t.route, body)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
 			return r

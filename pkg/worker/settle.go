@@ -32,6 +32,9 @@ type result struct {
 	kind   resultKind
 	status int
 	msg    string
+	// bury sends the job to the dead letters before it is terminated: it was
+	// malformed, or no attempt could run it.
+	bury bool
 	// body and contentType are Ollama's own error response, relayed as it is
 	// (its shape differs between native and OpenAI routes); empty for errors
 	// the worker makes, which get Ollama's native shape.
@@ -49,6 +52,7 @@ func (r result) errorReply() queue.Reply {
 }
 
 func failed(status int, msg string) result { return result{kind: resFailed, status: status, msg: msg} }
+func malformed(msg string) result          { return result{kind: resFailed, status: 400, msg: msg, bury: true} }
 func retry(status int, msg string) result  { return result{kind: resRetry, status: status, msg: msg} }
 
 // settle is the one function that decides what happens to a job that ran or
@@ -60,6 +64,12 @@ func (t *task) settle(ctx context.Context, r result) {
 		t.answer(r)
 		return
 	}
+	switch {
+	case r.kind == resDone:
+		w.jobWentOK(true, "")
+	case r.kind == resRetry, r.kind == resFailed && r.status >= 500:
+		w.jobWentOK(false, r.msg)
+	}
 	m, labels := w.metrics, []string{t.model, string(t.class)}
 	if t.model != "" {
 		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
@@ -70,6 +80,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		r.kind = resFailed
 		r.msg = fmt.Sprintf("%s (gave up after %d attempts)", r.msg, t.attempt)
 		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
+		r.bury = true
 	}
 	var err error
 	switch r.kind {
@@ -83,6 +94,14 @@ func (t *task) settle(ctx context.Context, r result) {
 		m.completed.WithLabelValues(labels...).Inc()
 		log.Debug("job done")
 	case resFailed:
+		if r.bury {
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if berr := w.q.Bury(bctx, t.msg.Subject(), t.msg.Headers(), t.msg.Data(), r.msg, t.attempt, w.cfg.ID); berr != nil {
+				log.Warn("bury job", "err", berr)
+			}
+			cancel()
+			m.deadLettered.WithLabelValues(labels...).Inc()
+		}
 		if serr := t.send(r.errorReply()); serr != nil {
 			log.Warn("send job error", "err", serr)
 		}

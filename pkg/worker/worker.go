@@ -47,6 +47,10 @@ type Config struct {
 	// RetryDelay is how long a job that met a transient Ollama failure waits
 	// before its next delivery; it doubles with each attempt.
 	RetryDelay time.Duration
+	// BreakerCooldown is how long a worker whose Ollama failed several jobs
+	// in a row stops pulling before it tries again; it doubles while the
+	// failures go on, up to a minute.
+	BreakerCooldown time.Duration
 	// Grace bounds how long a stopping worker lets in-flight jobs finish before
 	// it hands them back to the queue.
 	Grace time.Duration
@@ -60,7 +64,7 @@ type Config struct {
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
-		RetryDelay: 2 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
+		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
 }
 
 // Validate reports the first invalid field.
@@ -78,6 +82,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: Poll must be positive, got %s", c.Poll)
 	case c.RetryDelay <= 0:
 		return fmt.Errorf("worker: RetryDelay must be positive, got %s", c.RetryDelay)
+	case c.BreakerCooldown <= 0:
+		return fmt.Errorf("worker: BreakerCooldown must be positive, got %s", c.BreakerCooldown)
 	case c.Grace < 0:
 		return fmt.Errorf("worker: Grace must not be negative, got %s", c.Grace)
 	case c.Logger == nil:
@@ -107,6 +113,7 @@ type Worker struct {
 	mu        sync.Mutex
 	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
 	healthy   bool
+	breaker   breaker
 	draining  bool
 	inventory ollama.Inventory
 	lastErr   string
@@ -143,11 +150,24 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// isHealthy reports whether Ollama answered the last check.
+// isHealthy reports whether Ollama answered the last check and is not
+// failing jobs.
 func (w *Worker) isHealthy() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.healthy
+	return w.healthy && !w.breaker.open(time.Now())
+}
+
+// jobWentOK feeds the circuit breaker with how a job went on Ollama's side.
+func (w *Worker) jobWentOK(ok bool, reason string) {
+	w.mu.Lock()
+	opened := w.breaker.record(ok, reason, w.cfg.BreakerCooldown, time.Now())
+	until, why := w.breaker.openUntil, w.breaker.reason
+	w.mu.Unlock()
+	if opened {
+		w.log.Warn("not pulling jobs for a while: ollama keeps failing them", "until", until.Format(time.RFC3339), "why", why)
+		w.slotsChanged.Store(true) // Let the node record say so soon.
+	}
 }
 
 // Ready reports whether the worker can serve: NATS connected and Ollama
@@ -160,6 +180,9 @@ func (w *Worker) Ready() error {
 	defer w.mu.Unlock()
 	if !w.healthy {
 		return fmt.Errorf("ollama at %s does not answer: %s", w.cfg.Ollama, w.lastErr)
+	}
+	if w.breaker.open(time.Now()) {
+		return fmt.Errorf("ollama at %s is failing jobs: %s", w.cfg.Ollama, w.breaker.reason)
 	}
 	return nil
 }
@@ -202,6 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var loops sync.WaitGroup
 	loops.Go(func() { w.maintain(ctx) })
+	loops.Go(func() { w.reap(ctx) })
 	loops.Go(func() {
 		for {
 			select {

@@ -2,12 +2,14 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -174,4 +176,181 @@ func TestKilledWorkerLeavesTheNodeBucket(t *testing.T) {
 	if f.Node(1) == nil {
 		t.Fatal("the live worker's record expired too")
 	}
+}
+
+func deadLetters(t *testing.T, f *fleettest.Fleet) []queue.DeadLetter {
+	t.Helper()
+	dl, err := f.Queue.DeadLetters(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dl
+}
+
+func TestMalformedJobIsDeadLettered(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	req := requester(t, f)
+	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+		Route: "/api/delete", Body: []byte(`{"model":"llama3.2"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rep := finish(t, st)
+	if rep.Kind != job.KindError || rep.Status != 400 || !strings.Contains(rep.Error, `route "/api/delete" cannot be queued`) {
+		t.Fatalf("got %s %d %q, want a 400 refusal of the route", rep.Kind, rep.Status, rep.Error)
+	}
+	dl := deadLetters(t, f)
+	if len(dl) != 1 || dl[0].JobID() != st.ID() || dl[0].Worker != "w0" || dl[0].Attempts != 1 ||
+		dl[0].Subject != "ollamaq.jobs.llama3_2e2_3alatest.interactive" || !strings.Contains(dl[0].Reason, "cannot be queued") {
+		t.Fatalf("dead letters %+v", dl)
+	}
+}
+
+func TestExhaustedRetriesAreDeadLetteredAndRequeueable(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	req := requester(t, f)
+	f.Sims[0].SetFailure(ollamasim.Failure{Status: http.StatusServiceUnavailable, Message: "busy"})
+	st := submit(t, req, job.Interactive, "doomed")
+	if rep := finish(t, st); rep.Kind != job.KindError || !strings.Contains(rep.Error, "gave up after 4 attempts") {
+		t.Fatalf("got %s %q", rep.Kind, rep.Error)
+	}
+	dl := deadLetters(t, f)
+	if len(dl) != 1 || dl[0].Attempts != 4 || dl[0].JobID() != st.ID() {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	// Requeued once Ollama is well again, it runs.
+	f.Sims[0].SetFailure(ollamasim.Failure{})
+	before := f.Sims[0].Stats().Completed
+	if err := f.Queue.Requeue(t.Context(), dl[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFor("the requeued job to run", func() bool { return f.Sims[0].Stats().Completed == before+1 })
+	if dl := deadLetters(t, f); len(dl) != 0 {
+		t.Errorf("requeued job still in the dead letters: %+v", dl)
+	}
+}
+
+func TestReaperBuriesJobsNoWorkerSettled(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, AckWait: time.Second})
+	req := requester(t, f)
+	// Play the part of workers that take a job and die, four times over, for a
+	// model the live worker does not serve.
+	cons, err := f.Queue.Consumer(t.Context(), "ghost:latest", job.Interactive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "ghost:latest", Class: job.Interactive,
+		Route: "/api/generate", Body: []byte(`{"model":"ghost","prompt":"boo"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for delivery := 1; delivery <= 4; delivery++ {
+		b, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for range b.Messages() {
+			n++ // Taken, never settled.
+		}
+		if n != 1 {
+			t.Fatalf("delivery %d: fetched %d jobs", delivery, n)
+		}
+	}
+	// JetStream notices the job is out of deliveries when a worker next asks
+	// for work on its consumer; the job is not handed out again.
+	if b, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second)); err == nil {
+		for range b.Messages() {
+			t.Fatal("a job out of deliveries was delivered again")
+		}
+	}
+	rep := finish(t, st)
+	if rep.Kind != job.KindError || rep.Status != 502 || !strings.Contains(rep.Error, "not settled after 4 deliveries") {
+		t.Fatalf("requester got %s %d %q, want the reaper's 502", rep.Kind, rep.Status, rep.Error)
+	}
+	dl := deadLetters(t, f)
+	if len(dl) != 1 || dl[0].JobID() != st.ID() || dl[0].Attempts != 4 {
+		t.Fatalf("dead letters %+v", dl)
+	}
+	f.WaitFor("the job to leave the work queue", func() bool {
+		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+		return err == nil && si.CachedInfo().State.Msgs == 0
+	})
+}
+
+func TestDrainFinishesInFlightJobs(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.Parallel = 2
+	sim.TokensPerSecond = 40 // About half a second per job.
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Sim: sim})
+	req := requester(t, f)
+	a, b := submit(t, req, job.Interactive, "one"), submit(t, req, job.Interactive, "two")
+	f.WaitFor("both jobs to run", func() bool { return f.Sims[0].Stats().Active == 2 })
+	stopped := make(chan struct{})
+	go func() { f.StopWorker(0); close(stopped) }()
+	f.WaitFor("the node to report draining", func() bool { n := f.Node(0); return n != nil && n.State == fleet.StateDraining })
+	for _, st := range []*queue.Stream{a, b} {
+		if rep := finish(t, st); rep.Kind != job.KindDone {
+			t.Errorf("in-flight job ended with %s %q during a drain", rep.Kind, rep.Error)
+		}
+	}
+	<-stopped
+	f.WaitFor("the drained node to leave the bucket", func() bool { return f.Node(0) == nil })
+}
+
+func TestDrainHandsBackWhatOutlivesTheGrace(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.TokensPerSecond = 20
+	sim.DefaultTokens = 30 // 1.5s: longer than the grace period.
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Sim: sim, Grace: 300 * time.Millisecond})
+	req := requester(t, f)
+	st := submit(t, req, job.Interactive, "long")
+	var taken int
+	f.WaitFor("a worker to take the job", func() bool {
+		for i := range 2 {
+			if f.Sims[i].Stats().Active == 1 {
+				taken = i
+				return true
+			}
+		}
+		return false
+	})
+	f.StopWorker(taken)
+	rep := finish(t, st)
+	if rep.Kind != job.KindDone || rep.Attempt != 2 {
+		t.Fatalf("job ended with %s on attempt %d (%q), want done on the other worker", rep.Kind, rep.Attempt, rep.Error)
+	}
+	if n := f.Sims[1-taken].Stats().Completed; n != 1 {
+		t.Errorf("the other worker's Ollama completed %d generations, want 1", n)
+	}
+}
+
+func TestCircuitBreakerStopsPullingThenRecovers(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Breaker: 2 * time.Second})
+	req := requester(t, f)
+	f.Sims[0].SetFailure(ollamasim.Failure{Status: 500, Message: "model runner has unexpectedly stopped"})
+	for i := range 3 {
+		if rep := finish(t, submit(t, req, job.Interactive, fmt.Sprint("fail ", i))); rep.Kind != job.KindError || rep.Status != 500 {
+			t.Fatalf("job %d: %s %d, want Ollama's 500", i, rep.Kind, rep.Status)
+		}
+	}
+	f.WaitFor("the node to report itself unhealthy", func() bool {
+		n := f.Node(0)
+		return n != nil && n.State == fleet.StateUnhealthy && strings.Contains(n.LastError, "3 jobs in a row failed")
+	})
+	// While the breaker is open, a new job waits in the queue for another
+	// worker (or this one, later) instead of failing here.
+	f.Sims[0].SetFailure(ollamasim.Failure{})
+	requests := f.Sims[0].Stats().Requests
+	st := submit(t, req, job.Interactive, "better")
+	if n := f.Sims[0].Stats().Requests; n != requests {
+		t.Fatalf("an open breaker let a job through (%d requests, had %d)", n, requests)
+	}
+	// Ollama has recovered; after the cool-down the worker tries again and serves.
+	if rep := finish(t, st); rep.Kind != job.KindDone {
+		t.Fatalf("after recovery: %s %q", rep.Kind, rep.Error)
+	}
+	f.WaitFor("the node to report ready again", func() bool { n := f.Node(0); return n != nil && n.State == fleet.StateReady })
 }

@@ -1,0 +1,76 @@
+package queue
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// transcript accumulates the text a requester has received in one reply
+// stream: the answer and the thinking, read from Ollama's native NDJSON
+// chunks (generate: response/thinking; chat: message.content/thinking) or
+// OpenAI SSE chunks (choices[0].delta.content/reasoning). It is what a new
+// worker needs to continue a half-streamed answer.
+type transcript struct {
+	frames   int
+	text     bytes.Buffer
+	thinking bytes.Buffer
+}
+
+// add takes one data frame of the reply.
+func (t *transcript) add(frame []byte) {
+	t.frames++
+	line := bytes.TrimSpace(frame)
+	if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+		line = bytes.TrimSpace(rest)
+	}
+	if len(line) == 0 || line[0] != '{' {
+		return // [DONE], a comment, or not JSON.
+	}
+	var c struct {
+		Response string `json:"response"`
+		Thinking string `json:"thinking"`
+		Message  *struct {
+			Content  string `json:"content"`
+			Thinking string `json:"thinking"`
+		} `json:"message"`
+		Choices []struct {
+			Delta *struct {
+				Content   string `json:"content"`
+				Reasoning string `json:"reasoning"`
+			} `json:"delta"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(line, &c) != nil {
+		return
+	}
+	t.text.WriteString(c.Response)
+	t.thinking.WriteString(c.Thinking)
+	if c.Message != nil {
+		t.text.WriteString(c.Message.Content)
+		t.thinking.WriteString(c.Message.Thinking)
+	}
+	for _, ch := range c.Choices {
+		if ch.Delta != nil {
+			t.text.WriteString(ch.Delta.Content)
+			t.thinking.WriteString(ch.Delta.Reasoning)
+		}
+	}
+}
+
+// Progress is a requester's answer to a worker that is about to run a job
+// again after another worker died with it (docs/protocol.md, "Resuming").
+type Progress struct {
+	// Gone: the requester no longer wants the job; do not run it.
+	Gone bool `json:"gone,omitempty"`
+	// Frames is how many data messages of earlier attempts it has received
+	// (and passed on); 0 means start from the beginning.
+	Frames int `json:"frames"`
+	// Text and Thinking are the answer and the thinking received so far.
+	Text     string `json:"text,omitempty"`
+	Thinking string `json:"thinking,omitempty"`
+}
+
+// ResumeRequest is what a worker sends before running attempt Attempt.
+type ResumeRequest struct {
+	Attempt int `json:"attempt"`
+}

@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// reaperConsumer is the durable consumer all workers share on the advisory
+// stream, so each advisory is handled once.
+const reaperConsumer = "reaper"
+
+// maxDeliveries is JetStream's advisory for a job that ran out of deliveries
+// without being settled: every worker that took it died or hung.
+type maxDeliveries struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// reap moves jobs that ran out of deliveries to the dead letters and tells
+// their requesters, until ctx is done. Such a job stays in the work queue,
+// never to be delivered again, unless someone does this.
+func (w *Worker) reap(ctx context.Context) {
+	js := w.q.JetStream()
+	cons, err := js.CreateOrUpdateConsumer(ctx, job.AdvisoryStream, jetstream.ConsumerConfig{
+		Durable: reaperConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: 5,
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("dead-letter reaper not running", "err", err)
+		}
+		return
+	}
+	for ctx.Err() == nil {
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		batch, err := cons.Fetch(10, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			if ctx.Err() == nil {
+				w.log.Debug("fetch advisories", "err", err)
+				sleep(ctx, time.Second)
+			}
+			continue
+		}
+		for m := range batch.Messages() {
+			if err := w.reapOne(ctx, m.Data()); err != nil {
+				w.log.Warn("reap job", "err", err)
+				if nerr := m.NakWithDelay(5 * time.Second); nerr != nil {
+					w.log.Warn("settle advisory", "err", nerr)
+				}
+				continue
+			}
+			if err := m.Ack(); err != nil {
+				w.log.Warn("settle advisory", "err", err)
+			}
+		}
+		cancel()
+	}
+}
+
+func (w *Worker) reapOne(ctx context.Context, advisory []byte) error {
+	var a maxDeliveries
+	if err := json.Unmarshal(advisory, &a); err != nil {
+		return nil // Not an advisory we can act on; drop it.
+	}
+	stream, err := w.q.JetStream().Stream(ctx, job.Stream)
+	if err != nil {
+		return err
+	}
+	m, err := stream.GetMsg(ctx, a.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // Already gone: settled late, expired, or reaped by another worker.
+	}
+	if err != nil {
+		return fmt.Errorf("get job %d: %w", a.StreamSeq, err)
+	}
+	reason := fmt.Sprintf("not settled after %d deliveries: the workers that took it died or hung", a.Deliveries)
+	if err := w.q.Bury(ctx, m.Subject, m.Header, m.Data, reason, a.Deliveries, ""); err != nil {
+		return err
+	}
+	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
+	if job.ValidReply(reply) {
+		rep := queue.Reply{Kind: job.KindError, Job: id, Attempt: a.Deliveries, Seq: 1 << 30, // queue's reaperSeq: ends the stream whatever came before.
+
+			Status: http.StatusBadGateway, Error: reason, Data: queue.ErrorBody(reason)}
+		if err := w.nc.PublishMsg(rep.Msg(reply)); err != nil {
+			w.log.Warn("tell requester of dead letter", "job", id, "err", err)
+		}
+	}
+	if err := stream.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("remove reaped job %s: %w", id, err)
+	}
+	if model, class, err := job.ParseJobSubject(m.Subject); err == nil {
+		w.metrics.deadLettered.WithLabelValues(model, string(class)).Inc()
+	}
+	w.log.Info("job moved to dead letters", "job", id, "reason", reason)
+	return nil
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
