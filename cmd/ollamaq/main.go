@@ -1,5 +1,7 @@
-// Command ollamaq is the OllamaMax command line: it talks to the queue over
-// NATS directly, so it works where no dispatcher runs.
+// Command ollamaq is the OllamaMax command line: batch submission, queue and
+// fleet status, and single requests. It talks to the queue over NATS
+// directly, so it works where no dispatcher runs, and it reads the nats
+// CLI's saved contexts, so an operator who uses nats is already connected.
 package main
 
 import (
@@ -13,23 +15,47 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/ollamamax/ollamamax/internal/cli"
-	"github.com/ollamamax/ollamamax/pkg/queue"
+	"golang.org/x/term"
 )
 
-const usage = `Usage: ollamaq [global flags] COMMAND [flags] [args]
+const usage = `Usage: ollamaq [connection flags] COMMAND [flags] [args]
 
-Commands:
-  run MODEL PROMPT   stream a reply to PROMPT from MODEL through the queue
-  nodes              list the workers, their models, slots and health
+Batch files (OpenAI Batch API format, one request per line):
+  batch submit FILE    queue every line of FILE as batch work; prints the batch ID
+  batch status ID      where a batch is: queued, running, done, failed
+  batch wait ID        follow a batch until it is done, with progress
+  batch results ID     write the results as OpenAI Batch output lines
+  batch list           every batch the queue knows
+  batch cancel ID      drop a batch's queued lines and stop its running ones
 
-Global flags:
-  --server URL       NATS server (default $NATS_URL or nats://127.0.0.1:4222)
-  --creds FILE       NATS credentials file (default $NATS_CREDS)
+The fleet:
+  nodes                the workers, their models, slots and health
+  queues               jobs waiting and running, per model and class
+  top                  nodes and queues, refreshed live
 
-Run 'ollamaq COMMAND --help' for a command's flags and examples.
+One request:
+  run MODEL PROMPT     stream a reply to PROMPT from MODEL through the queue
+
+Connection flags (also accepted after the command):
+  --server URL         NATS server(s), comma-separated        [$NATS_URL]
+  --context NAME       a saved nats CLI context                [$NATS_CONTEXT]
+  --creds FILE         user credentials                        [$NATS_CREDS]
+  --nkey FILE          user NKey seed                          [$NATS_NKEY]
+  --user, --password   user and password                       [$NATS_USER, $NATS_PASSWORD]
+  --token TOKEN        authentication token                    [$NATS_TOKEN]
+  --tlscert, --tlskey  client certificate and key              [$NATS_CERT, $NATS_KEY]
+  --tlsca FILE         certificate authorities to trust        [$NATS_CA]
+  --timeout DURATION   connect and request timeout (5s)        [$NATS_TIMEOUT]
+Without --server, ollamaq uses the context named by --context or $NATS_CONTEXT,
+else the one the nats CLI has selected (~/.config/nats/context.txt), else
+nats://127.0.0.1:4222. Flags and environment override the context's fields.
+
+Read commands take --json. 'ollamaq help COMMAND' shows a command's flags and
+examples.
+
+Exit status: 0 ok; 1 the command ran and failed (a job or batch line failed,
+a batch is incomplete, unknown batch); 2 usage; 3 cannot connect (server
+unreachable, credentials refused or missing, no OllamaMax queue there).
 `
 
 // Exit codes scripts can rely on.
@@ -40,26 +66,37 @@ const (
 	exitConnect = 3 // cannot reach NATS or the queue
 )
 
-// env is what every command gets.
+// env is what every command gets: where to write, how to connect, and the
+// parts of the outside world that tests replace.
 type env struct {
 	stdout, stderr io.Writer
-	server, creds  string
+	stdin          io.Reader
+	conn           connFlags
+	getenv         func(string) string
+	now            func() time.Time
+	// terminal says stderr is a terminal (progress bars); screen says stdout
+	// is one (top redraws in place).
+	terminal, screen bool
+	// every is how often plain progress lines are printed when stderr is not
+	// a terminal.
+	every time.Duration
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv, now: time.Now,
+		terminal: term.IsTerminal(int(os.Stderr.Fd())), screen: term.IsTerminal(int(os.Stdout.Fd())), every: 10 * time.Second}
+	code := e.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+// run runs the command line args and returns the exit code.
+func (e *env) run(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("ollamaq", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, usage) }
-	fs.StringVar(&e.server, "server", cli.Env("NATS_URL", nats.DefaultURL), "NATS server")
-	fs.StringVar(&e.creds, "creds", cli.Env("NATS_CREDS", ""), "NATS credentials file")
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() { fmt.Fprint(e.stderr, usage) }
+	e.conn.register(fs, e.getenv)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -67,58 +104,52 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(e.stderr, usage)
 		return exitUsage
 	}
 	cmd, rest := fs.Arg(0), fs.Args()[1:]
 	switch cmd {
+	case "help":
+		return e.help(ctx, rest)
 	case "run":
 		return cmdRun(ctx, e, rest)
 	case "nodes":
 		return cmdNodes(ctx, e, rest)
-	case "help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
+	case "queues":
+		return cmdQueues(ctx, e, rest)
+	case "top":
+		return cmdTop(ctx, e, rest)
+	case "batch":
+		return cmdBatch(ctx, e, rest)
 	}
-	fmt.Fprintf(stderr, "ollamaq: unknown command %q\n\n%s", cmd, usage)
+	fmt.Fprintf(e.stderr, "ollamaq: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage
 }
 
-// connect opens the NATS connection and binds the queue.
-func (e *env) connect(ctx context.Context) (*nats.Conn, *queue.Queue, error) {
-	opts := []nats.Option{nats.Name("ollamaq"), nats.Timeout(5 * time.Second)}
-	if e.creds != "" {
-		if _, err := os.Stat(e.creds); err != nil {
-			return nil, nil, fmt.Errorf("credentials file: %w", err)
-		}
-		opts = append(opts, nats.UserCredentials(e.creds))
+// help prints the usage, or a command's with 'help COMMAND'.
+func (e *env) help(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
 	}
-	nc, err := nats.Connect(e.server, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", e.server, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	q, err := queue.Open(octx, js)
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, q, nil
+	h := &env{stdout: e.stdout, stderr: e.stdout, stdin: e.stdin, getenv: e.getenv, now: e.now}
+	return h.run(ctx, append(args, "--help"))
 }
 
-// parse parses a command's flags; it returns ok=false with the exit code to use.
+// parse parses a command's flags, connection flags included; it returns
+// ok=false with the exit code to use.
 func parse(fs *flag.FlagSet, args []string, e *env, synopsis string) (int, bool) {
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprint(e.stderr, synopsis)
-		fs.PrintDefaults()
+		fs.VisitAll(func(f *flag.Flag) {
+			if !connFlagNames[f.Name] {
+				printFlag(e.stderr, f)
+			}
+		})
+		fmt.Fprintln(e.stderr, "\nConnection flags as for ollamaq (see 'ollamaq help').")
 	}
+	e.conn.register(fs, nil)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK, false
@@ -126,4 +157,24 @@ func parse(fs *flag.FlagSet, args []string, e *env, synopsis string) (int, bool)
 		return exitUsage, false
 	}
 	return 0, true
+}
+
+// printFlag prints one flag as flag.PrintDefaults does.
+func printFlag(w io.Writer, f *flag.Flag) {
+	name, use := flag.UnquoteUsage(f)
+	line := "  --" + f.Name
+	if name != "" {
+		line += " " + name
+	}
+	line += "\n    \t" + use
+	if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+		line += fmt.Sprintf(" (default %s)", f.DefValue)
+	}
+	fmt.Fprintln(w, line)
+}
+
+// fail prints an error as one sentence and returns code.
+func (e *env) fail(code int, format string, a ...any) int {
+	fmt.Fprintf(e.stderr, "ollamaq: "+format+"\n", a...)
+	return code
 }

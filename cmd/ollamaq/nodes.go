@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const nodesSynopsis = `Usage: ollamaq nodes [--json]
@@ -17,6 +20,10 @@ const nodesSynopsis = `Usage: ollamaq nodes [--json]
 Lists the workers from the node bucket: state, Ollama version, installed and
 loaded models, slots in use, jobs done and when each was last heard from.
 A worker that stops reporting disappears within the bucket's TTL (15s).
+
+Examples:
+  ollamaq nodes
+  ollamaq nodes --json | jq '.[] | select(.state != "ready") | .id'
 
 Flags:
 `
@@ -27,41 +34,49 @@ func cmdNodes(ctx context.Context, e *env, args []string) int {
 	if code, ok := parse(fs, args, e, nodesSynopsis); !ok {
 		return code
 	}
+	if fs.NArg() > 0 {
+		return e.fail(exitUsage, "nodes takes no arguments (see --help)")
+	}
 	nc, q, err := e.connect(ctx)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-		return exitConnect
+		return e.connectFailed(err)
 	}
 	defer nc.Close()
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	view, err := fleet.Watch(wctx, q.Nodes())
+	nodes, err := readNodes(ctx, q, e.conn.timeout)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-		return exitConnect
+		return e.fail(exitConnect, "%v", err)
 	}
-	go func() { _ = view.Run(wctx) }() // Ends with wctx; we only need the initial contents.
-	select {
-	case <-view.Ready():
-	case <-wctx.Done():
-		fmt.Fprintln(e.stderr, "ollamaq: timed out reading the node bucket")
-		return exitConnect
-	}
-	nodes := view.Nodes()
 	if *asJSON {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(nodes); err != nil {
-			return exitFailed
-		}
-		return exitOK
+		return e.printJSON(nodes)
 	}
-	writeNodes(e, nodes, time.Now())
+	writeNodes(e.stdout, nodes, e.now())
+	if len(nodes) == 0 {
+		fmt.Fprintln(e.stderr, "no workers are reporting")
+	}
 	return exitOK
 }
 
-func writeNodes(e *env, nodes []*fleet.Node, now time.Time) {
-	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+// readNodes returns the node records in the bucket now.
+func readNodes(ctx context.Context, q *queue.Queue, timeout time.Duration) ([]*fleet.Node, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	view, err := fleet.Watch(wctx, q.Nodes())
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = view.Run(wctx) }() // Ends with wctx; only the initial contents matter.
+	defer func() { cancel(); <-done }()
+	select {
+	case <-view.Ready():
+		return view.Nodes(), nil
+	case <-wctx.Done():
+		return nil, errors.New("timed out reading the node bucket")
+	}
+}
+
+func writeNodes(w io.Writer, nodes []*fleet.Node, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tOLLAMA\tMODELS\tLOADED\tSLOTS\tDONE\tFAILED\tLAST SEEN")
 	for _, n := range nodes {
 		var loaded []string
@@ -73,10 +88,23 @@ func writeNodes(e *env, nodes []*fleet.Node, now time.Time) {
 			l = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\t%s ago\n", n.ID, n.State, n.OllamaVersion, len(n.Models), l,
-			n.SlotsBusy, n.SlotsTotal, n.JobsDone, n.JobsFailed, now.Sub(n.UpdatedAt).Round(time.Second))
-	}
-	if len(nodes) == 0 {
-		fmt.Fprintln(e.stderr, "no workers are reporting")
+			n.SlotsBusy, n.SlotsTotal, n.JobsDone, n.JobsFailed, age(now.Sub(n.UpdatedAt)))
 	}
 	_ = tw.Flush() // Output errors end the command anyway.
+}
+
+// age formats a duration to the second; never negative (clocks differ).
+func age(d time.Duration) string {
+	return max(d, 0).Round(time.Second).String()
+}
+
+// printJSON prints v as indented JSON on stdout.
+func (e *env) printJSON(v any) int {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return e.fail(exitFailed, "write output: %v", err)
+	}
+	return exitOK
 }

@@ -46,8 +46,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	nc, q, err := e.connect(ctx)
 	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-		return exitConnect
+		return e.connectFailed(err)
 	}
 	defer nc.Close()
 	req, err := queue.NewRequester(nc, q, "q"+job.NewID()[:12])

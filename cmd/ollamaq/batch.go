@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/batch"
+)
+
+const batchUsage = `Usage: ollamaq batch COMMAND [flags] [args]
+
+Runs files of requests through the queue as batch work, which workers take
+only on capacity that interactive requests leave free. The results stay in
+JetStream (7 days): submit, close the terminal, and collect them later or
+from another machine.
+
+Commands:
+  submit FILE    queue every line of FILE (- for stdin); prints the batch ID
+  status ID      the batch's state and counts
+  wait ID        follow the batch with a progress display until it is done
+  results ID     write the results to stdout, one OpenAI Batch output line each
+  list           every batch, oldest first
+  cancel ID      drop the queued lines, stop the running ones
+
+A batch file is JSONL in the OpenAI Batch API input format:
+  {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+   "body": {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]}}
+url is one of /v1/chat/completions, /v1/completions, /v1/embeddings,
+/api/chat, /api/generate, /api/embed.
+
+Example:
+  ID=$(ollamaq batch submit requests.jsonl)
+  ollamaq batch wait $ID
+  ollamaq batch results $ID > results.jsonl
+
+'ollamaq batch COMMAND --help' shows a command's flags.
+`
+
+func cmdBatch(ctx context.Context, e *env, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.stderr, batchUsage)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "submit":
+		return cmdBatchSubmit(ctx, e, rest)
+	case "status":
+		return cmdBatchStatus(ctx, e, rest)
+	case "wait":
+		return cmdBatchWait(ctx, e, rest)
+	case "results":
+		return cmdBatchResults(ctx, e, rest)
+	case "list":
+		return cmdBatchList(ctx, e, rest)
+	case "cancel":
+		return cmdBatchCancel(ctx, e, rest)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(e.stderr, batchUsage)
+		return exitOK
+	}
+	fmt.Fprintf(e.stderr, "ollamaq batch: unknown command %q\n\n%s", cmd, batchUsage)
+	return exitUsage
+}
+
+// openBatches connects and opens the batch client. On failure it has
+// printed why and returns the exit code.
+func (e *env) openBatches(ctx context.Context) (*nats.Conn, *batch.Client, int) {
+	nc, q, err := e.connect(ctx)
+	if err != nil {
+		return nil, nil, e.connectFailed(err)
+	}
+	octx, cancel := context.WithTimeout(ctx, e.conn.timeout)
+	defer cancel()
+	c, err := batch.Open(octx, q, batch.WithClock(e.now))
+	if err != nil {
+		nc.Close()
+		return nil, nil, e.fail(exitConnect, "%v", err)
+	}
+	return nc, c, exitOK
+}
+
+// batchFailed prints an error of a batch operation and returns its exit code.
+func (e *env) batchFailed(err error) int {
+	switch {
+	case errors.Is(err, batch.ErrNotFound):
+		return e.fail(exitFailed, "%s (see 'ollamaq batch list')", strings.TrimPrefix(err.Error(), "batch: "))
+	case errors.Is(err, context.Canceled):
+		return e.fail(exitFailed, "interrupted")
+	case errors.Is(err, context.DeadlineExceeded):
+		return e.fail(exitFailed, "timed out")
+	}
+	var ce *connectError
+	if errors.As(err, &ce) || errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoResponders) {
+		return e.fail(exitConnect, "%v", err)
+	}
+	return e.fail(exitFailed, "%s", strings.TrimPrefix(err.Error(), "batch: "))
+}
+
+// oneID returns the single batch ID argument, or prints the usage problem.
+func (e *env) oneID(args []string, cmd string) (string, int, bool) {
+	if len(args) != 1 {
+		return "", e.fail(exitUsage, "batch %s: want one batch ID (see --help)", cmd), false
+	}
+	if !batch.ValidID(args[0]) {
+		return "", e.fail(exitFailed, "no such batch: %s (a batch ID is letters, digits, '-' and '_')", args[0]), false
+	}
+	return args[0], 0, true
+}
+
+// detail says what else a progress display should show about st.
+func detail(st batch.Status) string {
+	var parts []string
+	if st.Failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed", st.Failed))
+	}
+	if st.Canceled > 0 {
+		parts = append(parts, fmt.Sprintf("%d canceled", st.Canceled))
+	}
+	if st.Running > 0 {
+		parts = append(parts, fmt.Sprintf("%d running", st.Running))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// follow shows a batch's progress until it is over or ctx ends.
+func (e *env) follow(ctx context.Context, c *batch.Client, id string) (batch.Status, error) {
+	st, err := c.Status(ctx, id)
+	if err != nil || st.Over() {
+		return st, err
+	}
+	p := e.newProgress(id, st.Requests, st.Finished())
+	every := time.Second
+	if e.terminal {
+		every = 200 * time.Millisecond
+	}
+	every = min(every, e.every)
+	st, err = c.Watch(ctx, id, every, func(st batch.Status) { p.update(st.Finished(), detail(st)) })
+	p.finish(detail(st))
+	return st, err
+}
+
+// summary is the one line that says how a batch ended.
+func summary(st batch.Status) string {
+	s := fmt.Sprintf("%s %s: %d done, %d failed", st.ID, st.State, st.Done, st.Failed)
+	if st.Canceled > 0 {
+		s += fmt.Sprintf(", %d canceled", st.Canceled)
+	}
+	if left := st.Requests - st.Finished(); left > 0 {
+		s += fmt.Sprintf(", %d without a result", left)
+	}
+	s += fmt.Sprintf(" (of %d requests)", st.Requests)
+	if st.SubmittedAt != nil && st.CompletedAt != nil {
+		s += fmt.Sprintf(" in %s", st.CompletedAt.Sub(*st.SubmittedAt).Round(time.Second))
+	}
+	return s
+}
+
+// endCode is the exit code of a command that waited for a batch: 0 only
+// when every request was answered.
+func endCode(st batch.Status) int {
+	if st.State == batch.Done && st.Failed == 0 && st.Canceled == 0 {
+		return exitOK
+	}
+	return exitFailed
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ollamamax/ollamamax/pkg/batch"
+)
+
+const batchListSynopsis = `Usage: ollamaq batch list [--json]
+
+Lists every batch the queue keeps (records and results last 7 days), oldest
+first, with its state and counts.
+
+Examples:
+  ollamaq batch list
+  ollamaq batch list --json | jq -r '.[] | select(.state == "done") | .id'
+
+Flags:
+`
+
+func cmdBatchList(ctx context.Context, e *env, args []string) int {
+	fs := flag.NewFlagSet("batch list", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print the batches as JSON")
+	if code, ok := parse(fs, args, e, batchListSynopsis); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return e.fail(exitUsage, "batch list takes no arguments (see --help)")
+	}
+	nc, c, code := e.openBatches(ctx)
+	if nc == nil {
+		return code
+	}
+	defer nc.Close()
+	all, err := c.List(ctx)
+	if err != nil {
+		return e.batchFailed(err)
+	}
+	if *asJSON {
+		if all == nil {
+			all = []batch.Status{}
+		}
+		return e.printJSON(all)
+	}
+	writeList(e.stdout, all, e.now())
+	if len(all) == 0 {
+		fmt.Fprintln(e.stderr, "no batches")
+	}
+	return exitOK
+}
+
+func writeList(w io.Writer, all []batch.Status, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tSTATE\tREQUESTS\tDONE\tFAILED\tCANCELED\tCREATED\tFILE")
+	for _, st := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s ago\t%s\n", st.ID, st.State, st.Requests, st.Done, st.Failed, st.Canceled,
+			age(now.Sub(st.CreatedAt)), st.File)
+	}
+	_ = tw.Flush() // Output errors end the command anyway.
+}
