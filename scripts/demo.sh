@@ -27,9 +27,9 @@ pids+=($!)
 "$BIN/dispatcher" --listen $HTTP --nats-listen 127.0.0.1:4223 --store-dir "$data/js" --log-format text 2>"$logs/dispatcher" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fsS "http://$HTTP/" >/dev/null 2>&1 && break; sleep 0.1; done
-"$BIN/worker" --nats-url $NATS --ollama http://127.0.0.1:11534 --slots 2 --id gpu-a --log-format text 2>"$logs/worker-a" &
+"$BIN/worker" --nats-url $NATS --ollama http://127.0.0.1:11534 --slots 2 --id gpu-a --listen 127.0.0.1:9465 --log-format text 2>"$logs/worker-a" &
 pids+=($!)
-"$BIN/worker" --nats-url $NATS --ollama http://127.0.0.1:11535 --slots 2 --id gpu-b --log-format text 2>"$logs/worker-b" &
+"$BIN/worker" --nats-url $NATS --ollama http://127.0.0.1:11535 --slots 2 --id gpu-b --listen 127.0.0.1:9466 --log-format text 2>"$logs/worker-b" &
 pids+=($!)
 for _ in $(seq 1 100); do
   [ "$("$BIN/ollamaq" --server $NATS nodes --json 2>/dev/null | grep -c '"id"')" = 2 ] && break

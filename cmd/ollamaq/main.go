@@ -33,6 +33,11 @@ The fleet:
   queues               jobs waiting and running, per model and class
   top                  nodes and queues, refreshed live
 
+Dead letters (jobs given up on):
+  dlq list             the dead letters and why
+  dlq show SEQ         one, with its request
+  dlq requeue SEQ...   put them back on their queues
+
 One request:
   run MODEL PROMPT     stream a reply to PROMPT from MODEL through the queue
 
@@ -121,6 +126,8 @@ func (e *env) run(ctx context.Context, args []string) int {
 		return cmdTop(ctx, e, rest)
 	case "batch":
 		return cmdBatch(ctx, e, rest)
+	case "dlq":
+		return cmdDLQ(ctx, e, rest)
 	}
 	fmt.Fprintf(e.stderr, "ollamaq: unknown command %q\n\n%s", cmd, usage)
 	return exitUsage

@@ -25,10 +25,11 @@ type DeadLetter struct {
 // JobID is the dead job's ID.
 func (d DeadLetter) JobID() string { return d.Header.Get(job.HeaderJob) }
 
-// Bury stores a job in the dead-letter stream with why it was given up. It is
-// idempotent per job (Nats-Msg-Id dlq-<job id>), so a worker and the
-// advisory reaper may both try.
-func (q *Queue) Bury(ctx context.Context, subject string, h nats.Header, body []byte, reason string, attempts int, worker string) error {
+// Bury stores a job in the dead-letter stream with why it was given up. seq
+// is the job's sequence in the job stream: burying is idempotent per queued
+// job (Nats-Msg-Id dlq-<job id>-<seq>), so a worker and the advisory reaper
+// may both try, while a requeued job that fails again is buried again.
+func (q *Queue) Bury(ctx context.Context, subject string, seq uint64, h nats.Header, body []byte, reason string, attempts int, worker string) error {
 	m := nats.NewMsg(job.DLQSubject(subject))
 	for k, v := range h {
 		if strings.HasPrefix(k, "Ollamaq-") {
@@ -48,7 +49,7 @@ func (q *Queue) Bury(ctx context.Context, subject string, h nats.Header, body []
 	}
 	var opts []jetstream.PublishOpt
 	if id != "" {
-		opts = append(opts, jetstream.WithMsgID("dlq-"+id))
+		opts = append(opts, jetstream.WithMsgID(fmt.Sprintf("dlq-%s-%d", id, seq)))
 	}
 	if _, err := q.js.PublishMsg(ctx, m, opts...); err != nil {
 		return fmt.Errorf("bury job %s: %w", id, err)

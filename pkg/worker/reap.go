@@ -84,7 +84,7 @@ func (w *Worker) reapOne(ctx context.Context, advisory []byte) error {
 		return fmt.Errorf("get job %d: %w", a.StreamSeq, err)
 	}
 	reason := fmt.Sprintf("not settled after %d deliveries: the workers that took it died or hung", a.Deliveries)
-	if err := w.q.Bury(ctx, m.Subject, m.Header, m.Data, reason, a.Deliveries, ""); err != nil {
+	if err := w.q.Bury(ctx, m.Subject, a.StreamSeq, m.Header, m.Data, reason, a.Deliveries, ""); err != nil {
 		return err
 	}
 	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)

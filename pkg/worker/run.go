@@ -86,7 +86,7 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		w.log.Warn("burying job without a valid reply subject or ID", "subject", m.Subject(), "job", t.id, "reply", t.reply)
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if err := w.q.Bury(bctx, m.Subject(), h, m.Data(), reason, t.attempt, w.cfg.ID); err != nil {
+		if err := w.q.Bury(bctx, m.Subject(), streamSeq(m), h, m.Data(), reason, t.attempt, w.cfg.ID); err != nil {
 			w.log.Warn("bury job", "job", t.id, "err", err)
 		}
 		if err := m.TermWithReason(reason); err != nil {

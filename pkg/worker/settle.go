@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"time"
 
@@ -96,7 +97,7 @@ func (t *task) settle(ctx context.Context, r result) {
 	case resFailed:
 		if r.bury {
 			bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if berr := w.q.Bury(bctx, t.msg.Subject(), t.msg.Headers(), t.msg.Data(), r.msg, t.attempt, w.cfg.ID); berr != nil {
+			if berr := w.q.Bury(bctx, t.msg.Subject(), streamSeq(t.msg), t.msg.Headers(), t.msg.Data(), r.msg, t.attempt, w.cfg.ID); berr != nil {
 				log.Warn("bury job", "err", berr)
 			}
 			cancel()
@@ -153,4 +154,13 @@ func (t *task) answer(r result) {
 	if r.kind == resDone && t.route != "/api/show" {
 		poke(t.w.refresh) // The models changed: tell the fleet soon.
 	}
+}
+
+// streamSeq is a delivered job's sequence in the job stream (0 if unknown).
+func streamSeq(m jetstream.Msg) uint64 {
+	md, err := m.Metadata()
+	if err != nil {
+		return 0
+	}
+	return md.Sequence.Stream
 }
