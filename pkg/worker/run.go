@@ -183,6 +183,7 @@ func (t *task) execute(ctx context.Context) result {
 			return r
 		}
 		poke(t.w.refresh) // Probably down: stop pulling until it answers again.
+		t.w.jobWentOK(false, err.Error())
 		return retry(http.StatusBadGateway, "ollama unreachable: "+err.Error())
 	}
 	defer func() { _ = resp.Body.Close() }() // A read-only body; closing cannot lose data.
@@ -194,6 +195,9 @@ func (t *task) execute(ctx context.Context) result {
 			msg = http.StatusText(resp.StatusCode)
 		}
 		r := failed(resp.StatusCode, msg)
+		if resp.StatusCode >= 500 {
+			t.w.jobWentOK(false, msg)
+		}
 		switch resp.StatusCode {
 		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			r.kind = resRetry
@@ -206,6 +210,7 @@ func (t *task) execute(ctx context.Context) result {
 
 	ct := resp.Header.Get("Content-Type")
 	first := true
+	var sendErr error
 	err = ollama.Frames(resp.Body, ct, func(b []byte) error {
 		r := queue.Reply{Kind: job.KindData, Data: b}
 		if first {
@@ -213,7 +218,8 @@ func (t *task) execute(ctx context.Context) result {
 			t.observeFirstToken(time.Since(sent))
 		}
 		t.observeUsage(b)
-		return t.send(r)
+		sendErr = t.send(r)
+		return sendErr
 	})
 	if err == nil && first {
 		err = t.send(queue.Reply{Kind: job.KindData, Status: resp.StatusCode, ContentType: ct})
@@ -222,8 +228,14 @@ func (t *task) execute(ctx context.Context) result {
 		if r, ok := t.interrupted(ctx); ok {
 			return r
 		}
+		if sendErr != nil {
+			// NATS, not Ollama: let the job be redelivered and continued.
+			return result{kind: resHandBack, msg: sendErr.Error()}
+		}
+		t.w.jobWentOK(false, "response broke off: "+err.Error())
 		return failed(http.StatusBadGateway, "ollama response broke off: "+err.Error())
 	}
+	t.w.jobWentOK(true, "")
 	return result{kind: resDone}
 }
 

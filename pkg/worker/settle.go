@@ -65,12 +65,6 @@ func (t *task) settle(ctx context.Context, r result) {
 		t.answer(r)
 		return
 	}
-	switch {
-	case r.kind == resDone:
-		w.jobWentOK(true, "")
-	case r.kind == resRetry, r.kind == resFailed && r.status >= 500:
-		w.jobWentOK(false, r.msg)
-	}
 	m, labels := w.metrics, []string{t.model, string(t.class)}
 	if t.model != "" {
 		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
