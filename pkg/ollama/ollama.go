@@ -116,7 +116,7 @@ const maxPiece = 256 << 10
 // error stops the split and is returned.
 func Frames(body io.Reader, contentType string, yield func([]byte) error) error {
 	mt, _, _ := mime.ParseMediaType(contentType)
-	br := bufio.NewReaderSize(body, 64<<10)
+	br := bufio.NewReader(body) // Lines longer than its 4 KiB grow as needed.
 	switch mt {
 	case "application/x-ndjson":
 		for {
@@ -146,19 +146,21 @@ func Frames(body io.Reader, contentType string, yield func([]byte) error) error 
 			}
 		}
 	default:
-		buf := make([]byte, maxPiece)
+		// Most such bodies are one small JSON object: grow each piece as it
+		// fills rather than allocating the largest piece up front.
 		for {
-			n, err := io.ReadFull(br, buf)
-			if n > 0 {
-				if yerr := yield(bytes.Clone(buf[:n])); yerr != nil {
+			var piece bytes.Buffer
+			_, err := piece.ReadFrom(io.LimitReader(br, maxPiece))
+			if piece.Len() > 0 {
+				if yerr := yield(piece.Bytes()); yerr != nil {
 					return yerr
 				}
 			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
-			}
 			if err != nil {
-				return eof(err)
+				return err
+			}
+			if piece.Len() < maxPiece {
+				return nil // The limit was not reached: the body ended.
 			}
 		}
 	}

@@ -19,12 +19,20 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 	free := w.cfg.Slots
 	poll := time.NewTicker(w.cfg.Poll)
 	defer poll.Stop()
+	// A doorbell can ring a moment before its job can be fetched; a round
+	// that a doorbell started and that found nothing is tried once more,
+	// shortly, instead of leaving the job to the next poll.
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
 	rotate := 0
 	for {
+		rang := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.wake:
+			rang = true
+		case <-recheck.C:
 		case <-poll.C:
 		case <-w.released:
 			free++
@@ -41,7 +49,11 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 			continue
 		}
 		rotate++
-		free -= w.fill(ctx, free, rotate, start)
+		took := w.fill(ctx, free, rotate, start)
+		free -= took
+		if rang && took == 0 {
+			recheck.Reset(25 * time.Millisecond)
+		}
 	}
 }
 
@@ -63,20 +75,40 @@ func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstrea
 			if took == free || ctx.Err() != nil {
 				return took
 			}
-			c := cons[(i+rotate)%len(cons)]
-			batch, err := c.FetchNoWait(free - took)
-			if err != nil {
-				w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
-				continue
-			}
-			for m := range batch.Messages() {
-				took++
-				w.startedJob()
-				start(m)
-			}
-			if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-				w.log.Debug("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
-			}
+			took += w.pullFrom(cons[(i+rotate)%len(cons)], free-took, start)
+		}
+	}
+	return took
+}
+
+// pullFrom takes up to n jobs from one consumer without waiting, in requests
+// no larger than the consumer's max_batch, and starts each.
+func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)) int {
+	took := 0
+	limit := c.CachedInfo().Config.MaxRequestBatch
+	for took < n {
+		want := n - took
+		if limit > 0 {
+			want = min(want, limit)
+		}
+		batch, err := c.FetchNoWait(want)
+		if err != nil {
+			w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
+			return took
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			w.startedJob()
+			start(m)
+		}
+		took += got
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
+			return took
+		}
+		if got < want {
+			return took // The consumer has no more for now.
 		}
 	}
 	return took

@@ -354,3 +354,22 @@ func TestCircuitBreakerStopsPullingThenRecovers(t *testing.T) {
 	}
 	f.WaitFor("the node to report ready again", func() bool { n := f.Node(0); return n != nil && n.State == fleet.StateReady })
 }
+
+func TestMoreSlotsThanOneFetchMayAsk(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.Parallel = 300
+	sim.TokensPerSecond, sim.TimeToFirstToken, sim.DefaultTokens = -1, -1, 2
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: 300, Sim: sim})
+	req := requester(t, f)
+	f.StopWorker(0)
+	var streams []*queue.Stream
+	for i := range 300 {
+		streams = append(streams, submit(t, req, job.Interactive, fmt.Sprint("many ", i)))
+	}
+	f.StartWorker(0) // One round must take them all: more than consumer.json's max_batch of 256.
+	for _, st := range streams {
+		if rep := finish(t, st); rep.Kind != job.KindDone {
+			t.Fatalf("job ended with %s %q", rep.Kind, rep.Error)
+		}
+	}
+}
