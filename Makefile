@@ -25,6 +25,17 @@ run: build
 demo: build
 	BIN=$(BIN) scripts/demo.sh
 
+# Every benchmark scenario side by side with its baseline, in under ten minutes on
+# two cores: prints a table, writes docs/benchmarks.md and docs/bench-scheduling.svg.
+# The driver builds the binaries it runs. Uses nginx for the baselines if installed.
+.PHONY: bench bench-short
+bench:
+	$(GO) run ./bench -command 'make bench' -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+
+# The same harness at tiny sizes, in about half a minute: checks it works, measures nothing.
+bench-short:
+	BENCH_SHORT=1 $(GO) run ./bench -command 'make bench-short'
+
 vet:
 	$(GO) vet ./...
 

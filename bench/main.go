@@ -1,0 +1,210 @@
+// Command bench is OllamaMax's benchmark driver. It starts the built
+// dispatcher, worker and ollamasim binaries (and Debian's nginx, when it is
+// installed) as real processes on loopback ports, measures each scenario
+// side by side with its baseline in one run, prints a table, and writes the
+// report (docs/benchmarks.md) and the scheduling plot
+// (docs/bench-scheduling.svg).
+//
+//	go run ./bench -bin bin -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+//	BENCH_SHORT=1 go run ./bench -bin bin     # seconds: checks the harness, asserts nothing
+//
+// It speaks the NATS-native protocol through pkg/queue and reads node
+// records through pkg/fleet; it imports nothing from cmd/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is what the command line chooses.
+type config struct {
+	short      bool
+	binDir     string   // prebuilt binaries; "" builds them into the lab
+	buildFlags []string // extra go build flags when building (e.g. -race)
+	out        string   // markdown report; "" writes none
+	svg        string   // scheduling plot; "" writes none
+	nginx      string   // nginx binary; "" looks it up, "off" skips it
+	only       []string // scenario names to run; empty runs all
+	keep       bool     // keep the lab directory (logs, configs)
+	command    string   // how the run was started, for the report
+	note       string   // a note for the top of the report
+	progress   io.Writer
+	stdout     io.Writer
+}
+
+func (c config) wants(name string) bool { return len(c.only) == 0 || slices.Contains(c.only, name) }
+
+// scenario is one measured comparison.
+type scenario struct {
+	name  string
+	title string
+	run   func(ctx context.Context, l *lab, p params, s *section) error
+}
+
+// scenarios in the order they run and appear in the report.
+var scenarios = []scenario{
+	{"overhead", "Overhead: queue path vs. the simulator called directly", runOverhead},
+	{"throughput", "Throughput ceiling: short jobs per second", runThroughput},
+	{"relay", "Streaming relay: tokens per second and CPU per token", runRelay},
+	{"scheduling", "Scheduling on a mixed fleet: OllamaMax vs. nginx", runScheduling},
+	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
+	{"memory", "Memory at many concurrent streams", runMemory},
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	_, err = run(ctx, cfg)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (config, error) {
+	cfg := config{progress: os.Stderr, stdout: os.Stdout}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: go run ./bench [flags]\n\nRuns every benchmark scenario side by side with its baseline and reports ratios.\nScenarios: ")
+		for i, s := range scenarios {
+			if i > 0 {
+				fmt.Fprint(fs.Output(), ", ")
+			}
+			fmt.Fprint(fs.Output(), s.name)
+		}
+		fmt.Fprint(fs.Output(), "\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.BoolVar(&cfg.short, "short", os.Getenv("BENCH_SHORT") != "", "tiny sizes that only check the harness works [BENCH_SHORT=1]")
+	fs.StringVar(&cfg.binDir, "bin", "", "directory with the dispatcher, worker and ollamasim binaries; empty builds them")
+	fs.StringVar(&cfg.out, "out", "", "write the markdown report here (e.g. docs/benchmarks.md)")
+	fs.StringVar(&cfg.svg, "svg", "", "write the scheduling latency plot here (e.g. docs/bench-scheduling.svg)")
+	fs.StringVar(&cfg.nginx, "nginx", "", "nginx binary for the baselines; empty looks on PATH and in /usr/sbin, off skips them")
+	only := fs.String("run", "", "comma-separated scenarios to run; empty runs all")
+	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory with every process's log")
+	fs.StringVar(&cfg.command, "command", "", "how this run was started, for the report (default: the driver's own command line)")
+	fs.StringVar(&cfg.note, "note", os.Getenv("BENCH_NOTE"), "a note for the top of the report [BENCH_NOTE]")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *only != "" {
+		for name := range strings.SplitSeq(*only, ",") {
+			name = strings.TrimSpace(name)
+			if !slices.ContainsFunc(scenarios, func(s scenario) bool { return s.name == name }) {
+				return cfg, fmt.Errorf("-run: unknown scenario %q", name)
+			}
+			cfg.only = append(cfg.only, name)
+		}
+	}
+	if cfg.command == "" {
+		cfg.command = strings.TrimSpace("go run ./bench " + strings.Join(args, " "))
+		if cfg.short && !slices.Contains(args, "-short") {
+			cfg.command = "BENCH_SHORT=1 " + cfg.command
+		}
+	}
+	return cfg, nil
+}
+
+// run runs the chosen scenarios one after the other, each with a bounded
+// time, prints the report and writes its files. Every process it started is
+// gone when it returns, whatever happened.
+func run(ctx context.Context, cfg config) (*report, error) {
+	started := time.Now()
+	p := fullParams()
+	if cfg.short {
+		p = shortParams()
+	}
+	l, err := newLab(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Close()
+	rep := &report{machine: describeMachine(l), command: cfg.command, note: cfg.note, short: cfg.short, started: started}
+	if l.nginx == "" {
+		fmt.Fprintln(cfg.progress, "nginx not found: the nginx baselines are skipped (apt-get install nginx-light)")
+	}
+	var failed []string
+	for _, sc := range scenarios {
+		if !cfg.wants(sc.name) {
+			continue
+		}
+		fmt.Fprintf(cfg.progress, "== %s\n", sc.title)
+		s := &section{name: sc.name, title: sc.title}
+		sctx, cancel := context.WithTimeout(ctx, p.scenarioTimeout)
+		t0 := time.Now()
+		s.err = sc.run(sctx, l, p, s)
+		cancel()
+		l.stopAll()
+		s.took = time.Since(t0)
+		rep.sections = append(rep.sections, s)
+		if s.err != nil {
+			failed = append(failed, sc.name)
+			fmt.Fprintf(cfg.progress, "   %s failed: %v\n", sc.name, s.err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	rep.took, rep.loadEnd = time.Since(started), loadAverage()
+	if err := ctx.Err(); err != nil {
+		rep.text(cfg.stdout)
+		return rep, fmt.Errorf("interrupted; no files written: %w", err)
+	}
+
+	if cfg.svg != "" {
+		if plot := rep.plot(); plot != nil {
+			if err := os.WriteFile(cfg.svg, plot, 0o644); err != nil {
+				return rep, fmt.Errorf("write plot: %w", err)
+			}
+			if cfg.out != "" {
+				if rel, err := filepath.Rel(filepath.Dir(cfg.out), cfg.svg); err == nil {
+					rep.svgLink = filepath.ToSlash(rel)
+				}
+			}
+		}
+	}
+	rep.text(cfg.stdout)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, rep.markdown(), 0o644); err != nil {
+			return rep, fmt.Errorf("write report: %w", err)
+		}
+		fmt.Fprintf(cfg.progress, "wrote %s\n", cfg.out)
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
+	}
+	return rep, nil
+}
+
+// plot draws the scheduling scenario's latency distributions, or returns nil
+// if that scenario did not run.
+func (r *report) plot() []byte {
+	for _, s := range r.sections {
+		if len(s.plot) > 0 {
+			return cdfSVG(s.plotTitle, s.plot)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+package main
+
+import "time"
+
+// params are the sizes of every scenario. fullParams fit `make bench` in
+// under ten minutes on two cores; shortParams only check the harness.
+type params struct {
+	scenarioTimeout time.Duration // bound on each scenario, whatever happens
+
+	// Overhead: closed-loop streams at each level, direct and through the queue.
+	ovLevels   []int // concurrent streams
+	ovRequests []int // requests per path at each level
+	ovRounds   int   // the paths alternate this many times per level
+	ovSim      simOpts
+
+	// Throughput: non-streamed one-token jobs, closed loop.
+	tpConc   int
+	tpWindow time.Duration // per path per round
+	tpRounds int
+
+	// Streaming relay: many long streams, paced and unpaced.
+	relayStreams   int
+	relayWindow    time.Duration // per path per round
+	relayRounds    int
+	relayTPS       float64 // tokens/s per stream of the paced simulator
+	relayTokens    int     // tokens per paced answer
+	relayMaxTokens int     // tokens per unpaced answer
+
+	// Scheduling: open-loop Poisson arrivals on a mixed fleet.
+	schedFleet  []simSpec
+	schedLoad   float64       // share of the fleet's nominal capacity offered
+	schedDur    time.Duration // arrivals happen during this time
+	schedDrain  time.Duration // then requests may finish for this long
+	schedTokens [2]int        // answer length, uniform in [min, max]
+	schedSeed   uint64
+
+	// Failover: a worker killed mid-stream.
+	foStreams    int // streams in flight; half on the worker that is killed
+	foTPS        float64
+	foTokens     int
+	foAckWait    time.Duration
+	foKillAfter  time.Duration // after every stream has its first token
+	foPromptTTFT time.Duration // prompt time of the "before the first token" case; 0 skips it
+
+	// Memory: many slow streams held open at once.
+	memStreams int
+	// memWorkerSlots are the slots per worker when one worker with a slot
+	// per stream does not serve. (It does not today: a worker fetches up to
+	// its free slots at once, and the consumers' max_batch of 256 in
+	// streams/consumer.json refuses larger fetches.)
+	memWorkerSlots int
+	memTPS         float64
+	memTokens      int
+}
+
+// simSpec is one simulated Ollama of the mixed fleet.
+type simSpec struct {
+	name  string
+	tps   float64
+	ttft  time.Duration
+	slots int
+}
+
+// service is the mean time one request of meanTokens takes on the spec.
+func (s simSpec) service(meanTokens float64) time.Duration {
+	return s.ttft + time.Duration(meanTokens/s.tps*float64(time.Second))
+}
+
+func fullParams() params {
+	return params{
+		scenarioTimeout: 4 * time.Minute,
+
+		ovLevels:   []int{1, 16, 64},
+		ovRequests: []int{200, 320, 1280},
+		ovRounds:   2,
+		ovSim:      simOpts{models: "llama3.2", tps: 100, ttft: 50 * time.Millisecond, tokens: 10, parallel: 64, seed: 1},
+
+		tpConc:   64,
+		tpWindow: 3 * time.Second,
+		tpRounds: 2,
+
+		relayStreams:   64,
+		relayWindow:    3 * time.Second,
+		relayRounds:    2,
+		relayTPS:       100,
+		relayTokens:    200,
+		relayMaxTokens: 2000,
+
+		schedFleet: []simSpec{
+			{"big", 90, 80 * time.Millisecond, 4},
+			{"mid", 45, 150 * time.Millisecond, 2},
+			{"small", 20, 300 * time.Millisecond, 1},
+		},
+		schedLoad:   0.85,
+		schedDur:    45 * time.Second,
+		schedDrain:  15 * time.Second,
+		schedTokens: [2]int{20, 100},
+		schedSeed:   20260101,
+
+		foStreams:    8,
+		foTPS:        50,
+		foTokens:     250,
+		foAckWait:    2 * time.Second,
+		foKillAfter:  time.Second,
+		foPromptTTFT: 3 * time.Second,
+
+		memStreams:     1000,
+		memWorkerSlots: 250,
+		memTPS:         5,
+		memTokens:      60,
+	}
+}
+
+func shortParams() params {
+	return params{
+		scenarioTimeout: 90 * time.Second,
+
+		ovLevels:   []int{1, 8},
+		ovRequests: []int{10, 32},
+		ovRounds:   1,
+		ovSim:      simOpts{models: "llama3.2", tps: 200, ttft: 10 * time.Millisecond, tokens: 5, parallel: 8, seed: 1},
+
+		tpConc:   8,
+		tpWindow: 500 * time.Millisecond,
+		tpRounds: 1,
+
+		relayStreams:   8,
+		relayWindow:    700 * time.Millisecond,
+		relayRounds:    1,
+		relayTPS:       200,
+		relayTokens:    40,
+		relayMaxTokens: 200,
+
+		schedFleet: []simSpec{
+			{"big", 100, 20 * time.Millisecond, 4},
+			{"mid", 50, 40 * time.Millisecond, 2},
+			{"small", 25, 80 * time.Millisecond, 1},
+		},
+		schedLoad:   0.85,
+		schedDur:    1500 * time.Millisecond,
+		schedDrain:  1500 * time.Millisecond,
+		schedTokens: [2]int{5, 15},
+		schedSeed:   20260101,
+
+		foStreams:   4,
+		foTPS:       50,
+		foTokens:    100,
+		foAckWait:   2 * time.Second,
+		foKillAfter: 300 * time.Millisecond,
+
+		memStreams:     40,
+		memWorkerSlots: 20,
+		memTPS:         10,
+		memTokens:      40,
+	}
+}
