@@ -317,7 +317,7 @@ func TestClientDisconnectStopsOllama(t *testing.T) {
 	f.WaitFor("Ollama to be generating", func() bool { return f.Sims[0].Stats().Active == 1 })
 	cancel()
 	<-done
-	fleettest.WaitFor(t, 2*time.Second, "Ollama's request to be canceled", func() bool { return f.Sims[0].Stats().Canceled == 1 })
+	fleettest.WaitFor(t, time.Second, "Ollama's request to be canceled (within 1s)", func() bool { return f.Sims[0].Stats().Canceled == 1 })
 	f.WaitFor("the job to leave the queue", func() bool {
 		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
 		return err == nil && si.CachedInfo().State.Msgs == 0
@@ -405,4 +405,44 @@ func TestFullQueueRefusesOrWaits(t *testing.T) {
 			t.Fatalf("a queued job failed: %v", err)
 		}
 	}
+}
+
+func TestWorkerLostMidStreamOnARouteThatCannotContinue(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.TokensPerSecond = 20
+	sim.DefaultTokens = 60 // Three seconds of streaming.
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Sim: sim, AckWait: time.Second})
+	resp, err := http.Post(f.URL+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"llama3.2","prompt":"Once upon a time","stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Read the first event, then kill whichever worker streams it.
+	buf := make([]byte, 4096)
+	n, err := resp.Body.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if f.Sims[i].Stats().Active == 1 {
+			f.KillWorker(i)
+		}
+	}
+	rest, _ := io.ReadAll(resp.Body)
+	body := string(buf[:n]) + string(rest)
+	if !strings.Contains(body, `data: {"error":{"message":"the worker serving this request was lost after`) ||
+		!strings.Contains(body, "cannot be continued") {
+		t.Fatalf("stream ended with %q, want an explicit error event", tail(body))
+	}
+	if strings.Count(body, "data: [DONE]") != 0 {
+		t.Errorf("a broken stream claimed [DONE]")
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 300 {
+		return s[len(s)-300:]
+	}
+	return s
 }
