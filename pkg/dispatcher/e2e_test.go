@@ -2,6 +2,8 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -445,4 +447,31 @@ func tail(s string) string {
 		return s[len(s)-300:]
 	}
 	return s
+}
+
+func TestOllamaClientEmbeddings(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.Models = append(sim.Models, ollamasim.Model{Name: "nomic-embed-text:latest", Capabilities: []string{"embedding"}})
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Sim: sim})
+	viaQueue, direct := client(t, f.URL), client(t, f.SimURLs[0].String())
+	req := &api.EmbedRequest{Model: "nomic-embed-text", Input: []string{"the sky", "the sea"}}
+	got, err := viaQueue.Embed(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := direct.Embed(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Embeddings) != 2 || fmt.Sprint(got.Embeddings) != fmt.Sprint(want.Embeddings) {
+		t.Errorf("embeddings through the queue %v, Ollama's %v", got.Embeddings, want.Embeddings)
+	}
+	legacy, err := viaQueue.Embeddings(t.Context(), &api.EmbeddingRequest{Model: "nomic-embed-text", Prompt: "the sky"})
+	if err != nil || len(legacy.Embedding) == 0 {
+		t.Errorf("legacy embeddings: %v, %v", legacy, err)
+	}
+	var se api.StatusError
+	if _, err := viaQueue.Embed(t.Context(), &api.EmbedRequest{Model: "nope", Input: "x"}); !errors.As(err, &se) || se.StatusCode != 404 {
+		t.Errorf("embed with an unknown model: %v, want 404", err)
+	}
 }

@@ -38,7 +38,6 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 const (
@@ -265,7 +264,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}
-	resumed := testutil.ToFloat64(counter(t, reg, "ollamamax_http_streams_resumed_total"))
+	resumed := counterValue(t, reg, "ollamamax_http_streams_resumed_total")
 	slices.Sort(stalls)
 	t.Logf("chaos: %d jobs (%d HTTP, %d NATS-native) in %s; %d worker kills and restarts, %d nats-server restart",
 		len(jobs), httpJobs, nativeJobs, elapsed.Round(time.Millisecond), c.kills.Load(), natsRestarts)
@@ -438,7 +437,8 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+// counterValue reads a counter without labels from a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -446,13 +446,11 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Col
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.Metric) == 1 {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: name}, func() float64 {
-				return mf.Metric[0].GetCounter().GetValue()
-			})
+			return mf.Metric[0].GetCounter().GetValue()
 		}
 	}
 	t.Fatalf("no metric %s", name)
-	return nil
+	return 0
 }
 
 func shorten(s string) string {
