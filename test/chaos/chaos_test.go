@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -453,12 +454,13 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
+// jobIDs matches job IDs, so that errors that differ only by job group.
+var jobIDs = regexp.MustCompile(`\b[0-9a-v]{26}\b`)
+
 func shorten(s string) string {
-	if i := strings.IndexAny(s, "0123456789"); i > 40 {
-		s = s[:i]
-	}
-	if len(s) > 100 {
-		s = s[:100]
+	s = jobIDs.ReplaceAllString(s, "<job>")
+	if len(s) > 120 {
+		s = s[:120]
 	}
 	return s
 }
