@@ -167,51 +167,44 @@ func (v *View) HasModel(canonical string) bool {
 // Models merges the installed models of all live nodes: each model once, the
 // most recently modified copy, newest first, as Ollama's /api/tags orders them.
 func (v *View) Models() []api.ListModelResponse {
-	seen := map[string]int{}
-	out := []api.ListModelResponse{}
-	for _, n := range v.Nodes() {
-		for _, m := range n.Models {
-			key, err := job.CanonicalModel(m.Model)
-			if err != nil {
-				key = m.Model
-			}
-			if i, ok := seen[key]; ok {
-				if m.ModifiedAt.After(out[i].ModifiedAt) {
-					out[i] = m
-				}
-				continue
-			}
-			seen[key] = len(out)
-			out = append(out, m)
-		}
-	}
-	// Whole seconds, stable, as Ollama sorts: ties keep each node's order.
-	slices.SortStableFunc(out, func(a, b api.ListModelResponse) int { return cmp.Compare(b.ModifiedAt.Unix(), a.ModifiedAt.Unix()) })
-	return out
+	return merge(v.Nodes(), func(n *Node) []api.ListModelResponse { return n.Models },
+		func(m api.ListModelResponse) (string, time.Time) { return m.Model, m.ModifiedAt })
 }
 
 // Loaded merges the loaded models of all live nodes, each model once with the
 // latest expiry, longest time left first, as Ollama's /api/ps orders them.
 func (v *View) Loaded() []api.ProcessModelResponse {
+	return merge(v.Nodes(), func(n *Node) []api.ProcessModelResponse { return n.Loaded },
+		func(m api.ProcessModelResponse) (string, time.Time) { return m.Model, m.ExpiresAt })
+}
+
+// merge lists each model of the nodes once, keeping the copy with the latest
+// time, latest first. Like Ollama it sorts by whole seconds, stably, so ties
+// keep each node's order.
+func merge[M any](nodes []*Node, models func(*Node) []M, key func(M) (string, time.Time)) []M {
 	seen := map[string]int{}
-	out := []api.ProcessModelResponse{}
-	for _, n := range v.Nodes() {
-		for _, m := range n.Loaded {
-			key, err := job.CanonicalModel(m.Model)
-			if err != nil {
-				key = m.Model
+	out := []M{}
+	for _, n := range nodes {
+		for _, m := range models(n) {
+			name, at := key(m)
+			if c, err := job.CanonicalModel(name); err == nil {
+				name = c
 			}
-			if i, ok := seen[key]; ok {
-				if m.ExpiresAt.After(out[i].ExpiresAt) {
+			if i, ok := seen[name]; ok {
+				if _, prev := key(out[i]); at.After(prev) {
 					out[i] = m
 				}
 				continue
 			}
-			seen[key] = len(out)
+			seen[name] = len(out)
 			out = append(out, m)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b api.ProcessModelResponse) int { return cmp.Compare(b.ExpiresAt.Unix(), a.ExpiresAt.Unix()) })
+	slices.SortStableFunc(out, func(a, b M) int {
+		_, ta := key(a)
+		_, tb := key(b)
+		return cmp.Compare(tb.Unix(), ta.Unix())
+	})
 	return out
 }
 
