@@ -226,6 +226,9 @@ func (s *Stream) push(rep Reply) {
 func (s *Stream) freeze(attempt int) Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended || s.closed {
+		return Progress{Gone: true} // It already has its whole answer, or an error.
+	}
 	if attempt > s.attempt {
 		s.attempt, s.next = attempt, 1
 	}
