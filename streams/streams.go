@@ -1,13 +1,13 @@
 // Package streams holds OllamaMax's JetStream definitions as data: the job
-// stream, the template of its per-model consumers and the node KV bucket, in
-// the JSON form the nats CLI accepts (nats stream add --config jobs.json). The
+// stream, the template of its per-model consumers, the node and batch KV
+// buckets, the dead letters, the advisories and the batch results, in the JSON form the nats CLI accepts (nats stream add --config jobs.json). The
 // code embeds the same files and applies them at start-up.
 package streams
 
 import "embed"
 
 // FS holds the definitions: jobs.json, consumer.json, kv_nodes.json,
-// dlq.json and advisories.json.
+// dlq.json, advisories.json, results.json and kv_batches.json.
 //
 //go:embed *.json
 var FS embed.FS

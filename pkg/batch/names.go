@@ -16,12 +16,12 @@ const (
 	// custom_id of its input line.
 	HeaderCustomID = "Ollamaq-Custom-Id"
 	// Bucket is the KV bucket of batch records, one key per batch ID.
-	Bucket = "ollamaq_batches"
+	Bucket = job.BatchBucket
 	// ResultsStream keeps the replies to batch jobs (streams/results.json).
-	ResultsStream = "OLLAMAQ_RESULTS"
+	ResultsStream = job.ResultsStream
 	// Requester is the requester token of batch reply and cancel subjects:
 	// ollamaq.reply.batch.<batch id>.<job id>, ollamaq.cancel.batch.<job id>.
-	Requester = "batch"
+	Requester = job.BatchRequester
 	// KindQueued is the kind of the marker the submitter stores on a job's
 	// reply subject before it queues the job: it carries the custom_id and
 	// line, and says the job was queued.

@@ -32,11 +32,12 @@ type pendingEntry struct {
 const pendingTTL = 50 * time.Millisecond
 
 // pending returns how many interactive jobs wait for model, across the fleet.
+// The lock is held across the refresh, so concurrent requests neither fetch
+// twice nor overwrite each other's count of what they just queued.
 func (s *Server) pending(ctx context.Context, model string) (uint64, error) {
 	s.depth.mu.Lock()
-	e, ok := s.depth.seen[model]
-	s.depth.mu.Unlock()
-	if ok && time.Since(e.at) < pendingTTL {
+	defer s.depth.mu.Unlock()
+	if e, ok := s.depth.seen[model]; ok && time.Since(e.at) < pendingTTL {
 		return e.n, nil
 	}
 	c, err := s.q.JetStream().Consumer(ctx, job.Stream, job.ConsumerName(model, job.Interactive))
@@ -44,12 +45,10 @@ func (s *Server) pending(ctx context.Context, model string) (uint64, error) {
 		return 0, err
 	}
 	n := c.CachedInfo().NumPending
-	s.depth.mu.Lock()
 	if s.depth.seen == nil {
 		s.depth.seen = map[string]pendingEntry{}
 	}
 	s.depth.seen[model] = pendingEntry{n, time.Now()}
-	s.depth.mu.Unlock()
 	return n, nil
 }
 

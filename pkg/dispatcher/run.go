@@ -76,8 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dispatcher: QueueWait must be at least 1s, got %s", c.QueueWait)
 	case !job.ValidToken(c.ID):
 		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
-	case c.ID == "batch":
-		return errors.New(`dispatcher: ID "batch" is reserved for batch results (docs/batch.md)`)
+	case c.ID == job.BatchRequester:
+		return fmt.Errorf("dispatcher: ID %q is reserved for batch results (docs/batch.md)", c.ID)
 	case c.Logger == nil:
 		return errors.New("dispatcher: Logger is required")
 	}

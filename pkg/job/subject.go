@@ -37,6 +37,9 @@ const (
 	DLQStream        = "OLLAMAQ_DLQ"
 	AdvisoryStream   = "OLLAMAQ_ADVISORIES"
 	NodeBucket       = "ollamaq_nodes"
+	BatchBucket      = "ollamaq_batches" // batch records (docs/batch.md)
+	ResultsStream    = "OLLAMAQ_RESULTS" // stored replies to batch jobs
+	BatchRequester   = "batch"           // the reserved requester token of batch jobs
 	MaxDeliveriesAdv = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + Stream + ".>"
 )
 

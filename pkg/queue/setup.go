@@ -35,8 +35,9 @@ type Queue struct {
 	batches  jetstream.KeyValue // nil when Open finds a deployment that predates batches
 }
 
-// Setup creates or updates the job stream and the node bucket so that they
-// match streams/*.json, and returns a handle on them. It is idempotent and is
+// Setup creates or updates the streams and buckets of streams/*.json (jobs,
+// nodes, dead letters, advisories, batch results and records) so that they
+// match the files, and returns a handle on them. It is idempotent and is
 // called by every dispatcher and worker at start-up.
 func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, error) {
 	var cons jetstream.ConsumerConfig
@@ -54,9 +55,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 		}
 		if o.Replicas > 0 {
 			cfg.Replicas = o.Replicas
-		} else if s, err := js.Stream(ctx, cfg.Name); err == nil {
-			// Keep what the deployment chose (a worker need not know the cluster size).
-			cfg.Replicas = s.CachedInfo().Config.Replicas
+		} else {
+			cfg.Replicas = 0 // Keep what the deployment chose; see ensureStream.
 		}
 		if err := applyStream(ctx, js, cfg); err != nil {
 			return nil, err
@@ -66,18 +66,15 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 	if err != nil {
 		return nil, fmt.Errorf("bind bucket %s: %w", job.NodeBucket, err)
 	}
-	batches, err := js.KeyValue(ctx, batchBucket)
+	batches, err := js.KeyValue(ctx, job.BatchBucket)
 	if err != nil {
-		return nil, fmt.Errorf("bind bucket %s: %w", batchBucket, err)
+		return nil, fmt.Errorf("bind bucket %s: %w", job.BatchBucket, err)
 	}
 	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
 }
 
 // streamFiles are the stream definitions Setup applies, in order.
 var streamFiles = []string{"jobs.json", "kv_nodes.json", "dlq.json", "advisories.json", "results.json", "kv_batches.json"}
-
-// batchBucket is the KV bucket of batch records (streams/kv_batches.json, docs/batch.md).
-const batchBucket = "ollamaq_batches"
 
 // Open binds to definitions a dispatcher or worker already applied, without
 // changing them: what a client with no rights to manage streams needs.
@@ -98,9 +95,9 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Queue, error) {
 	}
 	// A deployment set up before batches existed has no batch bucket; the
 	// rest of the queue works without it.
-	batches, err := js.KeyValue(ctx, batchBucket)
+	batches, err := js.KeyValue(ctx, job.BatchBucket)
 	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, fmt.Errorf("bind bucket %s: %w", batchBucket, err)
+		return nil, fmt.Errorf("bind bucket %s: %w", job.BatchBucket, err)
 	}
 	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
 }
@@ -135,10 +132,13 @@ func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 	}
 }
 
+// ensureStream applies one definition. Replicas 0 means: keep an existing
+// stream's (a worker need not know the cluster size), else 1.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
 	s, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
+		cfg.Replicas = max(cfg.Replicas, 1)
 		_, err = js.CreateStream(ctx, cfg)
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil // Another process created it a moment ago, from the same file.
@@ -146,6 +146,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 		return err
 	case err != nil:
 		return err
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = s.CachedInfo().Config.Replicas
 	}
 	same, err := covers(s.CachedInfo().Config, cfg)
 	if err != nil || same {

@@ -29,12 +29,5 @@ func (w *Worker) command(ctx context.Context, m *nats.Msg) {
 		return
 	}
 	t.method = method
-	w.mu.Lock()
-	w.running[t.id] = t
-	w.mu.Unlock()
-	res := t.execute(ctx)
-	w.mu.Lock()
-	delete(w.running, t.id)
-	w.mu.Unlock()
-	t.answer(res)
+	t.answer(t.executeTracked(ctx))
 }

@@ -50,15 +50,23 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 		return // Unanswerable; accept settled it.
 	}
 	if res.kind == 0 {
-		w.mu.Lock()
-		w.running[t.id] = t
-		w.mu.Unlock()
-		res = t.execute(ctx)
-		w.mu.Lock()
-		delete(w.running, t.id)
-		w.mu.Unlock()
+		res = t.executeTracked(ctx)
 	}
 	t.settle(ctx, res)
+}
+
+// executeTracked runs execute while the task is findable by its ID, so a
+// cancel from its requester reaches it.
+func (t *task) executeTracked(ctx context.Context) result {
+	t.w.mu.Lock()
+	t.w.running[t.id] = t
+	t.w.mu.Unlock()
+	defer func() {
+		t.w.mu.Lock()
+		delete(t.w.running, t.id)
+		t.w.mu.Unlock()
+	}()
+	return t.execute(ctx)
 }
 
 // accept validates a delivered job. It returns a nil task when the job cannot
