@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/internal/fleettest"
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 // withFleet starts simulated workers that answer at once.

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/internal/cli"
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 const synopsis = `Usage: ollamasim [flags]

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 func TestParseModels(t *testing.T) {

@@ -23,7 +23,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 	"github.com/prometheus/client_golang/prometheus"

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/ollamamax/ollamamax/internal/fleettest"
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 const (

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/internal/fleettest"
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 type response struct {

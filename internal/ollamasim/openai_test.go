@@ -18,7 +18,7 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/openai"
 
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 // compatError is the exact body of an OpenAI error as Ollama's middleware

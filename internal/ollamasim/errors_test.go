@@ -3,7 +3,7 @@ package ollamasim_test
 import (
 	"testing"
 
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 const jsonUTF8 = "application/json; charset=utf-8"

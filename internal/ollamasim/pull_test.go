@@ -13,7 +13,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 // pullConfig is fastConfig with pulls that take no time.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/ollama/ollama/openai"
 
-	"github.com/ollamamax/ollamamax/pkg/ollamasim"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 )
 
 // FuzzRequestBodies checks that no body makes the simulator panic or answer
