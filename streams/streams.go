@@ -7,7 +7,8 @@ package streams
 import "embed"
 
 // FS holds the definitions: jobs.json, consumer.json, kv_nodes.json,
-// dlq.json, advisories.json, results.json and kv_batches.json.
+// dlq.json, advisories.json, reaper.json (its consumer), results.json and
+// kv_batches.json.
 //
 //go:embed *.json
 var FS embed.FS

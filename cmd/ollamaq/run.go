@@ -68,32 +68,14 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	}
 	defer st.Close()
 
-	waitCtx, cancel := context.WithTimeout(ctx, *wait+5*time.Second)
-	defer cancel()
-	started := false
+	code := exitFailed
 	var pending []byte
-	for {
-		next := waitCtx
-		if started {
-			next = ctx
-		}
-		rep, err := st.Next(next)
-		if err != nil {
-			if ctx.Err() != nil {
-				_ = st.Cancel() // Best effort: we are leaving either way.
-				fmt.Fprintln(e.stderr, "\nollamaq: canceled")
-				return exitFailed
-			}
-			fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
-			return exitFailed
-		}
+	err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
 		switch rep.Kind {
-		case job.KindStart:
-			started = true
 		case job.KindData:
 			if *raw {
 				_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
-				continue
+				return true
 			}
 			pending = append(pending, rep.Data...)
 			pending = printText(e, pending)
@@ -101,12 +83,23 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 			if !*raw {
 				fmt.Fprintln(e.stdout)
 			}
-			return exitOK
+			code = exitOK
+			return false
 		case job.KindError:
 			fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
-			return exitFailed
+			return false
 		}
+		return true
+	})
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		_ = st.Cancel() // Best effort: we are leaving either way.
+		fmt.Fprintln(e.stderr, "\nollamaq: canceled")
+	default:
+		fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
 	}
+	return code
 }
 
 // printText prints the response text of each complete NDJSON line in buf and

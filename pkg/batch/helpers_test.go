@@ -12,9 +12,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/internal/natstest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/batch"
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 

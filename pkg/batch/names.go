@@ -3,7 +3,6 @@ package batch
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"strings"
 
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
@@ -11,10 +10,10 @@ import (
 // Names of the batch additions to the protocol (docs/batch.md).
 const (
 	// HeaderBatch is on every batch job: the batch it belongs to.
-	HeaderBatch = "Ollamaq-Batch"
+	HeaderBatch = job.HeaderBatch
 	// HeaderCustomID is on every batch job and its queued marker: the
 	// custom_id of its input line.
-	HeaderCustomID = "Ollamaq-Custom-Id"
+	HeaderCustomID = job.HeaderCustomID
 	// Bucket is the KV bucket of batch records, one key per batch ID.
 	Bucket = job.BatchBucket
 	// ResultsStream keeps the replies to batch jobs (streams/results.json).
@@ -25,7 +24,7 @@ const (
 	// KindQueued is the kind of the marker the submitter stores on a job's
 	// reply subject before it queues the job: it carries the custom_id and
 	// line, and says the job was queued.
-	KindQueued job.Kind = "queued"
+	KindQueued = job.KindQueued
 )
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghijklmnopqrstuv").WithPadding(base32.NoPadding)
@@ -80,5 +79,6 @@ func resultsFilter(batchID string) string {
 
 // jobOfSubject returns the job ID, the last token of a reply subject.
 func jobOfSubject(subject string) string {
-	return subject[strings.LastIndexByte(subject, '.')+1:]
+	_, id, _ := job.ParseReplySubject(subject) // "" for a subject that is not one.
+	return id
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // State is where a batch is in its life, as its record says.
@@ -16,10 +17,10 @@ type State string
 // States of a batch record. Derived states that only a look at the results
 // can tell (running) are in Status.
 const (
-	Submitting State = "submitting" // lines are being queued
-	Queued     State = "queued"     // every line is queued
-	Canceled   State = "canceled"   // canceled: queued lines are dropped
-	Done       State = "done"       // every line has its result
+	Submitting State = "submitting"      // lines are being queued
+	Queued     State = "queued"          // every line is queued
+	Canceled   State = job.BatchCanceled // canceled: queued lines are dropped
+	Done       State = "done"            // every line has its result
 )
 
 // rank orders states: a record never moves back.
@@ -60,29 +61,6 @@ type Record struct {
 	// Final holds the outcome once the batch is done, so listing many old
 	// batches need not read their results.
 	Final *Counts `json:"final,omitempty"`
-}
-
-// IsCanceled reports whether the batch id in the bucket kv was canceled. A
-// batch the bucket does not hold is not canceled. Workers call it before
-// they run a batch job.
-func IsCanceled(ctx context.Context, kv jetstream.KeyValue, id string) (bool, error) {
-	if !ValidID(id) {
-		return false, nil
-	}
-	e, err := kv.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("get batch %s: %w", id, err)
-	}
-	var r struct {
-		State State `json:"state"`
-	}
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		return false, fmt.Errorf("decode batch %s: %w", id, err)
-	}
-	return r.State == Canceled, nil
 }
 
 // get returns a batch record and its revision.

@@ -10,18 +10,6 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
-// Routes lists the url values a batch line may name, with whether the route
-// streams by default. Streaming routes get "stream": false forced into their
-// body, so a job's reply is one response, not a stream of chunks.
-var Routes = map[string]bool{
-	"/v1/chat/completions": true,
-	"/v1/completions":      true,
-	"/v1/embeddings":       false,
-	"/api/chat":            true,
-	"/api/generate":        true,
-	"/api/embed":           false,
-}
-
 // maxCustomID bounds a custom_id, which travels in a header.
 const maxCustomID = 1024
 
@@ -98,8 +86,9 @@ func parseLine(n int, line []byte, maxBody int, build bool) (Request, error) {
 	case url == "":
 		return fail("missing url")
 	}
-	streams, known := Routes[url]
-	if !known {
+	rt, known := job.LookupRoute(url)
+	streams := rt.Streams
+	if !known || !rt.Batch {
 		return fail("unknown url %q; want one of %s", url, strings.Join(routeNames(), ", "))
 	}
 	r.Route = url
@@ -165,9 +154,11 @@ func jsonString(raw json.RawMessage) (string, bool) {
 }
 
 func routeNames() []string {
-	out := make([]string, 0, len(Routes))
-	for r := range Routes {
-		out = append(out, r)
+	var out []string
+	for _, r := range job.Routes() {
+		if r.Batch {
+			out = append(out, r.Path)
+		}
 	}
 	sort.Strings(out)
 	return out

@@ -14,8 +14,8 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
-	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 func client(t *testing.T, base string) *api.Client {

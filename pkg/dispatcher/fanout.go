@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,7 +16,6 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 // Node commands: /api/show goes to one worker that has the model; /api/pull,
@@ -55,7 +55,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	name := cmp(req.Model, req.Name)
+	name := cmp.Or(req.Model, req.Name)
 	if name == "" {
 		writeError(w, http.StatusBadRequest, "model is required")
 		return
@@ -80,18 +80,10 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	s.relay(w, r, st, native, s.opts.CommandWait, time.Time{})
 }
 
-// cmp returns the first non-empty string.
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 // nodeReply is one reply of one node in a fan-out.
 type nodeReply struct {
 	node string
-	rep  queue.Reply
+	rep  job.Reply
 }
 
 // fanout sends a node command to each node and merges their replies into one
@@ -104,7 +96,7 @@ func (s *Server) fanout(ctx context.Context, nodes []*fleet.Node, route string, 
 		wg.Go(func() {
 			fail := func(status int, msg string) {
 				select {
-				case out <- nodeReply{n.ID, queue.Reply{Kind: job.KindError, Status: status, Error: msg}}:
+				case out <- nodeReply{n.ID, job.Reply{Kind: job.KindError, Status: status, Error: msg}}:
 				case <-ctx.Done():
 				}
 			}
@@ -163,8 +155,8 @@ func (s *Server) fanoutAll(w http.ResponseWriter, r *http.Request, route string,
 
 // fanoutErrors runs a fan-out that answers with an empty body on success
 // (delete, copy) and returns the failures by node.
-func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route string, body []byte) map[string]queue.Reply {
-	failed := map[string]queue.Reply{}
+func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route string, body []byte) map[string]job.Reply {
+	failed := map[string]job.Reply{}
 	for nr := range s.fanout(ctx, nodes, route, body) {
 		if nr.rep.Kind == job.KindError {
 			failed[nr.node] = nr.rep
@@ -176,7 +168,7 @@ func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route st
 // writeFanoutResult answers a delete or copy: 200 with an empty body when
 // every node succeeded or did not have the model (404) and at least one did,
 // else the first failure's status and every message.
-func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]queue.Reply) {
+func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]job.Reply) {
 	notFound := 0
 	for _, rep := range failed {
 		if rep.Status == http.StatusNotFound {
@@ -203,7 +195,7 @@ func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]queue
 	for i, id := range ids {
 		msgs[i] = id + ": " + failed[id].Error
 	}
-	status := statusOr(failed[ids[0]].Status, http.StatusInternalServerError)
+	status := cmp.Or(failed[ids[0]].Status, http.StatusInternalServerError)
 	if len(failed) == 1 && total == 1 {
 		writeError(w, status, failed[ids[0]].Error)
 		return
@@ -221,7 +213,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	name := cmp(req.Model, req.Name)
+	name := cmp.Or(req.Model, req.Name)
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return
@@ -263,7 +255,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	name := cmp(req.Model, req.Name)
+	name := cmp.Or(req.Model, req.Name)
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid model name")
 		return

@@ -6,7 +6,7 @@ import (
 	"net/http"
 
 	"github.com/ollama/ollama/openai"
-	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // format is the API family of a route: it decides the shape of errors.
@@ -54,7 +54,7 @@ func failMidStream(w http.ResponseWriter, contentType string, msg string) {
 		b, _ := json.Marshal(openai.NewError(http.StatusInternalServerError, msg)) // Always marshals.
 		line = append(append([]byte("data: "), b...), '\n', '\n')
 	default:
-		line = append(queue.ErrorBody(msg), '\n')
+		line = append(job.ErrorBody(msg), '\n')
 	}
 	_, _ = w.Write(line) // A failed write means the client left; nothing more to tell it.
 	if f, ok := w.(http.Flusher); ok {

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,46 +70,19 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 // node command. It cancels the job when the client goes away.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, arrived time.Time) {
 	queued := !arrived.IsZero()
-	ctx := r.Context()
-	waitCtx, stopWaiting := context.WithTimeout(ctx, wait)
-	defer stopWaiting()
 	flusher, _ := w.(http.Flusher)
 	var (
-		started     bool
 		wrote       bool
 		attempt     int
 		contentType string
 		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
 		frames      int    // data messages written to the client
 	)
-	for {
-		next := waitCtx
-		if started {
-			next = ctx
-		}
-		rep, err := st.Next(next)
-		if err != nil {
-			switch {
-			case ctx.Err() != nil:
-				s.abandon(r, st, "client went away")
-			case errors.Is(err, context.DeadlineExceeded) && !started && queued:
-				s.abandon(r, st, "queue wait over")
-				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
-				f.failForwarded(w, http.StatusServiceUnavailable,
-					fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
-			case errors.Is(err, context.DeadlineExceeded) && !started:
-				f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
-			case wrote:
-				failMidStream(w, contentType, "reply stream ended: "+err.Error())
-			default:
-				f.failForwarded(w, http.StatusServiceUnavailable, "reply stream ended: "+err.Error())
-			}
-			return
-		}
+	err := st.Follow(r.Context(), wait, func(rep job.Reply) bool {
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
 			// continues exactly where they end may go on (it asked this
-			// requester, see queue.Progress); never send a second text.
+			// requester, see job.Progress); never send a second text.
 			if wrote && (rep.Kind != job.KindStart || rep.Resumed != frames) {
 				s.cancel(st, "redelivered mid-stream")
 				msg := rep.Error
@@ -116,7 +90,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 					msg = "the worker serving this request was lost mid-response"
 				}
 				failMidStream(w, contentType, msg)
-				return
+				return false
 			}
 			if wrote {
 				s.metrics.resumed.Inc()
@@ -125,23 +99,11 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			attempt = rep.Attempt
 		}
 		switch rep.Kind {
-		case job.KindStart:
-			if !started {
-				started = true
-				stopWaiting()
-			}
 		case job.KindData:
 			if !wrote {
-				contentType = rep.ContentType
-				if contentType == "" {
-					contentType = "application/json; charset=utf-8"
-				}
-				status := rep.Status
-				if status == 0 {
-					status = http.StatusOK
-				}
+				contentType = cmp.Or(rep.ContentType, "application/json; charset=utf-8")
 				w.Header().Set("Content-Type", contentType)
-				w.WriteHeader(status)
+				w.WriteHeader(cmp.Or(rep.Status, http.StatusOK))
 				wrote = true
 				if queued {
 					s.metrics.firstByte.WithLabelValues(r.Pattern).Observe(time.Since(arrived).Seconds())
@@ -149,7 +111,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			}
 			if _, err := w.Write(rep.Data); err != nil {
 				s.abandon(r, st, "client went away")
-				return
+				return false
 			}
 			if flusher != nil {
 				flusher.Flush()
@@ -164,9 +126,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				// without saying why; tell the client it broke off.
 				failMidStream(w, contentType, "the response ended before it was complete")
 			}
-			return
+			return false
 		case job.KindError:
-			if rep.IsLocal() {
+			if queue.IsLocal(rep) {
 				s.abandon(r, st, rep.Error) // The worker may still be at it.
 			}
 			switch {
@@ -175,21 +137,31 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			case rep.ContentType != "" && len(rep.Data) > 0:
 				// Ollama's own error response, in the shape of the route it came from.
 				w.Header().Set("Content-Type", rep.ContentType)
-				w.WriteHeader(statusOr(rep.Status, http.StatusInternalServerError))
+				w.WriteHeader(cmp.Or(rep.Status, http.StatusInternalServerError))
 				_, _ = w.Write(rep.Data) // A failed write means the client left.
 			default:
-				f.failForwarded(w, statusOr(rep.Status, http.StatusInternalServerError), rep.Error)
+				f.failForwarded(w, cmp.Or(rep.Status, http.StatusInternalServerError), rep.Error)
 			}
-			return
+			return false
 		}
+		return true
+	})
+	switch {
+	case err == nil:
+	case r.Context().Err() != nil:
+		s.abandon(r, st, "client went away")
+	case errors.Is(err, queue.ErrNotStarted) && queued:
+		s.abandon(r, st, "queue wait over")
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
+		f.failForwarded(w, http.StatusServiceUnavailable,
+			fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
+	case errors.Is(err, queue.ErrNotStarted):
+		f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
+	case wrote:
+		failMidStream(w, contentType, "reply stream ended: "+err.Error())
+	default:
+		f.failForwarded(w, http.StatusServiceUnavailable, "reply stream ended: "+err.Error())
 	}
-}
-
-func statusOr(status, def int) int {
-	if status == 0 {
-		return def
-	}
-	return status
 }
 
 func isSSE(contentType string) bool {

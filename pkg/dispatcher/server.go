@@ -198,7 +198,7 @@ func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		status, b = http.StatusInternalServerError, queue.ErrorBody("encode response: "+err.Error())
+		status, b = http.StatusInternalServerError, job.ErrorBody("encode response: "+err.Error())
 	}
 	if w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -214,7 +214,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	}
 	w.WriteHeader(status)
-	_, _ = w.Write(queue.ErrorBody(msg)) // A failed write means the client left.
+	_, _ = w.Write(job.ErrorBody(msg)) // A failed write means the client left.
 }
 
 // readBody reads a request body of at most max bytes. It writes the error

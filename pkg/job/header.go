@@ -5,8 +5,6 @@ package job
 const (
 	// HeaderMsgID is JetStream's de-duplication header; a job's ID goes there.
 	HeaderMsgID = "Nats-Msg-Id"
-	// HeaderTTL is JetStream's per-message TTL; jobs carry their queue wait in it.
-	HeaderTTL = "Nats-TTL"
 
 	// Job headers.
 	HeaderJob      = "Ollamaq-Job"      // job ID
@@ -29,6 +27,9 @@ const (
 	HeaderDLQAttempts = "Ollamaq-Dlq-Attempts" // deliveries it had
 	HeaderDLQWorker   = "Ollamaq-Dlq-Worker"   // the last worker that had it, if known
 	HeaderDLQSubject  = "Ollamaq-Dlq-Subject"  // the subject it was queued on
+	// Batch headers (docs/batch.md), on every batch job and its queued marker.
+	HeaderBatch    = "Ollamaq-Batch"     // the batch it belongs to
+	HeaderCustomID = "Ollamaq-Custom-Id" // the custom_id of its input line
 )
 
 // Kind is the kind of a reply message.
@@ -45,27 +46,8 @@ const (
 	// KindError ends a failed job; HeaderStatus and HeaderError say why and the
 	// body is {"error": "..."}.
 	KindError Kind = "error"
+	// KindQueued is the marker a batch submitter stores on a batch job's
+	// reply subject before it queues the job (docs/batch.md): it carries the
+	// custom_id and says the job was queued. Workers never send it.
+	KindQueued Kind = "queued"
 )
-
-// NodeRoutes lists the Ollama routes a node command may name, with the HTTP
-// method Ollama expects. They reach one worker's Ollama directly, without
-// the queue: model metadata and model management for the fleet.
-var NodeRoutes = map[string]string{
-	"/api/show":   "POST",
-	"/api/pull":   "POST",
-	"/api/delete": "DELETE",
-	"/api/copy":   "POST",
-}
-
-// Routes lists the Ollama routes a job may name. Workers refuse any other, so a
-// job can never reach model management routes such as /api/delete.
-var Routes = map[string]bool{
-	"/api/generate":        true,
-	"/api/chat":            true,
-	"/api/embed":           true,
-	"/api/embeddings":      true,
-	"/api/show":            true,
-	"/v1/chat/completions": true,
-	"/v1/completions":      true,
-	"/v1/embeddings":       true,
-}

@@ -33,14 +33,14 @@ const (
 
 // Stream and bucket names.
 const (
-	Stream           = "OLLAMAQ_JOBS"
-	DLQStream        = "OLLAMAQ_DLQ"
-	AdvisoryStream   = "OLLAMAQ_ADVISORIES"
-	NodeBucket       = "ollamaq_nodes"
-	BatchBucket      = "ollamaq_batches" // batch records (docs/batch.md)
-	ResultsStream    = "OLLAMAQ_RESULTS" // stored replies to batch jobs
-	BatchRequester   = "batch"           // the reserved requester token of batch jobs
-	MaxDeliveriesAdv = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + Stream + ".>"
+	Stream         = "OLLAMAQ_JOBS"
+	DLQStream      = "OLLAMAQ_DLQ"
+	AdvisoryStream = "OLLAMAQ_ADVISORIES"
+	NodeBucket     = "ollamaq_nodes"
+	BatchBucket    = "ollamaq_batches" // batch records (docs/batch.md)
+	ResultsStream  = "OLLAMAQ_RESULTS" // stored replies to batch jobs
+	BatchRequester = "batch"           // the reserved requester token of batch jobs
+	BatchCanceled  = "canceled"        // the state of a canceled batch's record
 )
 
 // Class separates latency-sensitive work from bulk work. Workers pull every
@@ -120,22 +120,45 @@ func CancelSubject(requester, jobID string) string {
 	return CancelPrefix + "." + requester + "." + jobID
 }
 
+// ParseReplySubject returns the requester token and the job ID of a reply
+// subject, ollamaq.reply.<requester>.[<more>.]<job id>. Batch replies carry the
+// batch ID between the two (docs/batch.md).
+func ParseReplySubject(s string) (requester, id string, err error) {
+	return parseAddressed(ReplyPrefix, s, false)
+}
+
+// ParseCancelSubject returns the requester token and job ID of a cancel subject.
+func ParseCancelSubject(s string) (requester, id string, err error) {
+	return parseAddressed(CancelPrefix, s, true)
+}
+
+// ParseResumeSubject returns the requester token and job ID of a resume subject.
+func ParseResumeSubject(s string) (requester, id string, err error) {
+	return parseAddressed(ResumePrefix, s, true)
+}
+
+// parseAddressed parses prefix.<requester>.<id>, or with more tokens before
+// the id unless exact; every token must be a literal.
+func parseAddressed(prefix, s string, exact bool) (requester, id string, err error) {
+	rest, ok := strings.CutPrefix(s, prefix+".")
+	n := strings.Count(rest, ".")
+	if !ok || n < 1 || exact && n != 1 {
+		return "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, s)
+	}
+	for t := range strings.SplitSeq(rest, ".") {
+		if !ValidToken(t) {
+			return "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, s)
+		}
+	}
+	requester, _, _ = strings.Cut(rest, ".")
+	return requester, rest[strings.LastIndexByte(rest, '.')+1:], nil
+}
+
 // ValidReply reports whether s is a reply subject a worker may publish to:
 // ollamaq.reply.<requester>.<id>[...], literal tokens only.
 func ValidReply(s string) bool {
-	if !strings.HasPrefix(s, ReplyPrefix+".") {
-		return false
-	}
-	tokens := strings.Split(s, ".")
-	if len(tokens) < 4 {
-		return false
-	}
-	for _, t := range tokens {
-		if !ValidToken(t) {
-			return false
-		}
-	}
-	return true
+	_, _, err := ParseReplySubject(s)
+	return err == nil
 }
 
 // ValidToken reports whether s can be used as one literal subject token.

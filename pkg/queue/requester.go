@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,15 +56,18 @@ func NewRequester(nc *nats.Conn, q *Queue, id string) (*Requester, error) {
 // answerResume tells a worker about to run a job again what this requester
 // has already received, and from then on ignores the earlier attempts.
 func (r *Requester) answerResume(m *nats.Msg) {
-	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
-	var req ResumeRequest
+	_, id, err := job.ParseResumeSubject(m.Subject)
+	if err != nil {
+		return
+	}
+	var req job.ResumeRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
 		return
 	}
 	r.mu.Lock()
 	s := r.streams[id]
 	r.mu.Unlock()
-	p := Progress{Gone: true}
+	p := job.Progress{Gone: true}
 	if s != nil {
 		p = s.freeze(req.Attempt)
 	}
@@ -77,14 +80,17 @@ func (r *Requester) ID() string { return r.id }
 
 // route runs on the subscription's goroutine and hands each reply to its stream.
 func (r *Requester) route(m *nats.Msg) {
-	id := m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	_, id, err := job.ParseReplySubject(m.Subject)
+	if err != nil {
+		return // Not a subject this requester hands out.
+	}
 	r.mu.Lock()
 	s := r.streams[id]
 	r.mu.Unlock()
 	if s == nil {
 		return // The requester gave up on this job.
 	}
-	rep, err := ParseReply(m)
+	rep, err := job.ParseReply(m.Header, m.Data)
 	if err != nil {
 		s.push(localError("malformed reply from worker: " + err.Error()))
 		return
@@ -109,7 +115,7 @@ func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 	return s, nil
 }
 
-// Command sends a node command (job.NodeRoutes) straight to one worker, not
+// Command sends a node command (a job.Route with Node set) straight to one worker, not
 // through the queue, and returns the stream of its replies. The caller must
 // Close the stream. Nothing answers if the worker is gone: bound the wait.
 func (r *Requester) Command(worker, id, route string, body []byte) (*Stream, error) {
@@ -170,30 +176,34 @@ type Stream struct {
 	seq    uint64 // the job's sequence in the stream; 0 for a node command
 	notify chan struct{}
 
-	mu      sync.Mutex
-	buf     []Reply
-	attempt int
-	next    int  // the Seq expected next within the attempt
-	ended   bool // a done or error was queued; nothing after it counts
-	closed  bool
-	got     transcript // data received from all attempts so far
+	mu       sync.Mutex
+	buf      []job.Reply
+	buffered int // bytes of data in buf
+	attempt  int
+	next     int  // the Seq expected next within the attempt
+	ended    bool // a done or error was queued; nothing after it counts
+	closed   bool
+	got      job.Transcript // data received from all attempts so far
 }
+
+// MaxBuffered bounds the reply bytes a stream holds for a reader that does
+// not keep up (a slow HTTP client). Past it the stream ends with a local
+// error rather than grow: the requester's memory is shared by all its jobs.
+// It is twice the largest message NATS carries by default, so one whole
+// non-streamed answer always fits.
+const MaxBuffered = 16 << 20
 
 // localError is an error the requester itself puts in a stream (Seq 0): the
 // replies can no longer be trusted, so the stream ends with it.
-func localError(msg string) Reply {
-	return Reply{Kind: job.KindError, Attempt: 1 << 30, Seq: 0, Status: 502, Error: msg, Data: ErrorBody(msg)}
+func localError(msg string) job.Reply {
+	return job.Reply{Kind: job.KindError, Attempt: job.SeqFinal, Seq: 0, Status: 502, Error: msg, Data: job.ErrorBody(msg)}
 }
 
 // IsLocal reports whether the reply was made by the requester rather than
 // sent by a worker: the job may still be running somewhere.
-func (r Reply) IsLocal() bool { return r.Seq == 0 }
+func IsLocal(r job.Reply) bool { return r.Seq == 0 }
 
-// reaperSeq is the Seq of the error a worker's reaper sends for a job given
-// up: it ends the stream whatever came before.
-const reaperSeq = 1 << 30
-
-func (s *Stream) push(rep Reply) {
+func (s *Stream) push(rep job.Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.ended || rep.Attempt < s.attempt {
@@ -202,17 +212,21 @@ func (s *Stream) push(rep Reply) {
 	if rep.Attempt > s.attempt || rep.Seq == 0 {
 		s.next = 1
 	}
-	if rep.Seq != s.next && rep.Seq != reaperSeq && rep.Seq != 0 {
+	switch {
+	case rep.Seq != s.next && rep.Seq != job.SeqFinal && rep.Seq != 0:
 		// Core NATS lost replies (a reconnect, a slow consumer): the answer
 		// would be silently incomplete. End it with an explicit error.
 		rep = localError(fmt.Sprintf("lost reply messages %d to %d of attempt %d (NATS connection interrupted)", s.next, rep.Seq-1, rep.Attempt))
+	case s.buffered+len(rep.Data) > MaxBuffered:
+		rep = localError(fmt.Sprintf("the client is not reading the response: more than %d bytes of it are waiting", MaxBuffered))
 	}
 	s.next = rep.Seq + 1
 	s.ended = rep.Kind == job.KindDone || rep.Kind == job.KindError
 	s.attempt = rep.Attempt
 	if rep.Kind == job.KindData {
-		s.got.add(rep.Data)
+		s.got.Add(rep.Data)
 	}
+	s.buffered += len(rep.Data)
 	s.buf = append(s.buf, rep)
 	select {
 	case s.notify <- struct{}{}:
@@ -223,16 +237,16 @@ func (s *Stream) push(rep Reply) {
 // freeze answers a resume request for attempt: what was received so far;
 // from now on, messages of earlier attempts are dropped, so what was reported
 // stays what was received.
-func (s *Stream) freeze(attempt int) Progress {
+func (s *Stream) freeze(attempt int) job.Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended || s.closed {
-		return Progress{Gone: true} // It already has its whole answer, or an error.
+		return job.Progress{Gone: true} // It already has its whole answer, or an error.
 	}
 	if attempt > s.attempt {
 		s.attempt, s.next = attempt, 1
 	}
-	return Progress{Frames: s.got.frames, Text: s.got.text.String(), Thinking: s.got.thinking.String()}
+	return s.got.Progress()
 }
 
 // ID returns the job ID.
@@ -241,25 +255,54 @@ func (s *Stream) ID() string { return s.id }
 // Next returns the next reply. Replies of an attempt older than one already
 // seen are dropped. It blocks until a reply arrives, ctx is done or the stream
 // is closed.
-func (s *Stream) Next(ctx context.Context) (Reply, error) {
+func (s *Stream) Next(ctx context.Context) (job.Reply, error) {
 	for {
 		s.mu.Lock()
 		if len(s.buf) > 0 {
 			rep := s.buf[0]
-			s.buf[0] = Reply{}
+			s.buf[0] = job.Reply{}
 			s.buf = s.buf[1:]
+			s.buffered -= len(rep.Data)
 			s.mu.Unlock()
 			return rep, nil
 		}
 		closed := s.closed
 		s.mu.Unlock()
 		if closed {
-			return Reply{}, ErrClosed
+			return job.Reply{}, ErrClosed
 		}
 		select {
 		case <-s.notify:
 		case <-ctx.Done():
-			return Reply{}, ctx.Err()
+			return job.Reply{}, ctx.Err()
+		}
+	}
+}
+
+// ErrNotStarted is returned by Follow when no worker started the job in time.
+var ErrNotStarted = errors.New("queue: no worker started the job in time")
+
+// Follow calls fn with each reply of the stream until fn returns false. It
+// returns ErrNotStarted when no worker has started the job within wait
+// (counted from the call), and otherwise the error of Next: ctx's error, or
+// ErrClosed. After the start, only ctx bounds the wait.
+func (s *Stream) Follow(ctx context.Context, wait time.Duration, fn func(job.Reply) bool) error {
+	waitCtx, stopWaiting := context.WithTimeout(ctx, wait)
+	defer stopWaiting()
+	next := waitCtx
+	for {
+		rep, err := s.Next(next)
+		switch {
+		case err != nil && next == waitCtx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			return ErrNotStarted
+		case err != nil:
+			return err
+		}
+		if rep.Kind == job.KindStart {
+			next = ctx
+		}
+		if !fn(rep) {
+			return nil
 		}
 	}
 }
@@ -304,7 +347,7 @@ func (s *Stream) Close() {
 func (s *Stream) close() {
 	s.mu.Lock()
 	s.closed = true
-	s.buf = nil
+	s.buf, s.buffered = nil, 0
 	s.mu.Unlock()
 	select {
 	case s.notify <- struct{}{}:

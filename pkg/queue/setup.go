@@ -192,6 +192,30 @@ func (q *Queue) Nodes() jetstream.KeyValue { return q.nodes }
 // Open found a deployment that predates batches.
 func (q *Queue) Batches() jetstream.KeyValue { return q.batches }
 
+// BatchCanceled reports whether batch id was canceled (docs/batch.md): its
+// record in the batch bucket says so. A batch the bucket does not hold, or a
+// deployment without batches, is not canceled. Workers ask before they run a
+// batch job.
+func (q *Queue) BatchCanceled(ctx context.Context, id string) (bool, error) {
+	if q.batches == nil || !job.ValidToken(id) {
+		return false, nil
+	}
+	e, err := q.batches.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get batch %s: %w", id, err)
+	}
+	var r struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(e.Value(), &r); err != nil {
+		return false, fmt.Errorf("decode batch %s: %w", id, err)
+	}
+	return r.State == job.BatchCanceled, nil
+}
+
 // AckWait is the consumers' ack wait.
 func (q *Queue) AckWait() time.Duration { return q.consumer.AckWait }
 
@@ -212,6 +236,20 @@ func (q *Queue) Consumer(ctx context.Context, model string, c job.Class) (jetstr
 		}
 	}
 	cons, err := q.js.CreateOrUpdateConsumer(ctx, job.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("apply consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// Reaper creates or updates the advisory stream's shared consumer from
+// streams/reaper.json and returns it.
+func (q *Queue) Reaper(ctx context.Context) (jetstream.Consumer, error) {
+	var cfg jetstream.ConsumerConfig
+	if err := readDefinition("reaper.json", &cfg); err != nil {
+		return nil, err
+	}
+	cons, err := q.js.CreateOrUpdateConsumer(ctx, job.AdvisoryStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("apply consumer %s: %w", cfg.Durable, err)
 	}

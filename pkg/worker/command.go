@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -22,12 +21,12 @@ func (w *Worker) command(ctx context.Context, m *nats.Msg) {
 		w.log.Warn("dropping node command without a valid reply subject or ID", "route", t.route, "reply", t.reply)
 		return
 	}
-	t.requester = strings.Split(t.reply, ".")[2]
-	method, ok := job.NodeRoutes[t.route]
-	if !ok {
+	t.requester, _, _ = job.ParseReplySubject(t.reply) // ValidReply said it parses.
+	rt, ok := job.LookupRoute(t.route)
+	if !ok || !rt.Node {
 		t.answer(failed(http.StatusBadRequest, fmt.Sprintf("route %q is not a node command", t.route)))
 		return
 	}
-	t.method = method
+	t.method = rt.Method
 	t.answer(t.executeTracked(ctx))
 }

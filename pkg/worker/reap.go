@@ -13,10 +13,6 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
-// reaperConsumer is the durable consumer all workers share on the advisory
-// stream, so each advisory is handled once.
-const reaperConsumer = "reaper"
-
 // maxDeliveries is JetStream's advisory for a job that ran out of deliveries
 // without being settled: every worker that took it died or hung.
 type maxDeliveries struct {
@@ -30,10 +26,7 @@ type maxDeliveries struct {
 // their requesters, until ctx is done. Such a job stays in the work queue,
 // never to be delivered again, unless someone does this.
 func (w *Worker) reap(ctx context.Context) {
-	js := w.q.JetStream()
-	cons, err := js.CreateOrUpdateConsumer(ctx, job.AdvisoryStream, jetstream.ConsumerConfig{
-		Durable: reaperConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: 5,
-	})
+	cons, err := w.q.Reaper(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Warn("dead-letter reaper not running", "err", err)
@@ -89,10 +82,9 @@ func (w *Worker) reapOne(ctx context.Context, advisory []byte) error {
 	}
 	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
 	if job.ValidReply(reply) {
-		rep := queue.Reply{Kind: job.KindError, Job: id, Attempt: a.Deliveries, Seq: 1 << 30, // queue's reaperSeq: ends the stream whatever came before.
-
-			Status: http.StatusBadGateway, Error: reason, Data: queue.ErrorBody(reason)}
-		if err := w.nc.PublishMsg(rep.Msg(reply)); err != nil {
+		rep := job.Reply{Kind: job.KindError, Job: id, Attempt: a.Deliveries, Seq: job.SeqFinal,
+			Status: http.StatusBadGateway, Error: reason, Data: job.ErrorBody(reason)}
+		if err := w.nc.PublishMsg(queue.ReplyMsg(reply, rep)); err != nil {
 			w.log.Warn("tell requester of dead letter", "job", id, "err", err)
 		}
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 // resume prepares a job that another worker already started (attempt > 1):
@@ -24,7 +23,7 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result
 	if t.msg == nil || t.attempt < 2 {
 		return t.body, 0, result{}, true
 	}
-	q, _ := json.Marshal(queue.ResumeRequest{Attempt: t.attempt}) // Always marshals.
+	q, _ := json.Marshal(job.ResumeRequest{Attempt: t.attempt}) // Always marshals.
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	m, err := t.w.nc.RequestWithContext(rctx, job.ResumeSubject(t.requester, t.id), q)
 	cancel()
@@ -37,7 +36,7 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result
 		t.w.log.Warn("ask requester for progress; starting over", "job", t.id, "err", err)
 		return t.body, 0, result{}, true
 	}
-	var p queue.Progress
+	var p job.Progress
 	if err := json.Unmarshal(m.Data, &p); err != nil {
 		return t.body, 0, result{}, true
 	}
@@ -61,7 +60,7 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result
 // of which the requester has received p: chat by a final partial assistant
 // message, which Ollama continues; generate by its rendered prompt plus the
 // partial answer, in raw mode.
-func (t *task) continuation(ctx context.Context, p queue.Progress) ([]byte, error) {
+func (t *task) continuation(ctx context.Context, p job.Progress) ([]byte, error) {
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(t.body, &req); err != nil {
 		return nil, fmt.Errorf("its request cannot be read: %w", err)

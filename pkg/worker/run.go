@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/ollamamax/ollamamax/pkg/batch"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/ollama"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -102,13 +100,13 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		}
 		return nil, result{}
 	}
-	t.requester = strings.Split(t.reply, ".")[2]
+	t.requester, _, _ = job.ParseReplySubject(t.reply) // ValidReply said it parses.
 	model, class, err := job.ParseJobSubject(m.Subject())
 	if err != nil {
 		return t, malformed(err.Error())
 	}
 	t.model, t.class = model, class
-	if !job.Routes[t.route] {
+	if rt, ok := job.LookupRoute(t.route); !ok || !rt.Queued {
 		return t, malformed(fmt.Sprintf("route %q cannot be queued", t.route))
 	}
 	if msg := checkModel(m.Data(), model); msg != "" {
@@ -136,13 +134,13 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 // (ollamaq batch cancel, docs/batch.md): its queued jobs are dropped, not run.
 // The lookup is one KV get; if it fails the job runs, as it would have.
 func (w *Worker) batchCanceled(ctx context.Context, h nats.Header) bool {
-	id, kv := h.Get(batch.HeaderBatch), w.q.Batches()
-	if id == "" || kv == nil {
+	id := h.Get(job.HeaderBatch)
+	if id == "" {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	canceled, err := batch.IsCanceled(ctx, kv, id)
+	canceled, err := w.q.BatchCanceled(ctx, id)
 	if err != nil {
 		w.log.Warn("look up batch", "batch", id, "err", err)
 	}
@@ -180,7 +178,7 @@ func (t *task) execute(ctx context.Context) result {
 	if !ok {
 		return res
 	}
-	if err := t.send(queue.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
+	if err := t.send(job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
 		return result{kind: resHandBack, msg: err.Error()}
 	}
 
@@ -220,7 +218,7 @@ func (t *task) execute(ctx context.Context) result {
 	first := true
 	var sendErr error
 	err = ollama.Frames(resp.Body, ct, func(b []byte) error {
-		r := queue.Reply{Kind: job.KindData, Data: b}
+		r := job.Reply{Kind: job.KindData, Data: b}
 		if first {
 			r.Status, r.ContentType, first = resp.StatusCode, ct, false
 			t.observeFirstToken(time.Since(sent))
@@ -230,7 +228,7 @@ func (t *task) execute(ctx context.Context) result {
 		return sendErr
 	})
 	if err == nil && first {
-		err = t.send(queue.Reply{Kind: job.KindData, Status: resp.StatusCode, ContentType: ct})
+		err = t.send(job.Reply{Kind: job.KindData, Status: resp.StatusCode, ContentType: ct})
 	}
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
@@ -306,10 +304,10 @@ func (t *task) keepAlive() func() {
 }
 
 // send publishes the next reply message of this attempt.
-func (t *task) send(r queue.Reply) error {
+func (t *task) send(r job.Reply) error {
 	t.seq++
 	r.Job, r.Attempt, r.Seq = t.id, t.attempt, t.seq
-	if err := t.w.nc.PublishMsg(r.Msg(t.reply)); err != nil {
+	if err := t.w.nc.PublishMsg(queue.ReplyMsg(t.reply, r)); err != nil {
 		return fmt.Errorf("publish reply: %w", err)
 	}
 	return nil

@@ -3,12 +3,12 @@ package worker
 import (
 	"context"
 	"fmt"
-	"github.com/nats-io/nats.go/jetstream"
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 type resultKind int
@@ -44,10 +44,10 @@ type result struct {
 }
 
 // errorReply is the error message that ends a job or command.
-func (r result) errorReply() queue.Reply {
-	rep := queue.Reply{Kind: job.KindError, Status: r.status, Error: r.msg, Data: r.body, ContentType: r.contentType}
+func (r result) errorReply() job.Reply {
+	rep := job.Reply{Kind: job.KindError, Status: r.status, Error: r.msg, Data: r.body, ContentType: r.contentType}
 	if len(rep.Data) == 0 {
-		rep.Data, rep.ContentType = queue.ErrorBody(r.msg), ""
+		rep.Data, rep.ContentType = job.ErrorBody(r.msg), ""
 	}
 	return rep
 }
@@ -80,7 +80,7 @@ func (t *task) settle(ctx context.Context, r result) {
 	var err error
 	switch r.kind {
 	case resDone:
-		if err = t.send(queue.Reply{Kind: job.KindDone}); err == nil {
+		if err = t.send(job.Reply{Kind: job.KindDone}); err == nil {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
 			cancel()
@@ -110,7 +110,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		m.retried.WithLabelValues(labels...).Inc()
 		log.Info("job handed back for retry", "status", r.status, "reason", r.msg, "delay", delay)
 	case resCanceled:
-		if serr := t.send(queue.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: queue.ErrorBody("request canceled")}); serr != nil {
+		if serr := t.send(job.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: job.ErrorBody("request canceled")}); serr != nil {
 			log.Debug("send job cancel", "err", serr)
 		}
 		err = t.msg.TermWithReason("canceled by requester")
@@ -131,7 +131,7 @@ func (t *task) settle(ctx context.Context, r result) {
 // answer ends a node command, which has no JetStream message to settle: the
 // requester hears done or an error, and nothing is retried.
 func (t *task) answer(r result) {
-	rep := queue.Reply{Kind: job.KindDone}
+	rep := job.Reply{Kind: job.KindDone}
 	switch r.kind {
 	case resDone:
 	case resCanceled:
@@ -145,7 +145,7 @@ func (t *task) answer(r result) {
 	if err := t.send(rep); err != nil {
 		t.w.log.Warn("answer node command", "route", t.route, "err", err)
 	}
-	if r.kind == resDone && t.route != "/api/show" {
+	if rt, _ := job.LookupRoute(t.route); r.kind == resDone && rt.Changes {
 		poke(t.w.refresh) // The models changed: tell the fleet soon.
 	}
 }

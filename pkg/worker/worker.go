@@ -294,11 +294,10 @@ func (w *Worker) onQueued(m *nats.Msg) {
 // Only the requester that owns the reply subject can cancel: the cancel subject
 // carries the same requester token as the job's reply subject.
 func (w *Worker) onCancel(m *nats.Msg) {
-	tokens := strings.Split(m.Subject, ".")
-	if len(tokens) != 4 {
+	requester, id, err := job.ParseCancelSubject(m.Subject)
+	if err != nil {
 		return
 	}
-	requester, id := tokens[2], tokens[3]
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if t := w.running[id]; t != nil {

@@ -11,9 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
@@ -30,7 +30,7 @@ func submit(t *testing.T, req *queue.Requester, class job.Class, prompt string) 
 }
 
 // finish reads a stream to its end and returns the last reply.
-func finish(t *testing.T, st *queue.Stream) queue.Reply {
+func finish(t *testing.T, st *queue.Stream) job.Reply {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

@@ -32,11 +32,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -1,23 +1,23 @@
-package queue
+package job
 
 import (
 	"bytes"
 	"encoding/json"
 )
 
-// transcript accumulates the text a requester has received in one reply
+// Transcript accumulates the text a requester has received in one reply
 // stream: the answer and the thinking, read from Ollama's native NDJSON
 // chunks (generate: response/thinking; chat: message.content/thinking) or
 // OpenAI SSE chunks (choices[0].delta.content/reasoning). It is what a new
 // worker needs to continue a half-streamed answer.
-type transcript struct {
+type Transcript struct {
 	frames   int
 	text     bytes.Buffer
 	thinking bytes.Buffer
 }
 
-// add takes one data frame of the reply.
-func (t *transcript) add(frame []byte) {
+// Add takes one data frame of the reply.
+func (t *Transcript) Add(frame []byte) {
 	t.frames++
 	line := bytes.TrimSpace(frame)
 	if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
@@ -73,4 +73,9 @@ type Progress struct {
 // ResumeRequest is what a worker sends before running attempt Attempt.
 type ResumeRequest struct {
 	Attempt int `json:"attempt"`
+}
+
+// Progress returns what the transcript holds, as the answer to a resume request.
+func (t *Transcript) Progress() Progress {
+	return Progress{Frames: t.frames, Text: t.text.String(), Thinking: t.thinking.String()}
 }

@@ -1,0 +1,120 @@
+package job
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// ErrInvalidReply is returned for a reply message that does not follow
+// docs/protocol.md.
+var ErrInvalidReply = errors.New("job: invalid reply")
+
+// SeqFinal is the Seq of a reply that ends a stream whatever came before it:
+// the error a worker's reaper sends for a job given up on (docs/protocol.md,
+// "Dead letters"). Requesters accept it out of order.
+const SeqFinal = 1 << 30
+
+// Reply is one message on a reply subject, decoded.
+type Reply struct {
+	Kind        Kind
+	Job         string
+	Attempt     int
+	Seq         int
+	Status      int    // HTTP status, on the first data message and on error
+	ContentType string // on the first data message
+	Worker      string // on start
+	Resumed     int    // on start: the attempt continues after this many data messages
+	Error       string // on error
+	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
+}
+
+// Header returns the message headers that carry r; r.Data is the body. The
+// map is what nats.Header is underneath, so it can be assigned to one.
+func (r Reply) Header() map[string][]string {
+	h := map[string][]string{
+		HeaderKind:    {string(r.Kind)},
+		HeaderJob:     {r.Job},
+		HeaderAttempt: {strconv.Itoa(r.Attempt)},
+		HeaderSeq:     {strconv.Itoa(r.Seq)},
+	}
+	set := func(k, v string) {
+		if v != "" {
+			h[k] = []string{v}
+		}
+	}
+	if r.Status != 0 {
+		set(HeaderStatus, strconv.Itoa(r.Status))
+	}
+	set(HeaderContentType, r.ContentType)
+	set(HeaderWorker, r.Worker)
+	if r.Resumed > 0 {
+		set(HeaderResumed, strconv.Itoa(r.Resumed))
+	}
+	set(HeaderError, r.Error)
+	return h
+}
+
+// ParseReply decodes a reply message from its headers (a nats.Header) and
+// body. Every header is checked before use: a reply that breaks
+// docs/protocol.md gives an error wrapping ErrInvalidReply, never a value a
+// relay could choke on (an HTTP status outside 100–599, say).
+func ParseReply(h map[string][]string, data []byte) (Reply, error) {
+	r := Reply{
+		Kind:        Kind(get(h, HeaderKind)),
+		Job:         get(h, HeaderJob),
+		ContentType: get(h, HeaderContentType),
+		Worker:      get(h, HeaderWorker),
+		Error:       get(h, HeaderError),
+		Data:        data,
+	}
+	switch r.Kind {
+	case KindStart, KindData, KindDone, KindError:
+	default:
+		return Reply{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidReply, r.Kind)
+	}
+	var ok bool
+	if r.Attempt, ok = number(h, HeaderAttempt, 1, SeqFinal); !ok {
+		return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderAttempt, get(h, HeaderAttempt))
+	}
+	if r.Seq, ok = number(h, HeaderSeq, 1, SeqFinal); !ok {
+		return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderSeq, get(h, HeaderSeq))
+	}
+	if s := get(h, HeaderResumed); s != "" {
+		if r.Resumed, ok = number(h, HeaderResumed, 0, SeqFinal); !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderResumed, s)
+		}
+	}
+	if s := get(h, HeaderStatus); s != "" {
+		if r.Status, ok = number(h, HeaderStatus, 100, 599); !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderStatus, s)
+		}
+	}
+	return r, nil
+}
+
+// get is nats.Header.Get: NATS header names are case-sensitive.
+func get(h map[string][]string, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// number reads header key as a decimal integer in [lo, hi].
+func number(h map[string][]string, key string, lo, hi int) (int, bool) {
+	n, err := strconv.Atoi(get(h, key))
+	if err != nil || n < lo || n > hi {
+		return 0, false
+	}
+	return n, true
+}
+
+// ErrorBody is Ollama's error shape, {"error": msg}.
+func ErrorBody(msg string) []byte {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{msg}) // A struct of one string always marshals.
+	return b
+}
