@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -69,7 +67,6 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	defer st.Close()
 
 	code := exitFailed
-	var pending []byte
 	err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
 		switch rep.Kind {
 		case job.KindData:
@@ -77,8 +74,7 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 				_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
 				return true
 			}
-			pending = append(pending, rep.Data...)
-			pending = printText(e, pending)
+			printText(e, rep.Data)
 		case job.KindDone:
 			if !*raw {
 				fmt.Fprintln(e.stdout)
@@ -102,30 +98,18 @@ func cmdRun(ctx context.Context, e *env, args []string) int {
 	return code
 }
 
-// printText prints the response text of each complete NDJSON line in buf and
-// returns what is left of an incomplete line. A line carrying Ollama's
-// mid-stream {"error"} is printed to stderr.
-func printText(e *env, buf []byte) []byte {
-	sc := bufio.NewScanner(bytes.NewReader(buf))
-	sc.Buffer(nil, 8<<20)
-	consumed := 0
-	for sc.Scan() {
-		line := sc.Bytes()
-		if consumed+len(line) >= len(buf) || buf[consumed+len(line)] != '\n' {
-			break // An incomplete last line: keep it for later.
-		}
-		consumed += len(line) + 1
-		var chunk struct {
-			Response string `json:"response"`
-			Error    string `json:"error"`
-		}
-		if err := json.Unmarshal(line, &chunk); err != nil {
-			continue
-		}
-		if chunk.Error != "" {
-			fmt.Fprintf(e.stderr, "\nollamaq: %s\n", strings.TrimSpace(chunk.Error))
-		}
-		fmt.Fprint(e.stdout, chunk.Response)
+// printText prints the response text of one NDJSON line of Ollama's. A
+// line carrying Ollama's mid-stream {"error"} is printed to stderr.
+func printText(e *env, frame []byte) {
+	var chunk struct {
+		Response string `json:"response"`
+		Error    string `json:"error"`
 	}
-	return buf[consumed:]
+	if err := json.Unmarshal(job.Payload(frame), &chunk); err != nil {
+		return
+	}
+	if chunk.Error != "" {
+		fmt.Fprintf(e.stderr, "\nollamaq: %s\n", strings.TrimSpace(chunk.Error))
+	}
+	fmt.Fprint(e.stdout, chunk.Response)
 }

@@ -1,5 +1,5 @@
 // Package cli holds what the three commands share: logger set-up and
-// environment-variable defaults for flags.
+// flags that fall back to environment variables.
 package cli
 
 import (
@@ -9,7 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strconv"
+	"regexp"
 	"strings"
 	"time"
 
@@ -42,28 +42,32 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// Env returns the environment variable name, or def when it is unset or empty.
-func Env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
+// envName finds the variable a flag's usage names at its end, "[NAME]" or
+// "[NAME, remark]".
+var envName = regexp.MustCompile(`\[([A-Z][A-Z0-9_]*)(?:,[^\]]*)?\]$`)
 
-// EnvInt is Env for integers; an unset or malformed value gives def.
-func EnvInt(name string, def int) int {
-	if v, err := strconv.Atoi(strings.TrimSpace(os.Getenv(name))); err == nil {
-		return v
-	}
-	return def
-}
-
-// EnvDuration is Env for durations such as "30s".
-func EnvDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(strings.TrimSpace(os.Getenv(name))); err == nil {
-		return v
-	}
-	return def
+// applyEnv gives every flag of fs that the command line did not set the
+// value of the environment variable its usage names, if that is set. A
+// value that does not parse is an error naming the variable: a typo such as
+// OLLAMAMAX_MAX_QUEUED=5O must not silently become the default.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		m := envName.FindStringSubmatch(f.Usage)
+		if err != nil || set[f.Name] || m == nil {
+			return
+		}
+		v := strings.TrimSpace(getenv(m[1]))
+		if v == "" {
+			return
+		}
+		if serr := fs.Set(f.Name, v); serr != nil {
+			err = fmt.Errorf("environment variable %s=%q (for --%s): %w", m[1], v, f.Name, serr)
+		}
+	})
+	return err
 }
 
 // Usage returns a flag.FlagSet Usage func that prints the synopsis then the flags.
@@ -78,8 +82,10 @@ func Usage(out io.Writer, synopsis string, printDefaults func()) func() {
 // what was wrong, so mains exit with status 2 without repeating it.
 var ErrUsage = errors.New("usage")
 
-// Parse parses args into fs, which must take no positional arguments. help is
-// true when the user asked for --help (and got it).
+// Parse parses args into fs, which must take no positional arguments, then
+// fills each flag the arguments left unset from the environment variable its
+// usage ends with ("[OLLAMAMAX_LISTEN]"). help is true when the user asked
+// for --help (and got it).
 func Parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -91,15 +97,15 @@ func Parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 		fmt.Fprintf(fs.Output(), "unexpected argument %q (see --help)\n", fs.Arg(0))
 		return false, ErrUsage
 	}
-	return false, nil
+	return false, applyEnv(fs, os.Getenv)
 }
 
 // LogFlags registers --log-level and --log-format on fs, with defaults from
 // OLLAMAMAX_LOG_LEVEL and OLLAMAMAX_LOG_FORMAT; the returned func builds the
 // logger once flags are parsed.
 func LogFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
-	level := fs.String("log-level", Env("OLLAMAMAX_LOG_LEVEL", "info"), "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
-	format := fs.String("log-format", Env("OLLAMAMAX_LOG_FORMAT", "auto"), "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
+	level := fs.String("log-level", "info", "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
+	format := fs.String("log-format", "auto", "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
 	return func() (*slog.Logger, error) { return NewLogger(os.Stderr, *level, *format) }
 }
 

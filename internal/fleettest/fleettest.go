@@ -156,9 +156,12 @@ func Start(t testing.TB, o Options) *Fleet {
 	}
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
-	srv := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
+	srv, err := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
 		MaxQueued: o.MaxQueued,
 		Metrics:   reg, Gatherer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	f.URL = hs.URL

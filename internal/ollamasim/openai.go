@@ -11,6 +11,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/openai"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // The OpenAI-compatible routes are a net/http port of Ollama's gin
@@ -247,11 +248,11 @@ func sseEvent(buf *bytes.Buffer, v any) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(buf, "data: %s\n\n", d)
+	buf.Write(job.SSEEvent(d))
 	return nil
 }
 
-const sseDone = "data: [DONE]\n\n"
+var sseDone = string(job.SSEEvent(job.SSEDone))
 
 // chatConverter is the middleware's ChatWriter.
 type chatConverter struct {

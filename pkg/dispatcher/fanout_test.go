@@ -166,8 +166,11 @@ func TestCORSAndHostGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer req.Close()
-	srv := dispatcher.NewServer(f.Queue, req, f.View, dispatcher.Options{MaxBody: 1 << 20, LoopbackOnly: true,
+	srv, err := dispatcher.NewServer(f.Queue, req, f.View, dispatcher.Options{MaxBody: 1 << 20, LoopbackOnly: true,
 		Origins: []string{"https://*.example.com"}, Logger: fleettest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, method, host, origin string
 		status                     int

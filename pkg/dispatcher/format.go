@@ -52,7 +52,7 @@ func failMidStream(w http.ResponseWriter, contentType string, msg string) {
 	switch mt {
 	case "text/event-stream":
 		b, _ := json.Marshal(openai.NewError(http.StatusInternalServerError, msg)) // Always marshals.
-		line = append(append([]byte("data: "), b...), '\n', '\n')
+		line = job.SSEEvent(b)
 	default:
 		line = append(job.ErrorBody(msg), '\n')
 	}

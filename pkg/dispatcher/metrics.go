@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -159,7 +158,7 @@ func (c *queueCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 		}
 		ch <- prometheus.MustNewConstMetric(queueAgeDesc, prometheus.GaugeValue, age, model, string(class))
 	}
-	if err := consumers.Err(); err != nil && !strings.Contains(err.Error(), "no consumers") {
+	if err := consumers.Err(); err != nil {
 		return err
 	}
 	return nil

@@ -121,7 +121,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		case job.KindDone:
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
-			} else if isSSE(contentType) && f == openAI && !bytes.HasPrefix(bytes.TrimSpace(last), []byte("data: [DONE]")) {
+			} else if isSSE(contentType) && f == openAI && !bytes.Equal(job.Payload(last), job.SSEDone) {
 				// Ollama ends an OpenAI stream that failed without [DONE] and
 				// without saying why; tell the client it broke off.
 				failMidStream(w, contentType, "the response ended before it was complete")

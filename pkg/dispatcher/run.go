@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -34,28 +33,21 @@ type Config struct {
 	Embedded broker.Config
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
-	// MaxBody, QueueWait, MaxQueued, QueueFullWait, Origins: see Options.
-	MaxBody       int64
-	QueueWait     time.Duration
-	MaxQueued     int
-	QueueFullWait time.Duration
-	Origins       []string
 	// ID is this dispatcher's requester ID: its reply subjects are
 	// ollamaq.reply.<ID>.>. It must be unique among running dispatchers.
-	ID     string
-	Logger *slog.Logger
+	ID string
+	// Options configure the HTTP shim. Run sets LoopbackOnly from HTTPAddr
+	// and fills in Metrics, Gatherer and Ready itself.
+	Options
 }
 
 // DefaultConfig returns the defaults, storing embedded JetStream data in storeDir.
 func DefaultConfig(storeDir string) Config {
 	return Config{
-		HTTPAddr:  "127.0.0.1:11435",
-		Embedded:  broker.DefaultConfig(storeDir),
-		MaxBody:   8 << 20,
-		QueueWait: 2 * time.Minute,
-		MaxQueued: 512,
-		ID:        "d" + job.NewID()[:10],
-		Logger:    slog.Default(),
+		HTTPAddr: "127.0.0.1:11435",
+		Embedded: broker.DefaultConfig(storeDir),
+		ID:       "d" + job.NewID()[:10],
+		Options:  DefaultOptions(),
 	}
 }
 
@@ -70,18 +62,12 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
-	case c.MaxBody < 1:
-		return fmt.Errorf("dispatcher: MaxBody must be positive, got %d", c.MaxBody)
-	case c.QueueWait < time.Second:
-		return fmt.Errorf("dispatcher: QueueWait must be at least 1s, got %s", c.QueueWait)
 	case !job.ValidToken(c.ID):
 		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
 	case c.ID == job.BatchRequester:
 		return fmt.Errorf("dispatcher: ID %q is reserved for batch results (docs/batch.md)", c.ID)
-	case c.Logger == nil:
-		return errors.New("dispatcher: Logger is required")
 	}
-	return nil
+	return c.Options.Validate()
 }
 
 // Run serves the HTTP API until ctx is done, then shuts down gracefully:
@@ -140,9 +126,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer func() { _ = req.Close() }() // Closing also happens via nc.Drain below.
 
-	maxBody := cfg.MaxBody
-	if limit := nc.MaxPayload() - 4096; limit < maxBody {
-		maxBody = limit // Headers need room too.
+	o := cfg.Options
+	if limit := nc.MaxPayload() - 4096; limit < o.MaxBody {
+		o.MaxBody = limit // Headers need room too.
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -152,13 +138,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
-	srv := &http.Server{
-		Addr: cfg.HTTPAddr,
-		Handler: NewServer(q, req, view, Options{MaxBody: maxBody, QueueWait: cfg.QueueWait, Origins: cfg.Origins,
-			MaxQueued: cfg.MaxQueued, QueueFullWait: cfg.QueueFullWait,
-			LoopbackOnly: broker.IsLoopback(cfg.HTTPAddr), Logger: log, Metrics: reg, Gatherer: reg, Ready: ready}),
-		ReadHeaderTimeout: 10 * time.Second,
+	o.LoopbackOnly, o.Metrics, o.Gatherer, o.Ready = broker.IsLoopback(cfg.HTTPAddr), reg, reg, ready
+	h, err := NewServer(q, req, view, o)
+	if err != nil {
+		return err
 	}
+	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,7 +24,8 @@ import (
 // OllamaMax is built and tested against.
 const APIVersion = "0.17.4"
 
-// Options configure the HTTP shim.
+// Options configure the HTTP shim. Zero durations and sizes mean the
+// defaults of DefaultOptions.
 type Options struct {
 	// MaxBody is the largest request body accepted, in bytes; larger ones get 413.
 	MaxBody int64
@@ -55,6 +57,42 @@ type Options struct {
 	Ready func(context.Context) error
 }
 
+// DefaultOptions returns the defaults: 8 MiB bodies, two minutes' queue
+// wait, 512 queued jobs per model, ten seconds for a node command.
+func DefaultOptions() Options {
+	return Options{MaxBody: 8 << 20, QueueWait: 2 * time.Minute, MaxQueued: 512, CommandWait: 10 * time.Second, Logger: slog.Default()}
+}
+
+// Validate reports the first invalid field.
+func (o Options) Validate() error {
+	switch {
+	case o.MaxBody < 0:
+		return fmt.Errorf("dispatcher: MaxBody must not be negative, got %d", o.MaxBody)
+	case o.QueueWait != 0 && o.QueueWait < time.Second:
+		return fmt.Errorf("dispatcher: QueueWait must be at least 1s, got %s", o.QueueWait)
+	case o.MaxQueued < 0:
+		return fmt.Errorf("dispatcher: MaxQueued must not be negative (0 is no bound), got %d", o.MaxQueued)
+	case o.QueueFullWait < 0:
+		return fmt.Errorf("dispatcher: QueueFullWait must not be negative, got %s", o.QueueFullWait)
+	case o.CommandWait < 0:
+		return fmt.Errorf("dispatcher: CommandWait must not be negative, got %s", o.CommandWait)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields that have a default (MaxQueued 0 is
+// no bound, not a default).
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	o.MaxBody = cmp.Or(o.MaxBody, d.MaxBody)
+	o.QueueWait = cmp.Or(o.QueueWait, d.QueueWait)
+	o.CommandWait = cmp.Or(o.CommandWait, d.CommandWait)
+	if o.Logger == nil {
+		o.Logger = d.Logger
+	}
+	return o
+}
+
 // Server is the HTTP shim. It is an http.Handler.
 type Server struct {
 	opts    Options
@@ -70,11 +108,12 @@ type Server struct {
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
-// answering model listings from view.
-func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options) *Server {
-	if o.CommandWait == 0 {
-		o.CommandWait = 10 * time.Second
+// answering model listings from view. It fails on invalid options.
+func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options) (*Server, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
+	o = o.withDefaults()
 	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux()}
 	s.origins = allowedOrigins(o.Origins)
 	reg := o.Metrics
@@ -108,7 +147,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		m.HandleFunc(p, s.handleRefused)
 	}
 	s.handler = s.metrics.observe(s.mux, s.guardHost(s.cors(s.withRequestID(http.HandlerFunc(s.route)))))
-	return s
+	return s, nil
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -19,10 +19,7 @@ type Transcript struct {
 // Add takes one data frame of the reply.
 func (t *Transcript) Add(frame []byte) {
 	t.frames++
-	line := bytes.TrimSpace(frame)
-	if rest, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-		line = bytes.TrimSpace(rest)
-	}
+	line := Payload(frame)
 	if len(line) == 0 || line[0] != '{' {
 		return // [DONE], a comment, or not JSON.
 	}

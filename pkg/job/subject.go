@@ -72,6 +72,12 @@ func JobSubject(canonical string, c Class) string {
 	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c)
 }
 
+// QueuedSubject is where the stream rings the doorbell for each job stored
+// for the canonical model and class (a header-only republish).
+func QueuedSubject(canonical string, c Class) string {
+	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c)
+}
+
 // ConsumerName is the durable pull consumer that holds the jobs of one model and class.
 func ConsumerName(canonical string, c Class) string {
 	return EncodeModel(canonical) + "_" + string(c)

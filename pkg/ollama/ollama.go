@@ -6,14 +6,10 @@
 package ollama
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"mime"
 	"net"
 	"net/http"
 	"net/url"
@@ -40,9 +36,6 @@ func New(base *url.URL) *Client {
 	}}
 	return &Client{base: base, http: hc, api: api.NewClient(base, hc)}
 }
-
-// URL returns the server's base URL.
-func (c *Client) URL() *url.URL { return c.base }
 
 // Inventory is what an Ollama server has.
 type Inventory struct {
@@ -105,72 +98,6 @@ func ErrorMessage(body []byte) string {
 		return ""
 	}
 	return string(bytes.TrimSpace(body))
-}
-
-// maxPiece bounds a frame of a body that is neither NDJSON nor SSE.
-const maxPiece = 256 << 10
-
-// Frames splits a response body into the frames a worker relays: one NDJSON
-// line (with its newline) at a time, one server-sent event (through its blank
-// line) at a time, or, for any other content, pieces of up to 256 KiB. yield's
-// error stops the split and is returned.
-func Frames(body io.Reader, contentType string, yield func([]byte) error) error {
-	mt, _, _ := mime.ParseMediaType(contentType)
-	br := bufio.NewReader(body) // Lines longer than its 4 KiB grow as needed.
-	switch mt {
-	case "application/x-ndjson":
-		for {
-			line, err := br.ReadBytes('\n')
-			if len(line) > 0 {
-				if yerr := yield(line); yerr != nil {
-					return yerr
-				}
-			}
-			if err != nil {
-				return eof(err)
-			}
-		}
-	case "text/event-stream":
-		var ev []byte
-		for {
-			line, err := br.ReadBytes('\n')
-			ev = append(ev, line...)
-			if (bytes.Equal(line, []byte("\n")) || bytes.Equal(line, []byte("\r\n")) || err != nil) && len(ev) > 0 {
-				if yerr := yield(ev); yerr != nil {
-					return yerr
-				}
-				ev = nil
-			}
-			if err != nil {
-				return eof(err)
-			}
-		}
-	default:
-		// Most such bodies are one small JSON object: grow each piece as it
-		// fills rather than allocating the largest piece up front.
-		for {
-			var piece bytes.Buffer
-			_, err := piece.ReadFrom(io.LimitReader(br, maxPiece))
-			if piece.Len() > 0 {
-				if yerr := yield(piece.Bytes()); yerr != nil {
-					return yerr
-				}
-			}
-			if err != nil {
-				return err
-			}
-			if piece.Len() < maxPiece {
-				return nil // The limit was not reached: the body ended.
-			}
-		}
-	}
-}
-
-func eof(err error) error {
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	return err
 }
 
 // ModelNames returns the names of the installed models.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/ollama"
@@ -91,20 +92,36 @@ func (w *Worker) bind(ctx context.Context, inv ollama.Inventory) {
 			missing = append(missing, k)
 		}
 	}
+	var gone []*nats.Subscription
 	for k := range w.served {
 		if !want[k] {
 			delete(w.served, k)
+			gone = append(gone, w.bells[k])
+			delete(w.bells, k)
 		}
 	}
 	w.mu.Unlock()
+	for _, b := range gone {
+		if err := b.Unsubscribe(); err != nil {
+			w.log.Debug("unsubscribe doorbell", "subject", b.Subject, "err", err)
+		}
+	}
 	for _, k := range missing {
 		c, err := w.q.Consumer(ctx, k.model, k.class)
 		if err != nil {
 			w.log.Warn("bind consumer", "model", k.model, "class", k.class, "err", err)
 			continue
 		}
+		// A doorbell per served model and class: the server sends this
+		// worker only the rings it cares about.
+		bell, err := w.nc.Subscribe(job.QueuedSubject(k.model, k.class), func(*nats.Msg) { poke(w.wake) })
+		if err != nil {
+			w.log.Warn("subscribe doorbell", "model", k.model, "class", k.class, "err", err)
+			continue
+		}
 		w.mu.Lock()
 		w.served[k] = c
+		w.bells[k] = bell
 		w.mu.Unlock()
 		w.metrics.initialize(k.model, string(k.class))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -93,9 +94,8 @@ func usageOf(frame []byte) (tokens int, perSecond float64, ok bool) {
 	if !bytes.Contains(frame, []byte(`"eval_count"`)) && !bytes.Contains(frame, []byte(`"completion_tokens"`)) {
 		return 0, 0, false
 	}
-	frame = bytes.TrimSpace(bytes.TrimPrefix(bytes.TrimSpace(frame), []byte("data: ")))
 	var u usage
-	if json.Unmarshal(frame, &u) != nil {
+	if json.Unmarshal(job.Payload(frame), &u) != nil {
 		return 0, 0, false
 	}
 	switch {

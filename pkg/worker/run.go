@@ -217,7 +217,7 @@ func (t *task) execute(ctx context.Context) result {
 	ct := resp.Header.Get("Content-Type")
 	first := true
 	var sendErr error
-	err = ollama.Frames(resp.Body, ct, func(b []byte) error {
+	err = job.Frames(resp.Body, ct, func(b []byte) error {
 		r := job.Reply{Kind: job.KindData, Data: b}
 		if first {
 			r.Status, r.ContentType, first = resp.StatusCode, ct, false

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -27,8 +28,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config configures a worker.
+// Config configures a worker. Run uses all of it; New ignores the NATS and
+// Listen fields, since it is given a connection and serves no HTTP.
 type Config struct {
+	// NATSURL is the NATS server or cluster, NATSOptions the extra options of
+	// the connection (credentials, TLS).
+	NATSURL     string
+	NATSOptions []nats.Option
+	// Queue adjusts the stream definitions (ack wait).
+	Queue queue.Options
+	// Listen is where /metrics, /healthz and /readyz are served; "" serves
+	// nothing.
+	Listen string
 	// ID names the worker in the node bucket and in logs; a subject token.
 	ID string
 	// Ollama is the base URL of the Ollama server this worker serves.
@@ -63,7 +74,8 @@ type Config struct {
 
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
-	return Config{ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
+	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
+		ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
 		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
 }
 
@@ -89,6 +101,11 @@ func (c Config) Validate() error {
 	case c.Logger == nil:
 		return errors.New("worker: Logger is required")
 	}
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("worker: Listen %q: %w", c.Listen, err)
+		}
+	}
 	return nil
 }
 
@@ -112,6 +129,7 @@ type Worker struct {
 
 	mu        sync.Mutex
 	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
+	bells     map[consumerKey]*nats.Subscription // their doorbells
 	healthy   bool
 	breaker   breaker
 	draining  bool
@@ -138,6 +156,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		released: make(chan struct{}, cfg.Slots),
 		refresh:  make(chan struct{}, 1),
 		served:   make(map[consumerKey]jetstream.Consumer),
+		bells:    make(map[consumerKey]*nats.Subscription),
 		running:  make(map[string]*task),
 		canceled: make(map[string]time.Time),
 		started:  time.Now(),
@@ -198,11 +217,7 @@ func poke(c chan struct{}) {
 // in-flight jobs finish within Grace, hands the rest back to the queue, and
 // removes its node record. It returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
-	bell, err := w.nc.Subscribe(job.QueuedPrefix+".>", w.onQueued)
-	if err != nil {
-		return fmt.Errorf("subscribe doorbell: %w", err)
-	}
-	defer func() { _ = bell.Unsubscribe() }() // The connection may already be closed; nothing to undo then.
+	defer w.silenceBells()
 	cancels, err := w.nc.Subscribe(job.CancelPrefix+".>", w.onCancel)
 	if err != nil {
 		return fmt.Errorf("subscribe cancels: %w", err)
@@ -275,18 +290,13 @@ func (w *Worker) drain(ctx context.Context, jobs *sync.WaitGroup, stopJobs conte
 	w.log.Info("worker stopped", "jobs_done", w.jobsDone.Load(), "jobs_failed", w.failed.Load())
 }
 
-// onQueued runs for each job stored in the stream (header-only republish) and
-// wakes the scheduler when the job is for a model this worker serves.
-func (w *Worker) onQueued(m *nats.Msg) {
-	model, class, err := job.ParseJobSubject(m.Subject)
-	if err != nil {
-		return
-	}
+// silenceBells unsubscribes the doorbells of the served models.
+func (w *Worker) silenceBells() {
 	w.mu.Lock()
-	_, ok := w.served[consumerKey{model, class}]
-	w.mu.Unlock()
-	if ok {
-		poke(w.wake)
+	defer w.mu.Unlock()
+	for k, b := range w.bells {
+		_ = b.Unsubscribe() // The connection may already be closed; nothing to undo then.
+		delete(w.bells, k)
 	}
 }
 

@@ -147,8 +147,12 @@ func TestChaos(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	hs := httptest.NewServer(dispatcher.NewServer(q, dreq, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: time.Minute,
-		Logger: fleettest.Logger(), Metrics: reg}))
+	shim, err := dispatcher.NewServer(q, dreq, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: time.Minute,
+		Logger: fleettest.Logger(), Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(shim)
 	defer hs.Close()
 	nnc := connect("chaos-native")
 	njs, err := jetstream.New(nnc)
