@@ -11,22 +11,15 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/batch"
 )
 
-const batchUsage = `Usage: ollamaq batch COMMAND [flags] [args]
-
-Runs files of requests through the queue as batch work, which workers take
+// batchUsage and batchMore are the help of 'ollamaq batch', before and after
+// the list of its commands.
+const (
+	batchUsage = `Runs files of requests through the queue as batch work, which workers take
 only on capacity that interactive requests leave free. The results stay in
 JetStream (7 days): submit, close the terminal, and collect them later or
 from another machine.
-
-Commands:
-  submit FILE    queue every line of FILE (- for stdin); prints the batch ID
-  status ID      the batch's state and counts
-  wait ID        follow the batch with a progress display until it is done
-  results ID     write the results to stdout, one OpenAI Batch output line each
-  list           every batch, oldest first
-  cancel ID      drop the queued lines, stop the running ones
-
-A batch file is JSONL in the OpenAI Batch API input format:
+`
+	batchMore = `A batch file is JSONL in the OpenAI Batch API input format:
   {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
    "body": {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]}}
 url is one of /v1/chat/completions, /v1/completions, /v1/embeddings,
@@ -36,36 +29,8 @@ Example:
   ID=$(ollamaq batch submit requests.jsonl)
   ollamaq batch wait $ID
   ollamaq batch results $ID > results.jsonl
-
-'ollamaq batch COMMAND --help' shows a command's flags.
 `
-
-func cmdBatch(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, batchUsage)
-		return exitUsage
-	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "submit":
-		return cmdBatchSubmit(ctx, e, rest)
-	case "status":
-		return cmdBatchStatus(ctx, e, rest)
-	case "wait":
-		return cmdBatchWait(ctx, e, rest)
-	case "results":
-		return cmdBatchResults(ctx, e, rest)
-	case "list":
-		return cmdBatchList(ctx, e, rest)
-	case "cancel":
-		return cmdBatchCancel(ctx, e, rest)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(e.stderr, batchUsage)
-		return exitOK
-	}
-	fmt.Fprintf(e.stderr, "ollamaq batch: unknown command %q\n\n%s", cmd, batchUsage)
-	return exitUsage
-}
+)
 
 // openBatches connects and opens the batch client. On failure it has
 // printed why and returns the exit code.

@@ -20,47 +20,43 @@ resumed; submit the file under another --id to run it again.
 
 Examples:
   ollamaq batch cancel batch_0123456789abcdefghijklmn
-
-Flags:
 `
 
-func cmdBatchCancel(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch cancel", flag.ContinueOnError)
+func cmdBatchCancel(fs *flag.FlagSet) runFunc {
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for running lines to stop")
 	asJSON := fs.Bool("json", false, "print the status after the cancel as JSON")
-	if code, ok := parse(fs, args, e, batchCancelSynopsis); !ok {
-		return code
-	}
-	id, code, ok := e.oneID(fs.Args(), "cancel")
-	if !ok {
-		return code
-	}
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-	cctx, cancel := context.WithTimeout(ctx, *wait)
-	defer cancel()
-	st, err := c.Cancel(cctx, id, min(2*time.Second, *wait))
-	switch {
-	case errors.Is(err, batch.ErrFinished):
-		return e.fail(exitFailed, "%s is already done: nothing to cancel", id)
-	case err != nil && cctx.Err() != nil && ctx.Err() == nil:
-		fmt.Fprintf(e.stderr, "canceled %s, but %d lines still run after %s\n", id, st.Running, *wait)
-		return exitFailed
-	case err != nil:
-		return e.batchFailed(err)
-	}
-	if *asJSON {
-		if code := e.printJSON(st); code != exitOK {
+	return func(ctx context.Context, e *env, args []string) int {
+		id, code, ok := e.oneID(args, "cancel")
+		if !ok {
 			return code
 		}
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
+			return code
+		}
+		defer nc.Close()
+		cctx, cancel := context.WithTimeout(ctx, *wait)
+		defer cancel()
+		st, err := c.Cancel(cctx, id, min(2*time.Second, *wait))
+		switch {
+		case errors.Is(err, batch.ErrFinished):
+			return e.fail(exitFailed, "%s is already done: nothing to cancel", id)
+		case err != nil && cctx.Err() != nil && ctx.Err() == nil:
+			fmt.Fprintf(e.stderr, "canceled %s, but %d lines still run after %s\n", id, st.Running, *wait)
+			return exitFailed
+		case err != nil:
+			return e.batchFailed(err)
+		}
+		if *asJSON {
+			if code := e.printJSON(st); code != exitOK {
+				return code
+			}
+		}
+		fmt.Fprintf(e.stderr, "canceled %s: %d done and %d failed before, %d canceled", id, st.Done, st.Failed, st.Canceled)
+		if left := st.Requests - st.Finished(); left > 0 {
+			fmt.Fprintf(e.stderr, "; the other %d are dropped as workers come to them", left)
+		}
+		fmt.Fprintln(e.stderr)
+		return exitOK
 	}
-	fmt.Fprintf(e.stderr, "canceled %s: %d done and %d failed before, %d canceled", id, st.Done, st.Failed, st.Canceled)
-	if left := st.Requests - st.Finished(); left > 0 {
-		fmt.Fprintf(e.stderr, "; the other %d are dropped as workers come to them", left)
-	}
-	fmt.Fprintln(e.stderr)
-	return exitOK
 }

@@ -19,39 +19,32 @@ first, with its state and counts.
 Examples:
   ollamaq batch list
   ollamaq batch list --json | jq -r '.[] | select(.state == "done") | .id'
-
-Flags:
 `
 
-func cmdBatchList(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch list", flag.ContinueOnError)
+func cmdBatchList(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the batches as JSON")
-	if code, ok := parse(fs, args, e, batchListSynopsis); !ok {
-		return code
-	}
-	if fs.NArg() > 0 {
-		return e.fail(exitUsage, "batch list takes no arguments (see --help)")
-	}
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-	all, err := c.List(ctx)
-	if err != nil {
-		return e.batchFailed(err)
-	}
-	if *asJSON {
-		if all == nil {
-			all = []batch.Status{}
+	return func(ctx context.Context, e *env, _ []string) int {
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
+			return code
 		}
-		return e.printJSON(all)
+		defer nc.Close()
+		all, err := c.List(ctx)
+		if err != nil {
+			return e.batchFailed(err)
+		}
+		if *asJSON {
+			if all == nil {
+				all = []batch.Status{}
+			}
+			return e.printJSON(all)
+		}
+		writeList(e.stdout, all, e.now())
+		if len(all) == 0 {
+			fmt.Fprintln(e.stderr, "no batches")
+		}
+		return exitOK
 	}
-	writeList(e.stdout, all, e.now())
-	if len(all) == 0 {
-		fmt.Fprintln(e.stderr, "no batches")
-	}
-	return exitOK
 }
 
 func writeList(w io.Writer, all []batch.Status, now time.Time) {

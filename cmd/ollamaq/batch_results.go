@@ -27,52 +27,48 @@ Exit status: 0 when the output is complete, 1 when the batch is not done yet
 Examples:
   ollamaq batch results batch_0123456789abcdefghijklmn > results.jsonl
   ollamaq batch results --wait nightly | jq -c 'select(.error != null)'
-
-Flags:
 `
 
-func cmdBatchResults(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch results", flag.ContinueOnError)
+func cmdBatchResults(fs *flag.FlagSet) runFunc {
 	wait := fs.Bool("wait", false, "wait until the batch is done first, showing progress on stderr")
-	if code, ok := parse(fs, args, e, batchResultsSynopsis); !ok {
-		return code
-	}
-	id, code, ok := e.oneID(fs.Args(), "results")
-	if !ok {
-		return code
-	}
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-	if *wait {
-		if _, err := e.follow(ctx, c, id); err != nil {
+	return func(ctx context.Context, e *env, args []string) int {
+		id, code, ok := e.oneID(args, "results")
+		if !ok {
+			return code
+		}
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
+			return code
+		}
+		defer nc.Close()
+		if *wait {
+			if _, err := e.follow(ctx, c, id); err != nil {
+				return e.batchFailed(err)
+			}
+		}
+		out := bufio.NewWriterSize(e.stdout, 64<<10)
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		n := 0
+		st, err := c.Results(ctx, id, func(r *batch.Result) error {
+			n++
+			return enc.Encode(r)
+		})
+		if ferr := out.Flush(); err == nil && ferr != nil {
+			return e.fail(exitFailed, "write results: %v", ferr)
+		}
+		if err != nil {
 			return e.batchFailed(err)
 		}
+		switch {
+		case st.State == batch.Canceled:
+			return e.fail(exitFailed, "%s was canceled: wrote the %d results it has", id, n)
+		case !st.Complete():
+			return e.fail(exitFailed, "%s is not done: wrote %d of %d results (wait with 'ollamaq batch wait %s')", id, n, st.Requests, id)
+		}
+		if st.Failed > 0 {
+			fmt.Fprintf(e.stderr, "%d of %d requests failed; their lines have \"error\" set\n", st.Failed, st.Requests)
+		}
+		return exitOK
 	}
-	out := bufio.NewWriterSize(e.stdout, 64<<10)
-	enc := json.NewEncoder(out)
-	enc.SetEscapeHTML(false)
-	n := 0
-	st, err := c.Results(ctx, id, func(r *batch.Result) error {
-		n++
-		return enc.Encode(r)
-	})
-	if ferr := out.Flush(); err == nil && ferr != nil {
-		return e.fail(exitFailed, "write results: %v", ferr)
-	}
-	if err != nil {
-		return e.batchFailed(err)
-	}
-	switch {
-	case st.State == batch.Canceled:
-		return e.fail(exitFailed, "%s was canceled: wrote the %d results it has", id, n)
-	case !st.Complete():
-		return e.fail(exitFailed, "%s is not done: wrote %d of %d results (wait with 'ollamaq batch wait %s')", id, n, st.Requests, id)
-	}
-	if st.Failed > 0 {
-		fmt.Fprintf(e.stderr, "%d of %d requests failed; their lines have \"error\" set\n", st.Failed, st.Requests)
-	}
-	return exitOK
 }

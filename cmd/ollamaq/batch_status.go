@@ -21,34 +21,30 @@ the models it uses and the first invalid lines of its file.
 Examples:
   ollamaq batch status batch_0123456789abcdefghijklmn
   ollamaq batch status --json nightly | jq .done
-
-Flags:
 `
 
-func cmdBatchStatus(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch status", flag.ContinueOnError)
+func cmdBatchStatus(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	if code, ok := parse(fs, args, e, batchStatusSynopsis); !ok {
-		return code
+	return func(ctx context.Context, e *env, args []string) int {
+		id, code, ok := e.oneID(args, "status")
+		if !ok {
+			return code
+		}
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
+			return code
+		}
+		defer nc.Close()
+		st, err := c.Status(ctx, id)
+		if err != nil {
+			return e.batchFailed(err)
+		}
+		if *asJSON {
+			return e.printJSON(st)
+		}
+		writeStatus(e.stdout, st, e.now())
+		return exitOK
 	}
-	id, code, ok := e.oneID(fs.Args(), "status")
-	if !ok {
-		return code
-	}
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-	st, err := c.Status(ctx, id)
-	if err != nil {
-		return e.batchFailed(err)
-	}
-	if *asJSON {
-		return e.printJSON(st)
-	}
-	writeStatus(e.stdout, st, e.now())
-	return exitOK
 }
 
 func writeStatus(w io.Writer, st batch.Status, now time.Time) {

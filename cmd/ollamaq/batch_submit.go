@@ -31,112 +31,108 @@ Examples:
   ollamaq batch submit requests.jsonl
   ID=$(ollamaq batch submit --strict requests.jsonl) && ollamaq batch wait $ID
   generate-requests | ollamaq batch submit --id nightly-2026-01-02 -
-
-Flags:
 `
 
-func cmdBatchSubmit(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch submit", flag.ContinueOnError)
+func cmdBatchSubmit(fs *flag.FlagSet) runFunc {
 	id := fs.String("id", "", "batch ID to use (letters, digits, '-', '_'); default: from the file's content")
 	strict := fs.Bool("strict", false, "refuse the whole file if a line is not a valid request")
 	wait := fs.Bool("wait", false, "then follow the batch until it is done, as 'batch wait'")
 	asJSON := fs.Bool("json", false, "print the batch record as JSON instead of the ID")
-	if code, ok := parse(fs, args, e, batchSubmitSynopsis); !ok {
-		return code
-	}
-	if fs.NArg() != 1 {
-		return e.fail(exitUsage, "batch submit: want one FILE (see --help)")
-	}
-	if *id != "" && !batch.ValidID(*id) {
-		return e.fail(exitUsage, "batch submit: --id %q must be 1 to 64 letters, digits, '-' or '_'", *id)
-	}
-	path := fs.Arg(0)
-	src, name, cleanup, err := e.source(path)
-	if err != nil {
-		return e.fail(exitFailed, "%v", err)
-	}
-	defer cleanup()
-
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-
-	var checking, queuing *progress
-	reported := 0
-	opts := batch.SubmitOptions{ID: *id, Name: name, Strict: *strict,
-		Report: func(le *batch.LineError) {
-			if reported++; reported <= 50 {
-				fmt.Fprintf(e.stderr, "ollamaq: %s: %v\n", name, le)
-			} else if reported == 51 {
-				fmt.Fprintf(e.stderr, "ollamaq: %s: more bad lines; 'ollamaq batch status' lists the first ones\n", name)
-			}
-		},
-		Progress: func(p batch.Progress) {
-			if p.Checking {
-				if checking == nil {
-					checking = e.newProgress("checking "+name, -1, 0)
-				}
-				checking.update(p.Lines, "lines")
-				return
-			}
-			if queuing == nil {
-				if checking != nil {
-					checking.finish("")
-				}
-				queuing = e.newProgress("queuing "+p.ID, p.Requests, p.Submitted)
-			}
-			queuing.update(p.Submitted, "")
-		},
-	}
-	sub, err := c.Submit(ctx, src, opts)
-	if queuing != nil {
-		queuing.finish("")
-	} else if checking != nil {
-		checking.finish("")
-	}
-	switch {
-	case errors.Is(err, context.Canceled) && sub != nil:
-		return e.fail(exitFailed, "interrupted after queuing %d of %d requests of %s; run the same command again to queue the rest",
-			sub.Record.Submitted, sub.Record.Requests, sub.Record.ID)
-	case err != nil:
-		return e.batchFailed(err)
-	}
-	rec := sub.Record
-	switch {
-	case sub.Queued == 0 && !sub.Created:
-		fmt.Fprintf(e.stderr, "%s was submitted before: nothing to queue\n", rec.ID)
-	case sub.Skipped > 0:
-		fmt.Fprintf(e.stderr, "queued the other %d requests of %s (%d were queued before)\n", sub.Queued, rec.ID, sub.Skipped)
-	default:
-		fmt.Fprintf(e.stderr, "queued %d requests of %s as %s", rec.Requests, name, rec.ID)
-		switch rec.Invalid {
-		case 0:
-		case 1:
-			fmt.Fprint(e.stderr, " (1 invalid line skipped)")
-		default:
-			fmt.Fprintf(e.stderr, " (%d invalid lines skipped)", rec.Invalid)
+	return func(ctx context.Context, e *env, args []string) int {
+		if len(args) != 1 {
+			return e.fail(exitUsage, "batch submit: want one FILE (see --help)")
 		}
-		fmt.Fprintln(e.stderr)
-	}
-	e.warnUnserved(ctx, c, rec)
-	if *asJSON {
-		if code := e.printJSON(rec); code != exitOK {
+		if *id != "" && !batch.ValidID(*id) {
+			return e.fail(exitUsage, "batch submit: --id %q must be 1 to 64 letters, digits, '-' or '_'", *id)
+		}
+		path := args[0]
+		src, name, cleanup, err := e.source(path)
+		if err != nil {
+			return e.fail(exitFailed, "%v", err)
+		}
+		defer cleanup()
+
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
 			return code
 		}
-	} else {
-		fmt.Fprintln(e.stdout, rec.ID)
+		defer nc.Close()
+
+		var checking, queuing *progress
+		reported := 0
+		opts := batch.SubmitOptions{ID: *id, Name: name, Strict: *strict,
+			Report: func(le *batch.LineError) {
+				if reported++; reported <= 50 {
+					fmt.Fprintf(e.stderr, "ollamaq: %s: %v\n", name, le)
+				} else if reported == 51 {
+					fmt.Fprintf(e.stderr, "ollamaq: %s: more bad lines; 'ollamaq batch status' lists the first ones\n", name)
+				}
+			},
+			Progress: func(p batch.Progress) {
+				if p.Checking {
+					if checking == nil {
+						checking = e.newProgress("checking "+name, -1, 0)
+					}
+					checking.update(p.Lines, "lines")
+					return
+				}
+				if queuing == nil {
+					if checking != nil {
+						checking.finish("")
+					}
+					queuing = e.newProgress("queuing "+p.ID, p.Requests, p.Submitted)
+				}
+				queuing.update(p.Submitted, "")
+			},
+		}
+		sub, err := c.Submit(ctx, src, opts)
+		if queuing != nil {
+			queuing.finish("")
+		} else if checking != nil {
+			checking.finish("")
+		}
+		switch {
+		case errors.Is(err, context.Canceled) && sub != nil:
+			return e.fail(exitFailed, "interrupted after queuing %d of %d requests of %s; run the same command again to queue the rest",
+				sub.Record.Submitted, sub.Record.Requests, sub.Record.ID)
+		case err != nil:
+			return e.batchFailed(err)
+		}
+		rec := sub.Record
+		switch {
+		case sub.Queued == 0 && !sub.Created:
+			fmt.Fprintf(e.stderr, "%s was submitted before: nothing to queue\n", rec.ID)
+		case sub.Skipped > 0:
+			fmt.Fprintf(e.stderr, "queued the other %d requests of %s (%d were queued before)\n", sub.Queued, rec.ID, sub.Skipped)
+		default:
+			fmt.Fprintf(e.stderr, "queued %d requests of %s as %s", rec.Requests, name, rec.ID)
+			switch rec.Invalid {
+			case 0:
+			case 1:
+				fmt.Fprint(e.stderr, " (1 invalid line skipped)")
+			default:
+				fmt.Fprintf(e.stderr, " (%d invalid lines skipped)", rec.Invalid)
+			}
+			fmt.Fprintln(e.stderr)
+		}
+		e.warnUnserved(ctx, c, rec)
+		if *asJSON {
+			if code := e.printJSON(rec); code != exitOK {
+				return code
+			}
+		} else {
+			fmt.Fprintln(e.stdout, rec.ID)
+		}
+		if !*wait {
+			return exitOK
+		}
+		st, err := e.follow(ctx, c, rec.ID)
+		if err != nil {
+			return e.batchFailed(err)
+		}
+		fmt.Fprintln(e.stderr, summary(st))
+		return endCode(st)
 	}
-	if !*wait {
-		return exitOK
-	}
-	st, err := e.follow(ctx, c, rec.ID)
-	if err != nil {
-		return e.batchFailed(err)
-	}
-	fmt.Fprintln(e.stderr, summary(st))
-	return endCode(st)
 }
 
 // warnUnserved warns about models no worker has served: their jobs wait

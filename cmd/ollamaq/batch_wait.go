@@ -19,45 +19,41 @@ batch was canceled, or --for passed first.
 Examples:
   ollamaq batch wait batch_0123456789abcdefghijklmn
   ollamaq batch wait --for 1h nightly && ollamaq batch results nightly > out.jsonl
-
-Flags:
 `
 
-func cmdBatchWait(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("batch wait", flag.ContinueOnError)
+func cmdBatchWait(fs *flag.FlagSet) runFunc {
 	limit := fs.Duration("for", 0, "give up after this long (0: never)")
 	asJSON := fs.Bool("json", false, "print the final status as JSON")
-	if code, ok := parse(fs, args, e, batchWaitSynopsis); !ok {
-		return code
-	}
-	id, code, ok := e.oneID(fs.Args(), "wait")
-	if !ok {
-		return code
-	}
-	nc, c, code := e.openBatches(ctx)
-	if nc == nil {
-		return code
-	}
-	defer nc.Close()
-	wctx := ctx
-	if *limit > 0 {
-		var cancel context.CancelFunc
-		wctx, cancel = context.WithTimeout(ctx, *limit)
-		defer cancel()
-	}
-	st, err := e.follow(wctx, c, id)
-	switch {
-	case err != nil && wctx.Err() != nil && ctx.Err() == nil:
-		fmt.Fprintln(e.stderr, summary(st))
-		return e.fail(exitFailed, "%s is not done after %s", id, *limit)
-	case err != nil:
-		return e.batchFailed(err)
-	}
-	if *asJSON {
-		if code := e.printJSON(st); code != exitOK {
+	return func(ctx context.Context, e *env, args []string) int {
+		id, code, ok := e.oneID(args, "wait")
+		if !ok {
 			return code
 		}
+		nc, c, code := e.openBatches(ctx)
+		if nc == nil {
+			return code
+		}
+		defer nc.Close()
+		wctx := ctx
+		if *limit > 0 {
+			var cancel context.CancelFunc
+			wctx, cancel = context.WithTimeout(ctx, *limit)
+			defer cancel()
+		}
+		st, err := e.follow(wctx, c, id)
+		switch {
+		case err != nil && wctx.Err() != nil && ctx.Err() == nil:
+			fmt.Fprintln(e.stderr, summary(st))
+			return e.fail(exitFailed, "%s is not done after %s", id, *limit)
+		case err != nil:
+			return e.batchFailed(err)
+		}
+		if *asJSON {
+			if code := e.printJSON(st); code != exitOK {
+				return code
+			}
+		}
+		fmt.Fprintln(e.stderr, summary(st))
+		return endCode(st)
 	}
-	fmt.Fprintln(e.stderr, summary(st))
-	return endCode(st)
 }

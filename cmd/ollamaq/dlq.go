@@ -1,37 +1,34 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
-const dlqSynopsis = `Usage: ollamaq dlq list [--json] [--limit N]
-       ollamaq dlq show [--json] SEQ
-       ollamaq dlq requeue SEQ...
-
-The dead letters (stream OLLAMAQ_DLQ): jobs given up on, with why. A job lands
+// dlqUsage and dlqMore are the help of 'ollamaq dlq', before and after the
+// list of its commands.
+const (
+	dlqUsage = `The dead letters (stream OLLAMAQ_DLQ): jobs given up on, with why. A job lands
 there when it was malformed, when Ollama failed it on every delivery, or when
 every worker that took it died. requeue puts a dead letter back on its
 model's queue as it was, and removes it from the dead letters.
-
-Examples:
+`
+	dlqMore = `Examples:
   ollamaq dlq list
   ollamaq dlq show 12
   ollamaq dlq requeue 12 13
   ollamaq dlq list --json | jq -r '.[].seq' | xargs ollamaq dlq requeue
-
-Flags:
 `
+)
+
+// dlqTimeout bounds each dlq command once connected.
+const dlqTimeout = 30 * time.Second
 
 // deadLetterRow is how a dead letter is printed.
 type deadLetterRow struct {
@@ -64,86 +61,18 @@ func toRow(d queue.DeadLetter, full bool) deadLetterRow {
 	return r
 }
 
-func cmdDLQ(ctx context.Context, e *env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(e.stdout, dlqSynopsis)
-		if len(args) == 0 {
-			return exitUsage
-		}
-		return exitOK
-	}
-	sub, rest := args[0], args[1:]
-	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	asJSON := fs.Bool("json", false, "print as JSON")
-	limit := fs.Int("limit", 100, "list at most this many (0: all)")
-	if code, ok := parse(fs, rest, e, dlqSynopsis); !ok {
-		return code
-	}
+// seqs parses dead letters' sequence numbers; on failure it has printed why
+// and returns the exit code.
+func (e *env) seqs(args []string) ([]uint64, int, bool) {
 	var seqs []uint64
-	for _, a := range fs.Args() {
+	for _, a := range args {
 		n, err := strconv.ParseUint(a, 10, 64)
 		if err != nil || n == 0 {
-			return e.fail(exitUsage, "%q is not a dead letter's sequence number (see ollamaq dlq list)", a)
+			return nil, e.fail(exitUsage, "%q is not a dead letter's sequence number (see ollamaq dlq list)", a), false
 		}
 		seqs = append(seqs, n)
 	}
-	switch {
-	case sub == "list" && len(seqs) == 0:
-	case sub == "show" && len(seqs) == 1:
-	case sub == "requeue" && len(seqs) > 0:
-	default:
-		return e.fail(exitUsage, "usage: ollamaq dlq list | show SEQ | requeue SEQ... (see ollamaq dlq --help)")
-	}
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return e.connectFailed(err)
-	}
-	defer nc.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	switch sub {
-	case "list":
-		dead, err := q.DeadLetters(ctx, *limit)
-		if err != nil {
-			return e.fail(exitConnect, "read dead letters: %v", err)
-		}
-		rows := make([]deadLetterRow, len(dead))
-		for i, d := range dead {
-			rows[i] = toRow(d, false)
-		}
-		if *asJSON {
-			return e.printJSON(rows)
-		}
-		writeDeadLetters(e.stdout, rows)
-		if len(rows) == 0 {
-			fmt.Fprintln(e.stderr, "no dead letters")
-		}
-		return exitOK
-	case "show":
-		d, err := q.DeadLetterAt(ctx, seqs[0])
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return e.fail(exitFailed, "no dead letter %d", seqs[0])
-		}
-		if err != nil {
-			return e.fail(exitConnect, "read dead letter %d: %v", seqs[0], err)
-		}
-		row := toRow(d, true)
-		if *asJSON {
-			return e.printJSON(row)
-		}
-		fmt.Fprintf(e.stdout, "seq:      %d\njob:      %s\nsubject:  %s\nroute:    %s\nattempts: %d\nworker:   %s\nreason:   %s\nbody:     %s\n",
-			row.Seq, row.Job, row.Subject, row.Route, row.Attempts, row.Worker, row.Reason, row.Body)
-		return exitOK
-	}
-	code := exitOK
-	for _, seq := range seqs {
-		if err := q.Requeue(ctx, seq); err != nil {
-			code = e.fail(exitFailed, "requeue %d: %v", seq, err)
-			continue
-		}
-		fmt.Fprintf(e.stdout, "requeued %d\n", seq)
-	}
-	return code
+	return seqs, exitOK, true
 }
 
 func writeDeadLetters(w io.Writer, rows []deadLetterRow) {

@@ -18,30 +18,8 @@ import (
 	"golang.org/x/term"
 )
 
-const usage = `Usage: ollamaq [connection flags] COMMAND [flags] [args]
-
-Batch files (OpenAI Batch API format, one request per line):
-  batch submit FILE    queue every line of FILE as batch work; prints the batch ID
-  batch status ID      where a batch is: queued, running, done, failed
-  batch wait ID        follow a batch until it is done, with progress
-  batch results ID     write the results as OpenAI Batch output lines
-  batch list           every batch the queue knows
-  batch cancel ID      drop a batch's queued lines and stop its running ones
-
-The fleet:
-  nodes                the workers, their models, slots and health
-  queues               jobs waiting and running, per model and class
-  top                  nodes and queues, refreshed live
-
-Dead letters (jobs given up on):
-  dlq list             the dead letters and why
-  dlq show SEQ         one, with its request
-  dlq requeue SEQ...   put them back on their queues
-
-One request:
-  run MODEL PROMPT     stream a reply to PROMPT from MODEL through the queue
-
-Connection flags (also accepted after the command):
+// usageMore ends 'ollamaq help', after the list of commands.
+const usageMore = `Connection flags (also accepted after the command):
   --server URL         NATS server(s), comma-separated        [$NATS_URL]
   --context NAME       a saved nats CLI context                [$NATS_CONTEXT]
   --creds FILE         user credentials                        [$NATS_CREDS]
@@ -100,7 +78,7 @@ func main() {
 func (e *env) run(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("ollamaq", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
-	fs.Usage = func() { fmt.Fprint(e.stderr, usage) }
+	fs.Usage = func() { fmt.Fprint(e.stderr, usage()) }
 	e.conn.register(fs, e.getenv)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -109,75 +87,13 @@ func (e *env) run(ctx context.Context, args []string) int {
 		return exitUsage
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprint(e.stderr, usage)
+		fmt.Fprint(e.stderr, usage())
 		return exitUsage
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
-	switch cmd {
-	case "help":
-		return e.help(ctx, rest)
-	case "run":
-		return cmdRun(ctx, e, rest)
-	case "nodes":
-		return cmdNodes(ctx, e, rest)
-	case "queues":
-		return cmdQueues(ctx, e, rest)
-	case "top":
-		return cmdTop(ctx, e, rest)
-	case "batch":
-		return cmdBatch(ctx, e, rest)
-	case "dlq":
-		return cmdDLQ(ctx, e, rest)
+	if fs.Arg(0) == "help" {
+		return e.help(fs.Args()[1:])
 	}
-	fmt.Fprintf(e.stderr, "ollamaq: unknown command %q\n\n%s", cmd, usage)
-	return exitUsage
-}
-
-// help prints the usage, or a command's with 'help COMMAND'.
-func (e *env) help(ctx context.Context, args []string) int {
-	if len(args) == 0 {
-		fmt.Fprint(e.stdout, usage)
-		return exitOK
-	}
-	h := &env{stdout: e.stdout, stderr: e.stdout, stdin: e.stdin, getenv: e.getenv, now: e.now}
-	return h.run(ctx, append(args, "--help"))
-}
-
-// parse parses a command's flags, connection flags included; it returns
-// ok=false with the exit code to use.
-func parse(fs *flag.FlagSet, args []string, e *env, synopsis string) (int, bool) {
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprint(e.stderr, synopsis)
-		fs.VisitAll(func(f *flag.Flag) {
-			if !connFlagNames[f.Name] {
-				printFlag(e.stderr, f)
-			}
-		})
-		fmt.Fprintln(e.stderr, "\nConnection flags as for ollamaq (see 'ollamaq help').")
-	}
-	e.conn.register(fs, nil)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK, false
-		}
-		return exitUsage, false
-	}
-	return 0, true
-}
-
-// printFlag prints one flag as flag.PrintDefaults does.
-func printFlag(w io.Writer, f *flag.Flag) {
-	name, use := flag.UnquoteUsage(f)
-	line := "  --" + f.Name
-	if name != "" {
-		line += " " + name
-	}
-	line += "\n    \t" + use
-	if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-		line += fmt.Sprintf(" (default %s)", f.DefValue)
-	}
-	fmt.Fprintln(w, line)
+	return e.dispatch(ctx, root, "", fs.Args())
 }
 
 // fail prints an error as one sentence and returns code.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,12 @@ func TestUsage(t *testing.T) {
 		{name: "command help", args: []string{"queues", "--help"}, wantCode: exitOK, wantErr: "oldest waiting job"},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage, wantErr: `unknown command "frobnicate"`},
 		{name: "unknown batch command", args: []string{"batch", "explode"}, wantCode: exitUsage, wantErr: `unknown command "explode"`},
+		{name: "unknown dlq command", args: []string{"dlq", "bury"}, wantCode: exitUsage, wantErr: `ollamaq dlq: unknown command "bury"`},
+		{name: "help for an unknown command", args: []string{"help", "batch", "explode"}, wantCode: exitUsage,
+			wantOut: `ollamaq batch: unknown command "explode"`},
+		{name: "group without a command", args: []string{"dlq"}, wantCode: exitUsage, wantErr: "'ollamaq dlq COMMAND --help'"},
+		{name: "arguments to a command that takes none", args: []string{"queues", "x"}, wantCode: exitUsage,
+			wantErr: "queues takes no arguments"},
 		{name: "bad flag", args: []string{"nodes", "--colour"}, wantCode: exitUsage, wantErr: "flag provided but not defined"},
 		{name: "missing batch ID", args: []string{"batch", "status"}, wantCode: exitUsage, wantErr: "want one batch ID"},
 		{name: "missing file", args: []string{"batch", "submit"}, wantCode: exitUsage, wantErr: "want one FILE"},
@@ -110,4 +117,36 @@ func TestUsage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHelp checks that every command in the table has its help, the same
+// through 'ollamaq help COMMAND' and 'ollamaq COMMAND --help', and that the
+// usage lists it.
+func TestHelp(t *testing.T) {
+	c := newCLI(t, "nats://127.0.0.1:1")
+	_, top, _ := c.runIn(t.Context(), "", "help")
+	var walk func(cmds []*command, path []string)
+	walk = func(cmds []*command, path []string) {
+		for _, cmd := range cmds {
+			path := append(slices.Clip(path), cmd.name)
+			t.Run(strings.Join(path, " "), func(t *testing.T) {
+				code, out, errOut := c.runIn(t.Context(), "", append([]string{"help"}, path...)...)
+				if code != exitOK || errOut != "" || !strings.HasPrefix(out, "Usage: ollamaq "+strings.Join(path, " ")) {
+					t.Errorf("help %s = %d\nstdout: %s\nstderr: %s", strings.Join(path, " "), code, out, errOut)
+				}
+				if cmd.subs != nil {
+					return
+				}
+				if !strings.Contains(top, "  "+strings.Join(path, " ")) {
+					t.Errorf("ollamaq help does not list %s", strings.Join(path, " "))
+				}
+				code, flagOut, flagErr := c.runIn(t.Context(), "", append(path, "--help")...)
+				if code != exitOK || flagOut != "" || flagErr != out {
+					t.Errorf("%s --help = %d\nstdout: %s\nstderr: %s\nwant the help on stderr:\n%s", strings.Join(path, " "), code, flagOut, flagErr, out)
+				}
+			})
+			walk(cmd.subs, path)
+		}
+	}
+	walk(commands, nil)
 }

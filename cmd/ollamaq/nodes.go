@@ -24,36 +24,29 @@ A worker that stops reporting disappears within the bucket's TTL (15s).
 Examples:
   ollamaq nodes
   ollamaq nodes --json | jq '.[] | select(.state != "ready") | .id'
-
-Flags:
 `
 
-func cmdNodes(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("nodes", flag.ContinueOnError)
+func cmdNodes(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the node records as JSON")
-	if code, ok := parse(fs, args, e, nodesSynopsis); !ok {
-		return code
+	return func(ctx context.Context, e *env, _ []string) int {
+		nc, q, err := e.connect(ctx)
+		if err != nil {
+			return e.connectFailed(err)
+		}
+		defer nc.Close()
+		nodes, err := readNodes(ctx, q, e.conn.timeout)
+		if err != nil {
+			return e.fail(exitConnect, "%v", err)
+		}
+		if *asJSON {
+			return e.printJSON(nodes)
+		}
+		writeNodes(e.stdout, nodes, e.now())
+		if len(nodes) == 0 {
+			fmt.Fprintln(e.stderr, "no workers are reporting")
+		}
+		return exitOK
 	}
-	if fs.NArg() > 0 {
-		return e.fail(exitUsage, "nodes takes no arguments (see --help)")
-	}
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return e.connectFailed(err)
-	}
-	defer nc.Close()
-	nodes, err := readNodes(ctx, q, e.conn.timeout)
-	if err != nil {
-		return e.fail(exitConnect, "%v", err)
-	}
-	if *asJSON {
-		return e.printJSON(nodes)
-	}
-	writeNodes(e.stdout, nodes, e.now())
-	if len(nodes) == 0 {
-		fmt.Fprintln(e.stderr, "no workers are reporting")
-	}
-	return exitOK
 }
 
 // readNodes returns the node records in the bucket now.

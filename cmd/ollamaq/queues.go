@@ -28,8 +28,6 @@ queue without a consumer holds jobs for a model no worker has served yet.
 Examples:
   ollamaq queues
   ollamaq queues --json | jq '[.[] | .pending] | add'
-
-Flags:
 `
 
 // queueRow is one queue: the jobs of one model and class.
@@ -46,36 +44,31 @@ type queueRow struct {
 	Workers  int    `json:"workers"` // live workers that have the model
 }
 
-func cmdQueues(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("queues", flag.ContinueOnError)
+func cmdQueues(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the queues as JSON")
-	if code, ok := parse(fs, args, e, queuesSynopsis); !ok {
-		return code
+	return func(ctx context.Context, e *env, _ []string) int {
+		nc, q, err := e.connect(ctx)
+		if err != nil {
+			return e.connectFailed(err)
+		}
+		defer nc.Close()
+		nodes, err := readNodes(ctx, q, e.conn.timeout)
+		if err != nil {
+			return e.fail(exitConnect, "%v", err)
+		}
+		rows, err := readQueues(ctx, q, nodes)
+		if err != nil {
+			return e.fail(exitConnect, "%v", err)
+		}
+		if *asJSON {
+			return e.printJSON(rows)
+		}
+		writeQueues(e.stdout, rows, e.now())
+		if len(rows) == 0 {
+			fmt.Fprintln(e.stderr, "no queues yet: no job was queued and no worker has started")
+		}
+		return exitOK
 	}
-	if fs.NArg() > 0 {
-		return e.fail(exitUsage, "queues takes no arguments (see --help)")
-	}
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return e.connectFailed(err)
-	}
-	defer nc.Close()
-	nodes, err := readNodes(ctx, q, e.conn.timeout)
-	if err != nil {
-		return e.fail(exitConnect, "%v", err)
-	}
-	rows, err := readQueues(ctx, q, nodes)
-	if err != nil {
-		return e.fail(exitConnect, "%v", err)
-	}
-	if *asJSON {
-		return e.printJSON(rows)
-	}
-	writeQueues(e.stdout, rows, e.now())
-	if len(rows) == 0 {
-		fmt.Fprintln(e.stderr, "no queues yet: no job was queued and no worker has started")
-	}
-	return exitOK
 }
 
 // readQueues reads every queue from the consumers of the job stream and the

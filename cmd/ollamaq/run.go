@@ -20,82 +20,78 @@ straight over NATS: no dispatcher is needed.
 Examples:
   ollamaq run llama3.2 "Why is the sky blue?"
   ollamaq run --raw qwen2.5:0.5b "Say hi" | jq .response
-
-Flags:
 `
 
-func cmdRun(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+func cmdRun(fs *flag.FlagSet) runFunc {
 	raw := fs.Bool("raw", false, "print Ollama's NDJSON lines instead of the text")
 	batch := fs.Bool("batch", false, "queue as batch work, which runs only on capacity interactive work leaves free")
 	wait := fs.Duration("wait", 2*time.Minute, "how long the job may wait for a worker")
-	if code, ok := parse(fs, args, e, runSynopsis); !ok {
+	return func(ctx context.Context, e *env, args []string) int {
+		if len(args) != 2 {
+			fmt.Fprintln(e.stderr, "ollamaq run: want MODEL and PROMPT (see --help)")
+			return exitUsage
+		}
+		name, prompt := args[0], args[1]
+		model, err := job.CanonicalModel(name)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "ollamaq run: %v\n", err)
+			return exitUsage
+		}
+		nc, q, err := e.connect(ctx)
+		if err != nil {
+			return e.connectFailed(err)
+		}
+		defer nc.Close()
+		req, err := queue.NewRequester(nc, q, "q"+job.NewID()[:12])
+		if err != nil {
+			fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+			return exitConnect
+		}
+		defer func() { _ = req.Close() }() // The connection closes right after.
+
+		body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
+		class := job.Interactive
+		if *batch {
+			class = job.Batch
+		}
+		st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
+		if err != nil {
+			fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+			return exitConnect
+		}
+		defer st.Close()
+
+		code := exitFailed
+		err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
+			switch rep.Kind {
+			case job.KindData:
+				if *raw {
+					_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
+					return true
+				}
+				printText(e, rep.Data)
+			case job.KindDone:
+				if !*raw {
+					fmt.Fprintln(e.stdout)
+				}
+				code = exitOK
+				return false
+			case job.KindError:
+				fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
+				return false
+			}
+			return true
+		})
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			_ = st.Cancel() // Best effort: we are leaving either way.
+			fmt.Fprintln(e.stderr, "\nollamaq: canceled")
+		default:
+			fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
+		}
 		return code
 	}
-	if fs.NArg() != 2 {
-		fmt.Fprintln(e.stderr, "ollamaq run: want MODEL and PROMPT (see --help)")
-		return exitUsage
-	}
-	name, prompt := fs.Arg(0), fs.Arg(1)
-	model, err := job.CanonicalModel(name)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq run: %v\n", err)
-		return exitUsage
-	}
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return e.connectFailed(err)
-	}
-	defer nc.Close()
-	req, err := queue.NewRequester(nc, q, "q"+job.NewID()[:12])
-	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-		return exitConnect
-	}
-	defer func() { _ = req.Close() }() // The connection closes right after.
-
-	body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
-	class := job.Interactive
-	if *batch {
-		class = job.Batch
-	}
-	st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
-	if err != nil {
-		fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-		return exitConnect
-	}
-	defer st.Close()
-
-	code := exitFailed
-	err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
-		switch rep.Kind {
-		case job.KindData:
-			if *raw {
-				_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
-				return true
-			}
-			printText(e, rep.Data)
-		case job.KindDone:
-			if !*raw {
-				fmt.Fprintln(e.stdout)
-			}
-			code = exitOK
-			return false
-		case job.KindError:
-			fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
-			return false
-		}
-		return true
-	})
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		_ = st.Cancel() // Best effort: we are leaving either way.
-		fmt.Fprintln(e.stderr, "\nollamaq: canceled")
-	default:
-		fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
-	}
-	return code
 }
 
 // printText prints the response text of one NDJSON line of Ollama's. A

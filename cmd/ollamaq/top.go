@@ -21,8 +21,6 @@ object per line: {"time", "nodes", "queues"}.
 Examples:
   ollamaq top
   ollamaq top --interval 10s --json >> fleet.ndjson
-
-Flags:
 `
 
 // snapshot is one refresh of top.
@@ -32,63 +30,61 @@ type snapshot struct {
 	Queues []queueRow    `json:"queues"`
 }
 
-func cmdTop(ctx context.Context, e *env, args []string) int {
-	fs := flag.NewFlagSet("top", flag.ContinueOnError)
+func cmdTop(fs *flag.FlagSet) runFunc {
 	interval := fs.Duration("interval", 2*time.Second, "time between refreshes")
 	count := fs.Int("count", 0, "stop after this many refreshes (0: until interrupted)")
 	asJSON := fs.Bool("json", false, "print each refresh as one line of JSON")
-	if code, ok := parse(fs, args, e, topSynopsis); !ok {
-		return code
-	}
-	if fs.NArg() > 0 || *interval <= 0 || *count < 0 {
-		return e.fail(exitUsage, "top takes no arguments, a positive --interval and a --count of 0 or more (see --help)")
-	}
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return e.connectFailed(err)
-	}
-	defer nc.Close()
-
-	// The node view stays current between refreshes.
-	vctx, stopView := context.WithCancel(ctx)
-	view, err := fleet.Watch(vctx, q.Nodes())
-	if err != nil {
-		stopView()
-		return e.fail(exitConnect, "%v", err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = view.Run(vctx) }) // Ends when top does.
-	defer func() { stopView(); wg.Wait() }()
-	select {
-	case <-view.Ready():
-	case <-time.After(e.conn.timeout):
-		return e.fail(exitConnect, "timed out reading the node bucket")
-	case <-ctx.Done():
-		return exitOK
-	}
-
-	tick := time.NewTicker(*interval)
-	defer tick.Stop()
-	for n := 1; ; n++ {
-		nodes := view.Nodes()
-		rows, err := readQueues(ctx, q, nodes)
+	return func(ctx context.Context, e *env, _ []string) int {
+		if *interval <= 0 || *count < 0 {
+			return e.fail(exitUsage, "top takes a positive --interval and a --count of 0 or more (see --help)")
+		}
+		nc, q, err := e.connect(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return exitOK
-			}
+			return e.connectFailed(err)
+		}
+		defer nc.Close()
+
+		// The node view stays current between refreshes.
+		vctx, stopView := context.WithCancel(ctx)
+		view, err := fleet.Watch(vctx, q.Nodes())
+		if err != nil {
+			stopView()
 			return e.fail(exitConnect, "%v", err)
 		}
-		snap := snapshot{Time: e.now().UTC(), Nodes: nodes, Queues: rows}
-		if err := e.drawTop(snap, *asJSON); err != nil {
-			return e.fail(exitFailed, "write output: %v", err)
-		}
-		if n == *count {
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = view.Run(vctx) }) // Ends when top does.
+		defer func() { stopView(); wg.Wait() }()
+		select {
+		case <-view.Ready():
+		case <-time.After(e.conn.timeout):
+			return e.fail(exitConnect, "timed out reading the node bucket")
+		case <-ctx.Done():
 			return exitOK
 		}
-		select {
-		case <-ctx.Done():
-			return exitOK // Interrupted: the normal way to leave top.
-		case <-tick.C:
+
+		tick := time.NewTicker(*interval)
+		defer tick.Stop()
+		for n := 1; ; n++ {
+			nodes := view.Nodes()
+			rows, err := readQueues(ctx, q, nodes)
+			if err != nil {
+				if ctx.Err() != nil {
+					return exitOK
+				}
+				return e.fail(exitConnect, "%v", err)
+			}
+			snap := snapshot{Time: e.now().UTC(), Nodes: nodes, Queues: rows}
+			if err := e.drawTop(snap, *asJSON); err != nil {
+				return e.fail(exitFailed, "write output: %v", err)
+			}
+			if n == *count {
+				return exitOK
+			}
+			select {
+			case <-ctx.Done():
+				return exitOK // Interrupted: the normal way to leave top.
+			case <-tick.C:
+			}
 		}
 	}
 }
