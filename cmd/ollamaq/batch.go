@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/pkg/batch"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 // batchUsage and batchMore are the help of 'ollamaq batch', before and after
@@ -32,21 +34,37 @@ Example:
 `
 )
 
-// openBatches connects and opens the batch client. On failure it has
-// printed why and returns the exit code.
-func (e *env) openBatches(ctx context.Context) (*nats.Conn, *batch.Client, int) {
-	nc, q, err := e.connect(ctx)
-	if err != nil {
-		return nil, nil, e.connectFailed(err)
+// withBatches connects, opens the batch client and does work with it. It
+// returns work's exit code, or exitConnect when it cannot connect.
+func (e *env) withBatches(ctx context.Context, work func(c *batch.Client) int) int {
+	return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
+		octx, cancel := context.WithTimeout(ctx, e.conn.timeout)
+		c, err := batch.Open(octx, q, batch.WithClock(e.now))
+		cancel()
+		if err != nil {
+			return e.fail(exitConnect, "%v", err)
+		}
+		return work(c)
+	})
+}
+
+// batchFunc is a batch command's work on the batch its one argument names.
+type batchFunc func(ctx context.Context, e *env, c *batch.Client, id string) int
+
+// onBatch is a batch command that takes one batch ID (status, wait, results,
+// cancel): it checks the ID, then opens the batches for work; fs is the
+// command's, for its name.
+func onBatch(fs *flag.FlagSet, work batchFunc) runFunc {
+	return func(ctx context.Context, e *env, args []string) int {
+		if len(args) != 1 {
+			return e.fail(exitUsage, "%s: want one batch ID (see --help)", fs.Name())
+		}
+		id := args[0]
+		if !batch.ValidID(id) {
+			return e.fail(exitFailed, "no such batch: %s (a batch ID is letters, digits, '-' and '_')", id)
+		}
+		return e.withBatches(ctx, func(c *batch.Client) int { return work(ctx, e, c, id) })
 	}
-	octx, cancel := context.WithTimeout(ctx, e.conn.timeout)
-	defer cancel()
-	c, err := batch.Open(octx, q, batch.WithClock(e.now))
-	if err != nil {
-		nc.Close()
-		return nil, nil, e.fail(exitConnect, "%v", err)
-	}
-	return nc, c, exitOK
 }
 
 // batchFailed prints an error of a batch operation and returns its exit code.
@@ -64,17 +82,6 @@ func (e *env) batchFailed(err error) int {
 		return e.fail(exitConnect, "%v", err)
 	}
 	return e.fail(exitFailed, "%s", strings.TrimPrefix(err.Error(), "batch: "))
-}
-
-// oneID returns the single batch ID argument, or prints the usage problem.
-func (e *env) oneID(args []string, cmd string) (string, int, bool) {
-	if len(args) != 1 {
-		return "", e.fail(exitUsage, "batch %s: want one batch ID (see --help)", cmd), false
-	}
-	if !batch.ValidID(args[0]) {
-		return "", e.fail(exitFailed, "no such batch: %s (a batch ID is letters, digits, '-' and '_')", args[0]), false
-	}
-	return args[0], 0, true
 }
 
 // detail says what else a progress display should show about st.

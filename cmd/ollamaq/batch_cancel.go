@@ -25,16 +25,7 @@ Examples:
 func cmdBatchCancel(fs *flag.FlagSet) runFunc {
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for running lines to stop")
 	asJSON := fs.Bool("json", false, "print the status after the cancel as JSON")
-	return func(ctx context.Context, e *env, args []string) int {
-		id, code, ok := e.oneID(args, "cancel")
-		if !ok {
-			return code
-		}
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
+	return onBatch(fs, func(ctx context.Context, e *env, c *batch.Client, id string) int {
 		cctx, cancel := context.WithTimeout(ctx, *wait)
 		defer cancel()
 		st, err := c.Cancel(cctx, id, min(2*time.Second, *wait))
@@ -58,5 +49,5 @@ func cmdBatchCancel(fs *flag.FlagSet) runFunc {
 		}
 		fmt.Fprintln(e.stderr)
 		return exitOK
-	}
+	})
 }

@@ -24,26 +24,13 @@ Examples:
 func cmdBatchList(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the batches as JSON")
 	return func(ctx context.Context, e *env, _ []string) int {
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
-		all, err := c.List(ctx)
-		if err != nil {
-			return e.batchFailed(err)
-		}
-		if *asJSON {
-			if all == nil {
-				all = []batch.Status{}
+		return e.withBatches(ctx, func(c *batch.Client) int {
+			all, err := c.List(ctx)
+			if err != nil {
+				return e.batchFailed(err)
 			}
-			return e.printJSON(all)
-		}
-		writeList(e.stdout, all, e.now())
-		if len(all) == 0 {
-			fmt.Fprintln(e.stderr, "no batches")
-		}
-		return exitOK
+			return printList(e, *asJSON, all, writeList, "no batches")
+		})
 	}
 }
 

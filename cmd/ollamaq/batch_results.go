@@ -31,16 +31,7 @@ Examples:
 
 func cmdBatchResults(fs *flag.FlagSet) runFunc {
 	wait := fs.Bool("wait", false, "wait until the batch is done first, showing progress on stderr")
-	return func(ctx context.Context, e *env, args []string) int {
-		id, code, ok := e.oneID(args, "results")
-		if !ok {
-			return code
-		}
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
+	return onBatch(fs, func(ctx context.Context, e *env, c *batch.Client, id string) int {
 		if *wait {
 			if _, err := e.follow(ctx, c, id); err != nil {
 				return e.batchFailed(err)
@@ -70,5 +61,5 @@ func cmdBatchResults(fs *flag.FlagSet) runFunc {
 			fmt.Fprintf(e.stderr, "%d of %d requests failed; their lines have \"error\" set\n", st.Failed, st.Requests)
 		}
 		return exitOK
-	}
+	})
 }

@@ -25,16 +25,7 @@ Examples:
 
 func cmdBatchStatus(fs *flag.FlagSet) runFunc {
 	asJSON := fs.Bool("json", false, "print the status as JSON")
-	return func(ctx context.Context, e *env, args []string) int {
-		id, code, ok := e.oneID(args, "status")
-		if !ok {
-			return code
-		}
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
+	return onBatch(fs, func(ctx context.Context, e *env, c *batch.Client, id string) int {
 		st, err := c.Status(ctx, id)
 		if err != nil {
 			return e.batchFailed(err)
@@ -44,7 +35,7 @@ func cmdBatchStatus(fs *flag.FlagSet) runFunc {
 		}
 		writeStatus(e.stdout, st, e.now())
 		return exitOK
-	}
+	})
 }
 
 func writeStatus(w io.Writer, st batch.Status, now time.Time) {

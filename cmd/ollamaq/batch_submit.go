@@ -52,87 +52,95 @@ func cmdBatchSubmit(fs *flag.FlagSet) runFunc {
 		}
 		defer cleanup()
 
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
+		return e.withBatches(ctx, func(c *batch.Client) int {
+			opts, finish := e.submitOptions(name)
+			opts.ID, opts.Strict = *id, *strict
+			sub, err := c.Submit(ctx, src, opts)
+			finish()
+			switch {
+			case errors.Is(err, context.Canceled) && sub != nil:
+				return e.fail(exitFailed, "interrupted after queuing %d of %d requests of %s; run the same command again to queue the rest",
+					sub.Record.Submitted, sub.Record.Requests, sub.Record.ID)
+			case err != nil:
+				return e.batchFailed(err)
+			}
+			rec := sub.Record
+			switch {
+			case sub.Queued == 0 && !sub.Created:
+				fmt.Fprintf(e.stderr, "%s was submitted before: nothing to queue\n", rec.ID)
+			case sub.Skipped > 0:
+				fmt.Fprintf(e.stderr, "queued the other %d requests of %s (%d were queued before)\n", sub.Queued, rec.ID, sub.Skipped)
+			default:
+				fmt.Fprintf(e.stderr, "queued %d requests of %s as %s", rec.Requests, name, rec.ID)
+				switch rec.Invalid {
+				case 0:
+				case 1:
+					fmt.Fprint(e.stderr, " (1 invalid line skipped)")
+				default:
+					fmt.Fprintf(e.stderr, " (%d invalid lines skipped)", rec.Invalid)
+				}
+				fmt.Fprintln(e.stderr)
+			}
+			e.warnUnserved(ctx, c, rec)
+			if *asJSON {
+				if code := e.printJSON(rec); code != exitOK {
+					return code
+				}
+			} else {
+				fmt.Fprintln(e.stdout, rec.ID)
+			}
+			if !*wait {
+				return exitOK
+			}
+			st, err := e.follow(ctx, c, rec.ID)
+			if err != nil {
+				return e.batchFailed(err)
+			}
+			fmt.Fprintln(e.stderr, summary(st))
+			return endCode(st)
+		})
+	}
+}
 
-		var checking, queuing *progress
-		reported := 0
-		opts := batch.SubmitOptions{ID: *id, Name: name, Strict: *strict,
-			Report: func(le *batch.LineError) {
-				if reported++; reported <= 50 {
-					fmt.Fprintf(e.stderr, "ollamaq: %s: %v\n", name, le)
-				} else if reported == 51 {
-					fmt.Fprintf(e.stderr, "ollamaq: %s: more bad lines; 'ollamaq batch status' lists the first ones\n", name)
+// submitOptions returns the options that report the bad lines of the batch
+// file name and show how far its checking and queuing got, and the func that
+// ends the progress display.
+func (e *env) submitOptions(name string) (batch.SubmitOptions, func()) {
+	var checking, queuing *progress
+	reported := 0
+	opts := batch.SubmitOptions{Name: name,
+		Report: func(le *batch.LineError) {
+			if reported++; reported <= 50 {
+				fmt.Fprintf(e.stderr, "ollamaq: %s: %v\n", name, le)
+			} else if reported == 51 {
+				fmt.Fprintf(e.stderr, "ollamaq: %s: more bad lines; 'ollamaq batch status' lists the first ones\n", name)
+			}
+		},
+		Progress: func(p batch.Progress) {
+			if p.Checking {
+				if checking == nil {
+					checking = e.newProgress("checking "+name, -1, 0)
 				}
-			},
-			Progress: func(p batch.Progress) {
-				if p.Checking {
-					if checking == nil {
-						checking = e.newProgress("checking "+name, -1, 0)
-					}
-					checking.update(p.Lines, "lines")
-					return
+				checking.update(p.Lines, "lines")
+				return
+			}
+			if queuing == nil {
+				if checking != nil {
+					checking.finish("")
 				}
-				if queuing == nil {
-					if checking != nil {
-						checking.finish("")
-					}
-					queuing = e.newProgress("queuing "+p.ID, p.Requests, p.Submitted)
-				}
-				queuing.update(p.Submitted, "")
-			},
-		}
-		sub, err := c.Submit(ctx, src, opts)
+				queuing = e.newProgress("queuing "+p.ID, p.Requests, p.Submitted)
+			}
+			queuing.update(p.Submitted, "")
+		},
+	}
+	finish := func() {
 		if queuing != nil {
 			queuing.finish("")
 		} else if checking != nil {
 			checking.finish("")
 		}
-		switch {
-		case errors.Is(err, context.Canceled) && sub != nil:
-			return e.fail(exitFailed, "interrupted after queuing %d of %d requests of %s; run the same command again to queue the rest",
-				sub.Record.Submitted, sub.Record.Requests, sub.Record.ID)
-		case err != nil:
-			return e.batchFailed(err)
-		}
-		rec := sub.Record
-		switch {
-		case sub.Queued == 0 && !sub.Created:
-			fmt.Fprintf(e.stderr, "%s was submitted before: nothing to queue\n", rec.ID)
-		case sub.Skipped > 0:
-			fmt.Fprintf(e.stderr, "queued the other %d requests of %s (%d were queued before)\n", sub.Queued, rec.ID, sub.Skipped)
-		default:
-			fmt.Fprintf(e.stderr, "queued %d requests of %s as %s", rec.Requests, name, rec.ID)
-			switch rec.Invalid {
-			case 0:
-			case 1:
-				fmt.Fprint(e.stderr, " (1 invalid line skipped)")
-			default:
-				fmt.Fprintf(e.stderr, " (%d invalid lines skipped)", rec.Invalid)
-			}
-			fmt.Fprintln(e.stderr)
-		}
-		e.warnUnserved(ctx, c, rec)
-		if *asJSON {
-			if code := e.printJSON(rec); code != exitOK {
-				return code
-			}
-		} else {
-			fmt.Fprintln(e.stdout, rec.ID)
-		}
-		if !*wait {
-			return exitOK
-		}
-		st, err := e.follow(ctx, c, rec.ID)
-		if err != nil {
-			return e.batchFailed(err)
-		}
-		fmt.Fprintln(e.stderr, summary(st))
-		return endCode(st)
 	}
+	return opts, finish
 }
 
 // warnUnserved warns about models no worker has served: their jobs wait

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+
+	"github.com/ollamamax/ollamamax/pkg/batch"
 )
 
 const batchWaitSynopsis = `Usage: ollamaq batch wait [flags] ID
@@ -24,16 +26,7 @@ Examples:
 func cmdBatchWait(fs *flag.FlagSet) runFunc {
 	limit := fs.Duration("for", 0, "give up after this long (0: never)")
 	asJSON := fs.Bool("json", false, "print the final status as JSON")
-	return func(ctx context.Context, e *env, args []string) int {
-		id, code, ok := e.oneID(args, "wait")
-		if !ok {
-			return code
-		}
-		nc, c, code := e.openBatches(ctx)
-		if nc == nil {
-			return code
-		}
-		defer nc.Close()
+	return onBatch(fs, func(ctx context.Context, e *env, c *batch.Client, id string) int {
 		wctx := ctx
 		if *limit > 0 {
 			var cancel context.CancelFunc
@@ -55,5 +48,5 @@ func cmdBatchWait(fs *flag.FlagSet) runFunc {
 		}
 		fmt.Fprintln(e.stderr, summary(st))
 		return endCode(st)
-	}
+	})
 }

@@ -248,3 +248,17 @@ func (e *env) connect(ctx context.Context) (*nats.Conn, *queue.Queue, error) {
 func (e *env) connectFailed(err error) int {
 	return e.fail(exitConnect, "%v", err)
 }
+
+// queueFunc is a command's work on the queue, once connected.
+type queueFunc func(ctx context.Context, e *env, q *queue.Queue) int
+
+// withQueue connects to the queue, does work and closes the connection. It
+// returns work's exit code, or exitConnect when it cannot connect.
+func (e *env) withQueue(ctx context.Context, work queueFunc) int {
+	nc, q, err := e.connect(ctx)
+	if err != nil {
+		return e.connectFailed(err)
+	}
+	defer nc.Close()
+	return work(ctx, e, q)
+}

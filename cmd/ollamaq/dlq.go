@@ -75,7 +75,7 @@ func (e *env) seqs(args []string) ([]uint64, int, bool) {
 	return seqs, exitOK, true
 }
 
-func writeDeadLetters(w io.Writer, rows []deadLetterRow) {
+func writeDeadLetters(w io.Writer, rows []deadLetterRow, _ time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tJOB\tMODEL\tCLASS\tROUTE\tATTEMPTS\tWORKER\tREASON")
 	for _, r := range rows {

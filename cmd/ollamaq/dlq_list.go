@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const dlqListSynopsis = `Usage: ollamaq dlq list [--json] [--limit N]
@@ -18,31 +20,18 @@ Examples:
 `
 
 func cmdDLQList(fs *flag.FlagSet) runFunc {
-	asJSON := fs.Bool("json", false, "print the dead letters as JSON")
 	limit := fs.Int("limit", 100, "list at most this many (0: all)")
-	return func(ctx context.Context, e *env, _ []string) int {
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
+	return readList(fs, "the dead letters", func(ctx context.Context, _ *env, q *queue.Queue) ([]deadLetterRow, error) {
 		ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
 		defer cancel()
 		dead, err := q.DeadLetters(ctx, *limit)
 		if err != nil {
-			return e.fail(exitConnect, "read dead letters: %v", err)
+			return nil, fmt.Errorf("read dead letters: %w", err)
 		}
 		rows := make([]deadLetterRow, len(dead))
 		for i, d := range dead {
 			rows[i] = toRow(d, false)
 		}
-		if *asJSON {
-			return e.printJSON(rows)
-		}
-		writeDeadLetters(e.stdout, rows)
-		if len(rows) == 0 {
-			fmt.Fprintln(e.stderr, "no dead letters")
-		}
-		return exitOK
-	}
+		return rows, nil
+	}, writeDeadLetters, "no dead letters")
 }

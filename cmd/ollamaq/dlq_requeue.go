@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const dlqRequeueSynopsis = `Usage: ollamaq dlq requeue SEQ...
@@ -28,21 +30,18 @@ func cmdDLQRequeue(*flag.FlagSet) runFunc {
 		if len(seqs) == 0 {
 			return e.fail(exitUsage, "dlq requeue: want one SEQ or more (see --help)")
 		}
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
-		ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
-		defer cancel()
-		code = exitOK
-		for _, seq := range seqs {
-			if err := q.Requeue(ctx, seq); err != nil {
-				code = e.fail(exitFailed, "requeue %d: %v", seq, err)
-				continue
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
+			ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
+			defer cancel()
+			code := exitOK
+			for _, seq := range seqs {
+				if err := q.Requeue(ctx, seq); err != nil {
+					code = e.fail(exitFailed, "requeue %d: %v", seq, err)
+					continue
+				}
+				fmt.Fprintf(e.stdout, "requeued %d\n", seq)
 			}
-			fmt.Fprintf(e.stdout, "requeued %d\n", seq)
-		}
-		return code
+			return code
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const dlqShowSynopsis = `Usage: ollamaq dlq show [--json] SEQ
@@ -31,26 +32,23 @@ func cmdDLQShow(fs *flag.FlagSet) runFunc {
 			return e.fail(exitUsage, "dlq show: want one SEQ (see --help)")
 		}
 		seq := seqs[0]
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
-		ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
-		defer cancel()
-		d, err := q.DeadLetterAt(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return e.fail(exitFailed, "no dead letter %d", seq)
-		}
-		if err != nil {
-			return e.fail(exitConnect, "read dead letter %d: %v", seq, err)
-		}
-		row := toRow(d, true)
-		if *asJSON {
-			return e.printJSON(row)
-		}
-		fmt.Fprintf(e.stdout, "seq:      %d\njob:      %s\nsubject:  %s\nroute:    %s\nattempts: %d\nworker:   %s\nreason:   %s\nbody:     %s\n",
-			row.Seq, row.Job, row.Subject, row.Route, row.Attempts, row.Worker, row.Reason, row.Body)
-		return exitOK
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
+			ctx, cancel := context.WithTimeout(ctx, dlqTimeout)
+			defer cancel()
+			d, err := q.DeadLetterAt(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				return e.fail(exitFailed, "no dead letter %d", seq)
+			}
+			if err != nil {
+				return e.fail(exitConnect, "read dead letter %d: %v", seq, err)
+			}
+			row := toRow(d, true)
+			if *asJSON {
+				return e.printJSON(row)
+			}
+			fmt.Fprintf(e.stdout, "seq:      %d\njob:      %s\nsubject:  %s\nroute:    %s\nattempts: %d\nworker:   %s\nreason:   %s\nbody:     %s\n",
+				row.Seq, row.Job, row.Subject, row.Route, row.Attempts, row.Worker, row.Reason, row.Body)
+			return exitOK
+		})
 	}
 }

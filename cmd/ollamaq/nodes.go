@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,26 +26,9 @@ Examples:
 `
 
 func cmdNodes(fs *flag.FlagSet) runFunc {
-	asJSON := fs.Bool("json", false, "print the node records as JSON")
-	return func(ctx context.Context, e *env, _ []string) int {
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
-		nodes, err := readNodes(ctx, q, e.conn.timeout)
-		if err != nil {
-			return e.fail(exitConnect, "%v", err)
-		}
-		if *asJSON {
-			return e.printJSON(nodes)
-		}
-		writeNodes(e.stdout, nodes, e.now())
-		if len(nodes) == 0 {
-			fmt.Fprintln(e.stderr, "no workers are reporting")
-		}
-		return exitOK
-	}
+	return readList(fs, "the node records", func(ctx context.Context, e *env, q *queue.Queue) ([]*fleet.Node, error) {
+		return readNodes(ctx, q, e.conn.timeout)
+	}, writeNodes, "no workers are reporting")
 }
 
 // readNodes returns the node records in the bucket now.
@@ -89,15 +71,4 @@ func writeNodes(w io.Writer, nodes []*fleet.Node, now time.Time) {
 // age formats a duration to the second; never negative (clocks differ).
 func age(d time.Duration) string {
 	return max(d, 0).Round(time.Second).String()
-}
-
-// printJSON prints v as indented JSON on stdout.
-func (e *env) printJSON(v any) int {
-	enc := json.NewEncoder(e.stdout)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return e.fail(exitFailed, "write output: %v", err)
-	}
-	return exitOK
 }

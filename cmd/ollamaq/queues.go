@@ -45,30 +45,13 @@ type queueRow struct {
 }
 
 func cmdQueues(fs *flag.FlagSet) runFunc {
-	asJSON := fs.Bool("json", false, "print the queues as JSON")
-	return func(ctx context.Context, e *env, _ []string) int {
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
+	return readList(fs, "the queues", func(ctx context.Context, e *env, q *queue.Queue) ([]queueRow, error) {
 		nodes, err := readNodes(ctx, q, e.conn.timeout)
 		if err != nil {
-			return e.fail(exitConnect, "%v", err)
+			return nil, err
 		}
-		rows, err := readQueues(ctx, q, nodes)
-		if err != nil {
-			return e.fail(exitConnect, "%v", err)
-		}
-		if *asJSON {
-			return e.printJSON(rows)
-		}
-		writeQueues(e.stdout, rows, e.now())
-		if len(rows) == 0 {
-			fmt.Fprintln(e.stderr, "no queues yet: no job was queued and no worker has started")
-		}
-		return exitOK
-	}
+		return readQueues(ctx, q, nodes)
+	}, writeQueues, "no queues yet: no job was queued and no worker has started")
 }
 
 // readQueues reads every queue from the consumers of the job stream and the

@@ -37,60 +37,57 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			fmt.Fprintf(e.stderr, "ollamaq run: %v\n", err)
 			return exitUsage
 		}
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
-		req, err := queue.NewRequester(nc, q, "q"+job.NewID()[:12])
-		if err != nil {
-			fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-			return exitConnect
-		}
-		defer func() { _ = req.Close() }() // The connection closes right after.
-
-		body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
-		class := job.Interactive
-		if *batch {
-			class = job.Batch
-		}
-		st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
-		if err != nil {
-			fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
-			return exitConnect
-		}
-		defer st.Close()
-
-		code := exitFailed
-		err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
-			switch rep.Kind {
-			case job.KindData:
-				if *raw {
-					_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
-					return true
-				}
-				printText(e, rep.Data)
-			case job.KindDone:
-				if !*raw {
-					fmt.Fprintln(e.stdout)
-				}
-				code = exitOK
-				return false
-			case job.KindError:
-				fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
-				return false
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
+			req, err := queue.NewRequester(q.JetStream().Conn(), q, "q"+job.NewID()[:12])
+			if err != nil {
+				fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+				return exitConnect
 			}
-			return true
+			defer func() { _ = req.Close() }() // The connection closes right after.
+
+			body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
+			class := job.Interactive
+			if *batch {
+				class = job.Batch
+			}
+			st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
+			if err != nil {
+				fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
+				return exitConnect
+			}
+			defer st.Close()
+
+			code := exitFailed
+			err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
+				switch rep.Kind {
+				case job.KindData:
+					if *raw {
+						_, _ = e.stdout.Write(rep.Data) // A closed stdout ends the command anyway.
+						return true
+					}
+					printText(e, rep.Data)
+				case job.KindDone:
+					if !*raw {
+						fmt.Fprintln(e.stdout)
+					}
+					code = exitOK
+					return false
+				case job.KindError:
+					fmt.Fprintf(e.stderr, "\nollamaq: %s (status %d)\n", rep.Error, rep.Status)
+					return false
+				}
+				return true
+			})
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				_ = st.Cancel() // Best effort: we are leaving either way.
+				fmt.Fprintln(e.stderr, "\nollamaq: canceled")
+			default:
+				fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
+			}
+			return code
 		})
-		switch {
-		case err == nil:
-		case ctx.Err() != nil:
-			_ = st.Cancel() // Best effort: we are leaving either way.
-			fmt.Fprintln(e.stderr, "\nollamaq: canceled")
-		default:
-			fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
-		}
-		return code
 	}
 }
 

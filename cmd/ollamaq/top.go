@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const topSynopsis = `Usage: ollamaq top [--interval DURATION] [--count N] [--json]
@@ -38,54 +39,51 @@ func cmdTop(fs *flag.FlagSet) runFunc {
 		if *interval <= 0 || *count < 0 {
 			return e.fail(exitUsage, "top takes a positive --interval and a --count of 0 or more (see --help)")
 		}
-		nc, q, err := e.connect(ctx)
-		if err != nil {
-			return e.connectFailed(err)
-		}
-		defer nc.Close()
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
 
-		// The node view stays current between refreshes.
-		vctx, stopView := context.WithCancel(ctx)
-		view, err := fleet.Watch(vctx, q.Nodes())
-		if err != nil {
-			stopView()
-			return e.fail(exitConnect, "%v", err)
-		}
-		var wg sync.WaitGroup
-		wg.Go(func() { _ = view.Run(vctx) }) // Ends when top does.
-		defer func() { stopView(); wg.Wait() }()
-		select {
-		case <-view.Ready():
-		case <-time.After(e.conn.timeout):
-			return e.fail(exitConnect, "timed out reading the node bucket")
-		case <-ctx.Done():
-			return exitOK
-		}
-
-		tick := time.NewTicker(*interval)
-		defer tick.Stop()
-		for n := 1; ; n++ {
-			nodes := view.Nodes()
-			rows, err := readQueues(ctx, q, nodes)
+			// The node view stays current between refreshes.
+			vctx, stopView := context.WithCancel(ctx)
+			view, err := fleet.Watch(vctx, q.Nodes())
 			if err != nil {
-				if ctx.Err() != nil {
-					return exitOK
-				}
+				stopView()
 				return e.fail(exitConnect, "%v", err)
 			}
-			snap := snapshot{Time: e.now().UTC(), Nodes: nodes, Queues: rows}
-			if err := e.drawTop(snap, *asJSON); err != nil {
-				return e.fail(exitFailed, "write output: %v", err)
-			}
-			if n == *count {
+			var wg sync.WaitGroup
+			wg.Go(func() { _ = view.Run(vctx) }) // Ends when top does.
+			defer func() { stopView(); wg.Wait() }()
+			select {
+			case <-view.Ready():
+			case <-time.After(e.conn.timeout):
+				return e.fail(exitConnect, "timed out reading the node bucket")
+			case <-ctx.Done():
 				return exitOK
 			}
-			select {
-			case <-ctx.Done():
-				return exitOK // Interrupted: the normal way to leave top.
-			case <-tick.C:
+
+			tick := time.NewTicker(*interval)
+			defer tick.Stop()
+			for n := 1; ; n++ {
+				nodes := view.Nodes()
+				rows, err := readQueues(ctx, q, nodes)
+				if err != nil {
+					if ctx.Err() != nil {
+						return exitOK
+					}
+					return e.fail(exitConnect, "%v", err)
+				}
+				snap := snapshot{Time: e.now().UTC(), Nodes: nodes, Queues: rows}
+				if err := e.drawTop(snap, *asJSON); err != nil {
+					return e.fail(exitFailed, "write output: %v", err)
+				}
+				if n == *count {
+					return exitOK
+				}
+				select {
+				case <-ctx.Done():
+					return exitOK // Interrupted: the normal way to leave top.
+				case <-tick.C:
+				}
 			}
-		}
+		})
 	}
 }
 
