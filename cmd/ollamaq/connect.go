@@ -148,7 +148,11 @@ func (c *connFlags) options(getenv func(string) string) (string, []nats.Option, 
 		return ctx
 	}
 	url := pick(c.server, pick(nctx.URL, nats.DefaultURL))
-	opts := []nats.Option{nats.Name("ollamaq"), nats.Timeout(c.timeout), nats.MaxReconnects(3)}
+	opts := []nats.Option{nats.Name("ollamaq"), nats.Timeout(c.timeout), nats.MaxReconnects(3),
+		// ollamaq says what went wrong itself, in one sentence: the call that
+		// failed returns why, and connect asks LastError. nats.go's default
+		// handler would print a second, raw line to the process's stderr.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})}
 	if creds := pick(c.creds, nctx.Creds); creds != "" {
 		if _, err := os.Stat(creds); err != nil {
 			return "", nil, nil, connFailed("credentials file %s cannot be read: %v", creds, pathError(err))
@@ -214,7 +218,7 @@ func (e *env) connect(ctx context.Context) (*nats.Conn, *queue.Queue, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		switch {
-		case errors.Is(err, nats.ErrAuthorization), strings.Contains(strings.ToLower(err.Error()), "authorization"):
+		case refused(err):
 			return nil, nil, connFailed("NATS at %s refused the credentials (%v)", url, err)
 		case errors.Is(err, nats.ErrNoServers):
 			return nil, nil, connFailed("cannot reach NATS at %s (is the server running, and is that its address?)", url)
@@ -235,13 +239,32 @@ func (e *env) connect(ctx context.Context) (*nats.Conn, *queue.Queue, error) {
 	defer cancel()
 	q, err := queue.Open(octx, js)
 	if err != nil {
+		// A request the user may not publish gets no answer: the reason is
+		// the connection's last error, which the server sent on the side.
+		last := nc.LastError()
 		nc.Close()
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+		switch {
+		case errors.Is(last, nats.ErrPermissionViolation):
+			return nil, nil, connFailed("NATS at %s does not permit these credentials what ollamaq needs (%v)", url, last)
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 			return nil, nil, connFailed("NATS at %s does not answer JetStream requests (is JetStream enabled for this account?)", url)
 		}
 		return nil, nil, connFailed("%v", err)
 	}
 	return nc, q, nil
+}
+
+// refused reports whether err is the server refusing the credentials. At
+// connect the server says "Authorization Violation" for credentials it does
+// not accept, expired and revoked users included; the other sentinels are
+// for what it says to connections it already accepted.
+func refused(err error) bool {
+	for _, target := range []error{nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	return false
 }
 
 // connectFailed prints a connect error and returns its exit code.
