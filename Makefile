@@ -5,7 +5,7 @@ PKG     ?= ./...
 T       ?=
 TESTFLAGS ?= -race -timeout 15m
 
-.PHONY: all build test run demo vet fmt clean
+.PHONY: all build test fuzz run demo vet fmt clean
 
 all: build
 
@@ -16,6 +16,16 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) $(if $(T),-run '$(T)') $(PKG)
+
+# Every fuzz target for FUZZTIME each (CI: a few seconds; before a release: minutes).
+FUZZTIME ?= 10s
+fuzz:
+	@for dir in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go') | xargs -n1 dirname | sort -u); do \
+	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -c6-); do \
+	    echo "fuzz ./$$dir $$f $(FUZZTIME)"; \
+	    $(GO) test ./$$dir -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) | tail -1 || exit 1; \
+	  done; \
+	done
 
 # Embedded NATS + dispatcher on 127.0.0.1:11435 + one worker for the Ollama at $OLLAMA_HOST.
 run: build

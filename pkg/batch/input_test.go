@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 func TestParseLine(t *testing.T) {
@@ -102,4 +104,45 @@ func TestScanReportsLinesByNumber(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("reported:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// FuzzParseLine feeds arbitrary lines to the batch file parser: a line is
+// either refused with a *LineError that names it, or queued as a body that
+// is a JSON object for a batch route and a canonical model, with streaming
+// turned off where the route would stream.
+func FuzzParseLine(f *testing.F) {
+	f.Add([]byte(`{"custom_id":"a","method":"POST","url":"/api/generate","body":{"model":"llama3.2","prompt":"hi","stream":true}}`))
+	f.Add([]byte(`{"custom_id":"b","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}`))
+	f.Add([]byte(`{"custom_id":"c","url":"/v1/embeddings","body":{"model":"m","input":"x"}}`))
+	f.Add([]byte(`{"custom_id":"d","url":"/api/chat","body":{"model":" x ","stream":"no"}}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		req, err := ParseLine(7, line, 1<<16)
+		if err != nil {
+			var le *LineError
+			if !errors.As(err, &le) || le.Line != 7 || le.Msg == "" {
+				t.Fatalf("error %v is not a LineError for line 7", err)
+			}
+			return
+		}
+		rt, ok := job.LookupRoute(req.Route)
+		if !ok || !rt.Batch {
+			t.Fatalf("queued for route %q", req.Route)
+		}
+		if c, err := job.CanonicalModel(req.Model); err != nil || c != req.Model {
+			t.Fatalf("model %q is not canonical", req.Model)
+		}
+		var body map[string]json.RawMessage
+		if err := json.Unmarshal(req.Body, &body); err != nil {
+			t.Fatalf("queued body %q is not a JSON object: %v", req.Body, err)
+		}
+		if len(req.Body) > 1<<16 {
+			t.Fatalf("queued body of %d bytes over the bound", len(req.Body))
+		}
+		if rt.Streams && string(body["stream"]) != "false" {
+			t.Fatalf("streaming route %s queued with stream %s", req.Route, body["stream"])
+		}
+		if req.CustomID == "" {
+			t.Fatal("no custom_id")
+		}
+	})
 }

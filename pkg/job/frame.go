@@ -85,9 +85,9 @@ func eof(err error) error {
 // newlines, as the SSE specification says; nil for an event without data).
 // Any other frame is returned trimmed.
 func Payload(frame []byte) []byte {
-	t := bytes.TrimSpace(frame)
+	t := bytes.TrimLeft(frame, " \t\r\n")
 	if !isEvent(t) {
-		return t
+		return bytes.TrimSpace(t)
 	}
 	var data []byte
 	seen := false

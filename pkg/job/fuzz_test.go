@@ -1,0 +1,104 @@
+package job
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func FuzzParseReply(f *testing.F) {
+	f.Add("data", "j1", "1", "1", "200", "application/x-ndjson", "", "", "", []byte("{}\n"))
+	f.Add("start", "j1", "2", "1", "", "", "w1", "5", "", []byte(nil))
+	f.Add("error", "j1", "1", "1073741824", "502", "", "", "", "gone", []byte(`{"error":"gone"}`))
+	f.Add("error", "j1", "1", "3", "9999", "", "", "", "x", []byte(nil))
+	f.Add("done", "j", "-1", "0", "abc", "", "", "-3", "", []byte(nil))
+	f.Fuzz(func(t *testing.T, kind, id, attempt, seq, status, ct, worker, resumed, msg string, data []byte) {
+		h := map[string][]string{HeaderKind: {kind}, HeaderJob: {id}, HeaderAttempt: {attempt}, HeaderSeq: {seq}}
+		for k, v := range map[string]string{HeaderStatus: status, HeaderContentType: ct, HeaderWorker: worker, HeaderResumed: resumed, HeaderError: msg} {
+			if v != "" {
+				h[k] = []string{v}
+			}
+		}
+		r, err := ParseReply(h, data)
+		if err != nil {
+			return
+		}
+		switch {
+		case r.Attempt < 1 || r.Attempt > SeqFinal, r.Seq < 1 || r.Seq > SeqFinal, r.Resumed < 0:
+			t.Fatalf("out of range: %+v", r)
+		case r.Status != 0 && (r.Status < 100 || r.Status > 599):
+			t.Fatalf("status %d accepted", r.Status)
+		}
+		again, err := ParseReply(r.Header(), r.Data)
+		if err != nil {
+			t.Fatalf("re-encoded reply does not parse: %v (%+v)", err, r)
+		}
+		if !reflect.DeepEqual(again, r) {
+			t.Fatalf("round trip: %+v != %+v", again, r)
+		}
+	})
+}
+
+func FuzzSubjects(f *testing.F) {
+	f.Add("ollamaq.reply.d1.job1", "d1", "job1")
+	f.Add("ollamaq.reply.batch.b1.job1", "batch", "x")
+	f.Add("ollamaq.cancel.d1.job1", "a*", "b")
+	f.Add("ollamaq.resume..x", "", "")
+	f.Fuzz(func(t *testing.T, subject, requester, id string) {
+		for _, p := range []struct {
+			name  string
+			parse func(string) (string, string, error)
+			build func(string, string) string
+		}{
+			{"reply", ParseReplySubject, ReplySubject},
+			{"cancel", ParseCancelSubject, CancelSubject},
+			{"resume", ParseResumeSubject, ResumeSubject},
+		} {
+			if r, i, err := p.parse(subject); err == nil {
+				if !ValidToken(r) || !ValidToken(i) || !strings.HasSuffix(subject, "."+i) {
+					t.Fatalf("%s: %q parsed as %q, %q", p.name, subject, r, i)
+				}
+			}
+			if !ValidToken(requester) || !ValidToken(id) {
+				continue
+			}
+			r, i, err := p.parse(p.build(requester, id))
+			if err != nil || r != requester || i != id {
+				t.Fatalf("%s round trip of %q, %q: %q, %q, %v", p.name, requester, id, r, i, err)
+			}
+		}
+		if m, c, err := ParseJobSubject(subject); err == nil && JobSubject(m, c) != subject && QueuedSubject(m, c) != subject {
+			t.Fatalf("job subject %q parsed as %q %q, which builds another", subject, m, c)
+		}
+	})
+}
+
+func FuzzFrames(f *testing.F) {
+	f.Add("application/x-ndjson", []byte("{\"a\":1}\n{\"b\":2}"))
+	f.Add("text/event-stream", []byte("data: {\"a\":1}\n\ndata: [DONE]\n\n"))
+	f.Add("text/event-stream", []byte("event: x\r\ndata: y\r\n\r\n: c\n\n"))
+	f.Add("application/json", []byte(`{"x":1}`))
+	f.Fuzz(func(t *testing.T, ct string, body []byte) {
+		var all []byte
+		err := Frames(bytes.NewReader(body), ct, func(b []byte) error {
+			if len(b) == 0 {
+				t.Fatal("empty frame")
+			}
+			_ = Payload(b)
+			all = append(all, b...)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(all, body) {
+			t.Fatalf("frames do not add up to the body: %q != %q", all, body)
+		}
+		if !bytes.ContainsAny(body, "\r\n") {
+			if got := Payload(SSEEvent(body)); !bytes.Equal(got, body) {
+				t.Fatalf("Payload(SSEEvent(%q)) = %q", body, got)
+			}
+		}
+	})
+}
