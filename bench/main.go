@@ -2,10 +2,13 @@
 // dispatcher, worker and ollamasim binaries (and Debian's nginx, when it is
 // installed) as real processes on loopback ports, measures each scenario
 // side by side with its baseline in one run, prints a table, and writes the
-// report (docs/benchmarks.md) and the scheduling plot
-// (docs/bench-scheduling.svg).
+// results (docs/benchmarks.json) and what is rendered from them: the report
+// (docs/benchmarks.md) and the scheduling plot (docs/bench-scheduling.svg).
+// With -from it runs nothing and renders those files again from saved
+// results, for when a template changes.
 //
-//	go run ./bench -bin bin -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+//	go run ./bench -bin bin -json docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+//	go run ./bench -from docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg
 //	BENCH_SHORT=1 go run ./bench -bin bin     # seconds: checks the harness, asserts nothing
 //
 // It speaks the NATS-native protocol through pkg/queue and reads node
@@ -32,6 +35,8 @@ type config struct {
 	short      bool
 	binDir     string   // prebuilt binaries; "" builds them into the lab
 	buildFlags []string // extra go build flags when building (e.g. -race)
+	json       string   // results file; "" writes none
+	from       string   // render from this results file instead of running
 	out        string   // markdown report; "" writes none
 	svg        string   // scheduling plot; "" writes none
 	nginx      string   // nginx binary; "" looks it up, "off" skips it
@@ -72,7 +77,11 @@ func main() {
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	_, err = run(ctx, cfg)
+	if cfg.from != "" {
+		err = renderFrom(cfg)
+	} else {
+		_, err = run(ctx, cfg)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -96,6 +105,8 @@ func parseFlags(args []string) (config, error) {
 	}
 	fs.BoolVar(&cfg.short, "short", os.Getenv("BENCH_SHORT") != "", "tiny sizes that only check the harness works [BENCH_SHORT=1]")
 	fs.StringVar(&cfg.binDir, "bin", "", "directory with the dispatcher, worker and ollamasim binaries; empty builds them")
+	fs.StringVar(&cfg.json, "json", "", "write the results here, to render again with -from (e.g. docs/benchmarks.json)")
+	fs.StringVar(&cfg.from, "from", "", "run nothing: render -out and -svg from this results file (e.g. docs/benchmarks.json)")
 	fs.StringVar(&cfg.out, "out", "", "write the markdown report here (e.g. docs/benchmarks.md)")
 	fs.StringVar(&cfg.svg, "svg", "", "write the scheduling latency plot here (e.g. docs/bench-scheduling.svg)")
 	fs.StringVar(&cfg.nginx, "nginx", "", "nginx binary for the baselines; empty looks on PATH and in /usr/sbin, off skips them")
@@ -108,6 +119,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.from != "" && *only != "" {
+		return cfg, errors.New("-run: -from runs nothing")
 	}
 	if *only != "" {
 		for name := range strings.SplitSeq(*only, ",") {
@@ -168,16 +182,49 @@ func run(ctx context.Context, cfg config) (*report, error) {
 		}
 	}
 	rep.took, rep.loadEnd = time.Since(started), loadAverage()
+	rep.text(cfg.stdout)
 	if err := ctx.Err(); err != nil {
-		rep.text(cfg.stdout)
 		return rep, fmt.Errorf("interrupted; no files written: %w", err)
 	}
+	if err := writeFiles(cfg, rep); err != nil {
+		return rep, err
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
+	}
+	return rep, nil
+}
 
+// renderFrom renders the files cfg names from the results file cfg.from.
+func renderFrom(cfg config) error {
+	res, err := readResults(cfg.from)
+	if err != nil {
+		return err
+	}
+	return writeFiles(cfg, res.report())
+}
+
+// output is a rendered file.
+type output struct {
+	path string
+	data []byte
+}
+
+// renderFiles renders the files cfg names from rep: results, plot, report.
+// A run and -from render through it alike.
+func renderFiles(cfg config, rep *report) ([]output, error) {
+	var out []output
+	if cfg.json != "" {
+		b, err := rep.results().encode()
+		if err != nil {
+			return nil, fmt.Errorf("encode results: %w", err)
+		}
+		out = append(out, output{cfg.json, b})
+	}
+	rep.svgLink = ""
 	if cfg.svg != "" {
 		if plot := rep.plot(); plot != nil {
-			if err := os.WriteFile(cfg.svg, plot, 0o644); err != nil {
-				return rep, fmt.Errorf("write plot: %w", err)
-			}
+			out = append(out, output{cfg.svg, plot})
 			if cfg.out != "" {
 				if rel, err := filepath.Rel(filepath.Dir(cfg.out), cfg.svg); err == nil {
 					rep.svgLink = filepath.ToSlash(rel)
@@ -185,17 +232,25 @@ func run(ctx context.Context, cfg config) (*report, error) {
 			}
 		}
 	}
-	rep.text(cfg.stdout)
 	if cfg.out != "" {
-		if err := os.WriteFile(cfg.out, rep.markdown(), 0o644); err != nil {
-			return rep, fmt.Errorf("write report: %w", err)
+		out = append(out, output{cfg.out, rep.markdown()})
+	}
+	return out, nil
+}
+
+// writeFiles renders every file first and writes them only if all rendered.
+func writeFiles(cfg config, rep *report) error {
+	files, err := renderFiles(cfg, rep)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if err := os.WriteFile(f.path, f.data, 0o644); err != nil {
+			return err
 		}
-		fmt.Fprintf(cfg.progress, "wrote %s\n", cfg.out)
+		fmt.Fprintf(cfg.progress, "wrote %s\n", f.path)
 	}
-	if len(failed) > 0 {
-		return rep, fmt.Errorf("scenarios failed: %s", strings.Join(failed, ", "))
-	}
-	return rep, nil
+	return nil
 }
 
 // plot draws the scheduling scenario's latency distributions, or returns nil

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -48,6 +49,7 @@ func (s *section) notef(format string, args ...any) {
 type machine struct {
 	cpu     string
 	cores   int
+	virtual bool // the CPU says it runs under a hypervisor
 	memory  string
 	kernel  string
 	goVer   string
@@ -69,6 +71,8 @@ func describeMachine(l *lab) machine {
 				n++
 			case k == "model name" && m.cpu == "unknown":
 				m.cpu = strings.TrimSpace(v)
+			case k == "flags" && slices.Contains(strings.Fields(v), "hypervisor"):
+				m.virtual = true
 			}
 		}
 		if n > 0 {
@@ -123,15 +127,16 @@ func loadAverage() string {
 
 // report is the whole run.
 type report struct {
-	machine  machine
-	command  string
-	note     string
-	short    bool
-	started  time.Time
-	took     time.Duration
-	loadEnd  string
-	svgLink  string // the plot's path relative to the markdown file, if written
-	sections []*section
+	machine    machine
+	provenance string // see results.Provenance
+	command    string
+	note       string
+	short      bool
+	started    time.Time
+	took       time.Duration
+	loadEnd    string
+	svgLink    string // the plot's path relative to the markdown file, if written
+	sections   []*section
 }
 
 // markdown renders the report as docs/benchmarks.md.
