@@ -28,6 +28,7 @@ func TestShortMode(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config{
 		short:    true,
+		json:     filepath.Join(dir, "benchmarks.json"),
 		out:      filepath.Join(dir, "benchmarks.md"),
 		svg:      filepath.Join(dir, "bench-scheduling.svg"),
 		command:  "go test ./bench -run TestShortMode",
@@ -88,6 +89,27 @@ func TestShortMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSVG(t, svg)
+
+	f := rep.figures
+	for name, missing := range map[string]bool{"overhead": f.Overhead == nil, "throughput": f.Throughput == nil,
+		"relay": f.Relay == nil, "scheduling": f.Scheduling == nil, "failover": f.Failover == nil, "memory": f.Memory == nil} {
+		if missing {
+			t.Errorf("scenario %s left no figures for the README's summary", name)
+		}
+	}
+	res, err := readResults(cfg.json)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := renderFiles(config{out: cfg.out, svg: cfg.svg}, res.report())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range again {
+		if written, err := os.ReadFile(f.path); err != nil || !bytes.Equal(f.data, written) {
+			t.Errorf("%s rendered from the results file differs from the run's (%v):\n%s", filepath.Base(f.path), err, firstDiff(f.data, written))
+		}
+	}
 }
 
 // checkSVG fails unless b is well-formed XML with an svg root and a line.

@@ -73,6 +73,7 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 	}
 	t := table{header: []string{"case", "system", "streams", "interrupted", "interrupted that completed",
 		"heard nothing for (p50 / max)", "what the interrupted clients got", "all streams completed"}}
+	var fig *failoverFigures // of the mid-stream case
 	for _, fc := range cases {
 		fmt.Fprintf(l.progress, "   %s: OllamaMax\n", fc.name)
 		run, err := failoverOllamaMax(ctx, l, p, fc, slots)
@@ -80,8 +81,10 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 			return fmt.Errorf("%s, OllamaMax: %w", fc.name, err)
 		}
 		l.stopAll()
-		t.rows = append(t.rows, failoverRow(fc.name, fmt.Sprintf("OllamaMax (ack wait %s)", p.foAckWait), run))
+		tl := run.tally()
+		t.rows = append(t.rows, failoverRow(fc.name, fmt.Sprintf("OllamaMax (ack wait %s)", p.foAckWait), tl))
 		if fc.midStream {
+			fig = &failoverFigures{AckWait: p.foAckWait.Seconds(), OllamaMax: *tl.figures()}
 			if n := run.redelivered(); n > 0 {
 				s.notef("mid-stream, OllamaMax: %d interrupted responses ended with an `{\"error\":…}` line after the "+
 					"redelivery: the dispatcher did not continue a stream it had already partly relayed.", n)
@@ -95,9 +98,14 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 			return fmt.Errorf("%s, nginx: %w", fc.name, err)
 		}
 		l.stopAll()
-		t.rows = append(t.rows, failoverRow(fc.name, "nginx least_conn", run))
+		tl = run.tally()
+		t.rows = append(t.rows, failoverRow(fc.name, "nginx least_conn", tl))
+		if fc.midStream {
+			fig.Nginx = tl.figures()
+		}
 	}
 	s.addTable(t)
+	s.figures.Failover = fig
 	if l.nginx == "" {
 		s.notef("nginx was not available (not installed, or `-nginx off`): the nginx rows were skipped (`apt-get install nginx-light`).")
 	}
@@ -298,29 +306,50 @@ func (run failoverRun) redelivered() int {
 	return n
 }
 
-// failoverRow summarizes one run for the table.
-func failoverRow(caseName, system string, run failoverRun) []string {
-	hit := run.interrupted()
-	completed, all := 0, 0
+// failoverTally is what one run's clients saw, counted.
+type failoverTally struct {
+	streams, completed int // all streams, and those that completed
+	hit, hitCompleted  int // the interrupted streams, and those of them that completed
+	heardNothing       sample
+	outcomes           map[string]int // how the interrupted streams ended
+}
+
+func (run failoverRun) tally() failoverTally {
+	t := failoverTally{streams: len(run.results), outcomes: map[string]int{}}
 	var waits []time.Duration
-	outcomes := map[string]int{}
-	for _, r := range hit {
+	for _, r := range run.interrupted() {
+		t.hit++
 		waits = append(waits, heardNothing(r, run.kill))
-		outcomes[run.outcome(r)]++
+		t.outcomes[run.outcome(r)]++
 		if run.complete(r) {
-			completed++
+			t.hitCompleted++
 		}
 	}
 	for _, r := range run.results {
 		if run.complete(r) {
-			all++
+			t.completed++
 		}
 	}
-	var got []string
-	for _, k := range slices.Sorted(maps.Keys(outcomes)) {
-		got = append(got, fmt.Sprintf("%d× %s", outcomes[k], k))
+	t.heardNothing = durations(waits)
+	return t
+}
+
+// figures are the README's figures of the run.
+func (t failoverTally) figures() *failoverSystem {
+	f := &failoverSystem{Streams: t.streams, Completed: t.completed, Interrupted: t.hit}
+	if t.heardNothing.n() > 0 {
+		f.Pause = t.heardNothing.max()
 	}
-	w := durations(waits)
+	return f
+}
+
+// failoverRow summarizes one run for the table.
+func failoverRow(caseName, system string, t failoverTally) []string {
+	var got []string
+	for _, k := range slices.Sorted(maps.Keys(t.outcomes)) {
+		got = append(got, fmt.Sprintf("%d× %s", t.outcomes[k], k))
+	}
+	w := t.heardNothing
 	heard := "—"
 	if w.n() > 0 {
 		heard = secs(w.p50()) + " / " + secs(w.max())
@@ -329,8 +358,8 @@ func failoverRow(caseName, system string, run failoverRun) []string {
 	if len(got) > 0 {
 		gotCell = strings.Join(got, ", ")
 	}
-	return []string{caseName, system, fmt.Sprint(len(run.results)), fmt.Sprint(len(hit)),
-		fmt.Sprintf("%d of %d", completed, len(hit)), heard, gotCell, percent(all, len(run.results))}
+	return []string{caseName, system, fmt.Sprint(t.streams), fmt.Sprint(t.hit),
+		fmt.Sprintf("%d of %d", t.hitCompleted, t.hit), heard, gotCell, percent(t.completed, t.streams)}
 }
 
 // percent formats a share.

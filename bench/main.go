@@ -3,12 +3,13 @@
 // installed) as real processes on loopback ports, measures each scenario
 // side by side with its baseline in one run, prints a table, and writes the
 // results (docs/benchmarks.json) and what is rendered from them: the report
-// (docs/benchmarks.md) and the scheduling plot (docs/bench-scheduling.svg).
-// With -from it runs nothing and renders those files again from saved
-// results, for when a template changes.
+// (docs/benchmarks.md), the scheduling plot (docs/bench-scheduling.svg) and
+// the summary table between the bench:summary markers of README.md. With
+// -from it runs nothing and renders those files again from saved results,
+// for when a template changes.
 //
-//	go run ./bench -bin bin -json docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg
-//	go run ./bench -from docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+//	go run ./bench -json docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg -readme README.md
+//	go run ./bench -from docs/benchmarks.json -out docs/benchmarks.md -svg docs/bench-scheduling.svg -readme README.md
 //	BENCH_SHORT=1 go run ./bench -bin bin     # seconds: checks the harness, asserts nothing
 //
 // It speaks the NATS-native protocol through pkg/queue and reads node
@@ -38,6 +39,7 @@ type config struct {
 	json       string   // results file; "" writes none
 	from       string   // render from this results file instead of running
 	out        string   // markdown report; "" writes none
+	readme     string   // README whose marked summary is rewritten; "" touches none
 	svg        string   // scheduling plot; "" writes none
 	nginx      string   // nginx binary; "" looks it up, "off" skips it
 	only       []string // scenario names to run; empty runs all
@@ -106,8 +108,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&cfg.short, "short", os.Getenv("BENCH_SHORT") != "", "tiny sizes that only check the harness works [BENCH_SHORT=1]")
 	fs.StringVar(&cfg.binDir, "bin", "", "directory with the dispatcher, worker and ollamasim binaries; empty builds them")
 	fs.StringVar(&cfg.json, "json", "", "write the results here, to render again with -from (e.g. docs/benchmarks.json)")
-	fs.StringVar(&cfg.from, "from", "", "run nothing: render -out and -svg from this results file (e.g. docs/benchmarks.json)")
+	fs.StringVar(&cfg.from, "from", "", "run nothing: render -out, -svg and -readme from this results file (e.g. docs/benchmarks.json)")
 	fs.StringVar(&cfg.out, "out", "", "write the markdown report here (e.g. docs/benchmarks.md)")
+	fs.StringVar(&cfg.readme, "readme", "", "rewrite the summary between the bench:summary markers of this README (e.g. README.md); needs -out")
 	fs.StringVar(&cfg.svg, "svg", "", "write the scheduling latency plot here (e.g. docs/bench-scheduling.svg)")
 	fs.StringVar(&cfg.nginx, "nginx", "", "nginx binary for the baselines; empty looks on PATH and in /usr/sbin, off skips them")
 	only := fs.String("run", "", "comma-separated scenarios to run; empty runs all")
@@ -119,6 +122,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.readme != "" && cfg.out == "" {
+		return cfg, errors.New("-readme needs -out: the summary links to the report")
+	}
+	if cfg.readme != "" && cfg.short && cfg.from == "" {
+		return cfg, errors.New("-readme: short mode measures nothing, and the README shows measurements")
 	}
 	if cfg.from != "" && *only != "" {
 		return cfg, errors.New("-run: -from runs nothing")
@@ -165,7 +174,7 @@ func run(ctx context.Context, cfg config) (*report, error) {
 			continue
 		}
 		fmt.Fprintf(cfg.progress, "== %s\n", sc.title)
-		s := &section{name: sc.name, title: sc.title}
+		s := &section{name: sc.name, title: sc.title, figures: &rep.figures}
 		sctx, cancel := context.WithTimeout(ctx, p.scenarioTimeout)
 		t0 := time.Now()
 		s.err = sc.run(sctx, l, p, s)
@@ -210,7 +219,8 @@ type output struct {
 	data []byte
 }
 
-// renderFiles renders the files cfg names from rep: results, plot, report.
+// renderFiles renders the files cfg names from rep: results, plot, report,
+// and the README with its summary replaced.
 // A run and -from render through it alike.
 func renderFiles(cfg config, rep *report) ([]output, error) {
 	var out []output
@@ -234,6 +244,24 @@ func renderFiles(cfg config, rep *report) ([]output, error) {
 	}
 	if cfg.out != "" {
 		out = append(out, output{cfg.out, rep.markdown()})
+	}
+	if cfg.readme != "" {
+		if rep.short {
+			return nil, errors.New("-readme: these are short-mode results, which mean nothing")
+		}
+		docs, err := filepath.Rel(filepath.Dir(cfg.readme), cfg.out)
+		if err != nil {
+			return nil, fmt.Errorf("-readme: %w", err)
+		}
+		old, err := os.ReadFile(cfg.readme)
+		if err != nil {
+			return nil, err
+		}
+		b, err := spliceSummary(old, rep.summary(filepath.ToSlash(docs)))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.readme, err)
+		}
+		out = append(out, output{cfg.readme, b})
 	}
 	return out, nil
 }

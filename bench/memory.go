@@ -76,6 +76,7 @@ func runMemory(ctx context.Context, l *lab, p params, s *section) error {
 	t.rows = append(t.rows, workers.row(label, "workers", n))
 	total := omx.sum("total", append([]string{"dispatcher"}, workerKeys...)...)
 	t.rows = append(t.rows, total.row("dispatcher + worker"+map[bool]string{true: "s", false: ""}[k > 1], "total", n))
+	fig := &memoryFigures{Streams: n, Workers: k, PerStream: total.m["total"].perStream(n) / 1024}
 	if omx.open < n {
 		s.notef("Only %d of %d streams through OllamaMax were open at once when memory was read (%s).", omx.open, n, omx.failures)
 	}
@@ -100,8 +101,10 @@ func runMemory(ctx context.Context, l *lab, p params, s *section) error {
 		if a, b := total.m["total"].perStream(n), ref.m["nginx"].perStream(n); b > 0 {
 			s.notef("Per stream, OllamaMax's processes hold %.1f× the memory nginx holds.", a/b)
 		}
+		fig.Nginx = new(ref.m["nginx"].perStream(n) / 1024)
 	}
 	s.addTable(t)
+	s.figures.Memory = fig
 	return nil
 }
 

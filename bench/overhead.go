@@ -50,6 +50,7 @@ func runOverhead(ctx context.Context, l *lab, p params, s *section) error {
 		"direct max", "OllamaMax max", "requests per path"}
 	ttft := table{caption: "Time to first token", header: header}
 	total := table{caption: "Total time (to the done line)", header: header}
+	fig := &overheadFigures{}
 	for i, conc := range p.ovLevels {
 		per := max(1, p.ovRequests[i]/conc/p.ovRounds)
 		fmt.Fprintf(l.progress, "   %d streams: %d requests per path\n", conc, per*conc*p.ovRounds)
@@ -78,10 +79,14 @@ func runOverhead(ctx context.Context, l *lab, p params, s *section) error {
 			t.tab.rows = append(t.tab.rows, []string{strconv.Itoa(conc),
 				ms(a.p50()), ms(b.p50()), delta(a.p50(), b.p50()), ratio(a.p50(), b.p50()),
 				ms(a.p99()), ms(b.p99()), delta(a.p99(), b.p99()), ratio(a.p99(), b.p99()), ms(a.max()), ms(b.max()), n})
+			if t.tab == &ttft {
+				fig.Levels = append(fig.Levels, overheadLevel{Streams: conc, Direct: a.p50(), OllamaMax: b.p50()})
+			}
 		}
 	}
 	s.addTable(ttft)
 	s.addTable(total)
+	s.figures.Overhead = fig
 	return nil
 }
 

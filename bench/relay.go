@@ -41,6 +41,7 @@ func runRelay(ctx context.Context, l *lab, p params, s *section) error {
 	c := newHTTPClient(2 * n)
 	t := table{header: []string{"simulator", "direct tokens/s", "OllamaMax tokens/s", "ratio",
 		"relay CPU µs/token (dispatcher + worker)", "dispatcher", "worker", "relay CPU (cores)", "simulator CPU µs/token (direct)"}}
+	var paced *relayFigures
 	for i, m := range modes {
 		sim, err := l.startSim(ctx, "relay-sim"+strconv.Itoa(i), m.opts)
 		if err != nil {
@@ -87,14 +88,19 @@ func runRelay(ctx context.Context, l *lab, p params, s *section) error {
 			return float64(w.cpu[who].Microseconds()) / float64(max(w.tokens, 1))
 		}
 		relayCPU := vw.cpu["dispatcher"] + vw.cpu["worker"]
+		cpuPerToken := float64(relayCPU.Microseconds()) / float64(max(vw.tokens, 1))
+		if i == 0 { // paced
+			paced = &relayFigures{Streams: n, PerStream: p.relayTPS, Direct: dw.rate(), OllamaMax: vw.rate(), CPUPerToken: cpuPerToken}
+		}
 		t.rows = append(t.rows, []string{m.name,
 			rate(dw.rate()), rate(vw.rate()), fmt.Sprintf("%.2f", vw.rate()/dw.rate()),
-			fmt.Sprintf("%.1f", float64(relayCPU.Microseconds())/float64(max(vw.tokens, 1))),
+			fmt.Sprintf("%.1f", cpuPerToken),
 			fmt.Sprintf("%.1f", perToken(vw, "dispatcher")), fmt.Sprintf("%.1f", perToken(vw, "worker")),
 			fmt.Sprintf("%.2f", relayCPU.Seconds()/vw.elapsed.Seconds()),
 			fmt.Sprintf("%.1f", perToken(dw, "sim"))})
 	}
 	s.addTable(t)
+	s.figures.Relay = paced
 	return nil
 }
 

@@ -28,6 +28,8 @@ type section struct {
 
 	plot      []series // latency distributions to draw, if any
 	plotTitle string
+
+	figures *figures // the report's: the scenario sets its own once it has them
 }
 
 // table is a captioned table of formatted cells. Columns whose cells all
@@ -137,6 +139,7 @@ type report struct {
 	loadEnd    string
 	svgLink    string // the plot's path relative to the markdown file, if written
 	sections   []*section
+	figures    figures // for the README's summary
 }
 
 // markdown renders the report as docs/benchmarks.md.

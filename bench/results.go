@@ -29,6 +29,7 @@ type results struct {
 	Started    time.Time       `json:"started"`
 	TookS      float64         `json:"took_s"`
 	Machine    machineResults  `json:"machine"`
+	Figures    figures         `json:"figures"`
 	Sections   []sectionResult `json:"sections"`
 }
 
@@ -87,6 +88,7 @@ func (r *report) results() results {
 		TookS:      r.took.Seconds(),
 		Machine: machineResults{CPU: m.cpu, Cores: m.cores, Virtual: m.virtual, Memory: m.memory, OS: m.kernel,
 			Go: m.goVer, Nginx: m.nginx, LoadStart: m.loadAvg, LoadEnd: r.loadEnd},
+		Figures: r.figures,
 	}
 	for _, s := range r.sections {
 		sr := sectionResult{Name: s.name, Title: s.title, Design: s.design, Notes: s.notes, TookS: s.took.Seconds()}
@@ -120,6 +122,7 @@ func (res results) report() *report {
 		started:    res.Started,
 		took:       seconds(res.TookS),
 		loadEnd:    m.LoadEnd,
+		figures:    res.Figures,
 	}
 	for _, sr := range res.Sections {
 		s := &section{name: sr.Name, title: sr.Title, design: sr.Design, notes: sr.Notes, took: seconds(sr.TookS)}

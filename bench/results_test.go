@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// fixedReport is a report as a run leaves it, with a failed section and a
-// plot.
+// fixedReport is a report as a run leaves it, with a failed section, a
+// plot, and figures with every kind of value.
 func fixedReport() *report {
 	return &report{
 		machine: machine{cpu: "AMD EPYC", cores: 2, virtual: true, memory: "23.5 GiB", kernel: "Linux 6.18.44",
@@ -29,6 +29,7 @@ func fixedReport() *report {
 				plotTitle: "Mixed fleet", took: time.Minute},
 			{name: "memory", title: "Memory", err: errors.New("first line\nsecond line"), took: 4 * time.Minute},
 		},
+		figures: fixedFigures(),
 	}
 }
 
@@ -37,7 +38,11 @@ func fixedReport() *report {
 func TestResultsRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config{json: filepath.Join(dir, "benchmarks.json"), out: filepath.Join(dir, "benchmarks.md"),
-		svg: filepath.Join(dir, "bench-scheduling.svg")}
+		svg: filepath.Join(dir, "bench-scheduling.svg"), readme: filepath.Join(dir, "README.md")}
+	readme := []byte("# x\n\n" + summaryBegin + " -->\n" + summaryEnd + "\n")
+	if err := os.WriteFile(cfg.readme, readme, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	direct, err := renderFiles(cfg, fixedReport())
 	if err != nil {
 		t.Fatal(err)
@@ -57,8 +62,8 @@ func TestResultsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(again) != len(direct) || len(direct) != 3 {
-		t.Fatalf("rendered %d files from the run and %d from its results, want 3 each", len(direct), len(again))
+	if len(again) != len(direct) || len(direct) != 4 {
+		t.Fatalf("rendered %d files from the run and %d from its results, want 4 each", len(direct), len(again))
 	}
 	for i := range direct {
 		if got, want := again[i], direct[i]; got.path != want.path || !bytes.Equal(got.data, want.data) {

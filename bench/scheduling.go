@@ -174,6 +174,7 @@ func runScheduling(ctx context.Context, l *lab, p params, s *section) error {
 	t := table{caption: "Results", header: []string{"system", "completed", "latency p50", "latency p99", "TTFT p50", "TTFT p99",
 		"p99 ÷ OllamaMax's", "served by " + strings.Join(names, " / ")}}
 	var omxP99 float64
+	fig := &schedulingFigures{Load: p.schedLoad, Simulators: len(p.schedFleet), Requests: len(arr)}
 	for k, sys := range systems {
 		if _, fails := split([]result{do(ctx, c, sys.url+"/api/generate", generateBody("llama3.2", "warm-up", 1, true), time.Time{}, streamOpts{})}); fails != "" {
 			return fmt.Errorf("warm-up of %s: %s", sys.name, fails)
@@ -240,6 +241,7 @@ func runScheduling(ctx context.Context, l *lab, p params, s *section) error {
 		t.rows = append(t.rows, []string{sys.name, fmt.Sprintf("%d of %d", ls.completed(), ls.n()),
 			secs(ls.p50()), secs(ls.p99()), secs(ts.p50()), secs(ts.p99()), cmp, servedCell})
 		s.plot = append(s.plot, series{name: sys.name, color: sys.color, values: ls.finite(), total: ls.n()})
+		fig.Systems = append(fig.Systems, schedulingSystem{Name: sys.name, Completed: ls.completed(), P99: orInf(ls.p99())})
 		if _, fails := split(res); fails != "" {
 			s.notef("%s: %s.", sys.name, fails)
 		}
@@ -255,6 +257,7 @@ func runScheduling(ctx context.Context, l *lab, p params, s *section) error {
 		}
 	}
 	s.addTable(t)
+	s.figures.Scheduling = fig
 	s.notef("\"served by\": for OllamaMax, the jobs each worker completed (`jobs_done` in its node record); for nginx, " +
 		"the requests it sent to each simulator (its access log), completed or not.")
 	s.plotTitle = fmt.Sprintf("Mixed fleet at %.0f%% of capacity: %d Poisson arrivals over %s", p.schedLoad*100, len(arr), p.schedDur)

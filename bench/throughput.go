@@ -132,6 +132,8 @@ func runThroughput(ctx context.Context, l *lab, p params, s *section) error {
 		}
 	}
 	s.addTable(t)
+	jobsPerS := func(i int) float64 { return float64(totals[i].ok) / totals[i].elapsed.Seconds() }
+	s.figures.Throughput = &throughputFigures{HTTP: jobsPerS(1), NATS: jobsPerS(2), RawLoop: rawRate}
 	if n := raw.ackErrs.Load(); n > 0 {
 		s.notef("The raw loop's responder failed to reply or ack %d times.", n)
 	}
