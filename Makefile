@@ -36,11 +36,18 @@ demo: build
 	BIN=$(BIN) scripts/demo.sh
 
 # Every benchmark scenario side by side with its baseline, in under ten minutes on
-# two cores: prints a table, writes docs/benchmarks.md and docs/bench-scheduling.svg.
+# two cores: prints a table, saves the results in docs/benchmarks.json and renders
+# docs/benchmarks.md, docs/bench-scheduling.svg and README.md's summary table from them.
 # The driver builds the binaries it runs. Uses nginx for the baselines if installed.
-.PHONY: bench bench-short
+.PHONY: bench bench-docs bench-short
+BENCH_DOCS = -out docs/benchmarks.md -svg docs/bench-scheduling.svg -readme README.md
 bench:
-	$(GO) run ./bench -command 'make bench' -out docs/benchmarks.md -svg docs/bench-scheduling.svg
+	$(GO) run ./bench -command 'make bench' -json docs/benchmarks.json $(BENCH_DOCS)
+
+# Renders the same files again from docs/benchmarks.json, running nothing: after a
+# template change in bench/. make test fails while they differ from what it renders.
+bench-docs:
+	$(GO) run ./bench -from docs/benchmarks.json $(BENCH_DOCS)
 
 # The same harness at tiny sizes, in about half a minute: checks it works, measures nothing.
 bench-short:
