@@ -101,7 +101,7 @@ func TestShortMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := renderFiles(config{out: cfg.out, svg: cfg.svg}, res.report())
+	again, err := renderFiles(config{from: cfg.json, out: cfg.out, svg: cfg.svg}, res.report())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -231,7 +232,12 @@ func renderFiles(cfg config, rep *report) ([]output, error) {
 		}
 		out = append(out, output{cfg.json, b})
 	}
-	rep.svgLink = ""
+	rep.svgLink, rep.resultsLink = "", ""
+	if saved := cmp.Or(cfg.json, cfg.from); saved != "" && cfg.out != "" {
+		if rel, err := filepath.Rel(filepath.Dir(cfg.out), saved); err == nil {
+			rep.resultsLink = filepath.ToSlash(rel)
+		}
+	}
 	if cfg.svg != "" {
 		if plot := rep.plot(); plot != nil {
 			out = append(out, output{cfg.svg, plot})
