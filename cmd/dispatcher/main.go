@@ -56,12 +56,8 @@ func run() error {
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", 0, "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "requester ID of this dispatcher, unique among dispatchers [OLLAMAMAX_ID]")
-	newLogger := cli.LogFlags(fs)
-	if help, err := cli.Parse(fs, os.Args[1:]); help || err != nil {
-		return err
-	}
-	log, err := newLogger()
-	if err != nil {
+	log, help, err := cli.ParseLogged(fs, os.Args[1:])
+	if help || err != nil {
 		return err
 	}
 	cfg.Logger = log

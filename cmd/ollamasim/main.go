@@ -65,12 +65,8 @@ func run(args []string, stdout io.Writer) error {
 	fs.IntVar(&cfg.DefaultTokens, "tokens", cfg.DefaultTokens, "tokens per answer when options.num_predict is unset")
 	fs.StringVar(&cfg.Version, "version", cfg.Version, "version reported by /api/version")
 	fs.DurationVar(&cfg.PullDuration, "pull", cfg.PullDuration, "time /api/pull takes; negative for no delay")
-	newLogger := cli.LogFlags(fs)
-	if help, err := cli.Parse(fs, args); help || err != nil {
-		return err
-	}
-	log, err := newLogger()
-	if err != nil {
+	log, help, err := cli.ParseLogged(fs, args)
+	if help || err != nil {
 		return err
 	}
 	cfg.Models = parseModels(*models)

@@ -53,12 +53,8 @@ func run() error {
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
-	newLogger := cli.LogFlags(fs)
-	if help, err := cli.Parse(fs, os.Args[1:]); help || err != nil {
-		return err
-	}
-	log, err := newLogger()
-	if err != nil {
+	log, help, err := cli.ParseLogged(fs, os.Args[1:])
+	if help || err != nil {
 		return err
 	}
 	u, err := url.Parse(*ollamaURL)

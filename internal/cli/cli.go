@@ -100,6 +100,17 @@ func Parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 	return false, applyEnv(fs, os.Getenv)
 }
 
+// ParseLogged registers the log flags on fs (see LogFlags), parses args as
+// Parse does, and returns the logger they ask for.
+func ParseLogged(fs *flag.FlagSet, args []string) (log *slog.Logger, help bool, err error) {
+	newLogger := LogFlags(fs)
+	if help, err := Parse(fs, args); help || err != nil {
+		return nil, help, err
+	}
+	log, err = newLogger()
+	return log, false, err
+}
+
 // LogFlags registers --log-level and --log-format on fs, with defaults from
 // OLLAMAMAX_LOG_LEVEL and OLLAMAMAX_LOG_FORMAT; the returned func builds the
 // logger once flags are parsed.

@@ -46,13 +46,8 @@ func (s *Server) targets(r *http.Request, keep func(*fleet.Node) bool) []*fleet.
 }
 
 func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, s.opts.MaxBody, native)
+	body, req, ok := readRequest[api.ShowRequest](w, r, s.opts.MaxBody)
 	if !ok {
-		return
-	}
-	var req api.ShowRequest
-	if err := decode(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
@@ -204,13 +199,8 @@ func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]job.R
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, s.opts.MaxBody, native)
+	body, req, ok := readRequest[api.DeleteRequest](w, r, s.opts.MaxBody)
 	if !ok {
-		return
-	}
-	var req api.DeleteRequest
-	if err := decode(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
@@ -222,13 +212,8 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, s.opts.MaxBody, native)
+	body, req, ok := readRequest[api.CopyRequest](w, r, s.opts.MaxBody)
 	if !ok {
-		return
-	}
-	var req api.CopyRequest
-	if err := decode(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if _, err := job.CanonicalModel(req.Source); err != nil {
@@ -246,13 +231,8 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 // progress, as Ollama's own: each status once, per-layer totals summed over
 // the workers, and {"status":"success"} only when all succeeded.
 func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, s.opts.MaxBody, native)
+	body, req, ok := readRequest[api.PullRequest](w, r, s.opts.MaxBody)
 	if !ok {
-		return
-	}
-	var req api.PullRequest
-	if err := decode(body, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)

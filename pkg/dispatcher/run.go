@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -108,11 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer nc.Close()
 
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	q, err := queue.Setup(ctx, js, cfg.Queue)
+	q, err := queue.SetupConn(ctx, nc, cfg.Queue)
 	if err != nil {
 		return err
 	}

@@ -276,6 +276,21 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, f format) ([]by
 	return body, true
 }
 
+// readRequest reads a native request body and decodes it into a T as
+// Ollama does, writing the error response itself when it cannot.
+func readRequest[T any](w http.ResponseWriter, r *http.Request, max int64) ([]byte, T, bool) {
+	var req T
+	body, ok := readBody(w, r, max, native)
+	if !ok {
+		return nil, req, false
+	}
+	if err := decode(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return nil, req, false
+	}
+	return body, req, true
+}
+
 // decode parses body into v as Ollama does (gin's ShouldBindJSON), so a client
 // gets the same error text for malformed JSON and wrong field types.
 func decode(body []byte, v any) error {

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/streams"
@@ -71,6 +72,15 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 		return nil, fmt.Errorf("bind bucket %s: %w", job.BatchBucket, err)
 	}
 	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
+}
+
+// SetupConn is Setup on the JetStream of connection nc.
+func SetupConn(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return Setup(ctx, js, o)
 }
 
 // streamFiles are the stream definitions Setup applies, in order.

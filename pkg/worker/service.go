@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -45,11 +44,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("connect to NATS at %s: %w (is the dispatcher or nats-server running?)", cfg.NATSURL, err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	q, err := queue.Setup(ctx, js, cfg.Queue)
+	q, err := queue.SetupConn(ctx, nc, cfg.Queue)
 	if err != nil {
 		return err
 	}
