@@ -295,16 +295,15 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 
 // pullProgress merges the progress lines of several workers' pulls.
 type pullProgress struct {
-	nodes   int
-	seen    map[string]bool                // statuses already passed on
-	layers  map[string]map[string][2]int64 // digest -> node -> {total, completed}
-	failed  map[string]string              // node -> error
-	partial map[string][]byte              // node -> incomplete NDJSON line
+	nodes  int
+	seen   map[string]bool                // statuses already passed on
+	layers map[string]map[string][2]int64 // digest -> node -> {total, completed}
+	failed map[string]string              // node -> error
 }
 
 func newPullProgress(nodes int) *pullProgress {
 	return &pullProgress{nodes: nodes, seen: map[string]bool{}, layers: map[string]map[string][2]int64{},
-		failed: map[string]string{}, partial: map[string][]byte{}}
+		failed: map[string]string{}}
 }
 
 // add takes one reply and returns the progress objects to pass on.
@@ -317,44 +316,35 @@ func (p *pullProgress) add(nr nodeReply) []any {
 	default:
 		return nil
 	}
-	buf := append(p.partial[nr.node], nr.rep.Data...)
-	var out []any
-	for {
-		i := strings.IndexByte(string(buf), '\n')
-		if i < 0 {
-			break
-		}
-		line := buf[:i]
-		buf = buf[i+1:]
-		var pr struct {
-			api.ProgressResponse
-			Error string `json:"error"`
-		}
-		if err := json.Unmarshal(line, &pr); err != nil {
-			continue
-		}
-		switch {
-		case pr.Error != "":
-			p.failed[nr.node] = pr.Error
-		case pr.Digest != "":
-			if p.layers[pr.Digest] == nil {
-				p.layers[pr.Digest] = map[string][2]int64{}
-			}
-			p.layers[pr.Digest][nr.node] = [2]int64{pr.Total, pr.Completed}
-			var total, completed int64
-			for _, tc := range p.layers[pr.Digest] {
-				total += tc[0]
-				completed += tc[1]
-			}
-			out = append(out, api.ProgressResponse{Status: pr.Status, Digest: pr.Digest, Total: total, Completed: completed})
-		case pr.Status == "success":
-		case !p.seen[pr.Status]:
-			p.seen[pr.Status] = true
-			out = append(out, api.ProgressResponse{Status: pr.Status})
-		}
+	// A worker sends one NDJSON line per data message (job.Frames), and a
+	// pull that does not stream sends one JSON object.
+	var pr struct {
+		api.ProgressResponse
+		Error string `json:"error"`
 	}
-	p.partial[nr.node] = buf
-	return out
+	if err := json.Unmarshal(job.Payload(nr.rep.Data), &pr); err != nil {
+		return nil
+	}
+	switch {
+	case pr.Error != "":
+		p.failed[nr.node] = pr.Error
+	case pr.Digest != "":
+		if p.layers[pr.Digest] == nil {
+			p.layers[pr.Digest] = map[string][2]int64{}
+		}
+		p.layers[pr.Digest][nr.node] = [2]int64{pr.Total, pr.Completed}
+		var total, completed int64
+		for _, tc := range p.layers[pr.Digest] {
+			total += tc[0]
+			completed += tc[1]
+		}
+		return []any{api.ProgressResponse{Status: pr.Status, Digest: pr.Digest, Total: total, Completed: completed}}
+	case pr.Status == "success":
+	case !p.seen[pr.Status]:
+		p.seen[pr.Status] = true
+		return []any{api.ProgressResponse{Status: pr.Status}}
+	}
+	return nil
 }
 
 // err reports the failed workers, or nil when every pull succeeded.
