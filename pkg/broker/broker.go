@@ -10,25 +10,50 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
+// ErrListen is wrapped by Start when the server cannot listen for NATS
+// clients on Config.Listen. The error also wraps the cause, so
+// errors.Is(err, syscall.EADDRINUSE) tells that another process has the address.
+var ErrListen = errors.New("broker: cannot listen for NATS clients")
+
+// StoreDirInUseError is returned by Start when another server, in this
+// process or another, runs on the same store directory. Two servers on one
+// directory would corrupt each other's files; nats-server does not check.
+type StoreDirInUseError struct {
+	Dir string
+	// PID is the process that holds the directory, as it wrote it in the lock
+	// file; 0 when unknown.
+	PID int
+}
+
+func (e *StoreDirInUseError) Error() string {
+	if e.PID == 0 {
+		return fmt.Sprintf("broker: store directory %s is in use by another server", e.Dir)
+	}
+	return fmt.Sprintf("broker: store directory %s is in use by another server (pid %d)", e.Dir, e.PID)
+}
+
 // Config configures the embedded server.
 type Config struct {
 	// Listen is the host:port for NATS clients (workers on other machines).
 	// Loopback by default; "" disables the listener (in-process clients only).
 	Listen string
-	// StoreDir is where JetStream keeps its files.
+	// StoreDir is where JetStream keeps its files. The server holds a lock on
+	// it while it runs.
 	StoreDir string
 	// MaxPayload is the largest message the server accepts, in bytes.
 	MaxPayload int32
 	// SyncAlways makes JetStream fsync every write: slower, but no acknowledged
 	// job is lost in an OS crash. The default syncs every two minutes.
 	SyncAlways bool
-	// Logger receives the server's log; nil discards it.
+	// Logger receives the server's log; nil discards it. The server's notices
+	// (its start-up banner) are logged at debug level.
 	Logger *slog.Logger
 }
 
@@ -80,12 +105,21 @@ func splitHostPort(addr string) (string, int, error) {
 
 // Broker is a running embedded server.
 type Broker struct {
-	s *server.Server
+	s      *server.Server
+	unlock func()
+	once   sync.Once
 }
 
-// Start starts the server and waits until it accepts connections.
+// Start starts the server and returns once it accepts connections. It fails,
+// with nothing left running or listening, when the store directory is in use
+// (*StoreDirInUseError), when the server cannot listen on cfg.Listen
+// (ErrListen), or when JetStream cannot start.
 func Start(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	unlock, err := lockStoreDir(cfg.StoreDir)
+	if err != nil {
 		return nil, err
 	}
 	opts := &server.Options{
@@ -95,7 +129,6 @@ func Start(cfg Config) (*Broker, error) {
 		MaxPayload: cfg.MaxPayload,
 		SyncAlways: cfg.SyncAlways,
 		NoSigs:     true,
-		NoLog:      cfg.Logger == nil,
 	}
 	if cfg.Listen == "" {
 		opts.DontListen = true
@@ -105,17 +138,42 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		unlock()
 		return nil, fmt.Errorf("start nats-server: %w", err)
 	}
-	if cfg.Logger != nil {
-		s.SetLoggerV2(&logAdapter{cfg.Logger}, false, false, false)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(15 * time.Second) {
-		s.Shutdown()
-		return nil, fmt.Errorf("start nats-server: not ready after 15s (is %s in use?)", cfg.Listen)
+	logs := &logAdapter{l: logger, starting: true}
+	s.SetLoggerV2(logs, false, false, false)
+	b := &Broker{s: s, unlock: unlock}
+	// Start does not block: it returns once JetStream is up and the client
+	// listener is bound, or after either failed. nats-server reports such a
+	// failure only to its logger (Fatalf, which here does not exit) and then
+	// carries on without a listener, so look at what it has.
+	s.Start()
+	if err := startError(s, opts, cfg, logs.started()); err != nil {
+		b.Shutdown()
+		return nil, err
 	}
-	return &Broker{s: s}, nil
+	return b, nil
+}
+
+// startError tells why a started server is not serving, or returns nil.
+func startError(s *server.Server, opts *server.Options, cfg Config, fatal error) error {
+	if fatal == nil {
+		fatal = errors.New("no reason given")
+	}
+	switch {
+	case !s.JetStreamEnabled():
+		return fmt.Errorf("start JetStream in %s: %w", cfg.StoreDir, fatal)
+	case !opts.DontListen && s.Addr() == nil:
+		return fmt.Errorf("%w on %s: %w", ErrListen, cfg.Listen, fatal)
+	case !s.ReadyForConnections(10 * time.Second):
+		return fmt.Errorf("start nats-server: not ready after 10s: %w", fatal)
+	}
+	return nil
 }
 
 // ClientURL is the URL clients on other processes use, or "" without a listener.
@@ -139,17 +197,54 @@ func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
 // Server returns the underlying server, for health checks and tests.
 func (b *Broker) Server() *server.Server { return b.s }
 
-// Shutdown stops the server and waits for it. It is idempotent.
+// Shutdown stops the server, waits for it, and releases the store directory.
+// It is idempotent.
 func (b *Broker) Shutdown() {
 	b.s.Shutdown()
 	b.s.WaitForShutdown()
+	b.once.Do(b.unlock)
 }
 
-type logAdapter struct{ l *slog.Logger }
+// logAdapter turns nats-server's log into slog records. While the server
+// starts, it keeps the error of the first Fatalf call instead of logging it:
+// the server calls Fatalf when it cannot listen or start JetStream, and Start
+// returns that error.
+type logAdapter struct {
+	l        *slog.Logger
+	mu       sync.Mutex
+	starting bool
+	first    error
+}
 
-func (a *logAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+// started ends the start-up and returns the first fatal error, or nil.
+func (a *logAdapter) started() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.starting = false
+	return a.first
+}
+
+func (a *logAdapter) Fatalf(format string, v ...any) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.starting || a.first != nil {
+		a.l.Error(fmt.Sprintf(format, v...))
+		return
+	}
+	// The server passes the error itself as an argument (the *net.OpError of
+	// a failed listen): keep it, so that errors.Is works on it.
+	for _, x := range v {
+		if err, ok := x.(error); ok {
+			a.first = err
+		}
+	}
+	if a.first == nil {
+		a.first = fmt.Errorf(format, v...)
+	}
+}
+
+func (a *logAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *logAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a *logAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *logAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
 func (a *logAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
 func (a *logAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

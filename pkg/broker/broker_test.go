@@ -1,0 +1,165 @@
+package broker_test
+
+import (
+	"errors"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ollamamax/ollamamax/pkg/broker"
+)
+
+// occupied returns a loopback address that a listener of the test holds.
+func occupied(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln.Addr().String()
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+// assertFree fails the test unless addr can be listened on.
+func assertFree(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Errorf("%s is still taken after the failed start: %v", addr, err)
+		return
+	}
+	_ = ln.Close()
+}
+
+func start(t *testing.T, cfg broker.Config) *broker.Broker {
+	t.Helper()
+	b, err := broker.Start(cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(b.Shutdown)
+	return b
+}
+
+// TestStartFails starts a server where it cannot run: it must fail at once,
+// say why, and leave nothing listening and the store directory free.
+func TestStartFails(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup returns the config to start with; it may occupy what it names.
+		setup func(t *testing.T) broker.Config
+		check func(t *testing.T, cfg broker.Config, err error)
+	}{
+		{
+			name: "client address in use",
+			setup: func(t *testing.T) broker.Config {
+				cfg := broker.DefaultConfig(t.TempDir())
+				cfg.Listen = occupied(t)
+				return cfg
+			},
+			check: func(t *testing.T, cfg broker.Config, err error) {
+				if !errors.Is(err, broker.ErrListen) || !errors.Is(err, syscall.EADDRINUSE) {
+					t.Errorf("err = %v, want ErrListen wrapping EADDRINUSE", err)
+				}
+			},
+		},
+		{
+			name: "store directory in use",
+			setup: func(t *testing.T) broker.Config {
+				cfg := broker.DefaultConfig(t.TempDir())
+				cfg.Listen = "127.0.0.1:-1"
+				start(t, cfg)
+				cfg.Listen = freeAddr(t)
+				return cfg
+			},
+			check: func(t *testing.T, cfg broker.Config, err error) {
+				var inUse *broker.StoreDirInUseError
+				if !errors.As(err, &inUse) {
+					t.Fatalf("err = %v, want a *StoreDirInUseError", err)
+				}
+				if inUse.Dir != cfg.StoreDir || inUse.PID != os.Getpid() {
+					t.Errorf("got dir %s pid %d, want %s pid %d", inUse.Dir, inUse.PID, cfg.StoreDir, os.Getpid())
+				}
+				assertFree(t, cfg.Listen)
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.setup(t)
+			began := time.Now()
+			b, err := broker.Start(cfg)
+			if err == nil {
+				b.Shutdown()
+				t.Fatal("Start succeeded, want an error")
+			}
+			if d := time.Since(began); d > time.Second {
+				t.Errorf("Start took %s to fail, want under 1s", d)
+			}
+			tt.check(t, cfg, err)
+		})
+	}
+}
+
+// TestStoreDirReleased checks that a failed start and a shut-down server
+// leave the store directory to the next server.
+func TestStoreDirReleased(t *testing.T) {
+	cfg := broker.DefaultConfig(t.TempDir())
+	cfg.Listen = occupied(t)
+	if b, err := broker.Start(cfg); err == nil {
+		b.Shutdown()
+		t.Fatal("Start on an occupied address succeeded")
+	}
+	cfg.Listen = "127.0.0.1:-1"
+	b, err := broker.Start(cfg)
+	if err != nil {
+		t.Fatalf("Start after a failed start: %v", err)
+	}
+	b.Shutdown()
+	b.Shutdown() // Idempotent.
+	start(t, cfg)
+}
+
+// TestStart checks that a started server serves clients on its address and
+// in-process, with and without a listener.
+func TestStart(t *testing.T) {
+	tests := []struct {
+		name    string
+		listen  string
+		wantURL bool
+	}{
+		{"listener", "127.0.0.1:-1", true},
+		{"in-process only", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := broker.DefaultConfig(t.TempDir())
+			cfg.Listen = tt.listen
+			b := start(t, cfg)
+			if got := b.ClientURL() != ""; got != tt.wantURL {
+				t.Errorf("ClientURL() = %q, want a URL: %v", b.ClientURL(), tt.wantURL)
+			}
+			nc, err := b.Connect()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if _, err := nc.Request("$JS.API.INFO", nil, 5*time.Second); err != nil {
+				t.Errorf("JetStream info: %v", err)
+			}
+		})
+	}
+}
