@@ -5,7 +5,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 )
 
@@ -69,7 +72,26 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return dispatcher.Run(ctx, cfg)
+	return explain(dispatcher.Run(ctx, cfg), cfg)
+}
+
+// explain names the flag and variable to change when a listener or the store
+// directory is taken, typically by another dispatcher already running.
+func explain(err error, cfg dispatcher.Config) error {
+	var inUse *broker.StoreDirInUseError
+	switch {
+	case errors.Is(err, dispatcher.ErrListen):
+		return cli.ListenError(err, "the Ollama API", cfg.HTTPAddr, "listen", "OLLAMAMAX_LISTEN")
+	case errors.Is(err, broker.ErrListen):
+		return cli.ListenError(err, "NATS clients", cfg.Embedded.Listen, "nats-listen", "OLLAMAMAX_NATS_LISTEN")
+	case errors.As(err, &inUse):
+		holder := "another server"
+		if inUse.PID != 0 {
+			holder += fmt.Sprintf(" (pid %d)", inUse.PID)
+		}
+		return cli.Explain(err, "store directory %s is in use by %s; choose another with --store-dir or OLLAMAMAX_STORE_DIR", inUse.Dir, holder)
+	}
+	return err
 }
 
 // defaultStoreDir is $XDG_STATE_HOME/ollamamax/jetstream, or under ~/.local/state.

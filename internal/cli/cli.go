@@ -120,6 +120,37 @@ func LogFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
 	return func() (*slog.Logger, error) { return NewLogger(os.Stderr, *level, *format) }
 }
 
+// ListenError explains a failed listen to a person, in one line: what the
+// address addr was for, why it could not be used ("address already in use"
+// when another process has it), and the flag and environment variable (env
+// may be empty) that choose another. The result wraps err.
+func ListenError(err error, what, addr, flag, env string) error {
+	why := err.Error()
+	var sys *os.SyscallError
+	if errors.As(err, &sys) {
+		why = sys.Err.Error() // "address already in use", without the layers repeating addr.
+	}
+	change := "--" + flag
+	if env != "" {
+		change += " or " + env
+	}
+	return &explained{fmt.Sprintf("cannot listen for %s on %s: %s; choose another address with %s", what, addr, why, change), err}
+}
+
+// Explain returns err told as the message made of format and args: one line
+// for a person, with the flag or variable to change. The result wraps err.
+func Explain(err error, format string, args ...any) error {
+	return &explained{fmt.Sprintf(format, args...), err}
+}
+
+type explained struct {
+	msg string
+	err error
+}
+
+func (e *explained) Error() string { return e.msg }
+func (e *explained) Unwrap() error { return e.err }
+
 // Exit ends a main: status 2 for ErrUsage, 1 with the error for anything else.
 func Exit(name string, err error) {
 	switch {

@@ -18,6 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
+// ErrListen is wrapped by Run when it cannot listen on Config.HTTPAddr. The
+// error also wraps the cause, so errors.Is(err, syscall.EADDRINUSE) tells that
+// another process has the address.
+var ErrListen = errors.New("dispatcher: cannot listen for HTTP")
+
 // Config configures a dispatcher process.
 type Config struct {
 	// HTTPAddr is where the Ollama-compatible API listens. Loopback and not
@@ -70,14 +75,21 @@ func (c Config) Validate() error {
 }
 
 // Run serves the HTTP API until ctx is done, then shuts down gracefully:
-// in-flight responses get up to 30 seconds to finish.
+// in-flight responses get up to 30 seconds to finish. It binds its listeners
+// before anything else: when the HTTP address is taken (ErrListen), or the
+// embedded server cannot start (broker.ErrListen, *broker.StoreDirInUseError),
+// it returns at once with nothing left listening.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log := cfg.Logger
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("%w on %s: %w", ErrListen, cfg.HTTPAddr, err)
+	}
+	defer func() { _ = ln.Close() }() // Serve closes it too; this covers returns before Serve.
 	var nc *nats.Conn
-	var err error
 	if cfg.NATSURL == "" {
 		emb := cfg.Embedded
 		emb.Logger = log.With("component", "nats-server")
@@ -139,10 +151,6 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
 
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)

@@ -1,0 +1,172 @@
+package dispatcher_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/pkg/broker"
+	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+)
+
+// occupy returns a loopback address that a listener of the test holds.
+func occupy(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln.Addr().String()
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().String()
+}
+
+// runConfig is a dispatcher with an embedded server on free loopback
+// addresses and a fresh store.
+func runConfig(t *testing.T) dispatcher.Config {
+	t.Helper()
+	cfg := dispatcher.DefaultConfig(filepath.Join(t.TempDir(), "js"))
+	cfg.HTTPAddr, cfg.Embedded.Listen = freeAddr(t), freeAddr(t)
+	cfg.Logger = fleettest.Logger()
+	return cfg
+}
+
+// assertReleased fails the test unless the addresses of cfg other than skip
+// can be listened on and, with store, another server can run on the store
+// directory.
+func assertReleased(t *testing.T, cfg dispatcher.Config, skip string, store bool) {
+	t.Helper()
+	for _, addr := range []string{cfg.HTTPAddr, cfg.Embedded.Listen} {
+		if addr == skip {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("%s is still taken after Run returned: %v", addr, err)
+			continue
+		}
+		_ = ln.Close()
+	}
+	if !store {
+		return
+	}
+	emb := cfg.Embedded
+	emb.Listen = ""
+	b, err := broker.Start(emb)
+	if err != nil {
+		t.Errorf("store directory not released after Run returned: %v", err)
+		return
+	}
+	b.Shutdown()
+}
+
+// TestRunFailsWhenTaken runs a dispatcher whose NATS address, HTTP address
+// or store directory another server has: Run must return at once with an
+// error that says which, and leave nothing listening.
+func TestRunFailsWhenTaken(t *testing.T) {
+	tests := []struct {
+		name string
+		// take occupies what the case is about and returns the address it
+		// took, if any.
+		take  func(t *testing.T, cfg *dispatcher.Config) string
+		check func(t *testing.T, err error)
+	}{
+		{"NATS address", func(t *testing.T, cfg *dispatcher.Config) string {
+			cfg.Embedded.Listen = occupy(t)
+			return cfg.Embedded.Listen
+		}, func(t *testing.T, err error) {
+			if !errors.Is(err, broker.ErrListen) || !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("err = %v, want broker.ErrListen wrapping EADDRINUSE", err)
+			}
+		}},
+		{"HTTP address", func(t *testing.T, cfg *dispatcher.Config) string {
+			cfg.HTTPAddr = occupy(t)
+			return cfg.HTTPAddr
+		}, func(t *testing.T, err error) {
+			if !errors.Is(err, dispatcher.ErrListen) || !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("err = %v, want dispatcher.ErrListen wrapping EADDRINUSE", err)
+			}
+		}},
+		{"store directory", func(t *testing.T, cfg *dispatcher.Config) string {
+			emb := cfg.Embedded
+			emb.Listen = ""
+			b, err := broker.Start(emb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(b.Shutdown)
+			return ""
+		}, func(t *testing.T, err error) {
+			var inUse *broker.StoreDirInUseError
+			if !errors.As(err, &inUse) {
+				t.Errorf("err = %v, want a *broker.StoreDirInUseError", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := runConfig(t)
+			taken := tt.take(t, &cfg)
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			began := time.Now()
+			err := dispatcher.Run(ctx, cfg)
+			if d := time.Since(began); d > time.Second {
+				t.Errorf("Run took %s to fail, want under 1s", d)
+			}
+			if err == nil {
+				t.Fatal("Run returned nil, want an error")
+			}
+			tt.check(t, err)
+			assertReleased(t, cfg, taken, taken != "") // Without an address taken, the case holds the store directory.
+		})
+	}
+}
+
+// TestRunReleasesOnStop runs a dispatcher until it serves, stops it, and
+// checks that it leaves its addresses and store directory free.
+func TestRunReleasesOnStop(t *testing.T) {
+	cfg := runConfig(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- dispatcher.Run(ctx, cfg) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/")
+		if err == nil {
+			_ = resp.Body.Close()
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dispatcher did not answer within 30s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertReleased(t, cfg, "", true)
+}
