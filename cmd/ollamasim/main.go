@@ -76,7 +76,7 @@ func run(args []string, stdout io.Writer) error {
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return cli.ListenError(err, "the simulated Ollama", *listen, "listen", "")
 	}
 	names := make([]string, len(cfg.Models))
 	for i, m := range cfg.Models {

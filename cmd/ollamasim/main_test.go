@@ -1,7 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
@@ -30,5 +35,24 @@ func TestParseModels(t *testing.T) {
 				t.Errorf("parseModels(%q) = %+v, want %+v", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestTakenListenFails checks that a taken --listen address fails at once
+// with one line naming it and the flag.
+func TestTakenListenFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	taken := ln.Addr().String()
+	err = run([]string{"--listen", taken}, io.Discard)
+	want := fmt.Sprintf("cannot listen for the simulated Ollama on %s: address already in use; choose another address with --listen", taken)
+	if err == nil || err.Error() != want {
+		t.Errorf("run: %v\nwant: %s", err, want)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("run: %v, want it to wrap EADDRINUSE", err)
 	}
 }

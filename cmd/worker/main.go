@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/url"
@@ -70,7 +71,11 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return worker.Run(ctx, cfg)
+	err = worker.Run(ctx, cfg)
+	if errors.Is(err, worker.ErrListen) {
+		return cli.ListenError(err, "metrics and health", cfg.Listen, "listen", "OLLAMAMAX_WORKER_LISTEN")
+	}
+	return err
 }
 
 // addLabels adds comma-separated key=value labels to cfg.

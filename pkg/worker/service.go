@@ -17,6 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// ErrListen is wrapped by Run when it cannot listen on Config.Listen. The
+// error also wraps the cause, so errors.Is(err, syscall.EADDRINUSE) tells that
+// another process has the address.
+var ErrListen = errors.New("worker: cannot listen for metrics and health")
+
 // Run is a worker process: it connects to NATS, applies the queue
 // definitions, serves /metrics, /healthz and /readyz on cfg.Listen, and
 // serves jobs until ctx is done, then drains (see Worker.Run). Listening
@@ -30,7 +35,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Listen != "" {
 		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("listen for metrics and health on %s: %w", cfg.Listen, err)
+			return fmt.Errorf("%w on %s: %w", ErrListen, cfg.Listen, err)
 		}
 		defer func() { _ = ln.Close() }() // Serve closes it too; the second close is harmless.
 	}
