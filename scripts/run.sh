@@ -1,9 +1,26 @@
 #!/usr/bin/env bash
 # Runs the dispatcher (with embedded NATS) and one worker for the Ollama at
 # $OLLAMA_HOST (default 127.0.0.1:11434) until Ctrl-C. Used by `make run`.
+#
+# Every address comes from the environment, so a second instance can run
+# beside the first when given its own (README, "Two on one machine"):
+#   OLLAMAMAX_LISTEN         dispatcher's Ollama API   127.0.0.1:11435
+#   OLLAMAMAX_NATS_LISTEN    embedded NATS             127.0.0.1:4222
+#   OLLAMAMAX_STORE_DIR      its JetStream files       $XDG_STATE_HOME/ollamamax/jetstream
+#   OLLAMAMAX_WORKER_LISTEN  worker's metrics, health  127.0.0.1:9464
+# The dispatcher reads OLLAMAMAX_STORE_DIR itself. With NATS_URL set,
+# both use that NATS instead of the embedded one.
 set -euo pipefail
 BIN=${BIN:-bin}
 LISTEN=${OLLAMAMAX_LISTEN:-127.0.0.1:11435}
+NATS_LISTEN=${OLLAMAMAX_NATS_LISTEN:-127.0.0.1:4222}
+WORKER_LISTEN=${OLLAMAMAX_WORKER_LISTEN:-127.0.0.1:9464}
+nats_url=${NATS_URL:-}
+if [ -z "$nats_url" ]; then
+  host=${NATS_LISTEN%:*}
+  case $host in "" | 0.0.0.0 | "[::]") host=127.0.0.1 ;; esac
+  nats_url=nats://$host:${NATS_LISTEN##*:}
+fi
 
 pids=()
 cleanup() {
@@ -12,14 +29,30 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$BIN/dispatcher" --listen "$LISTEN" &
-pids+=($!)
-for _ in $(seq 1 100); do
-  curl -fsS "http://$LISTEN/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-"$BIN/worker" &
-pids+=($!)
+# start URL COMMAND...: runs COMMAND in the background until URL answers. If
+# it ends first (an address or the store directory is taken), it has said why:
+# exit with its status. What answered on URL before it started is not it.
+start() {
+  local url=$1 before=0
+  shift
+  curl -s -o /dev/null "$url" 2>/dev/null && before=1
+  "$@" &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 300); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" || exit $?
+      exit 1
+    fi
+    [ "$before" = 0 ] && curl -fsS "$url" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "run.sh: $1 does not answer on $url after 30s" >&2
+  exit 1
+}
+
+start "http://$LISTEN/" "$BIN/dispatcher" --listen "$LISTEN" --nats-listen "$NATS_LISTEN"
+start "http://$WORKER_LISTEN/healthz" "$BIN/worker" --nats-url "$nats_url" --listen "$WORKER_LISTEN"
 
 cat >&2 <<MSG
 
