@@ -5,6 +5,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -228,7 +229,7 @@ func (a *logAdapter) Fatalf(format string, v ...any) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.starting || a.first != nil {
-		a.l.Error(fmt.Sprintf(format, v...))
+		a.log(slog.LevelError, format, v)
 		return
 	}
 	// The server passes the error itself as an argument (the *net.OpError of
@@ -243,8 +244,15 @@ func (a *logAdapter) Fatalf(format string, v ...any) {
 	}
 }
 
-func (a *logAdapter) Noticef(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a *logAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
-func (a *logAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
-func (a *logAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a *logAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+// log formats only what the handler keeps: a discarded log costs nothing.
+func (a *logAdapter) log(level slog.Level, format string, v []any) {
+	if a.l.Enabled(context.Background(), level) {
+		a.l.Log(context.Background(), level, fmt.Sprintf(format, v...))
+	}
+}
+
+func (a *logAdapter) Noticef(format string, v ...any) { a.log(slog.LevelDebug, format, v) }
+func (a *logAdapter) Warnf(format string, v ...any)   { a.log(slog.LevelWarn, format, v) }
+func (a *logAdapter) Errorf(format string, v ...any)  { a.log(slog.LevelError, format, v) }
+func (a *logAdapter) Debugf(format string, v ...any)  { a.log(slog.LevelDebug, format, v) }
+func (a *logAdapter) Tracef(format string, v ...any)  { a.log(slog.LevelDebug, format, v) }
