@@ -151,8 +151,8 @@ func Start(cfg Config) (*Broker, error) {
 	b := &Broker{s: s, unlock: unlock}
 	// Start does not block: it returns once JetStream is up and the client
 	// listener is bound, or after either failed. nats-server reports such a
-	// failure only to its logger (Fatalf, which here does not exit) and then
-	// carries on without a listener, so look at what it has.
+	// failure only to its logger (Fatalf, which here does not exit) and
+	// carries on without JetStream or a listener.
 	s.Start()
 	if err := startError(s, opts, cfg, logs.started()); err != nil {
 		b.Shutdown()
@@ -162,17 +162,20 @@ func Start(cfg Config) (*Broker, error) {
 }
 
 // startError tells why a started server is not serving, or returns nil.
+// fatal is the error of the first Fatalf call during Start: nats-server
+// calls it when it cannot listen or start JetStream, and it means the
+// server is not running as asked even though it carries on.
 func startError(s *server.Server, opts *server.Options, cfg Config, fatal error) error {
-	if fatal == nil {
-		fatal = errors.New("no reason given")
-	}
+	var op *net.OpError
 	switch {
-	case !s.JetStreamEnabled():
-		return fmt.Errorf("start JetStream in %s: %w", cfg.StoreDir, fatal)
-	case !opts.DontListen && s.Addr() == nil:
+	case errors.As(fatal, &op) && op.Op == "listen":
 		return fmt.Errorf("%w on %s: %w", ErrListen, cfg.Listen, fatal)
+	case fatal != nil:
+		return fmt.Errorf("start nats-server (store directory %s): %w", cfg.StoreDir, fatal)
+	case !opts.DontListen && s.Addr() == nil:
+		return fmt.Errorf("%w on %s: the server gave no reason", ErrListen, cfg.Listen)
 	case !s.ReadyForConnections(10 * time.Second):
-		return fmt.Errorf("start nats-server: not ready after 10s: %w", fatal)
+		return errors.New("start nats-server: not ready after 10s")
 	}
 	return nil
 }

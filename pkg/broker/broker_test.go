@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -92,6 +94,24 @@ func TestStartFails(t *testing.T) {
 				}
 				if inUse.Dir != cfg.StoreDir || inUse.PID != os.Getpid() {
 					t.Errorf("got dir %s pid %d, want %s pid %d", inUse.Dir, inUse.PID, cfg.StoreDir, os.Getpid())
+				}
+				assertFree(t, cfg.Listen)
+			},
+		},
+		{
+			name: "JetStream cannot start",
+			setup: func(t *testing.T) broker.Config {
+				cfg := broker.DefaultConfig(t.TempDir())
+				cfg.Listen = freeAddr(t)
+				// nats-server keeps its files in StoreDir/jetstream: make that a file.
+				if err := os.WriteFile(filepath.Join(cfg.StoreDir, "jetstream"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return cfg
+			},
+			check: func(t *testing.T, cfg broker.Config, err error) {
+				if errors.Is(err, broker.ErrListen) || !strings.Contains(err.Error(), "start nats-server (store directory "+cfg.StoreDir+"): ") {
+					t.Errorf("err = %v, want JetStream's failure", err)
 				}
 				assertFree(t, cfg.Listen)
 			},
