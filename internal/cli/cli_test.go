@@ -1,10 +1,15 @@
 package cli
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
+	"net"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -48,6 +53,31 @@ func TestApplyEnv(t *testing.T) {
 			}
 			if got := strings.Join([]string{strconv.Itoa(*n), wait.String(), *s}, " "); got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestListenError(t *testing.T) {
+	inUse := fmt.Errorf("x: %w", &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)})
+	tests := []struct {
+		name string
+		err  error
+		env  string
+		want string
+	}{
+		{"in use", inUse, "T_LISTEN", "cannot listen for the API on 127.0.0.1:1: address already in use; choose another address with --listen or T_LISTEN"},
+		{"no variable", inUse, "", "cannot listen for the API on 127.0.0.1:1: address already in use; choose another address with --listen"},
+		{"not a system call error", errors.New("boom"), "T_LISTEN", "cannot listen for the API on 127.0.0.1:1: boom; choose another address with --listen or T_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ListenError(tt.err, "the API", "127.0.0.1:1", "listen", tt.env)
+			if got.Error() != tt.want {
+				t.Errorf("got  %s\nwant %s", got, tt.want)
+			}
+			if !errors.Is(got, tt.err) {
+				t.Errorf("%v does not wrap %v", got, tt.err)
 			}
 		})
 	}
