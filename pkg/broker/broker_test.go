@@ -1,11 +1,14 @@
 package broker_test
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -181,5 +184,61 @@ func TestStart(t *testing.T) {
 				t.Errorf("JetStream info: %v", err)
 			}
 		})
+	}
+}
+
+// records keeps the level of every log record.
+type records struct {
+	mu  sync.Mutex
+	got map[slog.Level]int
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *records) WithGroup(string) slog.Handler            { return r }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got[rec.Level]++
+	return nil
+}
+
+// count returns how many records have each level.
+func (r *records) count() map[slog.Level]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[slog.Level]int{}
+	for l, n := range r.got {
+		out[l] = n
+	}
+	return out
+}
+
+// TestBannerIsDebug starts and stops the server: its start-up banner (about
+// 25 lines) and its shutdown notices are debug, so a terminal at the info
+// level sees none of them; the dispatcher logs the one line that matters
+// (address and store directory).
+func TestBannerIsDebug(t *testing.T) {
+	log := &records{got: map[slog.Level]int{}}
+	cfg := broker.DefaultConfig(t.TempDir())
+	cfg.Listen = "127.0.0.1:-1"
+	cfg.Logger = slog.New(log)
+	b, err := broker.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := log.count()
+	b.Shutdown()
+	stopped := log.count()
+	for _, tt := range []struct {
+		when string
+		got  map[slog.Level]int
+	}{{"start", started}, {"start and shutdown", stopped}} {
+		if tt.got[slog.LevelInfo] != 0 {
+			t.Errorf("after %s: %d info lines from nats-server, want 0", tt.when, tt.got[slog.LevelInfo])
+		}
+	}
+	if started[slog.LevelDebug] < 10 {
+		t.Errorf("start logged %d debug lines; want the banner (about 25) at debug", started[slog.LevelDebug])
 	}
 }
