@@ -51,7 +51,7 @@ func run() error {
 		return addLabels(&cfg, v)
 	})
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for /metrics, /healthz and /readyz; empty for none [OLLAMAMAX_WORKER_LISTEN]")
-	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record, at most 5s; a silent worker's record expires three heartbeats after its last refresh")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	log, help, err := cli.ParseLogged(fs, os.Args[1:])

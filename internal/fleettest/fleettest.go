@@ -40,6 +40,7 @@ type Options struct {
 	MaxQueued int              // dispatcher bound on waiting interactive jobs per model; 0 none
 	Grace     time.Duration    // workers' drain grace period; default 5s
 	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
+	Heartbeat time.Duration    // workers' inventory and node-record refresh; default 500ms
 }
 
 // Fleet is a running deployment. Everything stops when the test ends.
@@ -99,6 +100,9 @@ func Start(t testing.TB, o Options) *Fleet {
 	}
 	if o.Breaker == 0 {
 		o.Breaker = 300 * time.Millisecond
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 500 * time.Millisecond
 	}
 	f := &Fleet{t: t, opts: o, Broker: natstest.Start(t)}
 	f.NC = natstest.Connect(t, f.Broker)
@@ -189,7 +193,7 @@ func (f *Fleet) StartWorker(i int) {
 	}
 	cfg := worker.DefaultConfig(fmt.Sprintf("w%d", i), f.SimURLs[i])
 	cfg.Slots = f.opts.Slots
-	cfg.Heartbeat = 500 * time.Millisecond
+	cfg.Heartbeat = f.opts.Heartbeat
 	cfg.Poll = 200 * time.Millisecond
 	cfg.Grace = f.opts.Grace
 	cfg.RetryDelay = 100 * time.Millisecond

@@ -27,8 +27,8 @@ const (
 	StateDraining  = "draining"  // shutting down; finishing in-flight jobs
 )
 
-// Node is what a worker reports about itself, refreshed every few seconds.
-// The bucket's TTL removes the record of a worker that stops refreshing it.
+// Node is what a worker reports about itself, refreshed every heartbeat.
+// Each record's TTL (RecordTTL) removes it when the worker stops refreshing it.
 type Node struct {
 	ID            string                     `json:"id"`
 	State         string                     `json:"state"`
@@ -60,9 +60,24 @@ func (n *Node) HasModel(canonical string) bool {
 	return false
 }
 
-// Put writes the node record with a time to live: a worker that stops
-// refreshing it disappears from the bucket after ttl (whole seconds, at least
-// one), sooner than the bucket's own TTL, and watchers see it go.
+// RecordHeartbeats is how many heartbeats a node record outlives the last
+// refresh by: a worker may miss two refreshes in a row (a busy machine, an
+// Ollama slow to list its models: the inventory call may take a whole
+// heartbeat) and stay in the fleet; after the third it is gone.
+const RecordHeartbeats = 3
+
+// RecordTTL is the time to live of a node record refreshed every heartbeat:
+// RecordHeartbeats heartbeats in whole seconds (JetStream's unit), at least
+// one; 9s at the default heartbeat of 3s. The bucket's max_age (15s,
+// streams/kv_nodes.json) is only a ceiling, for records written without a
+// TTL: a worker's heartbeat is at most 5s, so its records never reach it.
+func RecordTTL(heartbeat time.Duration) time.Duration {
+	return max((RecordHeartbeats * heartbeat).Round(time.Second), time.Second)
+}
+
+// Put writes the node record with a time to live of ttl (whole seconds, at
+// least one; see RecordTTL): a worker that stops refreshing it disappears
+// from the bucket after ttl, and watchers see it go.
 func Put(ctx context.Context, js jetstream.JetStream, n *Node, ttl time.Duration) error {
 	b, err := json.Marshal(n)
 	if err != nil {

@@ -160,7 +160,7 @@ func (w *Worker) putNode(ctx context.Context) {
 		n.LastError = w.breaker.reason
 	}
 	w.mu.Unlock()
-	if err := fleet.Put(ctx, w.q.JetStream(), n, 3*w.cfg.Heartbeat); err != nil && ctx.Err() == nil {
+	if err := fleet.Put(ctx, w.q.JetStream(), n, fleet.RecordTTL(w.cfg.Heartbeat)); err != nil && ctx.Err() == nil {
 		w.log.Warn("write node record", "err", err)
 	}
 }

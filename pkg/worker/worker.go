@@ -50,7 +50,9 @@ type Config struct {
 	// /api/pull?label=gpu=a100 choose workers by them.
 	Labels map[string]string
 	// Heartbeat is how often the worker refreshes its inventory from Ollama and
-	// its record in the node bucket. It must be well under the bucket's TTL (15s).
+	// its record in the node bucket; the record outlives its last refresh by
+	// three heartbeats (fleet.RecordTTL). At most 5s, so that the record's
+	// TTL stays under the bucket's max_age (15s).
 	Heartbeat time.Duration
 	// Poll is how often an idle worker looks for redelivered jobs, which ring no
 	// doorbell. New jobs are pulled as soon as they are stored.
@@ -88,8 +90,8 @@ func (c Config) Validate() error {
 		return errors.New("worker: Ollama URL is required")
 	case c.Slots < 1:
 		return fmt.Errorf("worker: Slots must be at least 1, got %d", c.Slots)
-	case c.Heartbeat <= 0 || c.Heartbeat > 10*time.Second:
-		return fmt.Errorf("worker: Heartbeat must be in (0, 10s], got %s", c.Heartbeat)
+	case c.Heartbeat <= 0 || c.Heartbeat > 5*time.Second:
+		return fmt.Errorf("worker: Heartbeat must be in (0, 5s], got %s", c.Heartbeat)
 	case c.Poll <= 0:
 		return fmt.Errorf("worker: Poll must be positive, got %s", c.Poll)
 	case c.RetryDelay <= 0:

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 )
 
@@ -102,4 +103,73 @@ func TestPlainNATSClientGetsStreamedReply(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// TestSilentWorkersRecordExpiresAfterThreeHeartbeats reads the node bucket as
+// docs/protocol.md describes it: each record carries Nats-TTL of three
+// heartbeats, and a worker that stops refreshing its record (here: killed,
+// its connection cut) is gone from the bucket that long after its last
+// refresh, with a marker that watchers see.
+func TestSilentWorkersRecordExpiresAfterThreeHeartbeats(t *testing.T) {
+	const heartbeat = time.Second
+	const ttl = 3 * heartbeat
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Heartbeat: heartbeat})
+	nc, err := nats.Connect(f.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), "ollamaq_nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch, err := kv.Watch(t.Context(), "node.w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = watch.Stop() }()
+	bucket, err := js.Stream(t.Context(), "KV_ollamaq_nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := bucket.GetLastMsgForSubject(t.Context(), "$KV.ollamaq_nodes.node.w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rec.Header.Get("Nats-TTL"), ttl.String(); got != want {
+		t.Fatalf("node record has Nats-TTL %q, want %q (three heartbeats of %s)", got, want, heartbeat)
+	}
+
+	f.KillWorker(0)
+	var last jetstream.KeyValueEntry
+	deadline := time.After(ttl + 5*time.Second)
+	for {
+		select {
+		case <-deadline:
+			t.Fatalf("the silent worker's record is still there %s after it was killed", ttl+5*time.Second)
+		case e := <-watch.Updates():
+			if e == nil {
+				continue // The end of the initial values.
+			}
+			if e.Operation() == jetstream.KeyValuePut {
+				last = e
+				continue
+			}
+			if last == nil {
+				t.Fatalf("record removed (%s) before any was seen", e.Operation())
+			}
+			// Both times are the server's: when the last refresh was stored, and
+			// when the record's TTL ran out.
+			gone := e.Created().Sub(last.Created())
+			if gone < ttl-100*time.Millisecond || gone > ttl+1500*time.Millisecond {
+				t.Fatalf("record gone %s after its last refresh (%s), want %s", gone.Round(time.Millisecond), e.Operation(), ttl)
+			}
+			t.Logf("record gone %s after its last refresh (%s)", gone.Round(time.Millisecond), e.Operation())
+			return
+		}
+	}
 }
