@@ -195,6 +195,7 @@ func (f *Fleet) StartWorker(i int) {
 	cfg.Slots = f.opts.Slots
 	cfg.Heartbeat = f.opts.Heartbeat
 	cfg.Poll = 200 * time.Millisecond
+	cfg.UnservedScan = 200 * time.Millisecond
 	cfg.Grace = f.opts.Grace
 	cfg.RetryDelay = 100 * time.Millisecond
 	cfg.BreakerCooldown = f.opts.Breaker

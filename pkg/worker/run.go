@@ -151,22 +151,31 @@ func (w *Worker) batchCanceled(ctx context.Context, h nats.Header) bool {
 // subject it was published on. A body that is not JSON is left to Ollama,
 // whose error message the client expects.
 func checkModel(body []byte, model string) string {
-	var req struct {
-		Model string `json:"model"`
-		Name  string `json:"name"`
-	}
-	if json.Unmarshal(body, &req) != nil {
+	name, ok := bodyModel(body)
+	if !ok {
 		return ""
-	}
-	name := req.Model
-	if name == "" {
-		name = req.Name
 	}
 	c, err := job.CanonicalModel(name)
 	if err != nil || c != model {
 		return fmt.Sprintf("job for model %q was published on the subject of model %q", name, model)
 	}
 	return ""
+}
+
+// bodyModel returns the model an Ollama request body names ("model", or
+// "name" as /api/show takes it); ok is false when the body is not JSON.
+func bodyModel(body []byte) (name string, ok bool) {
+	var req struct {
+		Model string `json:"model"`
+		Name  string `json:"name"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return "", false
+	}
+	if req.Model != "" {
+		return req.Model, true
+	}
+	return req.Name, true
 }
 
 // execute calls Ollama and relays its response. It keeps the job alive with

@@ -1,7 +1,9 @@
 // Package worker runs beside one Ollama: it discovers the models its Ollama
 // has, pulls jobs for them only as far as it has free slots (interactive before
 // batch), relays Ollama's response to each job's reply subject, settles each
-// job with JetStream, and keeps its node record in the KV bucket.
+// job with JetStream, and keeps its node record in the KV bucket. With the
+// other workers it answers the jobs nothing would take: those left unsettled
+// by dead workers (reap.go) and those for models no worker has (unserved.go).
 //
 // It imports NATS, the queue, fleet, ollama and job packages; nothing imports it
 // but cmd/worker and tests.
@@ -57,6 +59,10 @@ type Config struct {
 	// Poll is how often an idle worker looks for redelivered jobs, which ring no
 	// doorbell. New jobs are pulled as soon as they are stored.
 	Poll time.Duration
+	// UnservedScan is how often the worker looks for interactive jobs for
+	// models no worker has ever served, which nothing would take, to answer
+	// them 404 and remove them as the dispatcher does over HTTP.
+	UnservedScan time.Duration
 	// RetryDelay is how long a job that met a transient Ollama failure waits
 	// before its next delivery; it doubles with each attempt.
 	RetryDelay time.Duration
@@ -77,7 +83,7 @@ type Config struct {
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
-		ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second,
+		ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
 		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
 }
 
@@ -94,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: Heartbeat must be in (0, 5s], got %s", c.Heartbeat)
 	case c.Poll <= 0:
 		return fmt.Errorf("worker: Poll must be positive, got %s", c.Poll)
+	case c.UnservedScan <= 0:
+		return fmt.Errorf("worker: UnservedScan must be positive, got %s", c.UnservedScan)
 	case c.RetryDelay <= 0:
 		return fmt.Errorf("worker: RetryDelay must be positive, got %s", c.RetryDelay)
 	case c.BreakerCooldown <= 0:
@@ -243,6 +251,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var loops sync.WaitGroup
 	loops.Go(func() { w.maintain(ctx) })
 	loops.Go(func() { w.reap(ctx) })
+	loops.Go(func() { w.scanUnserved(ctx) })
 	loops.Go(func() {
 		for {
 			select {

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -171,5 +172,74 @@ func TestSilentWorkersRecordExpiresAfterThreeHeartbeats(t *testing.T) {
 			t.Logf("record gone %s after its last refresh (%s)", gone.Round(time.Millisecond), e.Operation())
 			return
 		}
+	}
+}
+
+// TestJobForAModelNoWorkerHasGets404 publishes a job for a model no worker
+// ever had, as docs/protocol.md allows any client to: a worker answers it
+// within a few seconds with error 404 and Ollama's message, as the
+// dispatcher does over HTTP, and the job is gone from the stream.
+func TestJobForAModelNoWorkerHasGets404(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 2}) // Both look; one answers.
+	nc, err := nats.Connect(f.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	reply := "ollamaq.reply.alice.job-404"
+	sub, err := nc.SubscribeSync(reply)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// no-such-model-xyz -> no-such-model-xyz:latest -> no-such-model-xyz_3alatest.
+	msg := nats.NewMsg("ollamaq.jobs.no-such-model-xyz_3alatest.interactive")
+	msg.Header.Set("Nats-Msg-Id", "job-404")
+	msg.Header.Set("Ollamaq-Job", "job-404")
+	msg.Header.Set("Ollamaq-Route", "/api/generate")
+	msg.Header.Set("Ollamaq-Reply", reply)
+	msg.Data = []byte(`{"model":"no-such-model-xyz","prompt":"Hello"}`)
+	published := time.Now()
+	ack, err := nc.RequestMsg(msg, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pubAck struct {
+		Stream string `json:"stream"`
+		Seq    uint64 `json:"seq"`
+	}
+	if err := json.Unmarshal(ack.Data, &pubAck); err != nil || pubAck.Stream != "OLLAMAQ_JOBS" {
+		t.Fatalf("publish ack %s, %v", ack.Data, err)
+	}
+
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatalf("no answer within 5s: %v", err)
+	}
+	const want = "model 'no-such-model-xyz' not found"
+	for k, v := range map[string]string{"Ollamaq-Kind": "error", "Ollamaq-Status": "404", "Ollamaq-Error": want,
+		"Ollamaq-Job": "job-404", "Ollamaq-Attempt": "1", "Ollamaq-Seq": "1"} {
+		if got := m.Header.Get(k); got != v {
+			t.Errorf("%s: %q, want %q", k, got, v)
+		}
+	}
+	if got := string(m.Data); got != `{"error":"`+want+`"}` {
+		t.Errorf("body %s, want Ollama's error shape", got)
+	}
+	t.Logf("answered %s after the publish", time.Since(published).Round(time.Millisecond))
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := js.Stream(t.Context(), "OLLAMAQ_JOBS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.GetMsg(t.Context(), pubAck.Seq); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("get the job after its answer: %v, want it gone from the stream", err)
+	}
+	// Each worker looks every 200ms here: a second answer would come by now.
+	if extra, err := sub.NextMsg(500 * time.Millisecond); err == nil {
+		t.Errorf("a second answer: %v", extra.Header)
 	}
 }
