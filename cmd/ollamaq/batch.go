@@ -21,7 +21,11 @@ only on capacity that interactive requests leave free. The results stay in
 JetStream (7 days): submit, close the terminal, and collect them later or
 from another machine.
 `
-	batchMore = `A batch file is JSONL in the OpenAI Batch API input format:
+	batchMore = `A batch has a completion window (24h unless submit is told otherwise): lines
+without a result when it ends get the error batch_expired, and the batch
+is expired.
+
+A batch file is JSONL in the OpenAI Batch API input format:
   {"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
    "body": {"model": "llama3.2", "messages": [{"role": "user", "content": "Hi"}]}}
 url is one of /v1/chat/completions, /v1/completions, /v1/embeddings,
@@ -93,6 +97,9 @@ func detail(st batch.Status) string {
 	if st.Canceled > 0 {
 		parts = append(parts, fmt.Sprintf("%d canceled", st.Canceled))
 	}
+	if st.Expired > 0 {
+		parts = append(parts, fmt.Sprintf("%d expired", st.Expired))
+	}
 	if st.Running > 0 {
 		parts = append(parts, fmt.Sprintf("%d running", st.Running))
 	}
@@ -121,6 +128,9 @@ func summary(st batch.Status) string {
 	s := fmt.Sprintf("%s %s: %d done, %d failed", st.ID, st.State, st.Done, st.Failed)
 	if st.Canceled > 0 {
 		s += fmt.Sprintf(", %d canceled", st.Canceled)
+	}
+	if st.Expired > 0 {
+		s += fmt.Sprintf(", %d expired (completion window %s)", st.Expired, st.CompletionWindow)
 	}
 	if left := st.Requests - st.Finished(); left > 0 {
 		s += fmt.Sprintf(", %d without a result", left)

@@ -31,6 +31,9 @@ func cmdBatchCancel(fs *flag.FlagSet) runFunc {
 		st, err := c.Cancel(cctx, id, min(2*time.Second, *wait))
 		switch {
 		case errors.Is(err, batch.ErrFinished):
+			if st.State == batch.Expired {
+				return e.fail(exitFailed, "%s is already expired: nothing to cancel", id)
+			}
 			return e.fail(exitFailed, "%s is already done: nothing to cancel", id)
 		case err != nil && cctx.Err() != nil && ctx.Err() == nil:
 			fmt.Fprintf(e.stderr, "canceled %s, but %d lines still run after %s\n", id, st.Running, *wait)

@@ -36,10 +36,10 @@ func cmdBatchList(fs *flag.FlagSet) runFunc {
 
 func writeList(w io.Writer, all []batch.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BATCH\tSTATE\tREQUESTS\tDONE\tFAILED\tCANCELED\tCREATED\tFILE")
+	fmt.Fprintln(tw, "BATCH\tSTATE\tREQUESTS\tDONE\tFAILED\tCANCELED\tEXPIRED\tCREATED\tFILE")
 	for _, st := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s ago\t%s\n", st.ID, st.State, st.Requests, st.Done, st.Failed, st.Canceled,
-			age(now.Sub(st.CreatedAt)), st.File)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s ago\t%s\n", st.ID, st.State, st.Requests, st.Done, st.Failed, st.Canceled,
+			st.Expired, age(now.Sub(st.CreatedAt)), st.File)
 	}
 	_ = tw.Flush() // Output errors end the command anyway.
 }

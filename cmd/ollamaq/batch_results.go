@@ -19,10 +19,12 @@ format, one line per request, in the order the requests finished:
    "error": null}
 A request that failed has "error": {"code", "message"} as well, and its
 response holds the status and error body; code is batch_cancelled,
-invalid_request_error (4xx) or server_error.
+invalid_request_error (4xx) or server_error. A request the batch's
+completion window left unfinished has "response": null and the code
+batch_expired, as OpenAI writes it.
 
 Exit status: 0 when the output is complete, 1 when the batch is not done yet
-(the results so far are written) or was canceled.
+(the results so far are written), was canceled or expired.
 
 Examples:
   ollamaq batch results batch_0123456789abcdefghijklmn > results.jsonl
@@ -54,6 +56,8 @@ func cmdBatchResults(fs *flag.FlagSet) runFunc {
 		switch {
 		case st.State == batch.Canceled:
 			return e.fail(exitFailed, "%s was canceled: wrote the %d results it has", id, n)
+		case st.State == batch.Expired:
+			return e.fail(exitFailed, "%s expired: wrote %d results, %d of them batch_expired", id, n, st.Expired)
 		case !st.Complete():
 			return e.fail(exitFailed, "%s is not done: wrote %d of %d results (wait with 'ollamaq batch wait %s')", id, n, st.Requests, id)
 		}

@@ -14,9 +14,11 @@ import (
 
 const batchStatusSynopsis = `Usage: ollamaq batch status [--json] ID
 
-Shows a batch: its file, state (submitting, queued, running, done or
-canceled), how many requests are queued, running, done, failed or canceled,
-the models it uses and the first invalid lines of its file.
+Shows a batch: its file, state (submitting, queued, running, done, canceled
+or expired), how many requests are queued, running, done, failed, canceled
+or expired, its completion window, the models it uses and the first invalid
+lines of its file. A batch whose completion window has passed is expired
+here: its lines without a result get the error batch_expired.
 
 Examples:
   ollamaq batch status batch_0123456789abcdefghijklmn
@@ -55,6 +57,10 @@ func writeStatus(w io.Writer, st batch.Status, now time.Time) {
 	row("Done", "%d", st.Done)
 	row("Failed", "%d", st.Failed)
 	row("Canceled", "%d", st.Canceled)
+	row("Expired", "%d", st.Expired)
+	if st.CompletionWindow != "" {
+		row("Window", "%s", st.CompletionWindow)
+	}
 	row("Created at", "%s", when(st.CreatedAt, now))
 	if st.SubmittedAt != nil {
 		row("Submitted at", "%s", when(*st.SubmittedAt, now))
@@ -64,6 +70,12 @@ func writeStatus(w io.Writer, st batch.Status, now time.Time) {
 	}
 	if st.CompletedAt != nil {
 		row("Completed at", "%s", when(*st.CompletedAt, now))
+	}
+	switch {
+	case st.ExpiredAt != nil:
+		row("Expired at", "%s", when(*st.ExpiredAt, now))
+	case st.ExpiresAt != nil && !st.Over():
+		row("Expires at", "%s", when(*st.ExpiresAt, now))
 	}
 	models := make([]string, 0, len(st.Models))
 	for m := range st.Models {
@@ -90,7 +102,10 @@ func writeStatus(w io.Writer, st batch.Status, now time.Time) {
 	_ = tw.Flush() // Output errors end the command anyway.
 }
 
-// when formats t in UTC with how long ago it was.
+// when formats t in UTC with how long ago it was, or how long until.
 func when(t, now time.Time) string {
+	if t.After(now) {
+		return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.DateTime+" MST"), age(t.Sub(now)))
+	}
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.DateTime+" MST"), age(now.Sub(t)))
 }

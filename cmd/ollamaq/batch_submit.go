@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/batch"
 )
@@ -27,10 +28,16 @@ The batch ID derives from the file's content unless --id sets it: submitting
 the same file again, or again after an interrupted submission, queues no
 line twice and resumes where the first one stopped.
 
+The batch has a completion window from its creation, as in OpenAI's Batch
+API: --completion-window, else the "completion_window" its lines give, else
+24h. Lines without a result when it ends (a model nobody serves, say) get the
+error batch_expired and the batch is expired.
+
 Examples:
   ollamaq batch submit requests.jsonl
   ID=$(ollamaq batch submit --strict requests.jsonl) && ollamaq batch wait $ID
   generate-requests | ollamaq batch submit --id nightly-2026-01-02 -
+  ollamaq batch submit --completion-window 1h --wait requests.jsonl
 `
 
 func cmdBatchSubmit(fs *flag.FlagSet) runFunc {
@@ -38,12 +45,21 @@ func cmdBatchSubmit(fs *flag.FlagSet) runFunc {
 	strict := fs.Bool("strict", false, "refuse the whole file if a line is not a valid request")
 	wait := fs.Bool("wait", false, "then follow the batch until it is done, as 'batch wait'")
 	asJSON := fs.Bool("json", false, "print the batch record as JSON instead of the ID")
+	window := fs.String("completion-window", "", "how long the batch has to finish, such as 24h or 30m (default: the file's completion_window, else 24h)")
 	return func(ctx context.Context, e *env, args []string) int {
 		if len(args) != 1 {
 			return e.fail(exitUsage, "batch submit: want one FILE (see --help)")
 		}
 		if *id != "" && !batch.ValidID(*id) {
 			return e.fail(exitUsage, "batch submit: --id %q must be 1 to 64 letters, digits, '-' or '_'", *id)
+		}
+		var completion time.Duration
+		if *window != "" {
+			d, err := batch.ParseWindow(*window)
+			if err != nil {
+				return e.fail(exitUsage, "batch submit: --completion-window: %v", err)
+			}
+			completion = d
 		}
 		path := args[0]
 		src, name, cleanup, err := e.source(path)
@@ -54,7 +70,7 @@ func cmdBatchSubmit(fs *flag.FlagSet) runFunc {
 
 		return e.withBatches(ctx, func(c *batch.Client) int {
 			opts, finish := e.submitOptions(name)
-			opts.ID, opts.Strict = *id, *strict
+			opts.ID, opts.Strict, opts.CompletionWindow = *id, *strict, completion
 			sub, err := c.Submit(ctx, src, opts)
 			finish()
 			switch {
@@ -144,11 +160,12 @@ func (e *env) submitOptions(name string) (batch.SubmitOptions, func()) {
 }
 
 // warnUnserved warns about models no worker has served: their jobs wait
-// until a worker that has them starts.
+// until a worker that has them starts, or the batch's window ends.
 func (e *env) warnUnserved(ctx context.Context, c *batch.Client, rec *batch.Record) {
 	for model, n := range rec.Models {
 		if ok, err := c.Served(ctx, model); err == nil && !ok {
-			fmt.Fprintf(e.stderr, "ollamaq: warning: no worker has served %s yet; its %d requests wait until one does\n", model, n)
+			fmt.Fprintf(e.stderr, "ollamaq: warning: no worker has served %s yet; its %d requests wait until one does, at most the completion window (%s)\n",
+				model, n, rec.CompletionWindow)
 		}
 	}
 }

@@ -158,3 +158,53 @@ func TestBatchFlow(t *testing.T) {
 		t.Errorf("the refused files left batches behind:\n%s", out)
 	}
 }
+
+// TestBatchExpires submits a batch with a line for a model nobody serves and
+// a one-second window, then looks at it after the window (the commands'
+// clock moved on): status says expired, the line has the error
+// batch_expired, and the exit codes say the batch did not complete.
+func TestBatchExpires(t *testing.T) {
+	f, c := withFleet(t)
+	file := writeLines(t, "late.jsonl",
+		`{"custom_id":"served","url":"/api/generate","body":{"model":"llama3.2","prompt":"Hi"}}`,
+		`{"custom_id":"nobody","url":"/api/generate","body":{"model":"nobody-serves","prompt":"Hi"}}`,
+	)
+	if code, _, errOut := c.run("batch", "submit", "--completion-window", "soon", file); code != exitUsage ||
+		!strings.Contains(errOut, `--completion-window: completion window "soon" is not a duration such as "24h"`) {
+		t.Fatalf("bad window: exit %d, %s", code, errOut)
+	}
+	code, out, errOut := c.run("batch", "submit", "--completion-window", "1s", file)
+	id := strings.TrimSpace(out)
+	if code != exitOK || !strings.Contains(errOut, "no worker has served nobody-serves:latest yet; its 1 requests wait until one does, at most the completion window (1s)") {
+		t.Fatalf("submit: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	f.WaitFor("the served line's answer", func() bool {
+		_, out, _ := c.run("batch", "status", "--json", id)
+		return strings.Contains(out, `"done": 1`)
+	})
+
+	c.now = func() time.Time { return clock.Add(time.Minute) } // The window is long over.
+	code, _, errOut = c.run("batch", "wait", id)
+	if want := id + " expired: 1 done, 0 failed, 1 expired (completion window 1s) (of 2 requests)"; code != exitFailed || !strings.Contains(errOut, want) {
+		t.Fatalf("wait: exit %d, stderr %q; want %d and %q", code, errOut, exitFailed, want)
+	}
+	c.now = func() time.Time { return clock.Add(2 * time.Minute) }
+	code, out, errOut = c.run("batch", "status", id)
+	if code != exitOK {
+		t.Fatalf("status: exit %d: %s", code, errOut)
+	}
+	golden(t, "batch_status_expired.txt", out)
+	code, out, errOut = c.run("batch", "results", id)
+	if code != exitFailed || !strings.Contains(errOut, id+" expired: wrote 2 results, 1 of them batch_expired") {
+		t.Fatalf("results: exit %d, stderr %s", code, errOut)
+	}
+	for _, want := range []string{`"custom_id":"nobody","response":null,"error":{"code":"batch_expired","message":"batch expired: the request did not finish within the batch's completion window of 1s"}`,
+		`"custom_id":"served","response":{"status_code":200`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("results lack %s:\n%s", want, out)
+		}
+	}
+	if code, _, errOut := c.run("batch", "cancel", id); code != exitFailed || !strings.Contains(errOut, id+" is already expired: nothing to cancel") {
+		t.Errorf("cancel: exit %d, %s", code, errOut)
+	}
+}

@@ -32,8 +32,15 @@ var (
 	ErrConflict = errors.New("batch: the batch ID names another file")
 	// ErrCanceled is returned by Submit for a batch that was canceled.
 	ErrCanceled = errors.New("batch: the batch was canceled")
-	// ErrFinished is returned by Cancel for a batch that is already done.
+	// ErrFinished is returned by Cancel for a batch that is already done or
+	// expired.
 	ErrFinished = errors.New("batch: the batch is already done")
+	// ErrExpired is returned by Submit for a batch whose completion window
+	// has passed: its unqueued lines are not queued any more.
+	ErrExpired = errors.New("batch: the batch's completion window has passed")
+	// ErrWindows is returned by Submit when lines of the file ask for
+	// different completion windows; nothing is queued.
+	ErrWindows = errors.New("batch: lines ask for different completion windows")
 )
 
 // Client submits, inspects and cancels batches. It is safe for concurrent use.

@@ -21,6 +21,7 @@ const (
 	Queued     State = "queued"          // every line is queued
 	Canceled   State = job.BatchCanceled // canceled: queued lines are dropped
 	Done       State = "done"            // every line has its result
+	Expired    State = "expired"         // the completion window passed first: the lines without a result got batch_expired
 )
 
 // rank orders states: a record never moves back.
@@ -31,7 +32,7 @@ func (s State) rank() int {
 	case Queued:
 		return 1
 	}
-	return 2 // Done and Canceled are final.
+	return 2 // Done, Canceled and Expired are final.
 }
 
 // Record is a batch's entry in the bucket ollamaq_batches, under its ID.
@@ -58,9 +59,21 @@ type Record struct {
 	SubmittedAt *time.Time `json:"submitted_at,omitempty"`
 	CanceledAt  *time.Time `json:"canceled_at,omitempty"`
 	CompletedAt *time.Time `json:"completed_at,omitempty"`
-	// Final holds the outcome once the batch is done, so listing many old
-	// batches need not read their results.
+	// CompletionWindow is how long the batch has to finish ("24h"), and
+	// ExpiresAt when it runs out: CreatedAt plus the window. Records made
+	// before windows existed have neither and never expire.
+	CompletionWindow string     `json:"completion_window,omitempty"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
+	ExpiredAt        *time.Time `json:"expired_at,omitempty"`
+	// Final holds the outcome once the batch is done or expired, so listing
+	// many old batches need not read their results.
 	Final *Counts `json:"final,omitempty"`
+}
+
+// due reports whether the batch's completion window has passed at now
+// while it was still being submitted or run.
+func (r *Record) due(now time.Time) bool {
+	return (r.State == Submitting || r.State == Queued) && r.ExpiresAt != nil && !now.Before(*r.ExpiresAt)
 }
 
 // get returns a batch record and its revision.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
@@ -19,6 +20,9 @@ type Request struct {
 	Route    string
 	Model    string // canonical
 	Body     []byte // the line's body, with "stream": false on streaming routes
+	// Window is the completion window the line asks for, 0 if none
+	// ("completion_window": "24h" next to custom_id; docs/batch.md).
+	Window time.Duration
 }
 
 // LineError says why a line of a batch file was not queued.
@@ -53,6 +57,7 @@ func parseLine(n int, line []byte, maxBody int, build bool) (Request, error) {
 		Method   json.RawMessage `json:"method"`
 		URL      json.RawMessage `json:"url"`
 		Body     json.RawMessage `json:"body"`
+		Window   json.RawMessage `json:"completion_window"`
 	}
 	bad := func(format string, a ...any) (Request, error) {
 		return Request{}, &LineError{Line: n, Msg: fmt.Sprintf(format, a...)}
@@ -78,6 +83,15 @@ func parseLine(n int, line []byte, maxBody int, build bool) (Request, error) {
 	}
 	if method, ok := jsonString(in.Method); !ok || method != "" && !strings.EqualFold(method, "POST") {
 		return fail("method %s is not supported; want \"POST\"", in.Method)
+	}
+	if window, ok := jsonString(in.Window); !ok {
+		return fail("completion_window must be a string such as \"24h\"")
+	} else if window != "" {
+		d, err := ParseWindow(window)
+		if err != nil {
+			return fail("%v", err)
+		}
+		r.Window = d
 	}
 	url, ok := jsonString(in.URL)
 	switch {

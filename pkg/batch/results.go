@@ -11,7 +11,9 @@ import (
 )
 
 // Result is one line of the OpenAI Batch API output format. A request that
-// failed has both a Response (the status and the error body) and an Error.
+// failed has both a Response (the status and the error body) and an Error;
+// one its batch's completion window left unfinished has only the Error
+// (batch_expired), as OpenAI writes it.
 type Result struct {
 	ID       string       `json:"id"`
 	CustomID string       `json:"custom_id"`
@@ -28,7 +30,7 @@ type Response struct {
 
 // ResultError marks a request that failed.
 type ResultError struct {
-	Code    string `json:"code"` // batch_cancelled, invalid_request_error or server_error
+	Code    string `json:"code"` // batch_cancelled, batch_expired, invalid_request_error or server_error
 	Message string `json:"message"`
 }
 
@@ -51,10 +53,19 @@ func (c *Client) Results(ctx context.Context, id string, emit func(*Result) erro
 	if err != nil {
 		return Status{}, err
 	}
+	if r.due(c.now()) || r.State == Expired && r.Final == nil {
+		// Expire it first, so that its unfinished lines have their results.
+		if _, err := c.Status(ctx, id); err != nil {
+			return Status{}, err
+		}
+		if r, _, err = c.get(ctx, id); err != nil {
+			return Status{}, err
+		}
+	}
 	t := newTally()
 	parts := map[string]*partial{}
 	emitted := map[string]bool{}
-	err = c.read(ctx, id, false, func(m jetstream.Msg) error {
+	err = c.read(ctx, id, readAll, func(m jetstream.Msg) error {
 		jid, _, _ := t.add(m.Subject(), m.Headers())
 		if emitted[jid] {
 			return nil
@@ -70,7 +81,7 @@ func (c *Client) Results(ctx context.Context, id string, emit func(*Result) erro
 	if err != nil {
 		return Status{}, err
 	}
-	return c.markDone(ctx, statusOf(r, t.counts))
+	return c.markDone(ctx, statusOf(r, t.counts, c.now()))
 }
 
 // assemble adds one message to its job's partial result and returns the
@@ -117,6 +128,11 @@ func assemble(parts map[string]*partial, jid string, m jetstream.Msg) *Result {
 		return &Result{ID: "batch_req_" + jid, CustomID: p.customID,
 			Response: &Response{StatusCode: status, RequestID: jid, Body: jsonBody(p.body)}}
 	case job.KindError:
+		if isExpiry(h) {
+			// As OpenAI writes an expired request: no response.
+			return &Result{ID: "batch_req_" + jid, CustomID: p.customID,
+				Error: &ResultError{Code: "batch_expired", Message: h.Get(job.HeaderError)}}
+		}
 		status, _ := strconv.Atoi(h.Get(job.HeaderStatus))
 		return &Result{ID: "batch_req_" + jid, CustomID: p.customID,
 			Response: &Response{StatusCode: status, RequestID: jid, Body: jsonBody(m.Data())},

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"hash/maphash"
 	"io"
+	"time"
 )
 
 // maxErrors bounds the invalid lines a batch record keeps; all of them are
@@ -107,6 +108,10 @@ type Scan struct {
 	Duplicates int            // lines whose custom_id an earlier line has
 	Errors     []LineError    // the first invalid and duplicate lines
 	Models     map[string]int // requests per canonical model
+	// Window is the completion window the lines ask for, 0 if none does.
+	// WindowConflict is the first line that asks for another one.
+	Window         time.Duration
+	WindowConflict *LineError
 }
 
 // scan reads a batch file once: it validates every line, counts requests
@@ -119,6 +124,7 @@ func scan(r io.Reader, maxBody int, report func(*LineError), progress func(lines
 	s := &Scan{Models: map[string]int{}}
 	seed := maphash.MakeSeed()
 	seen := map[uint64]uint32{} // custom_id hash -> first line
+	windowLine := 0             // the first line with a completion_window
 	note := func(le *LineError) {
 		if len(s.Errors) < maxErrors {
 			s.Errors = append(s.Errors, *le)
@@ -155,6 +161,14 @@ func scan(r io.Reader, maxBody int, report func(*LineError), progress func(lines
 		seen[h] = uint32(lr.n)
 		s.Requests++
 		s.Models[req.Model]++
+		switch {
+		case req.Window == 0 || req.Window == s.Window:
+		case s.Window == 0:
+			s.Window, windowLine = req.Window, lr.n
+		case s.WindowConflict == nil:
+			s.WindowConflict = &LineError{Line: lr.n, CustomID: req.CustomID,
+				Msg: fmt.Sprintf("completion_window %s differs from line %d's %s", FormatWindow(req.Window), windowLine, FormatWindow(s.Window))}
+		}
 	}
 	s.Lines = lr.n
 	s.Digest = lr.sum.Sum(nil)

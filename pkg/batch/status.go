@@ -20,7 +20,7 @@ const Running State = "running"
 type Status struct {
 	ID        string `json:"id"`
 	File      string `json:"file,omitempty"`
-	State     State  `json:"state"` // submitting, queued, running, done or canceled
+	State     State  `json:"state"` // submitting, queued, running, done, canceled or expired
 	Lines     int    `json:"lines"`
 	Requests  int    `json:"requests"`
 	Invalid   int    `json:"invalid"`
@@ -32,27 +32,34 @@ type Status struct {
 	SubmittedAt *time.Time     `json:"submitted_at,omitempty"`
 	CanceledAt  *time.Time     `json:"canceled_at,omitempty"`
 	CompletedAt *time.Time     `json:"completed_at,omitempty"`
+	// The completion window and when it ends (ends, for an expired batch).
+	CompletionWindow string     `json:"completion_window,omitempty"`
+	ExpiresAt        *time.Time `json:"expires_at,omitempty"`
+	ExpiredAt        *time.Time `json:"expired_at,omitempty"`
 }
 
 // Complete reports whether every request of the batch has its result.
 func (s Status) Complete() bool { return s.State == Done }
 
 // Over reports whether nothing more will happen to the batch by itself: it
-// is done, or it was canceled.
-func (s Status) Over() bool { return s.State == Done || s.State == Canceled }
+// is done, it was canceled, or its completion window passed.
+func (s Status) Over() bool { return s.State == Done || s.State == Canceled || s.State == Expired }
 
-// statusOf combines a record with the counts from its results.
-func statusOf(r *Record, c Counts) Status {
+// statusOf combines a record with the counts from its results, at now: a
+// batch whose requests all have a result is done; one whose completion
+// window passed before is expired.
+func statusOf(r *Record, c Counts, now time.Time) Status {
 	s := Status{ID: r.ID, File: r.File, State: r.State, Lines: r.Lines, Requests: r.Requests, Invalid: r.Invalid,
 		Submitted: r.Submitted, Counts: c, Models: r.Models, Errors: r.Errors, CreatedAt: r.CreatedAt,
-		SubmittedAt: r.SubmittedAt, CanceledAt: r.CanceledAt, CompletedAt: r.CompletedAt}
-	if r.State == Queued {
-		switch {
-		case c.Finished() >= r.Requests:
-			s.State = Done
-		case c.Running > 0 || c.Finished() > 0:
-			s.State = Running
-		}
+		SubmittedAt: r.SubmittedAt, CanceledAt: r.CanceledAt, CompletedAt: r.CompletedAt,
+		CompletionWindow: r.CompletionWindow, ExpiresAt: r.ExpiresAt, ExpiredAt: r.ExpiredAt}
+	switch {
+	case r.State == Queued && c.Finished() >= r.Requests:
+		s.State = Done
+	case r.due(now):
+		s.State = Expired
+	case r.State == Queued && (c.Running > 0 || c.Finished() > 0):
+		s.State = Running
 	}
 	return s
 }
@@ -68,18 +75,30 @@ func (c *Client) Status(ctx context.Context, id string) (Status, error) {
 }
 
 func (c *Client) statusOfRecord(ctx context.Context, r *Record) (Status, error) {
-	if r.State == Done && r.Final != nil {
-		return statusOf(r, *r.Final), nil
+	if r.Final != nil && (r.State == Done || r.State == Expired) {
+		return statusOf(r, *r.Final, c.now()), nil
 	}
 	t := newTally()
-	err := c.read(ctx, r.ID, true, func(m jetstream.Msg) error {
+	err := c.read(ctx, r.ID, readLast, func(m jetstream.Msg) error {
 		t.add(m.Subject(), m.Headers())
 		return nil
 	})
 	if err != nil {
 		return Status{}, err
 	}
-	return c.markDone(ctx, statusOf(r, t.counts))
+	return c.settle(ctx, r, statusOf(r, t.counts, c.now()))
+}
+
+// settle records what st, the status of record r, found: a batch done, or
+// one whose completion window passed, which it expires.
+func (c *Client) settle(ctx context.Context, r *Record, st Status) (Status, error) {
+	switch {
+	case st.State == Done:
+		return c.markDone(ctx, st)
+	case st.State == Expired && r.Final == nil:
+		return c.expire(ctx, r.ID)
+	}
+	return st, nil
 }
 
 // errStale stops an update whose premise no longer holds.
@@ -102,7 +121,7 @@ func (c *Client) markDone(ctx context.Context, st Status) (Status, error) {
 	})
 	switch {
 	case errors.Is(err, errStale):
-		return statusOf(r, counts), nil
+		return statusOf(r, counts, c.now()), nil
 	case err != nil:
 		return st, err
 	}
@@ -145,14 +164,25 @@ func (c *Client) List(ctx context.Context) ([]Status, error) {
 	return out, nil
 }
 
+// readMode says which messages of a batch's results read delivers.
+type readMode int
+
+const (
+	readAll     readMode = iota // every message, with its body
+	readLast                    // each job's last message, headers only: enough to count, a quarter of the messages
+	readHeaders                 // every message, headers only
+)
+
 // read delivers the messages of batch id in the results stream to fn, in
 // stream order, and returns once fn has had every message stored when read
-// began. With lastOnly, it delivers each job's last message, headers only:
-// enough to count, a quarter of the messages.
-func (c *Client) read(ctx context.Context, id string, lastOnly bool, fn func(jetstream.Msg) error) error {
+// began.
+func (c *Client) read(ctx context.Context, id string, mode readMode, fn func(jetstream.Msg) error) error {
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{resultsFilter(id)}, MaxResetAttempts: 5}
-	if lastOnly {
+	switch mode {
+	case readLast:
 		cfg.DeliverPolicy, cfg.HeadersOnly = jetstream.DeliverLastPerSubjectPolicy, true
+	case readHeaders:
+		cfg.HeadersOnly = true
 	}
 	cons, err := c.js.OrderedConsumer(ctx, ResultsStream, cfg)
 	if err != nil {

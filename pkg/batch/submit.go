@@ -1,6 +1,7 @@
 package batch
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -40,6 +41,12 @@ type SubmitOptions struct {
 	// Strict refuses the whole file when a line is not a valid request;
 	// otherwise such lines are reported and skipped.
 	Strict bool
+	// CompletionWindow is how long the batch has to finish, from its
+	// creation; 0 takes the window the file's lines ask for, else
+	// DefaultCompletionWindow. When it has passed, the lines without a
+	// result get the error batch_expired and the batch is expired. A resumed
+	// submission keeps the window the batch was created with.
+	CompletionWindow time.Duration
 	// Report, if set, hears about each line that is not queued, as it is found.
 	Report func(*LineError)
 	// Progress, if set, is called as the submission advances.
@@ -79,6 +86,11 @@ func (c *Client) Submit(ctx context.Context, open Source, o SubmitOptions) (*Sub
 	if o.ID != "" && !ValidID(o.ID) {
 		return nil, fmt.Errorf("batch: ID %q must be 1 to 64 letters, digits, '-' or '_'", o.ID)
 	}
+	if o.CompletionWindow != 0 {
+		if err := checkWindow(o.CompletionWindow); err != nil {
+			return nil, fmt.Errorf("batch: CompletionWindow: %w", err)
+		}
+	}
 	maxBody := int(c.nc.MaxPayload()) - headerRoom
 	sc, err := c.check(ctx, open, maxBody, o)
 	if err != nil {
@@ -88,10 +100,12 @@ func (c *Client) Submit(ctx context.Context, open Source, o SubmitOptions) (*Sub
 	if id == "" {
 		id = idFromDigest(sc.Digest)
 	}
+	window := cmp.Or(o.CompletionWindow, sc.Window, DefaultCompletionWindow)
 	now := c.now().UTC()
+	expires := now.Add(window)
 	rec := &Record{ID: id, File: o.Name, Digest: hex.EncodeToString(sc.Digest), State: Submitting, Lines: sc.Lines,
 		Requests: sc.Requests, Invalid: sc.Invalid, Errors: sc.Errors, Models: sc.Models, NextLine: 1,
-		CreatedAt: now, UpdatedAt: now}
+		CreatedAt: now, UpdatedAt: now, CompletionWindow: FormatWindow(window), ExpiresAt: &expires}
 	created, err := c.create(ctx, rec)
 	if err != nil {
 		return nil, err
@@ -107,6 +121,8 @@ func (c *Client) Submit(ctx context.Context, open Source, o SubmitOptions) (*Sub
 			return nil, fmt.Errorf("%w: %s was submitted from another file (%s); choose another ID", ErrConflict, id, rec.File)
 		case rec.State == Canceled:
 			return sub, fmt.Errorf("%w: %s; submit it under another ID to run it again", ErrCanceled, id)
+		case rec.State == Expired || rec.State == Submitting && rec.due(c.now()):
+			return sub, fmt.Errorf("%w: %s; submit it under another ID to run it again", ErrExpired, id)
 		case rec.State != Submitting:
 			sub.Skipped = rec.Requests
 			return sub, nil // Complete already: nothing to queue.
@@ -140,6 +156,8 @@ func (c *Client) check(ctx context.Context, open Source, maxBody int, o SubmitOp
 			plural(sc.Invalid, fmt.Sprintf("of %d lines is", sc.Lines), fmt.Sprintf("of %d lines are", sc.Lines)))
 	case sc.Requests == 0:
 		return nil, fmt.Errorf("%w; nothing was queued", ErrEmpty)
+	case sc.WindowConflict != nil && o.CompletionWindow == 0:
+		return nil, fmt.Errorf("%w: %v; nothing was queued", ErrWindows, sc.WindowConflict)
 	}
 	return sc, nil
 }
@@ -259,8 +277,8 @@ func (s *submitter) run(ctx context.Context, open Source) error {
 // stop ends an interrupted run: it lets the publishes in flight finish and
 // records how far the run got, so that the next run resumes there.
 func (s *submitter) stop(ctx context.Context, cause error) error {
-	if errors.Is(cause, ErrCanceled) {
-		return cause
+	if errors.Is(cause, ErrCanceled) || errors.Is(cause, ErrExpired) {
+		return cause // Nothing to resume.
 	}
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -452,10 +470,19 @@ func (s *submitter) stored(p *pending) error {
 	return nil
 }
 
-// publish sends p's job, once its marker is stored.
+// publish sends p's job, once its marker is stored. The job carries the end
+// of the batch's completion window as its deadline and TTL.
 func (s *submitter) publish(p *pending) error {
-	f, err := s.c.js.PublishMsgAsync(p.msg, jetstream.WithMsgID(p.msg.Header.Get(job.HeaderJob)),
-		jetstream.WithExpectStream(job.Stream))
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(p.msg.Header.Get(job.HeaderJob)), jetstream.WithExpectStream(job.Stream)}
+	if s.start.ExpiresAt != nil {
+		deadline, ttl, err := jobDeadline(&s.start, s.c.now())
+		if err != nil {
+			return err
+		}
+		p.msg.Header.Set(job.HeaderDeadline, deadline.Format(time.RFC3339Nano))
+		opts = append(opts, jetstream.WithMsgTTL(ttl))
+	}
+	f, err := s.c.js.PublishMsgAsync(p.msg, opts...)
 	if err != nil {
 		return fmt.Errorf("queue line %d: %w", p.line, err)
 	}
@@ -487,8 +514,11 @@ func (s *submitter) nextLine() int {
 func (s *submitter) save(ctx context.Context, final bool) error {
 	next, done, reserved := s.nextLine(), s.done, s.reserved
 	rec, err := s.c.update(ctx, s.id, func(r *Record) error {
-		if r.State == Canceled {
+		switch r.State {
+		case Canceled:
 			return fmt.Errorf("%w: %s", ErrCanceled, s.id)
+		case Expired:
+			return fmt.Errorf("%w: %s", ErrExpired, s.id)
 		}
 		if next > r.NextLine {
 			r.NextLine, r.Submitted = next, done

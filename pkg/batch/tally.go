@@ -14,10 +14,11 @@ type Counts struct {
 	Done     int `json:"done"`     // answered
 	Failed   int `json:"failed"`   // ended with an error
 	Canceled int `json:"canceled"` // dropped or stopped by a cancel
+	Expired  int `json:"expired"`  // not finished within the completion window
 }
 
 // Finished counts the requests that have their result.
-func (c Counts) Finished() int { return c.Done + c.Failed + c.Canceled }
+func (c Counts) Finished() int { return c.Done + c.Failed + c.Canceled + c.Expired }
 
 // phase is how far one job got in one attempt.
 type phase uint8
@@ -29,6 +30,7 @@ const (
 	phaseDone
 	phaseFailed
 	phaseCanceled
+	phaseExpired
 )
 
 func (p phase) final() bool { return p >= phaseDone }
@@ -58,8 +60,11 @@ func phaseOf(h nats.Header) phase {
 	case job.KindDone:
 		return phaseDone
 	case job.KindError:
-		if h.Get(job.HeaderStatus) == "499" {
+		switch {
+		case h.Get(job.HeaderStatus) == "499":
 			return phaseCanceled
+		case isExpiry(h):
+			return phaseExpired
 		}
 		return phaseFailed
 	}
@@ -111,5 +116,7 @@ func (t *tally) count(p phase, d int) {
 		t.counts.Failed += d
 	case phaseCanceled:
 		t.counts.Canceled += d
+	case phaseExpired:
+		t.counts.Expired += d
 	}
 }

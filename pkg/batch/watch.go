@@ -56,15 +56,16 @@ func (f *follower) stop() {
 }
 
 // Watch follows batch id live and calls fn with its status every interval,
-// until the batch is done or canceled (fn then sees the final status) or
-// ctx ends. It returns the last status.
+// until the batch is done, canceled or expired (fn then sees the final
+// status; Watch expires a batch whose completion window passes meanwhile)
+// or ctx ends. It returns the last status.
 func (c *Client) Watch(ctx context.Context, id string, every time.Duration, fn func(Status)) (Status, error) {
 	r, _, err := c.get(ctx, id)
 	if err != nil {
 		return Status{}, err
 	}
-	if r.State == Done && r.Final != nil {
-		st := statusOf(r, *r.Final)
+	if r.Final != nil && (r.State == Done || r.State == Expired) {
+		st := statusOf(r, *r.Final, c.now())
 		fn(st)
 		return st, nil
 	}
@@ -80,7 +81,7 @@ func (c *Client) Watch(ctx context.Context, id string, every time.Duration, fn f
 	defer f.stop()
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	last := statusOf(r, Counts{})
+	last := statusOf(r, Counts{}, c.now())
 	updates := kw.Updates()
 	for {
 		select {
@@ -100,9 +101,9 @@ func (c *Client) Watch(ctx context.Context, id string, every time.Duration, fn f
 			continue
 		case <-tick.C:
 		}
-		last = statusOf(r, f.counts())
+		last = statusOf(r, f.counts(), c.now())
 		if last.Over() {
-			last, err = c.markDone(ctx, last)
+			last, err = c.settle(ctx, r, last)
 			fn(last)
 			return last, err
 		}
@@ -115,11 +116,12 @@ func (c *Client) Watch(ctx context.Context, id string, every time.Duration, fn f
 // are told to stop through their cancel subjects. Cancel then follows the
 // batch until no job of it runs and at least settle has passed (a worker
 // that took a job just before the cancel may start it a moment later), or
-// until ctx ends. It returns ErrFinished for a batch that is already done.
+// until ctx ends. It returns ErrFinished for a batch that is already done
+// or expired.
 func (c *Client) Cancel(ctx context.Context, id string, settle time.Duration) (Status, error) {
 	r, err := c.update(ctx, id, func(r *Record) error {
 		switch r.State {
-		case Done:
+		case Done, Expired:
 			return ErrFinished
 		case Canceled:
 			return nil // Again: stop whatever still runs.
@@ -155,7 +157,7 @@ func (c *Client) Cancel(ctx context.Context, id string, settle time.Duration) (S
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		st := statusOf(r, f.counts())
+		st := statusOf(r, f.counts(), c.now())
 		mu.Lock()
 		err := sendErr
 		mu.Unlock()

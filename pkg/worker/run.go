@@ -118,6 +118,10 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 			return t, malformed(fmt.Sprintf("bad %s %q", job.HeaderDeadline, d))
 		}
 		if time.Now().After(deadline) {
+			if h.Get(job.HeaderBatch) != "" {
+				// A batch job's deadline is the end of its batch's completion window.
+				return t, failed(http.StatusRequestTimeout, "batch expired: the request did not start within the batch's completion window; not run")
+			}
 			return t, failed(http.StatusServiceUnavailable, "job waited in the queue past its deadline; not run")
 		}
 	}
