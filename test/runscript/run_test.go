@@ -102,6 +102,11 @@ func TestRunRestartsADeadWorkerAndKeepsServing(t *testing.T) {
 	})
 
 	base := "http://" + listen
+	// run.sh says it is running once both processes answer; a process that
+	// dies before that is a failed start, which ends the script.
+	fleettest.WaitFor(t, time.Minute, "run.sh to say it is running", func() bool {
+		return strings.Contains(out.String(), "If the worker exits, it is started again.")
+	})
 	fleettest.WaitFor(t, time.Minute, "a job through run.sh's dispatcher and worker", func() bool { return generate(base) == nil })
 	first := child(t, script.Process.Pid, "worker")
 	dispatcher := child(t, script.Process.Pid, "dispatcher")
