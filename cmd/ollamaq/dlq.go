@@ -48,7 +48,7 @@ type deadLetterRow struct {
 func toRow(d queue.DeadLetter, full bool) deadLetterRow {
 	r := deadLetterRow{Seq: d.Seq, Job: d.JobID(), Subject: d.Subject, Route: d.Header.Get(job.HeaderRoute),
 		Attempts: d.Attempts, Worker: d.Worker, Reason: d.Reason}
-	if model, class, err := job.ParseJobSubject(d.Subject); err == nil {
+	if model, class, _, err := job.ParseJobSubject(d.Subject); err == nil {
 		r.Model, r.Class = model, class
 	}
 	if full {

@@ -68,7 +68,7 @@ func readQueues(ctx context.Context, q *queue.Queue, nodes []*fleet.Node) ([]que
 	byKey := map[key]*queueRow{}
 	var rows []*queueRow
 	row := func(subject string) *queueRow {
-		model, class, err := job.ParseJobSubject(subject)
+		model, class, _, err := job.ParseJobSubject(subject)
 		if err != nil {
 			return nil // Not a queue of ours.
 		}
@@ -125,9 +125,13 @@ func readQueues(ctx context.Context, q *queue.Queue, nodes []*fleet.Node) ([]que
 		if r == nil || r.Consumer != "" {
 			continue
 		}
-		r.Pending = n
-		if r.OldestWaiting, err = oldest(subject, 1); err != nil {
+		r.Pending += n // One subject per requester.
+		t, err := oldest(subject, 1)
+		if err != nil {
 			return nil, err
+		}
+		if t != nil && (r.OldestWaiting == nil || t.Before(*r.OldestWaiting)) {
+			r.OldestWaiting = t
 		}
 	}
 	out := make([]queueRow, len(rows))

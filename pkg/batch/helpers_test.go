@@ -123,7 +123,7 @@ func queuedJobs(t *testing.T, q *queue.Queue) map[string]int {
 	}
 	out := map[string]int{}
 	for seq := uint64(1); ; {
-		m, err := s.GetMsg(t.Context(), seq, jetstream.WithGetMsgSubject("ollamaq.jobs.*.batch"))
+		m, err := s.GetMsg(t.Context(), seq, jetstream.WithGetMsgSubject("ollamaq.jobs.*.batch.*"))
 		if err != nil {
 			return out
 		}

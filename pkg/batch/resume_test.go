@@ -126,7 +126,7 @@ func storedJobs(t *testing.T, q *queue.Queue) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("ollamaq.jobs.*.batch"))
+	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter("ollamaq.jobs.*.batch.*"))
 	if err != nil {
 		t.Fatal(err)
 	}

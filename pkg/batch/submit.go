@@ -363,7 +363,7 @@ func (s *submitter) known(ctx context.Context, id string) (marker, queued bool, 
 // holds, waiting or running. It reads every queued batch job once.
 func (c *Client) queuedJobs(ctx context.Context, id string) (map[string]bool, error) {
 	out := map[string]bool{}
-	filter := job.JobsPrefix + ".*." + string(job.Batch)
+	filter := job.JobsPrefix + ".*." + string(job.Batch) + ".*"
 	for seq := uint64(1); ; {
 		m, err := c.jobs.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -541,7 +541,7 @@ func (s *submitter) save(ctx context.Context, final bool) error {
 }
 
 func (s *submitter) jobMsg(id string, req Request) *nats.Msg {
-	m := nats.NewMsg(job.JobSubject(req.Model, job.Batch))
+	m := nats.NewMsg(job.JobSubject(req.Model, job.Batch, Requester))
 	m.Data = req.Body
 	m.Header.Set(job.HeaderJob, id)
 	m.Header.Set(job.HeaderRoute, req.Route)

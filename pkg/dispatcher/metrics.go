@@ -141,7 +141,7 @@ func (c *queueCollector) collect(ctx context.Context, ch chan<- prometheus.Metri
 	}
 	consumers := stream.ListConsumers(ctx)
 	for info := range consumers.Info() {
-		model, class, err := job.ParseJobSubject(info.Config.FilterSubject)
+		model, class, _, err := job.ParseJobSubject(info.Config.FilterSubject)
 		if err != nil {
 			continue // Not one of ours.
 		}

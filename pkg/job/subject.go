@@ -10,10 +10,12 @@ import (
 // account can hold it next to other traffic; docs/protocol.md lists the
 // permission sets for the client, worker and admin roles.
 const (
-	// JobsPrefix is where jobs are published: ollamaq.jobs.<model>.<class>.
+	// JobsPrefix is where jobs are published:
+	// ollamaq.jobs.<model>.<class>.<requester>.
 	JobsPrefix = "ollamaq.jobs"
 	// QueuedPrefix carries the stream's header-only republish of every stored
-	// job: ollamaq.queued.<model>.<class>. Workers use it as a doorbell.
+	// job: ollamaq.queued.<model>.<class>.<requester>. Workers use it as a
+	// doorbell.
 	QueuedPrefix = "ollamaq.queued"
 	// ReplyPrefix is where a requester receives chunks:
 	// ollamaq.reply.<requester>.<job id>.
@@ -24,7 +26,7 @@ const (
 	// requester how much it already received:
 	// ollamaq.resume.<requester>.<job id> (request/reply).
 	ResumePrefix = "ollamaq.resume"
-	// DLQPrefix holds dead letters: ollamaq.dlq.<model>.<class>.
+	// DLQPrefix holds dead letters: ollamaq.dlq.<model>.<class>.<requester>.
 	DLQPrefix = "ollamaq.dlq"
 	// NodePrefix is where one worker takes commands that are not queued:
 	// ollamaq.node.<worker id>. See NodeRoutes.
@@ -67,15 +69,26 @@ func ParseClass(s string) (Class, error) {
 	return "", fmt.Errorf("job: unknown class %q (want %q or %q)", s, Interactive, Batch)
 }
 
-// JobSubject is the subject a job for the canonical model and class is published to.
-func JobSubject(canonical string, c Class) string {
-	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c)
+// JobSubject is the subject a job of requester for the canonical model and
+// class is published to: ollamaq.jobs.<model>.<class>.<requester>. The
+// requester token is the one of the job's reply subject (ParseReplySubject), so
+// that NATS permissions can bind what a client submits to the replies it may
+// read, and workers refuse a job whose reply belongs to someone else.
+func JobSubject(canonical string, c Class, requester string) string {
+	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c) + "." + requester
 }
 
-// QueuedSubject is where the stream rings the doorbell for each job stored
-// for the canonical model and class (a header-only republish).
-func QueuedSubject(canonical string, c Class) string {
-	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c)
+// JobFilter is the filter of the consumer that holds the jobs of one model
+// and class, from every requester.
+func JobFilter(canonical string, c Class) string {
+	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c) + ".*"
+}
+
+// QueuedFilter is where the stream rings the doorbell for each job stored
+// for the canonical model and class (a header-only republish to
+// ollamaq.queued.<model>.<class>.<requester>).
+func QueuedFilter(canonical string, c Class) string {
+	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c) + ".*"
 }
 
 // ConsumerName is the durable pull consumer that holds the jobs of one model and class.
@@ -83,25 +96,49 @@ func ConsumerName(canonical string, c Class) string {
 	return EncodeModel(canonical) + "_" + string(c)
 }
 
-// ParseJobSubject returns the canonical model and class of a jobs or queued subject.
-func ParseJobSubject(subject string) (string, Class, error) {
+// ParseJobSubject returns the canonical model, class and requester token of
+// a jobs, queued or dead-letter subject. A filter such as JobFilter's parses
+// too, with requester "*". A subject in the layout before requester tokens
+// (four tokens) wraps ErrOldSubject.
+func ParseJobSubject(subject string) (model string, c Class, requester string, err error) {
 	tokens := strings.Split(subject, ".")
-	if len(tokens) != 4 || tokens[0] != "ollamaq" || (tokens[1] != "jobs" && tokens[1] != "queued") {
-		return "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, subject)
+	if len(tokens) < 2 || tokens[0] != "ollamaq" || (tokens[1] != "jobs" && tokens[1] != "queued" && tokens[1] != "dlq") {
+		return "", "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, subject)
 	}
-	model, err := DecodeModel(tokens[2])
+	if len(tokens) == 4 {
+		return "", "", "", fmt.Errorf("%w: %q", ErrOldSubject, subject)
+	}
+	if len(tokens) != 5 || !ValidToken(tokens[4]) && tokens[4] != "*" {
+		return "", "", "", fmt.Errorf("%w: %q", ErrInvalidSubject, subject)
+	}
+	model, err = DecodeModel(tokens[2])
 	if err != nil {
-		return "", "", err
+		return "", "", "", err
 	}
-	if c, err := CanonicalModel(model); err != nil || c != model {
-		return "", "", fmt.Errorf("%w: %q: model %q is not canonical", ErrInvalidSubject, subject, model)
+	if cm, err := CanonicalModel(model); err != nil || cm != model {
+		return "", "", "", fmt.Errorf("%w: %q: model %q is not canonical", ErrInvalidSubject, subject, model)
 	}
-	c, err := ParseClass(tokens[3])
-	if err != nil {
-		return "", "", err
+	if c, err = ParseClass(tokens[3]); err != nil {
+		return "", "", "", err
 	}
-	return model, c, nil
+	return model, c, tokens[4], nil
 }
+
+// SubjectRequester returns the requester token of a five-token jobs subject
+// even when its model or class is invalid, so that a worker can still tell
+// the requester why.
+func SubjectRequester(subject string) (string, bool) {
+	tokens := strings.Split(subject, ".")
+	if len(tokens) != 5 || tokens[0] != "ollamaq" || tokens[1] != "jobs" || !ValidToken(tokens[4]) {
+		return "", false
+	}
+	return tokens[4], true
+}
+
+// ErrOldSubject is returned for a job subject without a requester token,
+// ollamaq.jobs.<model>.<class>: the layout before OllamaMax bound jobs to
+// their requesters (docs/protocol.md). The job stream no longer takes them.
+var ErrOldSubject = errors.New("job: subject has no requester token: publish on ollamaq.jobs.<model>.<class>.<requester>")
 
 // DLQSubject is where the dead letter of a job queued on jobSubject goes.
 func DLQSubject(jobSubject string) string {

@@ -1,24 +1,36 @@
 package job
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestSubjects(t *testing.T) {
-	if got, want := JobSubject("llama3.2:latest", Interactive), "ollamaq.jobs.llama3_2e2_3alatest.interactive"; got != want {
+	if got, want := JobSubject("llama3.2:latest", Interactive, "alice"), "ollamaq.jobs.llama3_2e2_3alatest.interactive.alice"; got != want {
 		t.Errorf("JobSubject = %q, want %q", got, want)
+	}
+	if got, want := JobFilter("llama3.2:latest", Batch), "ollamaq.jobs.llama3_2e2_3alatest.batch.*"; got != want {
+		t.Errorf("JobFilter = %q, want %q", got, want)
 	}
 	if got, want := ConsumerName("llama3.2:latest", Batch), "llama3_2e2_3alatest_batch"; got != want {
 		t.Errorf("ConsumerName = %q, want %q", got, want)
 	}
-	for _, s := range []string{"ollamaq.jobs.llama3_2e2_3alatest.interactive", "ollamaq.queued.llama3_2e2_3alatest.interactive"} {
-		m, c, err := ParseJobSubject(s)
-		if err != nil || m != "llama3.2:latest" || c != Interactive {
-			t.Errorf("ParseJobSubject(%q) = %q, %q, %v", s, m, c, err)
+	for _, s := range []string{"ollamaq.jobs.llama3_2e2_3alatest.interactive.alice", "ollamaq.queued.llama3_2e2_3alatest.interactive.alice", "ollamaq.dlq.llama3_2e2_3alatest.interactive.alice"} {
+		m, c, r, err := ParseJobSubject(s)
+		if err != nil || m != "llama3.2:latest" || c != Interactive || r != "alice" {
+			t.Errorf("ParseJobSubject(%q) = %q, %q, %q, %v", s, m, c, r, err)
 		}
 	}
-	for _, s := range []string{"ollamaq.jobs.x", "ollamaq.jobs.x_3a.interactive", "ollamaq.jobs.x.urgent", "other.jobs.x.batch"} {
-		if _, _, err := ParseJobSubject(s); err == nil {
+	for _, s := range []string{"ollamaq.jobs.x", "ollamaq.jobs.x_3a.interactive.a", "ollamaq.jobs.x.urgent.a", "other.jobs.x.batch.a", "ollamaq.jobs.x.batch.a.b", "ollamaq.jobs.x.batch."} {
+		if _, _, _, err := ParseJobSubject(s); err == nil {
 			t.Errorf("ParseJobSubject(%q) succeeded, want error", s)
 		}
+	}
+	if _, _, _, err := ParseJobSubject("ollamaq.jobs.llama3_2e2_3alatest.interactive"); !errors.Is(err, ErrOldSubject) {
+		t.Errorf("a subject without a requester: %v, want ErrOldSubject", err)
+	}
+	if r, ok := SubjectRequester("ollamaq.jobs.Not-Canonical.interactive.bob"); !ok || r != "bob" {
+		t.Errorf("SubjectRequester = %q, %v", r, ok)
 	}
 }
 

@@ -105,7 +105,7 @@ func (q *Queue) Requeue(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := job.ParseJobSubject(d.Subject); err != nil {
+	if _, _, _, err := job.ParseJobSubject(d.Subject); err != nil {
 		return fmt.Errorf("dead letter %d cannot be requeued: %w", seq, err)
 	}
 	m := nats.NewMsg(d.Subject)

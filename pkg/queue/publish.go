@@ -24,9 +24,14 @@ type Job struct {
 	Wait time.Duration
 }
 
-// Publish stores the job in the stream and returns once JetStream has it.
+// Publish stores the job in the stream and returns once JetStream has it. The
+// job is published for the requester its reply subject belongs to.
 func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
-	msg := nats.NewMsg(job.JobSubject(j.Model, j.Class))
+	requester, _, err := job.ParseReplySubject(j.Reply)
+	if err != nil {
+		return nil, fmt.Errorf("publish job %s: %w", j.ID, err)
+	}
+	msg := nats.NewMsg(job.JobSubject(j.Model, j.Class, requester))
 	msg.Data = j.Body
 	msg.Header.Set(job.HeaderJob, j.ID)
 	msg.Header.Set(job.HeaderRoute, j.Route)

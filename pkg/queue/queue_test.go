@@ -57,7 +57,7 @@ func TestPublishFetchAndDoorbell(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no doorbell: %v", err)
 	}
-	if want := "ollamaq.queued.llama3_2e2_3alatest.interactive"; ring.Subject != want || len(ring.Data) != 0 {
+	if want := "ollamaq.queued.llama3_2e2_3alatest.interactive.t"; ring.Subject != want || len(ring.Data) != 0 {
 		t.Errorf("doorbell %q with %d bytes, want %q with none", ring.Subject, len(ring.Data), want)
 	}
 

@@ -238,7 +238,7 @@ func (q *Queue) Consumer(ctx context.Context, model string, c job.Class) (jetstr
 	cfg := q.consumer
 	cfg.Durable = job.ConsumerName(model, c)
 	cfg.Name = ""
-	cfg.FilterSubject = job.JobSubject(model, c)
+	cfg.FilterSubject = job.JobFilter(model, c)
 	// Leave an unchanged consumer alone, as applyStream does streams.
 	if cons, err := q.js.Consumer(ctx, job.Stream, cfg.Durable); err == nil {
 		if same, err := covers(cons.CachedInfo().Config, cfg); err == nil && same {

@@ -31,7 +31,7 @@ func TestJobPastItsDeadlineIsNotRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m := nats.NewMsg(job.JobSubject("llama3.2:latest", tt.class))
+			m := nats.NewMsg(job.JobSubject("llama3.2:latest", tt.class, "raw"))
 			m.Header.Set(job.HeaderJob, id)
 			m.Header.Set(job.HeaderRoute, "/api/generate")
 			m.Header.Set(job.HeaderReply, reply)

@@ -114,7 +114,7 @@ func (w *Worker) bind(ctx context.Context, inv ollama.Inventory) {
 		}
 		// A doorbell per served model and class: the server sends this
 		// worker only the rings it cares about.
-		bell, err := w.nc.Subscribe(job.QueuedSubject(k.model, k.class), func(*nats.Msg) { poke(w.wake) })
+		bell, err := w.nc.Subscribe(job.QueuedFilter(k.model, k.class), func(*nats.Msg) { poke(w.wake) })
 		if err != nil {
 			w.log.Warn("subscribe doorbell", "model", k.model, "class", k.class, "err", err)
 			continue

@@ -91,7 +91,7 @@ func (w *Worker) reapOne(ctx context.Context, advisory []byte) error {
 	if err := stream.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("remove reaped job %s: %w", id, err)
 	}
-	if model, class, err := job.ParseJobSubject(m.Subject); err == nil {
+	if model, class, _, err := job.ParseJobSubject(m.Subject); err == nil {
 		w.metrics.deadLettered.WithLabelValues(model, string(class)).Inc()
 	}
 	w.log.Info("job moved to dead letters", "job", id, "reason", reason)

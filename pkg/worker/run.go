@@ -77,7 +77,7 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	t.taken = time.Now()
 	if md, err := m.Metadata(); err == nil {
 		t.attempt = int(md.NumDelivered)
-		if model, class, err := job.ParseJobSubject(m.Subject()); err == nil {
+		if model, class, _, err := job.ParseJobSubject(m.Subject()); err == nil {
 			w.metrics.queueWait.WithLabelValues(model, string(class)).Observe(t.taken.Sub(md.Timestamp).Seconds())
 			if t.attempt > 1 {
 				w.metrics.redelivered.WithLabelValues(model, string(class)).Inc()
@@ -87,9 +87,22 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	if t.id == "" {
 		t.id = h.Get(job.HeaderMsgID)
 	}
-	if !job.ValidReply(t.reply) || !job.ValidToken(t.id) || t.attempt < 1 {
-		const reason = "invalid reply subject or job id"
-		w.log.Warn("burying job without a valid reply subject or ID", "subject", m.Subject(), "job", t.id, "reply", t.reply)
+	owner, _, replyErr := job.ParseReplySubject(t.reply)
+	model, class, requester, subjErr := job.ParseJobSubject(m.Subject())
+	var reason string
+	switch {
+	case replyErr != nil || !job.ValidToken(t.id) || t.attempt < 1:
+		reason = "invalid reply subject or job id"
+	case subjErr != nil:
+		reason = subjErr.Error()
+	case owner != requester:
+		// The worker must not be a confused deputy: it publishes only into
+		// the replies of whoever published the job (docs/security.md).
+		reason = fmt.Sprintf("reply subject %s belongs to requester %q, but the job was published by %q", t.reply, owner, requester)
+	}
+	if reason != "" {
+		// Nobody to answer who may hear it: bury the job with the reason.
+		w.log.Warn("burying job that cannot be answered", "subject", m.Subject(), "job", t.id, "reply", t.reply, "why", reason)
 		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if err := w.q.Bury(bctx, m.Subject(), streamSeq(m), h, m.Data(), reason, t.attempt, w.cfg.ID); err != nil {
@@ -100,12 +113,7 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		}
 		return nil, result{}
 	}
-	t.requester, _, _ = job.ParseReplySubject(t.reply) // ValidReply said it parses.
-	model, class, err := job.ParseJobSubject(m.Subject())
-	if err != nil {
-		return t, malformed(err.Error())
-	}
-	t.model, t.class = model, class
+	t.requester, t.model, t.class = requester, model, class
 	if rt, ok := job.LookupRoute(t.route); !ok || !rt.Queued {
 		return t, malformed(fmt.Sprintf("route %q cannot be queued", t.route))
 	}

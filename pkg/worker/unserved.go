@@ -68,7 +68,7 @@ func (w *Worker) scanUnserved(ctx context.Context) {
 // answerUnserved makes one scan: it lists the subjects that hold interactive
 // jobs and answers the jobs of those no consumer takes from.
 func (w *Worker) answerUnserved(ctx context.Context, s jetstream.Stream, served map[string]bool) error {
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(job.JobsPrefix+".*."+string(job.Interactive)))
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(job.JobsPrefix+".*."+string(job.Interactive)+".*"))
 	if err != nil {
 		return fmt.Errorf("list queued subjects: %w", err)
 	}
@@ -77,7 +77,7 @@ func (w *Worker) answerUnserved(ctx context.Context, s jetstream.Stream, served 
 		if left == 0 {
 			return nil
 		}
-		model, _, err := job.ParseJobSubject(subject)
+		model, _, _, err := job.ParseJobSubject(subject)
 		if err == nil {
 			if served[model] || w.serves(model) {
 				continue
@@ -145,8 +145,8 @@ func (w *Worker) answerSubject(ctx context.Context, s jetstream.Stream, subject,
 // answerJob tells the requester of a removed job that its model is not found,
 // as the dispatcher says it over HTTP: error 404 "model 'x' not found" with
 // the name as the request gave it. A job on a subject that names no model is
-// malformed: 400, and a dead letter. So is one without a valid reply
-// subject, which nobody could be told about.
+// malformed: 400, and a dead letter. So is one without a reply subject of
+// the requester that published it, which nobody may be told about.
 func (w *Worker) answerJob(ctx context.Context, m *jetstream.RawStreamMsg, model string) {
 	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
 	if id == "" {
@@ -156,11 +156,16 @@ func (w *Worker) answerJob(ctx context.Context, m *jetstream.RawStreamMsg, model
 	if model == "" {
 		status, msg = http.StatusBadRequest, fmt.Sprintf("subject %q names no model: the model token must encode a canonical name (docs/protocol.md)", m.Subject)
 	}
-	answerable := job.ValidReply(reply) && job.ValidToken(id)
+	// Only the requester that published the job may hear about it: a job
+	// whose subject names no requester, or another than its reply subject's,
+	// is buried unanswered (docs/security.md).
+	owner, _, err := job.ParseReplySubject(reply)
+	requester, ok := job.SubjectRequester(m.Subject)
+	answerable := err == nil && ok && owner == requester && job.ValidToken(id)
 	if model == "" || !answerable {
 		reason := msg
 		if !answerable {
-			reason += "; and no valid reply subject or job ID"
+			reason += "; and no reply subject of the job's requester, or no valid job ID"
 		}
 		if err := w.q.Bury(ctx, m.Subject, m.Sequence, m.Header, m.Data, reason, 0, w.cfg.ID); err != nil {
 			w.log.Warn("bury job", "job", id, "err", err)

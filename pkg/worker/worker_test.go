@@ -202,7 +202,7 @@ func TestMalformedJobIsDeadLettered(t *testing.T) {
 	}
 	dl := deadLetters(t, f)
 	if len(dl) != 1 || dl[0].JobID() != st.ID() || dl[0].Worker != "w0" || dl[0].Attempts != 1 ||
-		dl[0].Subject != "ollamaq.jobs.llama3_2e2_3alatest.interactive" || !strings.Contains(dl[0].Reason, "cannot be queued") {
+		dl[0].Subject != "ollamaq.jobs.llama3_2e2_3alatest.interactive.wtest" || !strings.Contains(dl[0].Reason, "cannot be queued") {
 		t.Fatalf("dead letters %+v", dl)
 	}
 }

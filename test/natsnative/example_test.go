@@ -33,7 +33,7 @@ func generate(ctx context.Context, nc *nats.Conn, requester, model, prompt strin
 	defer sub.Unsubscribe()
 
 	body, _ := json.Marshal(map[string]string{"model": model, "prompt": prompt})
-	msg := nats.NewMsg(job.JobSubject(canonical, job.Interactive))
+	msg := nats.NewMsg(job.JobSubject(canonical, job.Interactive, requester))
 	msg.Header.Set(job.HeaderJob, id)
 	msg.Header.Set(job.HeaderRoute, "/api/generate")
 	msg.Header.Set(job.HeaderReply, reply)

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func TestPlainNATSClientGetsStreamedReply(t *testing.T) {
 	}
 	// 2. Publish the Ollama request, unchanged, to the model's subject:
 	//    llama3.2 -> llama3.2:latest -> llama3_2e2_3alatest, class interactive.
-	msg := nats.NewMsg("ollamaq.jobs.llama3_2e2_3alatest.interactive")
+	msg := nats.NewMsg("ollamaq.jobs.llama3_2e2_3alatest.interactive.alice")
 	msg.Header.Set("Nats-Msg-Id", "job-42")
 	msg.Header.Set("Ollamaq-Job", "job-42")
 	msg.Header.Set("Ollamaq-Route", "/api/generate")
@@ -192,7 +193,7 @@ func TestJobForAModelNoWorkerHasGets404(t *testing.T) {
 		t.Fatal(err)
 	}
 	// no-such-model-xyz -> no-such-model-xyz:latest -> no-such-model-xyz_3alatest.
-	msg := nats.NewMsg("ollamaq.jobs.no-such-model-xyz_3alatest.interactive")
+	msg := nats.NewMsg("ollamaq.jobs.no-such-model-xyz_3alatest.interactive.alice")
 	msg.Header.Set("Nats-Msg-Id", "job-404")
 	msg.Header.Set("Ollamaq-Job", "job-404")
 	msg.Header.Set("Ollamaq-Route", "/api/generate")
@@ -241,5 +242,55 @@ func TestJobForAModelNoWorkerHasGets404(t *testing.T) {
 	// Each worker looks every 200ms here: a second answer would come by now.
 	if extra, err := sub.NextMsg(500 * time.Millisecond); err == nil {
 		t.Errorf("a second answer: %v", extra.Header)
+	}
+}
+
+// TestJobWithSomeoneElsesReplyIsRefused plays the confused-deputy attack: a
+// client publishes a job as "mallory" whose replies point at "alice". The
+// worker must not publish into alice's replies; it buries the job with the
+// reason. A job on a subject without a requester token is not even stored.
+func TestJobWithSomeoneElsesReplyIsRefused(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	nc, err := nats.Connect(f.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	alice, err := nc.SubscribeSync("ollamaq.reply.alice.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq, err := nc.SubscribeSync("ollamaq.dlq.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish := func(subject, id, reply string) (*nats.Msg, error) {
+		msg := nats.NewMsg(subject)
+		msg.Header.Set("Nats-Msg-Id", id)
+		msg.Header.Set("Ollamaq-Job", id)
+		msg.Header.Set("Ollamaq-Route", "/api/generate")
+		msg.Header.Set("Ollamaq-Reply", reply)
+		msg.Data = []byte(`{"model":"llama3.2","prompt":"write into alice's answer"}`)
+		return nc.RequestMsg(msg, 5*time.Second)
+	}
+	ack, err := publish("ollamaq.jobs.llama3_2e2_3alatest.interactive.mallory", "forged-1", "ollamaq.reply.alice.job-1")
+	if err != nil || !bytes.Contains(ack.Data, []byte(`"OLLAMAQ_JOBS"`)) {
+		t.Fatalf("publish: %v %s", err, ack.Data)
+	}
+	dead, err := dlq.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no dead letter for the forged job: %v", err)
+	}
+	if why := dead.Header.Get("Ollamaq-Dlq-Reason"); !strings.Contains(why, `belongs to requester "alice"`) || !strings.Contains(why, `"mallory"`) {
+		t.Errorf("dead letter reason %q", why)
+	}
+	if m, err := alice.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("the worker published into alice's replies: %v %s", m.Header, m.Data)
+	}
+
+	// The layout without a requester token is refused at the door: no
+	// stream takes such a subject, so the publish has no JetStream answer.
+	if _, err := publish("ollamaq.jobs.llama3_2e2_3alatest.interactive", "old-1", "ollamaq.reply.alice.job-2"); !errors.Is(err, nats.ErrNoResponders) {
+		t.Fatalf("publish on the old layout: %v, want no responders", err)
 	}
 }
