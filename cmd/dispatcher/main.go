@@ -55,6 +55,7 @@ func run() error {
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
 	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")
+	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long [OLLAMAMAX_MAX_SILENCE]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", 0, "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -58,7 +59,7 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			defer st.Close()
 
 			code := exitFailed
-			err = st.Follow(ctx, *wait+5*time.Second, func(rep job.Reply) bool {
+			err = st.Follow(ctx, *wait+5*time.Second, 5*time.Minute, func(rep job.Reply) bool {
 				switch rep.Kind {
 				case job.KindData:
 					if *raw {
@@ -83,6 +84,9 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			case ctx.Err() != nil:
 				_ = st.Cancel() // Best effort: we are leaving either way.
 				fmt.Fprintln(e.stderr, "\nollamaq: canceled")
+			case errors.Is(err, queue.ErrSilent):
+				_ = st.Cancel() // Best effort: we are leaving either way.
+				fmt.Fprintln(e.stderr, "\nollamaq: the worker went silent for 5m; giving up")
 			default:
 				fmt.Fprintf(e.stderr, "ollamaq: no worker took the job within %s (is a worker with model %s running?)\n", *wait, model)
 			}

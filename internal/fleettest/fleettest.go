@@ -41,6 +41,7 @@ type Options struct {
 	Grace     time.Duration    // workers' drain grace period; default 5s
 	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
 	Heartbeat time.Duration    // workers' inventory and node-record refresh; default 500ms
+	Silence   time.Duration    // dispatcher bound on a started answer's silence; default its own
 }
 
 // Fleet is a running deployment. Everything stops when the test ends.
@@ -161,7 +162,7 @@ func Start(t testing.TB, o Options) *Fleet {
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
 	srv, err := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued,
+		MaxQueued: o.MaxQueued, MaxSilence: o.Silence,
 		Metrics:   reg, Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)

@@ -327,6 +327,29 @@ func TestClientDisconnectStopsOllama(t *testing.T) {
 	f.WaitFor("the worker's slot to be free", func() bool { n := f.Node(0); return n != nil && n.SlotsBusy == 0 })
 }
 
+// TestSilentWorkerEndsTheAnswer: a worker that started a job and then sends
+// nothing (its Ollama hangs) must not hold the client forever: after
+// MaxSilence the client gets 504 with the reason, and the job stops on the
+// GPU.
+func TestSilentWorkerEndsTheAnswer(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Silence: 300 * time.Millisecond})
+	f.Sims[0].SetFailure(ollamasim.Failure{Hang: true})
+	start := time.Now()
+	resp, err := http.Post(f.URL+"/api/generate", "application/json", strings.NewReader(`{"model":"llama3.2","prompt":"hang"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "the worker went silent") {
+		t.Fatalf("got %d %s, want 504 saying the worker went silent", resp.StatusCode, body)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the answer ended after %s, want about the 300ms bound", d)
+	}
+	fleettest.WaitFor(t, 2*time.Second, "Ollama's request to be canceled", func() bool { return f.Sims[0].Stats().Canceled == 1 })
+}
+
 func TestAbandonedQueuedJobIsNeverRun(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1})
 	f.StopWorker(0)

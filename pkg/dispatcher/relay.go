@@ -78,7 +78,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
 		frames      int    // data messages written to the client
 	)
-	err := st.Follow(r.Context(), wait, func(rep job.Reply) bool {
+	err := st.Follow(r.Context(), wait, s.opts.MaxSilence, func(rep job.Reply) bool {
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
 			// continues exactly where they end may go on (it asked this
@@ -157,6 +157,14 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
 	case errors.Is(err, queue.ErrNotStarted):
 		f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
+	case errors.Is(err, queue.ErrSilent):
+		s.abandon(r, st, "worker silent")
+		msg := fmt.Sprintf("the worker went silent: nothing for %s", s.opts.MaxSilence)
+		if wrote {
+			failMidStream(w, contentType, msg)
+		} else {
+			f.failForwarded(w, http.StatusGatewayTimeout, msg)
+		}
 	case wrote:
 		failMidStream(w, contentType, "reply stream ended: "+err.Error())
 	default:

@@ -40,6 +40,11 @@ type Options struct {
 	// CommandWait bounds how long a node command (show, pull, delete, copy)
 	// waits for its worker to answer at all.
 	CommandWait time.Duration
+	// MaxSilence bounds how long an answer a worker started may go without a
+	// reply message before it ends with an explicit error (504, or an error
+	// line mid-stream) and the job is canceled. Loading a model can take
+	// minutes before the first token.
+	MaxSilence time.Duration
 	// Origins are extra CORS origins allowed besides Ollama's defaults, like
 	// OLLAMA_ORIGINS (wildcards allowed, e.g. https://*.example.com).
 	Origins []string
@@ -58,9 +63,11 @@ type Options struct {
 }
 
 // DefaultOptions returns the defaults: 8 MiB bodies, two minutes' queue
-// wait, 512 queued jobs per model, ten seconds for a node command.
+// wait, 512 queued jobs per model, ten seconds for a node command, five
+// minutes of silence in a started answer.
 func DefaultOptions() Options {
-	return Options{MaxBody: 8 << 20, QueueWait: 2 * time.Minute, MaxQueued: 512, CommandWait: 10 * time.Second, Logger: slog.Default()}
+	return Options{MaxBody: 8 << 20, QueueWait: 2 * time.Minute, MaxQueued: 512, CommandWait: 10 * time.Second,
+		MaxSilence: 5 * time.Minute, Logger: slog.Default()}
 }
 
 // Validate reports the first invalid field.
@@ -76,6 +83,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("dispatcher: QueueFullWait must not be negative, got %s", o.QueueFullWait)
 	case o.CommandWait < 0:
 		return fmt.Errorf("dispatcher: CommandWait must not be negative, got %s", o.CommandWait)
+	case o.MaxSilence < 0:
+		return fmt.Errorf("dispatcher: MaxSilence must not be negative, got %s", o.MaxSilence)
 	}
 	return nil
 }
@@ -87,6 +96,7 @@ func (o Options) withDefaults() Options {
 	o.MaxBody = cmp.Or(o.MaxBody, d.MaxBody)
 	o.QueueWait = cmp.Or(o.QueueWait, d.QueueWait)
 	o.CommandWait = cmp.Or(o.CommandWait, d.CommandWait)
+	o.MaxSilence = cmp.Or(o.MaxSilence, d.MaxSilence)
 	if o.Logger == nil {
 		o.Logger = d.Logger
 	}

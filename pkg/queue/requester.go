@@ -282,25 +282,36 @@ func (s *Stream) Next(ctx context.Context) (job.Reply, error) {
 // ErrNotStarted is returned by Follow when no worker started the job in time.
 var ErrNotStarted = errors.New("queue: no worker started the job in time")
 
+// ErrSilent is returned by Follow when a started job sent nothing for longer
+// than the silence bound.
+var ErrSilent = errors.New("queue: the worker went silent")
+
 // Follow calls fn with each reply of the stream until fn returns false. It
 // returns ErrNotStarted when no worker has started the job within wait
-// (counted from the call), and otherwise the error of Next: ctx's error, or
-// ErrClosed. After the start, only ctx bounds the wait.
-func (s *Stream) Follow(ctx context.Context, wait time.Duration, fn func(job.Reply) bool) error {
-	waitCtx, stopWaiting := context.WithTimeout(ctx, wait)
-	defer stopWaiting()
-	next := waitCtx
+// (counted from the call), ErrSilent when, once started, no reply came for
+// silence (zero: no bound), and otherwise the error of Next: ctx's error, or
+// ErrClosed.
+func (s *Stream) Follow(ctx context.Context, wait, silence time.Duration, fn func(job.Reply) bool) error {
+	startBy := time.Now().Add(wait)
+	started := false
 	for {
-		rep, err := s.Next(next)
+		next, stop, timeout := ctx, context.CancelFunc(func() {}), ErrSilent
 		switch {
-		case err != nil && next == waitCtx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-			return ErrNotStarted
+		case !started:
+			next, stop = context.WithDeadline(ctx, startBy)
+			timeout = ErrNotStarted
+		case silence > 0:
+			next, stop = context.WithTimeout(ctx, silence)
+		}
+		rep, err := s.Next(next)
+		stop()
+		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+			return timeout
 		case err != nil:
 			return err
 		}
-		if rep.Kind == job.KindStart {
-			next = ctx
-		}
+		started = started || rep.Kind == job.KindStart
 		if !fn(rep) {
 			return nil
 		}

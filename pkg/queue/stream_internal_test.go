@@ -1,9 +1,11 @@
 package queue
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
@@ -127,4 +129,33 @@ func FuzzStreamPush(f *testing.F) {
 			t.Fatalf("buffered %d, counted %d", s.buffered, size)
 		}
 	})
+}
+
+func TestFollowBounds(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []job.Reply
+		wantErr error
+		seen    int
+	}{
+		{"never started", nil, ErrNotStarted, 0},
+		{"started, then silent", []job.Reply{rep(job.KindStart, 1, 1, "")}, ErrSilent, 1},
+		{"started and finished", []job.Reply{rep(job.KindStart, 1, 1, ""), rep(job.KindData, 1, 2, "x"), rep(job.KindDone, 1, 3, "")}, nil, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Stream{id: "j", notify: make(chan struct{}, 1)}
+			for _, r := range tt.in {
+				s.push(r)
+			}
+			seen := 0
+			err := s.Follow(t.Context(), 50*time.Millisecond, 50*time.Millisecond, func(r job.Reply) bool {
+				seen++
+				return r.Kind != job.KindDone
+			})
+			if !errors.Is(err, tt.wantErr) && err != tt.wantErr || seen != tt.seen {
+				t.Fatalf("Follow = %v after %d replies, want %v after %d", err, seen, tt.wantErr, tt.seen)
+			}
+		})
+	}
 }

@@ -166,12 +166,7 @@ func (w *Worker) putNode(ctx context.Context) {
 }
 
 func (w *Worker) pruneCanceled() {
-	now := time.Now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for k, until := range w.canceled {
-		if now.After(until) {
-			delete(w.canceled, k)
-		}
-	}
+	w.canceled.prune(time.Now())
 }

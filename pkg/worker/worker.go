@@ -146,7 +146,7 @@ type Worker struct {
 	inventory ollama.Inventory
 	lastErr   string
 	running   map[string]*task     // in-flight jobs by ID
-	canceled  map[string]time.Time // job IDs canceled by their requester, until when to remember
+	canceled  cancels              // jobs canceled by their requester before they ran here
 	started   time.Time
 }
 
@@ -168,7 +168,6 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		served:   make(map[consumerKey]jetstream.Consumer),
 		bells:    make(map[consumerKey]*nats.Subscription),
 		running:  make(map[string]*task),
-		canceled: make(map[string]time.Time),
 		started:  time.Now(),
 	}
 	reg := cfg.Metrics
@@ -327,5 +326,5 @@ func (w *Worker) onCancel(m *nats.Msg) {
 		}
 		return
 	}
-	w.canceled[requester+"."+id] = time.Now().Add(10 * time.Minute)
+	w.canceled.add(requester+"."+id, time.Now().Add(cancelMemory))
 }
