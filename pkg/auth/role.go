@@ -1,0 +1,144 @@
+package auth
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/ollamamax/ollamamax/pkg/job"
+)
+
+// Role is what a user may do. Each role of the OLLAMAMAX account has its own
+// scoped signing key, whose template holds the role's permissions.
+type Role string
+
+// The roles. docs/security.md says why each permission is there.
+const (
+	// Client is a tenant: it submits jobs under its own requester token (its
+	// name), and reads only its own replies, resume requests and PubAcks.
+	Client Role = "client"
+	// Worker pulls jobs, relays Ollama's answers to any requester, writes
+	// only its own node record and takes only its own node commands.
+	Worker Role = "worker"
+	// Dispatcher is a client for many HTTP users under its own requester
+	// token, reads the fleet, sends node commands and applies streams/.
+	Dispatcher Role = "dispatcher"
+	// Admin may do everything: ollamaq batch, dlq, nodes and queues.
+	Admin Role = "admin"
+	// Sys is the user of the system account that pushes account JWTs to
+	// the servers (revocations). It is not a role of the OLLAMAMAX account.
+	Sys Role = "sys"
+)
+
+// Roles are the roles of the OLLAMAMAX account, in the order they are documented.
+var Roles = []Role{Client, Worker, Dispatcher, Admin}
+
+// ParseRole returns the role named s; sys is not one a user can be given.
+func ParseRole(s string) (Role, error) {
+	if r := Role(s); slices.Contains(Roles, r) {
+		return r, nil
+	}
+	return "", fmt.Errorf("%w %q: want client, worker, dispatcher or admin", ErrInvalidRole, s)
+}
+
+// Tags on a user JWT. The server fills {{tag(model)}} and {{tag(class)}} in
+// the client template from a client's tags; role only tells ollamaq what a
+// credentials file is for.
+const (
+	TagRole  = "role"
+	TagModel = "model"
+	TagClass = "class"
+)
+
+// InboxPrefix is the inbox prefix of the user called name
+// (nats.CustomInboxPrefix): every role may subscribe only to its own
+// inboxes, so nobody reads another's PubAcks or request replies.
+func InboxPrefix(name string) string { return "_INBOX_" + name }
+
+// name is the template every role is bound by: the server replaces it with
+// the user's name at connect.
+const name = "{{name()}}"
+
+func api(s string) string { return "$JS.API." + s }
+
+// nodeKey is the subject of a worker's record in the node bucket.
+func nodeKey(id string) string { return "$KV." + job.NodeBucket + ".node." + id }
+
+// The streams streams/ defines, by name: what a process binds (STREAM.INFO)
+// or applies (STREAM.CREATE, STREAM.UPDATE).
+var streamNames = []string{job.Stream, "KV_" + job.NodeBucket, job.DLQStream, job.AdvisoryStream, job.ResultsStream, "KV_" + job.BatchBucket}
+
+func each(prefix string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = prefix + n
+	}
+	return out
+}
+
+// Template returns the permissions of role r, as its scoped signing key
+// holds them: subjects with {{name()}} (and, for clients, {{tag(model)}}
+// and {{tag(class)}}) that the server fills in for each user. Templates are
+// written for the job subject layout ollamaq.jobs.<model>.<class>.<requester>.
+func Template(r Role) (jwt.UserPermissionLimits, error) {
+	var p jwt.Permissions
+	inbox := InboxPrefix(name) + ".>"
+	switch r {
+	case Client:
+		p.Pub.Allow.Add(
+			job.JobsPrefix+".{{tag("+TagModel+")}}.{{tag("+TagClass+")}}."+name, // its own jobs, of the models and classes its tags allow
+			job.CancelPrefix+"."+name+".*",                                      // cancel its own jobs
+			// What queue.Open binds before a submit.
+			api("STREAM.INFO."+job.Stream), api("STREAM.INFO.KV_"+job.NodeBucket), api("STREAM.INFO.KV_"+job.BatchBucket))
+		p.Sub.Allow.Add(
+			job.ReplyPrefix+"."+name+".>",                        // its own replies
+			job.ReplyPrefix+"."+job.BatchRequester+"."+name+".>", // its own batch results, live
+			job.ResumePrefix+"."+name+".>",                       // workers asking how much of its answer it has
+			inbox)
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute} // answer those resume requests
+	case Dispatcher:
+		p.Pub.Allow.Add(
+			job.JobsPrefix+".*.*."+name,
+			job.CancelPrefix+"."+name+".*",
+			job.NodePrefix+".*",                   // node commands to any worker
+			api("CONSUMER.INFO."+job.Stream+".*"), // queue depth, whether a model was ever served
+			api("CONSUMER.LIST."+job.Stream),      // the queue metrics
+			api("STREAM.MSG.GET."+job.Stream),     // the age of the oldest job, for the metrics
+			api("STREAM.MSG.DELETE."+job.Stream),  // withdraw a job its HTTP client abandoned
+			// Reading the node bucket: a KV watch (ordered push consumer,
+			// flow control) and gets.
+			api("CONSUMER.CREATE.KV_"+job.NodeBucket), api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"),
+			api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),
+			api("DIRECT.GET.KV_"+job.NodeBucket+".>"),
+			"$JS.FC.>")
+		// Applying streams/: only streams of those names, never delete or purge.
+		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...)
+		p.Pub.Allow.Add(each(api("STREAM.CREATE."), streamNames)...)
+		p.Pub.Allow.Add(each(api("STREAM.UPDATE."), streamNames)...)
+		p.Sub.Allow.Add(job.ReplyPrefix+"."+name+".>", job.ResumePrefix+"."+name+".>", inbox)
+		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
+	case Worker:
+		p.Pub.Allow.Add(
+			api("CONSUMER.INFO."+job.Stream+".*"),
+			api("CONSUMER.CREATE."+job.Stream+".*."+job.JobsPrefix+".*.*.*"), // job consumers only: one model and class each
+			api("CONSUMER.MSG.NEXT."+job.Stream+".*"),
+			"$JS.ACK.>", // ack, nak, in progress, term; v2 ack subjects put a domain and account hash first
+			// The reaper: the shared advisory consumer, then the job it names.
+			api("CONSUMER.CREATE."+job.AdvisoryStream+".reaper"), api("CONSUMER.MSG.NEXT."+job.AdvisoryStream+".reaper"),
+			api("STREAM.MSG.GET."+job.Stream), api("STREAM.MSG.DELETE."+job.Stream),
+			api("DIRECT.GET.KV_"+job.BatchBucket+".>"), // is this job's batch canceled?
+			job.ReplyPrefix+".>",                       // answer any requester
+			job.ResumePrefix+".>",                      // ask any requester how much it has
+			job.DLQPrefix+".>",                         // bury jobs
+			nodeKey(name))                              // its own node record only
+		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...) // binding, and checking the definitions
+		p.Sub.Allow.Add(job.QueuedPrefix+".>", job.CancelPrefix+".>", job.NodePrefix+"."+name, inbox)
+	case Admin:
+		p.Pub.Allow.Add(">")
+		p.Sub.Allow.Add(">")
+	default:
+		return jwt.UserPermissionLimits{}, fmt.Errorf("%w %q", ErrInvalidRole, r)
+	}
+	return jwt.UserPermissionLimits{Permissions: p, Limits: jwt.Limits{NatsLimits: jwt.NatsLimits{Subs: jwt.NoLimit, Data: jwt.NoLimit, Payload: jwt.NoLimit}}}, nil
+}
