@@ -1,7 +1,8 @@
 // Package broker runs the embedded nats-server with JetStream that a
-// dispatcher starts when no NATS URL is configured.
+// dispatcher starts when no NATS URL is configured, open on loopback or, with
+// an auth directory, in operator mode.
 //
-// It imports nats-server and nats.go only.
+// It imports nats-server, nats.go and the auth package only.
 package broker
 
 import (
@@ -10,12 +11,15 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 )
 
 // ErrListen is wrapped by Start when the server cannot listen for NATS
@@ -53,10 +57,23 @@ type Config struct {
 	// SyncAlways makes JetStream fsync every write: slower, but no acknowledged
 	// job is lost in an OS crash. The default syncs every two minutes.
 	SyncAlways bool
+	// AuthDir, if set, is an auth directory (ollamaq auth init, or an nsc
+	// operator's JWTs laid out as auth.LoadTrust reads them). The server then
+	// runs in operator mode: it trusts the directory's operator, and resolves
+	// accounts with a full directory resolver kept in StoreDir/resolver,
+	// seeded at each start with the directory's account JWTs where they are
+	// newer. Account JWTs pushed while it runs (revocations) are kept there,
+	// across restarts. Every client, the in-process ones too, then needs
+	// credentials.
+	AuthDir string
 	// Logger receives the server's log; nil discards it. The server's notices
 	// (its start-up banner) are logged at debug level.
 	Logger *slog.Logger
 }
+
+// resolverDir is where, under the store directory, the account resolver of
+// an operator-mode server keeps the account JWTs.
+const resolverDir = "resolver"
 
 // DefaultConfig returns a loopback-only configuration storing under dir.
 func DefaultConfig(dir string) Config {
@@ -137,8 +154,17 @@ func Start(cfg Config) (*Broker, error) {
 		host, port, _ := splitHostPort(cfg.Listen) // Validated above.
 		opts.Host, opts.Port = host, port
 	}
+	if cfg.AuthDir != "" {
+		if err := operatorMode(opts, cfg); err != nil {
+			unlock()
+			return nil, err
+		}
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
+		if opts.AccountResolver != nil {
+			opts.AccountResolver.Close()
+		}
 		unlock()
 		return nil, fmt.Errorf("start nats-server: %w", err)
 	}
@@ -159,6 +185,47 @@ func Start(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// operatorMode makes opts trust the operator of the auth directory, with a
+// full directory resolver under the store directory that holds the
+// directory's account JWTs.
+func operatorMode(opts *server.Options, cfg Config) error {
+	trust, err := auth.LoadTrust(cfg.AuthDir)
+	if err != nil {
+		return fmt.Errorf("start nats-server in operator mode: %w", err)
+	}
+	dir := filepath.Join(cfg.StoreDir, resolverDir)
+	res, err := server.NewDirAccResolver(dir, 0, 0, server.NoDelete)
+	if err != nil {
+		return fmt.Errorf("start nats-server in operator mode: account resolver in %s: %w", dir, err)
+	}
+	for _, a := range trust.Accounts {
+		if err := seed(res, a); err != nil {
+			res.Close()
+			return fmt.Errorf("start nats-server in operator mode: account %s: %w", a.Name, err)
+		}
+	}
+	opts.TrustedOperators = []*jwt.OperatorClaims{trust.Operator}
+	opts.AccountResolver = res
+	opts.SystemAccount = trust.SystemAccount
+	return nil
+}
+
+// seed stores the account JWT a in the resolver unless it holds one issued
+// as late or later: one pushed while the server ran (a revocation) must
+// survive a restart even if the auth directory has an older one. The
+// resolver itself would replace a JWT of the same second.
+func seed(res *server.DirAccResolver, a auth.AccountJWT) error {
+	have, err := res.LoadAcc(a.PublicKey)
+	if err == nil && have != "" {
+		held, herr := jwt.DecodeAccountClaims(have)
+		given, gerr := jwt.DecodeAccountClaims(a.JWT)
+		if herr == nil && gerr == nil && held.IssuedAt >= given.IssuedAt {
+			return nil
+		}
+	}
+	return res.Store(a.PublicKey, a.JWT)
 }
 
 // startError tells why a started server is not serving, or returns nil.
@@ -188,7 +255,8 @@ func (b *Broker) ClientURL() string {
 	return b.s.ClientURL()
 }
 
-// Connect returns an in-process client connection: no TCP, no listener needed.
+// Connect returns an in-process client connection: no TCP, no listener
+// needed. In operator mode (Config.AuthDir) opts must carry credentials.
 func (b *Broker) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	opts = append([]nats.Option{nats.InProcessServer(b.s)}, opts...)
 	nc, err := nats.Connect("", opts...)

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 )
 
@@ -241,4 +243,56 @@ func TestBannerIsDebug(t *testing.T) {
 	if started[slog.LevelDebug] < 10 {
 		t.Errorf("start logged %d debug lines; want the banner (about 25) at debug", started[slog.LevelDebug])
 	}
+}
+
+// TestOperatorMode starts a server on an auth directory: it must refuse
+// connections without credentials, give the dispatcher's credentials
+// JetStream in-process, and refuse to start on a directory that is not one.
+func TestOperatorMode(t *testing.T) {
+	dir, err := auth.Init(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := broker.DefaultConfig(t.TempDir())
+	cfg.Listen, cfg.AuthDir = "127.0.0.1:-1", dir.Path()
+	b := start(t, cfg)
+
+	if nc, err := nats.Connect(b.ClientURL()); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Errorf("connect without credentials: %v, want %v", err, nats.ErrAuthorization)
+	}
+	if nc, err := b.Connect(); err == nil {
+		nc.Close()
+		t.Error("an in-process connection without credentials was accepted")
+	}
+	creds, err := auth.ReadCreds(dir.CredsPath(auth.DispatcherUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := b.Connect(creds.Options()...)
+	if err != nil {
+		t.Fatalf("connect in-process as the dispatcher: %v", err)
+	}
+	defer nc.Close()
+	m, err := nc.Request("$JS.API.STREAM.INFO.OLLAMAQ_JOBS", nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "stream not found") {
+		t.Errorf("JetStream as the dispatcher: %v; want JetStream's answer that there is no such stream", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.StoreDir, "resolver")); err != nil {
+		t.Errorf("the account resolver's directory: %v", err)
+	}
+
+	bad := broker.DefaultConfig(t.TempDir())
+	bad.Listen, bad.AuthDir = freeAddr(t), t.TempDir()
+	if b, err := broker.Start(bad); !errors.Is(err, auth.ErrNotDir) {
+		if err == nil {
+			b.Shutdown()
+		}
+		t.Errorf("Start on a directory without an operator: %v, want auth.ErrNotDir", err)
+	}
+	assertFree(t, bad.Listen)
+	bad.AuthDir = ""
+	start(t, bad) // The store directory was released.
 }
