@@ -28,7 +28,10 @@ type command struct {
 	// flags defines a leaf command's own flags on fs and returns what runs
 	// it once they are parsed.
 	flags func(fs *flag.FlagSet) runFunc
-	subs  []*command // a group's commands (batch, dlq)
+	// interspersed lets flags follow the arguments (auth add NAME --role
+	// worker); "--" ends the flags.
+	interspersed bool
+	subs         []*command // a group's commands (batch, dlq, auth)
 }
 
 // commands is the table of ollamaq's commands, in the order 'ollamaq help'
@@ -56,6 +59,18 @@ var commands = []*command{
 			{name: "list", summary: "the dead letters and why", usage: dlqListSynopsis, flags: cmdDLQList},
 			{name: "show", args: "SEQ", summary: "one, with its request", usage: dlqShowSynopsis, flags: cmdDLQShow},
 			{name: "requeue", args: "SEQ...", summary: "put them back on their queues", usage: dlqRequeueSynopsis, flags: cmdDLQRequeue},
+		}},
+	{name: "auth", heading: "Credentials (NATS operator, accounts, users):", usage: authUsage, more: authMore,
+		subs: []*command{
+			{name: "init", interspersed: true, args: "[DIR]", summary: "create the auth directory: operator, accounts, role signing keys",
+				usage: authInitSynopsis, flags: cmdAuthInit},
+			{name: "add", interspersed: true, args: "NAME", summary: "issue credentials for a worker, client, dispatcher or admin",
+				usage: authAddSynopsis, flags: cmdAuthAdd},
+			{name: "list", interspersed: true, summary: "the credentials issued, their roles and status", usage: authListSynopsis, flags: cmdAuthList},
+			{name: "revoke", interspersed: true, args: "NAME", summary: "revoke credentials and disconnect them from the servers",
+				usage: authRevokeSynopsis, flags: cmdAuthRevoke},
+			{name: "export", interspersed: true, summary: "the operator and accounts for an existing NATS cluster's config",
+				usage: authExportSynopsis, flags: cmdAuthExport},
 		}},
 	{name: "run", args: "MODEL PROMPT", heading: "One request:", summary: "stream a reply to PROMPT from MODEL through the queue",
 		usage: runSynopsis, flags: cmdRun},
@@ -106,16 +121,38 @@ func (e *env) dispatch(ctx context.Context, g *command, path string, args []stri
 	run := cmd.flags(fs)
 	fs.Usage = func() { writeHelp(e.stderr, cmd, fs) }
 	e.conn.register(fs, nil)
-	if err := fs.Parse(args[1:]); err != nil {
+	positional, err := parseFlags(fs, args[1:], cmd.interspersed)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
 	}
-	if cmd.args == "" && fs.NArg() > 0 {
+	if cmd.args == "" && len(positional) > 0 {
 		return e.fail(exitUsage, "%s takes no arguments (see --help)", path)
 	}
-	return run(ctx, e, fs.Args())
+	return run(ctx, e, positional)
+}
+
+// parseFlags parses args into fs and returns the arguments that are not
+// flags. With interspersed, flags may also follow arguments; without, the
+// first argument ends the flags, as in the flag package.
+func parseFlags(fs *flag.FlagSet, args []string, interspersed bool) ([]string, error) {
+	if err := fs.Parse(args); err != nil || !interspersed {
+		return fs.Args(), err
+	}
+	var positional []string
+	for rest := fs.Args(); len(rest) > 0; rest = fs.Args() {
+		if len(rest) < len(args) && args[len(args)-len(rest)-1] == "--" {
+			return append(positional, rest...), nil // Everything after "--" is an argument.
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+	}
+	return positional, nil
 }
 
 // help prints the usage, or with 'help COMMAND...' that command's help, on

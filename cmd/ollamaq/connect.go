@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
@@ -70,6 +71,10 @@ type natsContext struct {
 	TLSFirst    bool   `json:"tls_first"`
 	InboxPrefix string `json:"inbox_prefix"`
 	JSDomain    string `json:"jetstream_domain"`
+
+	// user is the name in the credentials options found, if any: the
+	// requester token their permissions are bound to.
+	user string
 }
 
 // connectError is a failure to reach or use NATS: exit code 3.
@@ -132,7 +137,9 @@ func expandPath(p string, getenv func(string) string) string {
 }
 
 // options merges flags and environment over the context and returns the URL
-// and the nats options to connect with.
+// and the nats options to connect with. With credentials issued by a role's
+// signing key (ollamaq auth add), the connection uses the inbox prefix that
+// role may read, _INBOX_<name>, unless the context sets one.
 func (c *connFlags) options(getenv func(string) string) (string, []nats.Option, *natsContext, error) {
 	nctx, err := loadContext(c.context, getenv)
 	if err != nil {
@@ -157,7 +164,15 @@ func (c *connFlags) options(getenv func(string) string) (string, []nats.Option, 
 		if _, err := os.Stat(creds); err != nil {
 			return "", nil, nil, connFailed("credentials file %s cannot be read: %v", creds, pathError(err))
 		}
+		cr, err := auth.ReadCreds(creds)
+		if err != nil {
+			return "", nil, nil, connFailed("credentials file %s cannot be used: %v", creds, pathError(errors.Unwrap(err)))
+		}
 		opts = append(opts, nats.UserCredentials(creds))
+		if p := cr.InboxPrefix(); p != "" && nctx.InboxPrefix == "" {
+			opts = append(opts, nats.CustomInboxPrefix(p))
+		}
+		nctx.user = cr.Name
 	}
 	if seed := pick(c.nkey, nctx.NKey); seed != "" {
 		o, err := nats.NkeyOptionFromSeed(seed)
@@ -251,6 +266,7 @@ func (e *env) connect(ctx context.Context) (*nats.Conn, *queue.Queue, error) {
 		}
 		return nil, nil, connFailed("%v", err)
 	}
+	e.user = nctx.user
 	return nc, q, nil
 }
 

@@ -1,5 +1,6 @@
 // Command ollamaq is the OllamaMax command line: batch submission, queue and
-// fleet status, and single requests. It talks to the queue over NATS
+// fleet status, single requests, and the auth directory that issues NATS
+// credentials for each role. It talks to the queue over NATS
 // directly, so it works where no dispatcher runs, and it reads the nats
 // CLI's saved contexts, so an operator who uses nats is already connected.
 package main
@@ -63,6 +64,9 @@ type env struct {
 	// every is how often plain progress lines are printed when stderr is not
 	// a terminal.
 	every time.Duration
+	// user is the name in the credentials connect used, "" without: the
+	// requester token a role's permissions bind run to.
+	user string
 }
 
 func main() {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
@@ -39,7 +40,12 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			return exitUsage
 		}
 		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
-			req, err := queue.NewRequester(q.JetStream().Conn(), q, "q"+job.NewID()[:12])
+			// Credentials bind a client to its own requester token.
+			requester := e.user
+			if !auth.ValidName(requester) {
+				requester = "q" + job.NewID()[:12]
+			}
+			req, err := queue.NewRequester(q.JetStream().Conn(), q, requester)
 			if err != nil {
 				fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
 				return exitConnect
