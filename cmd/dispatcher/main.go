@@ -14,8 +14,8 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 )
@@ -27,11 +27,16 @@ inference request into a job on the OllamaMax queue. Workers beside each Ollama
 take the jobs and stream the answers back.
 
 With no --nats-url, it starts an embedded NATS server with JetStream on
---nats-listen (loopback by default) for workers to connect to.
+--nats-listen (loopback by default) for workers to connect to. To let
+workers on other machines in, give it an auth directory (ollamaq auth init):
+the server then runs in operator mode and lets in only credentials issued
+from it, each with its role's permissions (docs/security.md). Without one it
+refuses a non-loopback --nats-listen unless --insecure.
 
 Examples:
   dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
-  dispatcher --nats-url nats://nats.internal:4222 --listen 0.0.0.0:11435
+  ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
+  dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
 
 Flags (each also read from the environment variable in brackets):
@@ -47,8 +52,10 @@ func run() error {
 	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
 	fs.StringVar(&cfg.HTTPAddr, "listen", cfg.HTTPAddr, "HTTP address of the Ollama-compatible API [OLLAMAMAX_LISTEN]")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "NATS server or cluster to use; empty starts an embedded server [NATS_URL]")
-	creds := fs.String("nats-creds", "", "NATS credentials file for --nats-url [NATS_CREDS]")
-	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address lets workers on other machines in, WITHOUT authentication [OLLAMAMAX_NATS_LISTEN]")
+	creds := fs.String("nats-creds", "", "NATS credentials file, for --nats-url or the embedded server with --auth-dir (default there: DIR/creds/dispatcher.creds); its name is the requester ID [NATS_CREDS]")
+	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address, for workers on other machines, needs --auth-dir (or --insecure) [OLLAMAMAX_NATS_LISTEN]")
+	fs.StringVar(&cfg.Embedded.AuthDir, "auth-dir", "", "auth directory (ollamaq auth init): the embedded NATS server runs in operator mode and lets in only its credentials [OLLAMAMAX_AUTH_DIR]")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir: anyone who reaches it can read every prompt and delete the queue [OLLAMAMAX_INSECURE]")
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
@@ -68,12 +75,53 @@ func run() error {
 	if *origins != "" {
 		cfg.Origins = strings.Split(*origins, ",")
 	}
+	if cfg.NATSURL != "" {
+		cfg.Embedded.AuthDir = "" // Only the embedded server uses it.
+	} else if cfg.Embedded.AuthDir != "" && *creds == "" {
+		*creds = auth.CredsPath(cfg.Embedded.AuthDir, auth.DispatcherUser)
+	}
 	if *creds != "" {
-		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserCredentials(*creds))
+		if err := useCreds(&cfg, *creds, flagSet(fs, "id")); err != nil {
+			return err
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return explain(dispatcher.Run(ctx, cfg), cfg)
+}
+
+// useCreds connects with the credentials file path. Credentials issued for
+// the dispatcher role bind its replies to their name, which becomes the
+// requester ID unless --id was given, and its inboxes to _INBOX_<name>.
+func useCreds(cfg *dispatcher.Config, path string, idGiven bool) error {
+	c, err := auth.ReadCreds(path)
+	if err != nil {
+		why := errors.Unwrap(err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			why = pe.Err
+		}
+		return cli.Explain(err, "cannot use the NATS credentials %s: %v (see --nats-creds, --auth-dir)", path, why)
+	}
+	cfg.NATSOptions = append(cfg.NATSOptions, c.Options()...)
+	if c.InboxPrefix() == "" {
+		return nil // Not bound to a name: any --id.
+	}
+	switch {
+	case !idGiven:
+		cfg.ID = c.Name
+	case cfg.ID != c.Name:
+		return fmt.Errorf("--id %s differs from the name %s in the credentials %s, to which their permissions bind the replies; drop --id, or issue credentials named %s (ollamaq auth add %s --role dispatcher)",
+			cfg.ID, c.Name, path, cfg.ID, cfg.ID)
+	}
+	return nil
+}
+
+// flagSet reports whether the command line or the environment set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // explain names the flag and variable to change when a listener or the store
@@ -85,6 +133,9 @@ func explain(err error, cfg dispatcher.Config) error {
 		return cli.ListenError(err, "the Ollama API", cfg.HTTPAddr, "listen", "OLLAMAMAX_LISTEN")
 	case errors.Is(err, broker.ErrListen):
 		return cli.ListenError(err, "NATS clients", cfg.Embedded.Listen, "nats-listen", "OLLAMAMAX_NATS_LISTEN")
+	case errors.Is(err, dispatcher.ErrOpenFleet):
+		return cli.Explain(err, "refusing to open the embedded NATS on %s without authentication: anyone who reaches it could read every prompt and answer and delete the queue; create an auth directory with 'ollamaq auth init DIR' and pass --auth-dir DIR (OLLAMAMAX_AUTH_DIR), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust",
+			cfg.Embedded.Listen)
 	case errors.As(err, &inUse):
 		holder := "another server"
 		if inUse.PID != 0 {

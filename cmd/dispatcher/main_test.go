@@ -49,7 +49,8 @@ func freeAddr(t *testing.T) string {
 // environ is the test's environment without what would change the
 // dispatcher's NATS or its logging.
 func environ() []string {
-	return append(os.Environ(), "NATS_URL=", "OLLAMAMAX_LOG_LEVEL=info", "OLLAMAMAX_LOG_FORMAT=json")
+	return append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "OLLAMAMAX_AUTH_DIR=", "OLLAMAMAX_INSECURE=", "OLLAMAMAX_ID=",
+		"OLLAMAMAX_LOG_LEVEL=info", "OLLAMAMAX_LOG_FORMAT=json")
 }
 
 // startDispatcher runs a dispatcher on storeDir until the test ends, and
@@ -173,5 +174,34 @@ func TestTakenFailsLoudly(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOpenFleetRefused starts the dispatcher with its NATS open to other
+// machines but no auth directory: it must refuse at once, in one line that
+// says why and what to pass instead.
+func TestOpenFleetRefused(t *testing.T) {
+	bin := build(t)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	listen := "0.0.0.0:" + port
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--nats-listen", listen, "--listen", freeAddr(t), "--store-dir", filepath.Join(t.TempDir(), "js"))
+	cmd.Env = environ()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	began := time.Now()
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit: %v, want status 1", err)
+	}
+	want := "dispatcher: refusing to open the embedded NATS on " + listen + " without authentication: anyone who reaches it could read every prompt and answer and delete the queue; " +
+		"create an auth directory with 'ollamaq auth init DIR' and pass --auth-dir DIR (OLLAMAMAX_AUTH_DIR), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust\n"
+	if got := out.String(); got != want {
+		t.Errorf("output:\n%s\nwant the one line:\n%s", got, want)
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Errorf("took %s to refuse, want under 1s", d)
 	}
 }

@@ -13,9 +13,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/nats-io/nats.go"
 	"github.com/ollama/ollama/envconfig"
 	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 )
 
@@ -29,6 +29,7 @@ stops answering, the worker stops pulling and resumes by itself when it answers.
 Examples:
   worker                                          # Ollama at $OLLAMA_HOST, NATS at 127.0.0.1:4222
   worker --nats-url nats://gateway:4222 --ollama http://127.0.0.1:11434 --slots 4
+  worker --nats-url nats://gateway:4222 --nats-creds gpu7.creds   # from: ollamaq auth add gpu7 --role worker
 
 Flags (each also read from the environment variable in brackets):
 `
@@ -43,10 +44,10 @@ func run() error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server or cluster [NATS_URL]")
-	creds := fs.String("nats-creds", "", "NATS credentials file [NATS_CREDS]")
+	creds := fs.String("nats-creds", "", "NATS credentials file, from 'ollamaq auth add ID --role worker'; its name is the worker ID [NATS_CREDS]")
 	ollamaURL := fs.String("ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once [OLLAMA_NUM_PARALLEL]")
-	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
+	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: the credentials' name, else hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
 	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable, or comma-separated) [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
 		return addLabels(&cfg, v)
 	})
@@ -63,11 +64,13 @@ func run() error {
 		return fmt.Errorf("--ollama %q is not a URL such as http://127.0.0.1:11434", *ollamaURL)
 	}
 	cfg.Ollama, cfg.Logger = u, log
+	if *creds != "" {
+		if err := useCreds(&cfg, *creds); err != nil {
+			return err
+		}
+	}
 	if cfg.ID == "" {
 		cfg.ID = defaultID(hostname, u)
-	}
-	if *creds != "" {
-		cfg.NATSOptions = append(cfg.NATSOptions, nats.UserCredentials(*creds))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -76,6 +79,33 @@ func run() error {
 		return cli.ListenError(err, "metrics and health", cfg.Listen, "listen", "OLLAMAMAX_WORKER_LISTEN")
 	}
 	return err
+}
+
+// useCreds connects with the credentials file path. Credentials issued for
+// the worker role bind its node record and node commands to their name,
+// which becomes the worker ID unless --id gives the same, and its inboxes
+// to _INBOX_<name>.
+func useCreds(cfg *worker.Config, path string) error {
+	c, err := auth.ReadCreds(path)
+	if err != nil {
+		why := errors.Unwrap(err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			why = pe.Err
+		}
+		return cli.Explain(err, "cannot use the NATS credentials %s: %v (see --nats-creds)", path, why)
+	}
+	cfg.NATSOptions = append(cfg.NATSOptions, c.Options()...)
+	switch {
+	case c.InboxPrefix() == "":
+		// Not bound to a name: any ID.
+	case cfg.ID == "":
+		cfg.ID = c.Name
+	case cfg.ID != c.Name:
+		return fmt.Errorf("--id %s differs from the name %s in the credentials %s, to which their permissions bind the node record and commands; drop --id, or issue credentials named %s (ollamaq auth add %s --role worker)",
+			cfg.ID, c.Name, path, cfg.ID, cfg.ID)
+	}
+	return nil
 }
 
 // addLabels adds comma-separated key=value labels to cfg.

@@ -23,6 +23,12 @@ import (
 // another process has the address.
 var ErrListen = errors.New("dispatcher: cannot listen for HTTP")
 
+// ErrOpenFleet is returned by Validate (and Run) for an embedded server that
+// would listen beyond loopback without an auth directory: anyone who
+// reaches it could read every prompt and answer and delete the queue. Set
+// Embedded.AuthDir, or Insecure to accept that.
+var ErrOpenFleet = errors.New("dispatcher: the embedded NATS server would let anyone in")
+
 // Config configures a dispatcher process.
 type Config struct {
 	// HTTPAddr is where the Ollama-compatible API listens. Loopback and not
@@ -33,8 +39,14 @@ type Config struct {
 	NATSURL string
 	// NATSOptions are extra options for the NATS connection (credentials, TLS).
 	NATSOptions []nats.Option
-	// Embedded configures the embedded server when NATSURL is empty.
+	// Embedded configures the embedded server when NATSURL is empty. With
+	// Embedded.AuthDir it runs in operator mode, and NATSOptions must carry
+	// credentials for the in-process connection (the auth directory's
+	// dispatcher user).
 	Embedded broker.Config
+	// Insecure lets the embedded server listen beyond loopback without an
+	// auth directory. Without it, that is ErrOpenFleet.
+	Insecure bool
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
 	// ID is this dispatcher's requester ID: its reply subjects are
@@ -64,6 +76,9 @@ func (c Config) Validate() error {
 		if err := c.Embedded.Validate(); err != nil {
 			return fmt.Errorf("dispatcher: embedded NATS: %w", err)
 		}
+		if c.Embedded.Listen != "" && !broker.IsLoopback(c.Embedded.Listen) && c.Embedded.AuthDir == "" && !c.Insecure {
+			return fmt.Errorf("%w on %s without an auth directory", ErrOpenFleet, c.Embedded.Listen)
+		}
 	}
 	switch {
 	case !job.ValidToken(c.ID):
@@ -78,7 +93,8 @@ func (c Config) Validate() error {
 // in-flight responses get up to 30 seconds to finish. It binds its listeners
 // before anything else: when the HTTP address is taken (ErrListen), or the
 // embedded server cannot start (broker.ErrListen, *broker.StoreDirInUseError),
-// it returns at once with nothing left listening.
+// it returns at once with nothing left listening. It refuses to open the
+// embedded server beyond loopback without authentication (ErrOpenFleet).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -101,11 +117,12 @@ func Run(ctx context.Context, cfg Config) error {
 		if cfg.Queue.Replicas == 0 {
 			cfg.Queue.Replicas = 1
 		}
-		if emb.Listen != "" && !broker.IsLoopback(emb.Listen) {
-			log.Warn("EMBEDDED NATS IS OPEN TO OTHER MACHINES WITHOUT AUTHENTICATION: anyone who can reach it can submit jobs, read replies and delete the queue. Restrict it with a firewall, or run a secured NATS server and pass --nats-url",
+		if emb.Listen != "" && !broker.IsLoopback(emb.Listen) && emb.AuthDir == "" {
+			log.Warn("EMBEDDED NATS IS OPEN TO OTHER MACHINES WITHOUT AUTHENTICATION (insecure): anyone who can reach it can submit jobs, read replies and delete the queue. Give it an auth directory, restrict it with a firewall, or run a secured NATS server",
 				"listen", b.ClientURL())
 		}
-		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir)
+		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir,
+			"operator_mode", emb.AuthDir != "")
 		nc, err = b.Connect(append([]nats.Option{nats.Name("ollamamax-dispatcher")}, cfg.NATSOptions...)...)
 		if err != nil {
 			return err

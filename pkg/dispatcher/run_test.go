@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 )
@@ -169,4 +171,83 @@ func TestRunReleasesOnStop(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	assertReleased(t, cfg, "", true)
+}
+
+// TestOpenFleet checks that the embedded server opens beyond loopback only
+// with an auth directory, or when told it may be insecure.
+func TestOpenFleet(t *testing.T) {
+	open := "0.0.0.0:4222"
+	tests := []struct {
+		name    string
+		adjust  func(cfg *dispatcher.Config)
+		wantErr error
+	}{
+		{"loopback", func(cfg *dispatcher.Config) {}, nil},
+		{"in-process only", func(cfg *dispatcher.Config) { cfg.Embedded.Listen = "" }, nil},
+		{"open without auth", func(cfg *dispatcher.Config) { cfg.Embedded.Listen = open }, dispatcher.ErrOpenFleet},
+		{"open on all IPv6 addresses", func(cfg *dispatcher.Config) { cfg.Embedded.Listen = "[::]:4222" }, dispatcher.ErrOpenFleet},
+		{"open with an auth directory", func(cfg *dispatcher.Config) { cfg.Embedded.Listen, cfg.Embedded.AuthDir = open, "/etc/ollamamax/auth" }, nil},
+		{"open, insecure", func(cfg *dispatcher.Config) { cfg.Embedded.Listen, cfg.Insecure = open, true }, nil},
+		{"an external server", func(cfg *dispatcher.Config) { cfg.Embedded.Listen, cfg.NATSURL = open, "nats://nats:4222" }, nil},
+	}
+	for _, tt := range tests {
+		cfg := dispatcher.DefaultConfig(t.TempDir())
+		tt.adjust(&cfg)
+		if err := cfg.Validate(); !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: Validate = %v, want %v", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// TestRunWithAuthDir runs a dispatcher whose embedded server is in operator
+// mode and open beyond loopback: it applies the queue and serves with the
+// dispatcher role's permissions, and the server lets nobody in without
+// credentials.
+func TestRunWithAuthDir(t *testing.T) {
+	dir, err := auth.Init(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := auth.ReadCreds(dir.CredsPath(auth.DispatcherUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runConfig(t)
+	_, port, _ := net.SplitHostPort(cfg.Embedded.Listen)
+	cfg.Embedded.Listen, cfg.Embedded.AuthDir = "0.0.0.0:"+port, dir.Path()
+	cfg.NATSOptions, cfg.ID = creds.Options(), creds.Name
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- dispatcher.Run(ctx, cfg) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + cfg.HTTPAddr + "/api/tags")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("/api/tags: %s", resp.Status)
+			}
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dispatcher did not answer within 30s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
+	}
+	if nc, err := nats.Connect("nats://127.0.0.1:" + port); !errors.Is(err, nats.ErrAuthorization) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Errorf("connect without credentials: %v, want %v", err, nats.ErrAuthorization)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 }
