@@ -10,20 +10,20 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
-// The subjects of the matrix, in the layout the templates are written for:
-// ollamaq.jobs.<model>.<class>.<requester>.
+// The subjects of the matrix: ollamaq.jobs.<model>.<class>.<requester>.
 var (
 	model   = job.EncodeModel("llama3.2:latest")
 	other   = job.EncodeModel("mistral:latest")
 	durable = job.ConsumerName("llama3.2:latest", job.Interactive)
 	jobsOf  = func(class job.Class, requester string) string {
-		return job.JobsPrefix + "." + model + "." + string(class) + "." + requester
+		return job.JobSubject("llama3.2:latest", class, requester)
 	}
-	nodeRec  = func(id string) string { return "$KV." + job.NodeBucket + ".node." + id }
+	nodeRec  = func(id string) string { return "$KV." + job.NodeBucket + "." + fleet.Key(id) }
 	jsAPI    = func(s string) string { return "$JS.API." + s }
 	nextJob  = jsAPI("CONSUMER.MSG.NEXT." + job.Stream + "." + durable)
 	fetchOne = `{"batch":1,"no_wait":true}`
@@ -47,7 +47,7 @@ func TestPermissionMatrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	cons, err := wjs.CreateOrUpdateConsumer(ctx, job.Stream, jetstream.ConsumerConfig{Durable: durable,
-		FilterSubject: jobsOf(job.Interactive, "*"), AckPolicy: jetstream.AckExplicitPolicy})
+		FilterSubject: job.JobFilter("llama3.2:latest", job.Interactive), AckPolicy: jetstream.AckExplicitPolicy})
 	if err != nil {
 		t.Fatalf("a worker cannot create a job consumer: %v", err)
 	}
@@ -76,8 +76,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"dispatcher", "read every prompt (ollamaq.jobs.>)", subscribe("ollamaq.jobs.>", jobsOf(job.Interactive, "bob")), "refused"},
 		{"gpu1", "read every prompt (ollamaq.jobs.>)", subscribe("ollamaq.jobs.>", jobsOf(job.Interactive, "bob")), "refused"},
 		{"alice", "read jobs from the stream", request(jsAPI("STREAM.MSG.GET."+job.Stream), `{"seq":1}`, nil, jsOK), "refused"},
-		{"alice", "read the doorbells", subscribe("ollamaq.queued.>", "ollamaq.queued."+model+".interactive.bob"), "refused"},
-		{"gpu1", "hear the doorbells", subscribe("ollamaq.queued.>", "ollamaq.queued."+model+".interactive.bob"), "allowed"},
+		{"alice", "read the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "refused"},
+		{"gpu1", "hear the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "allowed"},
 
 		// Taking jobs.
 		{"alice", "take jobs (fetch) as a client", request(nextJob, fetchOne, nil, nil), "refused"},
@@ -90,11 +90,13 @@ func TestPermissionMatrix(t *testing.T) {
 		{"gpu1", "read every answer (ollamaq.reply.>)", subscribe("ollamaq.reply.>", "ollamaq.reply.bob.j1"), "refused"},
 		{"alice", "read bob's answers", subscribe("ollamaq.reply.bob.>", "ollamaq.reply.bob.j1"), "refused"},
 		{"alice", "read her own answers", subscribe("ollamaq.reply.alice.>", "ollamaq.reply.alice.j1"), "allowed"},
-		{"alice", "read bob's batch results", subscribe("ollamaq.reply.batch.bob.>", "ollamaq.reply.batch.bob.b1.j1"), "refused"},
-		{"alice", "read her own batch results", subscribe("ollamaq.reply.batch.alice.>", "ollamaq.reply.batch.alice.b1.j1"), "allowed"},
+		{"alice", "read batch results", subscribe("ollamaq.reply.batch.>", "ollamaq.reply.batch.b1.j1"), "refused"},
+		// A batch ID is no tenant's: one named like her is not hers.
+		{"alice", "read the results of a batch named alice", subscribe("ollamaq.reply.batch.alice.>", "ollamaq.reply.batch.alice.j1"), "refused"},
+		{"alice", "submit for the batch requester", jsPublish(jobsOf(job.Batch, job.BatchRequester)), "refused"},
 		{"gpu1", "read stored batch results", request(jsAPI("CONSUMER.CREATE."+job.ResultsStream), `{}`, nil, nil), "refused"},
 		{"alice", "forge a reply into bob's stream", publish("ollamaq.reply.bob.j1"), "refused"},
-		{"alice", "forge a result into bob's batch", publish("ollamaq.reply.batch.bob.b1.j1"), "refused"},
+		{"alice", "forge a result into a batch", publish("ollamaq.reply.batch.b1.j1"), "refused"},
 		{"dispatcher", "forge a reply into alice's stream", publish("ollamaq.reply.alice.j1"), "refused"},
 		{"gpu1", "send a reply to any requester", publish("ollamaq.reply.alice.j1"), "allowed"},
 
@@ -133,8 +135,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"alice", "read the node bucket", watchNodes, "refused"},
 
 		// Dead letters.
-		{"gpu1", "bury a job", jsPublish("ollamaq.dlq." + model + ".interactive.alice"), "allowed"},
-		{"alice", "forge a dead letter", jsPublish("ollamaq.dlq." + model + ".interactive.alice"), "refused"},
+		{"gpu1", "bury a job", jsPublish(job.DLQSubject(jobsOf(job.Interactive, "alice"))), "allowed"},
+		{"alice", "forge a dead letter", jsPublish(job.DLQSubject(jobsOf(job.Interactive, "alice"))), "refused"},
 
 		// Streams: only the dispatcher applies streams/, nobody but the admin
 		// deletes or purges.

@@ -80,7 +80,9 @@ func each(prefix string, names []string) []string {
 // Template returns the permissions of role r, as its scoped signing key
 // holds them: subjects with {{name()}} (and, for clients, {{tag(model)}}
 // and {{tag(class)}}) that the server fills in for each user. Templates are
-// written for the job subject layout ollamaq.jobs.<model>.<class>.<requester>.
+// written for the job subject layout ollamaq.jobs.<model>.<class>.<requester>
+// (docs/protocol.md), whose requester token workers check against the reply
+// subject.
 func Template(r Role) (jwt.UserPermissionLimits, error) {
 	var p jwt.Permissions
 	inbox := InboxPrefix(name) + ".>"
@@ -91,10 +93,11 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			job.CancelPrefix+"."+name+".*",                                      // cancel its own jobs
 			// What queue.Open binds before a submit.
 			api("STREAM.INFO."+job.Stream), api("STREAM.INFO.KV_"+job.NodeBucket), api("STREAM.INFO.KV_"+job.BatchBucket))
+		// Not ollamaq.reply.batch.>: batch results are the reserved requester
+		// batch's, by batch ID, bound to no tenant; ollamaq batch is admin's.
 		p.Sub.Allow.Add(
-			job.ReplyPrefix+"."+name+".>",                        // its own replies
-			job.ReplyPrefix+"."+job.BatchRequester+"."+name+".>", // its own batch results, live
-			job.ResumePrefix+"."+name+".>",                       // workers asking how much of its answer it has
+			job.ReplyPrefix+"."+name+".>",  // its own replies
+			job.ResumePrefix+"."+name+".>", // workers asking how much of its answer it has
 			inbox)
 		p.Resp = &jwt.ResponsePermission{MaxMsgs: 1, Expires: time.Minute} // answer those resume requests
 	case Dispatcher:
@@ -106,11 +109,9 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			api("CONSUMER.LIST."+job.Stream),      // the queue metrics
 			api("STREAM.MSG.GET."+job.Stream),     // the age of the oldest job, for the metrics
 			api("STREAM.MSG.DELETE."+job.Stream),  // withdraw a job its HTTP client abandoned
-			// Reading the node bucket: a KV watch (ordered push consumer,
-			// flow control) and gets.
-			api("CONSUMER.CREATE.KV_"+job.NodeBucket), api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"),
-			api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),
-			api("DIRECT.GET.KV_"+job.NodeBucket+".>"),
+			// Reading the node bucket: a KV watch is an ordered push consumer,
+			// replaced on a gap and deleted at the end, with flow control.
+			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),
 			"$JS.FC.>")
 		// Applying streams/: only streams of those names, never delete or purge.
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...)
