@@ -163,7 +163,7 @@ func Start(t testing.TB, o Options) *Fleet {
 	reg := prometheus.NewRegistry()
 	srv, err := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
 		MaxQueued: o.MaxQueued, MaxSilence: o.Silence,
-		Metrics:   reg, Gatherer: reg})
+		Metrics: reg, Gatherer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		}
 	}
 	w.mu.Lock()
-	canceled := w.canceled.has(t.requester+"."+t.id)
+	canceled := w.canceled.has(t.requester + "." + t.id)
 	w.mu.Unlock()
 	if canceled || w.batchCanceled(ctx, h) {
 		return t, result{kind: resCanceled}

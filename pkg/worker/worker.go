@@ -145,8 +145,8 @@ type Worker struct {
 	draining  bool
 	inventory ollama.Inventory
 	lastErr   string
-	running   map[string]*task     // in-flight jobs by ID
-	canceled  cancels              // jobs canceled by their requester before they ran here
+	running   map[string]*task // in-flight jobs by ID
+	canceled  cancels          // jobs canceled by their requester before they ran here
 	started   time.Time
 }
 
