@@ -34,10 +34,13 @@ const pendingTTL = 50 * time.Millisecond
 // pending returns how many interactive jobs wait for model, across the fleet.
 // The lock is held across the refresh, so concurrent requests neither fetch
 // twice nor overwrite each other's count of what they just queued.
-func (s *Server) pending(ctx context.Context, model string) (uint64, error) {
+// A cached count is refreshed when older than pendingTTL, or when fresh is
+// set: a request is refused only on the server's own count, since the cache
+// also counts jobs this dispatcher queued that a worker may have taken since.
+func (s *Server) pending(ctx context.Context, model string, fresh bool) (uint64, error) {
 	s.depth.mu.Lock()
 	defer s.depth.mu.Unlock()
-	if e, ok := s.depth.seen[model]; ok && time.Since(e.at) < pendingTTL {
+	if e, ok := s.depth.seen[model]; ok && !fresh && time.Since(e.at) < pendingTTL {
 		return e.n, nil
 	}
 	c, err := s.q.JetStream().Consumer(ctx, job.Stream, job.ConsumerName(model, job.Interactive))
@@ -81,10 +84,13 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, f format, model s
 		wait = min(d, s.opts.QueueWait)
 	}
 	deadline := time.Now().Add(wait)
-	for {
-		n, err := s.pending(r.Context(), model)
+	for fresh := false; ; fresh = true {
+		n, err := s.pending(r.Context(), model, fresh)
 		if err != nil || n < uint64(s.opts.MaxQueued) {
 			return true // Without a depth to go by, let JetStream take it.
+		}
+		if !fresh {
+			continue // Full by the cache: ask the server before refusing.
 		}
 		if time.Now().After(deadline) {
 			w.Header().Set("Retry-After", "1")
