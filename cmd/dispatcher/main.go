@@ -94,14 +94,9 @@ func run() error {
 // the dispatcher role bind its replies to their name, which becomes the
 // requester ID unless --id was given, and its inboxes to _INBOX_<name>.
 func useCreds(cfg *dispatcher.Config, path string, idGiven bool) error {
-	c, err := auth.ReadCreds(path)
+	c, err := cli.ReadCreds(path, "--nats-creds, --auth-dir")
 	if err != nil {
-		why := errors.Unwrap(err)
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			why = pe.Err
-		}
-		return cli.Explain(err, "cannot use the NATS credentials %s: %v (see --nats-creds, --auth-dir)", path, why)
+		return err
 	}
 	cfg.NATSOptions = append(cfg.NATSOptions, c.Options()...)
 	if c.InboxPrefix() == "" {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/ollama/ollama/envconfig"
 	"github.com/ollamamax/ollamamax/internal/cli"
-	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 )
 
@@ -86,14 +85,9 @@ func run() error {
 // which becomes the worker ID unless --id gives the same, and its inboxes
 // to _INBOX_<name>.
 func useCreds(cfg *worker.Config, path string) error {
-	c, err := auth.ReadCreds(path)
+	c, err := cli.ReadCreds(path, "--nats-creds")
 	if err != nil {
-		why := errors.Unwrap(err)
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			why = pe.Err
-		}
-		return cli.Explain(err, "cannot use the NATS credentials %s: %v (see --nats-creds)", path, why)
+		return err
 	}
 	cfg.NATSOptions = append(cfg.NATSOptions, c.Options()...)
 	switch {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lmittmann/tint"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 )
 
 // NewLogger returns a logger writing to w: coloured text when w is a terminal
@@ -161,4 +162,19 @@ func Exit(name string, err error) {
 	}
 	fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 	os.Exit(1)
+}
+
+// ReadCreds reads a NATS credentials file for a daemon, with an error that
+// says in one line what is wrong and which flags to look at.
+func ReadCreds(path, flags string) (*auth.Creds, error) {
+	c, err := auth.ReadCreds(path)
+	if err != nil {
+		why := errors.Unwrap(err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			why = pe.Err
+		}
+		return nil, Explain(err, "cannot use the NATS credentials %s: %v (see %s)", path, why, flags)
+	}
+	return c, nil
 }
