@@ -66,6 +66,10 @@ type Config struct {
 	// across restarts. Every client, the in-process ones too, then needs
 	// credentials.
 	AuthDir string
+	// TLS, if enabled, makes the client listener require TLS with this
+	// certificate (Broker.ReloadTLS reads it again), and with TLS.CA, client
+	// certificates. In-process connections need no TLS.
+	TLS TLSConfig
 	// Logger receives the server's log; nil discards it. The server's notices
 	// (its start-up banner) are logged at debug level.
 	Logger *slog.Logger
@@ -93,7 +97,7 @@ func (c Config) Validate() error {
 	if c.MaxPayload <= 0 {
 		return errors.New("broker: MaxPayload must be positive")
 	}
-	return nil
+	return c.TLS.Validate()
 }
 
 // IsLoopback reports whether addr (host:port) only accepts local connections.
@@ -124,6 +128,7 @@ func splitHostPort(addr string) (string, int, error) {
 // Broker is a running embedded server.
 type Broker struct {
 	s      *server.Server
+	tls    *tlsReloader // nil without TLS.
 	unlock func()
 	once   sync.Once
 }
@@ -154,6 +159,15 @@ func Start(cfg Config) (*Broker, error) {
 		host, port, _ := splitHostPort(cfg.Listen) // Validated above.
 		opts.Host, opts.Port = host, port
 	}
+	var reloader *tlsReloader
+	if cfg.TLS.Enabled() {
+		reloader, opts.TLSConfig, err = newTLSReloader(cfg.TLS)
+		if err != nil {
+			unlock()
+			return nil, err
+		}
+		opts.TLS, opts.TLSVerify = true, cfg.TLS.CA != ""
+	}
 	if cfg.AuthDir != "" {
 		if err := operatorMode(opts, cfg); err != nil {
 			unlock()
@@ -174,7 +188,7 @@ func Start(cfg Config) (*Broker, error) {
 	}
 	logs := &logAdapter{l: logger, starting: true}
 	s.SetLoggerV2(logs, false, false, false)
-	b := &Broker{s: s, unlock: unlock}
+	b := &Broker{s: s, tls: reloader, unlock: unlock}
 	// Start does not block: it returns once JetStream is up and the client
 	// listener is bound, or after either failed. nats-server reports such a
 	// failure only to its logger (Fatalf, which here does not exit) and
