@@ -56,6 +56,10 @@ func run() error {
 	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address, for workers on other machines, needs --auth-dir (or --insecure) [OLLAMAMAX_NATS_LISTEN]")
 	fs.StringVar(&cfg.Embedded.AuthDir, "auth-dir", "", "auth directory (ollamaq auth init): the embedded NATS server runs in operator mode and lets in only its credentials [OLLAMAMAX_AUTH_DIR]")
 	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir: anyone who reaches it can read every prompt and delete the queue [OLLAMAMAX_INSECURE]")
+	fs.StringVar(&cfg.Embedded.TLS.Cert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: its listener then requires TLS; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CERT]")
+	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
+	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
+	clientTLS := cli.ClientTLSFlags(fs)
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
@@ -85,8 +89,29 @@ func run() error {
 			return err
 		}
 	}
+	if cfg.NATSURL != "" {
+		cfg.Embedded.TLS = broker.TLSConfig{} // Only the embedded server uses it.
+		opts, err := clientTLS.Options()
+		if err != nil {
+			return err
+		}
+		cfg.NATSOptions = append(cfg.NATSOptions, opts...)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // A reload is pending already.
+			}
+		}
+	}()
+	cfg.Reload = reload
 	return explain(dispatcher.Run(ctx, cfg), cfg)
 }
 

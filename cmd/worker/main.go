@@ -44,6 +44,7 @@ func run() error {
 	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server or cluster [NATS_URL]")
 	creds := fs.String("nats-creds", "", "NATS credentials file, from 'ollamaq auth add ID --role worker'; its name is the worker ID [NATS_CREDS]")
+	clientTLS := cli.ClientTLSFlags(fs)
 	ollamaURL := fs.String("ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once [OLLAMA_NUM_PARALLEL]")
 	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: the credentials' name, else hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
@@ -68,6 +69,11 @@ func run() error {
 			return err
 		}
 	}
+	tlsOpts, err := clientTLS.Options()
+	if err != nil {
+		return err
+	}
+	cfg.NATSOptions = append(cfg.NATSOptions, tlsOpts...)
 	if cfg.ID == "" {
 		cfg.ID = defaultID(hostname, u)
 	}

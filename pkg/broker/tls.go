@@ -87,3 +87,11 @@ func (b *Broker) ReloadTLS() error {
 	}
 	return b.tls.reload()
 }
+
+// TLSFiles returns the TLS files the broker reads, zero without TLS.
+func (b *Broker) TLSFiles() TLSConfig {
+	if b.tls == nil {
+		return TLSConfig{}
+	}
+	return b.tls.files
+}

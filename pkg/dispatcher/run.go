@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -47,6 +48,12 @@ type Config struct {
 	// Insecure lets the embedded server listen beyond loopback without an
 	// auth directory. Without it, that is ErrOpenFleet.
 	Insecure bool
+	// Reload, if set, asks Run to read the embedded server's TLS certificate
+	// files again (Embedded.TLS) each time it receives: the dispatcher's
+	// main sends on SIGHUP. New NATS connections then get the new
+	// certificate; established ones are kept. A failed reload is logged and
+	// the server keeps the certificate it had.
+	Reload <-chan struct{}
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
 	// ID is this dispatcher's requester ID: its reply subjects are
@@ -122,7 +129,16 @@ func Run(ctx context.Context, cfg Config) error {
 				"listen", b.ClientURL())
 		}
 		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir,
-			"operator_mode", emb.AuthDir != "")
+			"operator_mode", emb.AuthDir != "", "tls", emb.TLS.Enabled(), "client_certificates", emb.TLS.CA != "")
+		if cfg.Reload != nil {
+			rctx, stopReload := context.WithCancel(ctx)
+			reloaded := make(chan struct{})
+			go func() {
+				defer close(reloaded)
+				reloadTLS(rctx, b, cfg.Reload, log)
+			}()
+			defer func() { stopReload(); <-reloaded }()
+		}
 		nc, err = b.Connect(append([]nats.Option{nats.Name("ollamamax-dispatcher")}, cfg.NATSOptions...)...)
 		if err != nil {
 			return err
@@ -197,4 +213,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log.Info("dispatcher stopped")
 	return viewErr
+}
+
+// reloadTLS reloads the certificate of b on each receive from reload until
+// ctx is done.
+func reloadTLS(ctx context.Context, b *broker.Broker, reload <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+		}
+		switch err := b.ReloadTLS(); {
+		case errors.Is(err, broker.ErrNoTLS):
+			log.Info("reload: the embedded NATS server has no TLS certificate to reload")
+		case err != nil:
+			log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
+		default:
+			log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
+		}
+	}
 }
