@@ -1,0 +1,95 @@
+package main
+
+import (
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/testcert"
+)
+
+// TestSIGHUPReloadsTLS runs the dispatcher with a TLS certificate, replaces
+// the files and sends SIGHUP: new connections get the new certificate, the
+// process and a connection made before keep running.
+func TestSIGHUPReloadsTLS(t *testing.T) {
+	bin := build(t)
+	ca := testcert.NewCA(t, "fleet")
+	dir := t.TempDir()
+	first := ca.Server(dir)
+	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(bin, "--listen", httpAddr, "--nats-listen", natsAddr, "--store-dir", filepath.Join(t.TempDir(), "js"),
+		"--nats-tls-cert", first.Cert)
+	cmd.Env = append(environ(), "OLLAMAMAX_NATS_TLS_KEY="+first.Key) // The key from the environment.
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	poll := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			select {
+			case err := <-exited:
+				t.Fatalf("dispatcher exited while waiting for %s: %v", what, err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s within 30s", what)
+			}
+			time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
+		}
+	}
+	poll("HTTP answer", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/")
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err == nil
+	})
+	url := "nats://" + natsAddr
+	serial := func(nc *nats.Conn) string {
+		t.Helper()
+		st, err := nc.TLSConnectionState()
+		if err != nil || len(st.PeerCertificates) == 0 {
+			t.Fatalf("TLS state: %v", err)
+		}
+		return st.PeerCertificates[0].SerialNumber.String()
+	}
+	old, err := nats.Connect(url, nats.RootCAs(ca.File))
+	if err != nil {
+		t.Fatalf("connect trusting the CA: %v", err)
+	}
+	defer old.Close()
+	if got, want := serial(old), first.Serial.String(); got != want {
+		t.Fatalf("serial %s, want %s", got, want)
+	}
+	if nc, err := nats.Connect(url); err == nil {
+		nc.Close()
+		t.Error("a client that does not trust the CA connected")
+	}
+
+	second := ca.Server(dir)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	poll("new certificate", func() bool {
+		nc, err := nats.Connect(url, nats.RootCAs(ca.File))
+		if err != nil {
+			t.Fatalf("connect after SIGHUP: %v", err)
+		}
+		defer nc.Close()
+		return serial(nc) == second.Serial.String()
+	})
+	if err := old.Flush(); err != nil || old.Reconnects != 0 {
+		t.Errorf("connection made before SIGHUP: flush %v, reconnects %d", err, old.Reconnects)
+	}
+}
