@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/testcert"
+	"github.com/ollamamax/ollamamax/pkg/broker"
 )
 
 // TestSIGHUPReloadsTLS runs the dispatcher with a TLS certificate, replaces
@@ -91,5 +94,77 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 	})
 	if err := old.Flush(); err != nil || old.Reconnects != 0 {
 		t.Errorf("connection made before SIGHUP: flush %v, reconnects %d", err, old.Reconnects)
+	}
+}
+
+// TestNATSURLWithTLS runs the dispatcher against a NATS server (--nats-url)
+// that requires TLS and client certificates: with --nats-ca, --nats-cert
+// and --nats-key it serves; without the CA it exits with status 1.
+func TestNATSURLWithTLS(t *testing.T) {
+	bin := build(t)
+	ca := testcert.NewCA(t, "fleet")
+	dir := t.TempDir()
+	srv, client := ca.Server(dir), ca.Client(dir)
+	cfg := broker.DefaultConfig(t.TempDir())
+	cfg.Listen = "127.0.0.1:-1"
+	cfg.TLS = broker.TLSConfig{Cert: srv.Cert, Key: srv.Key, CA: ca.File}
+	b, err := broker.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Shutdown)
+
+	tests := []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"CA and client certificate", []string{"--nats-ca", ca.File, "--nats-cert", client.Cert, "--nats-key", client.Key}, true},
+		{"without the CA", []string{"--nats-cert", client.Cert, "--nats-key", client.Key}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			httpAddr := freeAddr(t)
+			cmd := exec.CommandContext(ctx, bin, append([]string{"--listen", httpAddr, "--nats-url", b.ClientURL()}, tt.args...)...)
+			cmd.Env = environ()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			defer func() {
+				cancel()
+				<-exited
+			}()
+			if !tt.ok {
+				err := <-exited
+				exited <- err
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+					t.Errorf("exit %v, want status 1", err)
+				}
+				return
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				resp, err := http.Get("http://" + httpAddr + "/api/tags")
+				if err == nil {
+					_ = resp.Body.Close()
+					return
+				}
+				select {
+				case err := <-exited:
+					exited <- err
+					t.Fatalf("dispatcher exited: %v", err)
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("dispatcher did not answer within 20s")
+				}
+				time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
+			}
+		})
 	}
 }
