@@ -66,9 +66,10 @@ func NewCA(t testing.TB, name string) *CA {
 }
 
 // Server issues a server certificate for localhost and 127.0.0.1, written
-// into dir as server.pem and server-key.pem (replacing any there).
+// into dir as server.pem and server-key.pem (replacing any there). It is
+// good for client authentication too, as NATS routes need.
 func (ca *CA) Server(dir string) Pair {
-	return ca.issue(dir, "server", x509.ExtKeyUsageServerAuth)
+	return ca.issue(dir, "server", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 }
 
 // Client issues a client certificate, written into dir as client.pem and
@@ -77,7 +78,7 @@ func (ca *CA) Client(dir string) Pair {
 	return ca.issue(dir, "client", x509.ExtKeyUsageClientAuth)
 }
 
-func (ca *CA) issue(dir, name string, usage x509.ExtKeyUsage) Pair {
+func (ca *CA) issue(dir, name string, usage ...x509.ExtKeyUsage) Pair {
 	t := ca.t
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -91,7 +92,7 @@ func (ca *CA) issue(dir, name string, usage x509.ExtKeyUsage) Pair {
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  usage,
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}
