@@ -31,11 +31,14 @@ With no --nats-url, it starts an embedded NATS server with JetStream on
 workers on other machines in, give it an auth directory (ollamaq auth init):
 the server then runs in operator mode and lets in only credentials issued
 from it, each with its role's permissions (docs/security.md). Without one it
-refuses a non-loopback --nats-listen unless --insecure.
+refuses a non-loopback --nats-listen unless --insecure. With --nats-tls-cert
+and --nats-tls-key its listener requires TLS; SIGHUP reads the certificate
+files again, for rotation without a restart.
 
 Examples:
   dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
   ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
+  dispatcher --auth-dir DIR --nats-listen 0.0.0.0:4222 --nats-tls-cert server.pem --nats-tls-key server-key.pem   # TLS; kill -HUP reloads them
   dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
 

@@ -29,6 +29,7 @@ Examples:
   worker                                          # Ollama at $OLLAMA_HOST, NATS at 127.0.0.1:4222
   worker --nats-url nats://gateway:4222 --ollama http://127.0.0.1:11434 --slots 4
   worker --nats-url nats://gateway:4222 --nats-creds gpu7.creds   # from: ollamaq auth add gpu7 --role worker
+  worker --nats-url tls://gateway:4222 --nats-creds gpu7.creds --nats-ca ca.pem   # a server with TLS
 
 Flags (each also read from the environment variable in brackets):
 `
