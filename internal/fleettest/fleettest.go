@@ -5,6 +5,7 @@ package fleettest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -21,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -42,7 +46,22 @@ type Options struct {
 	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
 	Heartbeat time.Duration    // workers' inventory and node-record refresh; default 500ms
 	Silence   time.Duration    // dispatcher bound on a started answer's silence; default its own
+	// Auth runs the broker in operator mode on a fresh auth directory
+	// (pkg/auth) and connects everything with role credentials: the
+	// dispatcher as auth.DispatcherUser (its requester ID), worker i as the
+	// worker user w<i> (its ID), NC as an admin. A permission violation on
+	// any of the fleet's own connections fails the test.
+	Auth bool
 }
+
+// AuthModes are the two modes suites run in: a subtest each.
+var AuthModes = []struct {
+	Name string
+	Auth bool
+}{{"auth off", false}, {"auth on", true}}
+
+// AdminUser is the admin user NC connects as when Options.Auth is set.
+const AdminUser = "fleet-admin"
 
 // Fleet is a running deployment. Everything stops when the test ends.
 type Fleet struct {
@@ -59,6 +78,9 @@ type Fleet struct {
 	WorkerMetricsURLs []string
 
 	opts    Options
+	auth    *auth.Dir // nil without Options.Auth
+	vmu     sync.Mutex
+	viol    []string // permission violations on the fleet's connections
 	regs    []*atomic.Pointer[prometheus.Registry]
 	down    []*atomic.Bool
 	mu      sync.Mutex
@@ -105,18 +127,51 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 500 * time.Millisecond
 	}
-	f := &Fleet{t: t, opts: o, Broker: natstest.Start(t)}
-	f.NC = natstest.Connect(t, f.Broker)
-	js, err := jetstream.New(f.NC)
+	f := &Fleet{t: t, opts: o}
+	requester := "dtest"
+	var dnc *nats.Conn // the dispatcher's connection
+	if o.Auth {
+		// Registered first, so it runs last: after every connection closed.
+		t.Cleanup(f.checkViolations)
+		var err error
+		if f.auth, err = auth.Init(filepath.Join(t.TempDir(), "auth")); err != nil {
+			t.Fatalf("auth init: %v", err)
+		}
+		cfg := broker.DefaultConfig(t.TempDir())
+		cfg.Listen = "127.0.0.1:-1"
+		cfg.AuthDir = f.auth.Path()
+		f.Broker = natstest.StartWith(t, cfg)
+		f.NC = f.connect(f.issue(AdminUser, auth.Admin))
+		dnc = f.connect(auth.DispatcherUser)
+		requester = auth.DispatcherUser
+	} else {
+		f.Broker = natstest.Start(t)
+		f.NC = natstest.Connect(t, f.Broker)
+		dnc = f.NC
+	}
+	// The dispatcher applies streams/, as in a deployment: workers with
+	// worker credentials may not.
+	djs, err := jetstream.New(dnc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Queue, err = queue.Setup(t.Context(), js, queue.Options{AckWait: o.AckWait})
+	dq, err := queue.Setup(t.Context(), djs, queue.Options{AckWait: o.AckWait})
 	if err != nil {
 		t.Fatal(err)
+	}
+	f.Queue = dq
+	if o.Auth {
+		// The test's own handle, as the admin: it inspects the streams.
+		js, err := jetstream.New(f.NC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Queue, err = queue.Setup(t.Context(), js, queue.Options{AckWait: o.AckWait}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	view, err := fleet.Watch(ctx, f.Queue.Nodes())
+	view, err := fleet.Watch(ctx, dq.Nodes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,13 +210,13 @@ func Start(t testing.TB, o Options) *Fleet {
 		f.StartWorker(i)
 	}
 
-	req, err := queue.NewRequester(f.NC, f.Queue, "dtest")
+	req, err := queue.NewRequester(dnc, dq, requester)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
-	srv, err := dispatcher.NewServer(f.Queue, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
+	srv, err := dispatcher.NewServer(dq, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
 		MaxQueued: o.MaxQueued, MaxSilence: o.Silence,
 		Metrics: reg, Gatherer: reg})
 	if err != nil {
@@ -178,7 +233,17 @@ func Start(t testing.TB, o Options) *Fleet {
 // StartWorker starts worker i (again) in front of simulator i, on its own connection.
 func (f *Fleet) StartWorker(i int) {
 	f.t.Helper()
-	nc, err := f.Broker.Connect()
+	id := fmt.Sprintf("w%d", i)
+	var nc *nats.Conn
+	var err error
+	if f.auth != nil {
+		if _, uerr := f.auth.User(id); uerr != nil { // A restarted worker keeps its credentials.
+			f.issue(id, auth.Worker)
+		}
+		nc, err = f.Broker.Connect(f.options(id)...)
+	} else {
+		nc, err = f.Broker.Connect()
+	}
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -192,7 +257,7 @@ func (f *Fleet) StartWorker(i int) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	cfg := worker.DefaultConfig(fmt.Sprintf("w%d", i), f.SimURLs[i])
+	cfg := worker.DefaultConfig(id, f.SimURLs[i])
 	cfg.Slots = f.opts.Slots
 	cfg.Heartbeat = f.opts.Heartbeat
 	cfg.Poll = 200 * time.Millisecond
@@ -222,6 +287,73 @@ func (f *Fleet) StartWorker(i int) {
 	f.workers[i] = rw
 	f.mu.Unlock()
 	f.t.Cleanup(func() { f.StopWorker(i) })
+}
+
+// issue gives user name credentials of role r in the fleet's auth directory.
+func (f *Fleet) issue(name string, r auth.Role) string {
+	f.t.Helper()
+	if _, _, err := f.auth.AddUser(name, auth.UserOptions{Role: r, CredsFile: f.auth.CredsPath(name)}); err != nil {
+		f.t.Fatalf("auth add %s --role %s: %v", name, r, err)
+	}
+	return name
+}
+
+// options are the nats options of user name's credentials, as the commands
+// use them (cli.ReadCreds), with a handler that records the permission
+// violations the server reports to the connection.
+func (f *Fleet) options(name string) []nats.Option {
+	f.t.Helper()
+	c, err := auth.ReadCreds(f.auth.CredsPath(name))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return append(c.Options(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			f.vmu.Lock()
+			defer f.vmu.Unlock()
+			f.viol = append(f.viol, name+": "+err.Error())
+		}
+	}))
+}
+
+// connect opens an in-process connection as user name, closed when the test ends.
+func (f *Fleet) connect(name string) *nats.Conn {
+	f.t.Helper()
+	nc, err := f.Broker.Connect(f.options(name)...)
+	if err != nil {
+		f.t.Fatalf("connect as %s: %v", name, err)
+	}
+	f.t.Cleanup(nc.Close)
+	return nc
+}
+
+func (f *Fleet) checkViolations() {
+	f.vmu.Lock()
+	defer f.vmu.Unlock()
+	if len(f.viol) > 0 {
+		f.t.Errorf("permission violations on the fleet's connections:\n%s", strings.Join(f.viol, "\n"))
+	}
+}
+
+// ClientConn returns a connection as a new user name of role client (its
+// requester token is name), closed when the test ends; it requires
+// Options.Auth. Its permission violations fail the test too: a test that
+// expects one should connect on its own, from CredsPath.
+func (f *Fleet) ClientConn(name string) *nats.Conn {
+	f.t.Helper()
+	if f.auth == nil {
+		f.t.Fatal("fleettest: ClientConn needs Options.Auth")
+	}
+	return f.connect(f.issue(name, auth.Client))
+}
+
+// CredsPath is the credentials file of user name of the fleet's auth
+// directory ("" without Options.Auth).
+func (f *Fleet) CredsPath(name string) string {
+	if f.auth == nil {
+		return ""
+	}
+	return f.auth.CredsPath(name)
 }
 
 // StopWorker stops worker i gracefully and waits for it. It is idempotent.

@@ -19,8 +19,9 @@ const (
 
 // startFleet starts two workers with two slots each, in front of simulators
 // serving a chat model and an embedding model, and waits until the
-// dispatcher lists both models.
-func startFleet(t *testing.T) *fleettest.Fleet {
+// dispatcher lists both models; with auth, in operator mode with role
+// credentials (fleettest.Options.Auth).
+func startFleet(t *testing.T, auth bool) *fleettest.Fleet {
 	t.Helper()
 	sim := ollamasim.DefaultConfig()
 	sim.Models = []ollamasim.Model{
@@ -29,7 +30,7 @@ func startFleet(t *testing.T) *fleettest.Fleet {
 	}
 	sim.TokensPerSecond = 2000 // Paced, so streams arrive in several reads, but quickly.
 	sim.TimeToFirstToken = -1
-	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 2, Sim: sim})
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 2, Sim: sim, Auth: auth})
 	f.WaitFor("both models to be listed", func() bool { return len(f.View.Models()) == 2 })
 	return f
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ollamamax/ollamamax/internal/fleettest"
 )
 
 // TestJSClients runs the node tests in e2e/ (ollama-js and openai-node)
@@ -26,7 +28,14 @@ func TestJSClients(t *testing.T) {
 		skipOutsideCI(t, "e2e/node_modules is missing: run `npm ci --prefix e2e` to install the JavaScript clients")
 	}
 
-	f := startFleet(t)
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { runJS(t, node, dir, m.Auth) })
+	}
+}
+
+// runJS runs node --test in dir against a fleet.
+func runJS(t *testing.T, node, dir string, auth bool) {
+	f := startFleet(t, auth)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	// No file arguments: node then runs e2e's *.test.mjs files, and its
@@ -43,7 +52,7 @@ func TestJSClients(t *testing.T) {
 	cmd.Stderr = &out
 	cmd.WaitDelay = 5 * time.Second // The runner's per-file children may outlive it on a timeout.
 	start := time.Now()
-	err = cmd.Run()
+	err := cmd.Run()
 	if ctx.Err() != nil {
 		t.Fatalf("node --test in e2e/ did not finish within 2 minutes:\n%s", out.Bytes())
 	}

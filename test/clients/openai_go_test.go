@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -71,7 +72,13 @@ func newOpenAI(base string, opts ...option.RequestOption) openai.Client {
 }
 
 func TestOpenAIGoSDK(t *testing.T) {
-	f := startFleet(t)
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { testOpenAIGoSDK(t, m.Auth) })
+	}
+}
+
+func testOpenAIGoSDK(t *testing.T, auth bool) {
+	f := startFleet(t, auth)
 	rec := &recorder{}
 	via := newOpenAI(f.URL, option.WithHTTPClient(&http.Client{Transport: rec}))
 	direct := newOpenAI(f.SimURLs[0].String()) // The same simulator and seed: the reference answer.

@@ -121,7 +121,15 @@ type tc struct {
 	wantBody   string
 }
 
+// TestConformance runs with NATS authentication off and on: only NATS is
+// authenticated, so the HTTP answers must be the same.
 func TestConformance(t *testing.T) {
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { testConformance(t, m.Auth) })
+	}
+}
+
+func testConformance(t *testing.T, auth bool) {
 	sim := ollamasim.DefaultConfig()
 	sim.TokensPerSecond = -1 // No pacing: the comparison is about bytes, not time.
 	sim.TimeToFirstToken = -1
@@ -130,7 +138,7 @@ func TestConformance(t *testing.T) {
 		{Name: "qwen3:8b", Capabilities: []string{"completion", "tools", "thinking"}},
 		{Name: "nomic-embed-text:latest", Capabilities: []string{"embedding"}},
 	}
-	f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: 4, Sim: sim})
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: 4, Sim: sim, Auth: auth})
 	dispatcher, ollama := f.URL, f.SimURLs[0].String()
 	f.WaitFor("the models to be listed", func() bool { return len(f.View.Models()) == 3 })
 

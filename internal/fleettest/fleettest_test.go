@@ -1,0 +1,81 @@
+package fleettest_test
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// TestAuthFleet runs a fleet in operator mode: a generate through the HTTP
+// dispatcher, a worker restarted on its credentials, and a NATS-native
+// client on a client's, with no permission violation on any connection
+// (the fleet fails the test at cleanup if there is one).
+func TestAuthFleet(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Auth: true})
+	generate := func() {
+		t.Helper()
+		resp, err := http.Post(f.URL+"/api/generate", "application/json", strings.NewReader(`{"model":"llama3.2","prompt":"hi"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"done":true`) {
+			t.Fatalf("generate: %d %v\n%s", resp.StatusCode, err, b)
+		}
+	}
+	generate()
+
+	f.StopWorker(0)
+	f.StartWorker(0)
+	f.WaitFor("worker 0 back in the node bucket", func() bool { return f.Node(0) != nil })
+	generate()
+
+	if got, want := f.CredsPath("w1") != "", true; got != want {
+		t.Errorf("CredsPath(w1) set: %v, want %v", got, want)
+	}
+	nc := f.ClientConn("alice")
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := queue.NewRequester(nc, q, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = req.Close() }()
+	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"hi"}`), Wait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got := ""
+	err = st.Follow(t.Context(), 30*time.Second, 0, func(r job.Reply) bool {
+		switch r.Kind {
+		case job.KindDone, job.KindError:
+			got = string(r.Kind)
+			return false
+		}
+		return true
+	})
+	if want := string(job.KindDone); err != nil || got != want {
+		t.Errorf("native job: %q, %v; want %q", got, err, want)
+	}
+
+	// The test's own connection is an admin's: it inspects the streams.
+	if _, err := f.Queue.JetStream().Stream(t.Context(), job.Stream); err != nil {
+		t.Errorf("admin stream info: %v", err)
+	}
+}
