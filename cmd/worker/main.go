@@ -15,6 +15,7 @@ import (
 
 	"github.com/ollama/ollama/envconfig"
 	"github.com/ollamamax/ollamamax/internal/cli"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 )
 
@@ -90,13 +91,15 @@ func run() error {
 // useCreds connects with the credentials file path. Credentials issued for
 // the worker role bind its node record and node commands to their name,
 // which becomes the worker ID unless --id gives the same, and its inboxes
-// to _INBOX_<name>.
+// to _INBOX_<name>; they may not create or update streams, so the worker
+// waits for a dispatcher to apply streams/ (queue.Options.BindOnly).
 func useCreds(cfg *worker.Config, path string) error {
 	c, err := cli.ReadCreds(path, "--nats-creds")
 	if err != nil {
 		return err
 	}
 	cfg.NATSOptions = append(cfg.NATSOptions, c.Options()...)
+	cfg.Queue.BindOnly = c.Role == auth.Worker
 	switch {
 	case c.InboxPrefix() == "":
 		// Not bound to a name: any ID.

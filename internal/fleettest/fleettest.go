@@ -253,7 +253,9 @@ func (f *Fleet) StartWorker(i int) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait})
+	// With worker credentials it may not manage streams: it binds them, as
+	// cmd/worker does with such credentials.
+	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait, BindOnly: f.auth != nil})
 	if err != nil {
 		f.t.Fatal(err)
 	}

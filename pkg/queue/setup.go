@@ -26,7 +26,16 @@ type Options struct {
 	// their updates fight. There is deliberately no consumer BackOff: it would
 	// also stretch the delays of the workers' NakWithDelay retries.
 	AckWait time.Duration
+	// BindOnly makes Setup create and update no stream: it waits, polling,
+	// until each exists and matches its definition, or ctx ends. For a
+	// process whose credentials may not manage streams (a worker with
+	// worker credentials, docs/security.md): it can start before the
+	// dispatcher applied streams/, without a permission violation.
+	BindOnly bool
 }
+
+// bindPoll is how often Setup with BindOnly looks for the streams again.
+const bindPoll = 100 * time.Millisecond
 
 // Queue is a handle on the applied definitions. It is safe for concurrent use.
 type Queue struct {
@@ -59,7 +68,11 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 		} else {
 			cfg.Replicas = 0 // Keep what the deployment chose; see ensureStream.
 		}
-		if err := applyStream(ctx, js, cfg); err != nil {
+		apply := applyStream
+		if o.BindOnly {
+			apply = awaitStream
+		}
+		if err := apply(ctx, js, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -141,6 +154,39 @@ func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 		}
 	}
 }
+
+// awaitStream waits until the stream of cfg exists and covers cfg, changing
+// nothing.
+func awaitStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(attempt, cfg.Name)
+		cancel()
+		if err == nil {
+			if cfg.Replicas == 0 {
+				cfg.Replicas = s.CachedInfo().Config.Replicas
+			}
+			same, cerr := covers(s.CachedInfo().Config, cfg)
+			if cerr != nil {
+				return fmt.Errorf("await stream %s: %w", cfg.Name, cerr)
+			}
+			if same {
+				return nil
+			}
+			err = fmt.Errorf("%w: its configuration differs from streams/", errStreamDiffers)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("await stream %s (a dispatcher applies streams/): %w", cfg.Name, errors.Join(ctx.Err(), err))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(bindPoll):
+		}
+	}
+}
+
+// errStreamDiffers is why awaitStream still waits for a stream that exists.
+var errStreamDiffers = errors.New("stream differs")
 
 // ensureStream applies one definition. Replicas 0 means: keep an existing
 // stream's (a worker need not know the cluster size), else 1.
