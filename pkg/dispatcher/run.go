@@ -156,6 +156,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// A restarted nats-server lost the node bucket (memory), which workers
+	// with worker credentials may not create.
+	queue.ReapplyOnReconnect(ctx, nc, cfg.Queue, func(err error) { log.Warn("nats reconnected", "err", err) })
 	view, err := fleet.Watch(ctx, q.Nodes())
 	if err != nil {
 		return err

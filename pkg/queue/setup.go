@@ -325,3 +325,28 @@ func (q *Queue) HasConsumer(ctx context.Context, model string) (bool, error) {
 	}
 	return false, fmt.Errorf("look up consumer for %s: %w", model, err)
 }
+
+// ReapplyOnReconnect makes the process that applies streams/ (the
+// dispatcher) apply them again in the background each time nc reconnects,
+// until ctx ends: a restarted nats-server has lost the node bucket, which
+// is kept in memory (streams/kv_nodes.json), and workers with worker
+// credentials may not create it (Options.BindOnly). onErr, if not nil,
+// gets a failed re-apply. It keeps nc's reconnect handler, calling it first.
+func ReapplyOnReconnect(ctx context.Context, nc *nats.Conn, o Options, onErr func(error)) {
+	prev := nc.Opts.ReconnectedCB
+	nc.SetReconnectHandler(func(nc *nats.Conn) {
+		if prev != nil {
+			prev(nc)
+		}
+		go func() {
+			if ctx.Err() != nil {
+				return
+			}
+			actx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if _, err := SetupConn(actx, nc, o); err != nil && onErr != nil && ctx.Err() == nil {
+				onErr(fmt.Errorf("re-apply streams/ after reconnect: %w", err))
+			}
+		}()
+	})
+}
