@@ -4,12 +4,15 @@
 // (and starts it again), restarts the nats-server once, and checks that every
 // job ends exactly once at its requester, complete or with an explicit error,
 // and that every completed answer, migrated or not, is byte-identical to an
-// uninterrupted run.
+// uninterrupted run. It runs twice: with NATS authentication off, and on
+// (operator mode, every process on credentials of its role).
 package chaos_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -33,6 +36,7 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -72,23 +76,50 @@ type chaos struct {
 	procs   []*exec.Cmd
 	gen     int
 	kills   atomic.Int64
+	auth    *auth.Dir // nil with auth off
+
+	vmu  sync.Mutex
+	viol []string // permission violations on the test's requesters' connections
 }
 
+// TestChaos runs the chaos scenario with NATS authentication off and on.
+// With auth on the server runs in operator mode from an auth directory of
+// pkg/auth, its resolver under the store directory so that it survives the
+// restart; the dispatcher connects with its dispatcher credentials, the
+// NATS-native client with a client's, and each worker process with worker
+// credentials of its own ID (--nats-creds). Any permission violation, on
+// those connections or in a worker's log, fails the test.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
-		t.Skip("chaos test: builds the worker and runs for about a minute")
+		t.Skip("chaos test: builds the worker and runs for about a minute per mode")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-	defer cancel()
-	c := &chaos{t: t, dir: t.TempDir()}
-	c.bin = filepath.Join(c.dir, "worker")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", c.bin, "github.com/ollamamax/ollamamax/cmd/worker").CombinedOutput(); err != nil {
+	bin := filepath.Join(t.TempDir(), "worker")
+	if out, err := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "github.com/ollamamax/ollamamax/cmd/worker").CombinedOutput(); err != nil {
 		t.Fatalf("build worker: %v\n%s", err, out)
 	}
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { runChaos(t, bin, m.Auth) })
+	}
+}
+
+func runChaos(t *testing.T, bin string, withAuth bool) {
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	c := &chaos{t: t, dir: t.TempDir(), bin: bin}
 
 	// The nats-server, on a fixed port and file store so it can restart.
 	bcfg := broker.DefaultConfig(filepath.Join(c.dir, "js"))
 	bcfg.Listen = "127.0.0.1:" + freePort(t)
+	dispatcherID, nativeID := "chaosd", "chaosn"
+	if withAuth {
+		var err error
+		if c.auth, err = auth.Init(filepath.Join(c.dir, "auth")); err != nil {
+			t.Fatal(err)
+		}
+		bcfg.AuthDir = c.auth.Path()
+		dispatcherID = auth.DispatcherUser
+		c.issue(nativeID, auth.Client)
+	}
 	b, err := broker.Start(bcfg)
 	if err != nil {
 		t.Fatal(err)
@@ -119,16 +150,20 @@ func TestChaos(t *testing.T) {
 
 	// The requesters: an HTTP dispatcher and a NATS-native client, each on
 	// its own reconnecting TCP connection.
-	connect := func(name string) *nats.Conn {
-		nc, err := nats.Connect(c.natsURL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-			nats.ReconnectBufSize(64<<20))
+	connect := func(name, user string) *nats.Conn {
+		opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond),
+			nats.ReconnectBufSize(64 << 20)}
+		if c.auth != nil {
+			opts = append(opts, c.options(user)...)
+		}
+		nc, err := nats.Connect(c.natsURL, opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(nc.Close)
 		return nc
 	}
-	dnc := connect("chaos-dispatcher")
+	dnc := connect("chaos-dispatcher", dispatcherID)
 	js, err := jetstream.New(dnc)
 	if err != nil {
 		t.Fatal(err)
@@ -137,12 +172,14 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As dispatcher.Run does: the restarted server lost the node bucket.
+	queue.ReapplyOnReconnect(ctx, dnc, queue.Options{AckWait: time.Second}, func(err error) { t.Logf("chaos: %v", err) })
 	view, err := fleet.Watch(ctx, q.Nodes())
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = view.Run(ctx) }()
-	dreq, err := queue.NewRequester(dnc, q, "chaosd")
+	dreq, err := queue.NewRequester(dnc, q, dispatcherID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +191,7 @@ func TestChaos(t *testing.T) {
 	}
 	hs := httptest.NewServer(shim)
 	defer hs.Close()
-	nnc := connect("chaos-native")
+	nnc := connect("chaos-native", nativeID)
 	njs, err := jetstream.New(nnc)
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +200,7 @@ func TestChaos(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nreq, err := queue.NewRequester(nnc, nq, "chaosn")
+	nreq, err := queue.NewRequester(nnc, nq, nativeID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,6 +328,62 @@ func TestChaos(t *testing.T) {
 	if migrated+int(resumed) == 0 {
 		t.Errorf("no job was continued after a kill: mid-stream migration was not exercised")
 	}
+	if withAuth {
+		c.stopAll()
+		for _, v := range c.violations() {
+			t.Errorf("permission violation: %s", v)
+		}
+	}
+}
+
+// issue gives user name credentials of role r.
+func (c *chaos) issue(name string, r auth.Role) string {
+	path := c.auth.CredsPath(name)
+	if _, _, err := c.auth.AddUser(name, auth.UserOptions{Role: r, CredsFile: path}); err != nil {
+		c.t.Fatalf("auth add %s --role %s: %v", name, r, err)
+	}
+	return path
+}
+
+// options are the nats options of user name's credentials, recording the
+// permission violations the server reports to the connection.
+func (c *chaos) options(name string) []nats.Option {
+	cr, err := auth.ReadCreds(c.auth.CredsPath(name))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return append(cr.Options(), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			c.vmu.Lock()
+			defer c.vmu.Unlock()
+			c.viol = append(c.viol, name+": "+err.Error())
+		}
+	}))
+}
+
+// violations are those of the requesters' connections and the lines of the
+// workers' logs that report one (nats.go's default error handler, or the
+// worker's own log of a refused request).
+func (c *chaos) violations() []string {
+	c.vmu.Lock()
+	out := append([]string(nil), c.viol...)
+	c.vmu.Unlock()
+	logs, err := filepath.Glob(filepath.Join(c.dir, "worker-*.log"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for line := range bytes.Lines(b) {
+			if bytes.Contains(bytes.ToLower(line), []byte("permissions violation")) {
+				out = append(out, filepath.Base(l)+": "+string(bytes.TrimSpace(line)))
+			}
+		}
+	}
+	return out
 }
 
 func runHTTP(ctx context.Context, c *api.Client, o *outcome) {
@@ -394,9 +487,15 @@ func (c *chaos) start(i int) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(c.bin, "--nats-url", c.natsURL, "--ollama", c.sims[i], "--slots", fmt.Sprint(slots),
-		"--id", fmt.Sprintf("chaos-w%d-%d", i, c.gen), "--ack-wait", "1s", "--heartbeat", "500ms", "--grace", "1s",
-		"--listen", "", "--log-format", "json", "--log-level", "info")
+	id := fmt.Sprintf("chaos-w%d-%d", i, c.gen)
+	var creds []string
+	if c.auth != nil {
+		// Each process its own ID, as before: credentials of that name.
+		creds = []string{"--nats-creds", c.issue(id, auth.Worker)}
+	}
+	cmd := exec.Command(c.bin, append(creds, "--nats-url", c.natsURL, "--ollama", c.sims[i], "--slots", fmt.Sprint(slots),
+		"--id", id, "--ack-wait", "1s", "--heartbeat", "500ms", "--grace", "1s",
+		"--listen", "", "--log-format", "json", "--log-level", "info")...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -420,13 +519,15 @@ func (c *chaos) kill(i int) {
 	c.start(i)
 }
 
+// stopAll SIGKILLs every worker. It is idempotent.
 func (c *chaos) stopAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, p := range c.procs {
+	for i, p := range c.procs {
 		if p != nil {
 			_ = p.Process.Signal(syscall.SIGKILL) // End of test.
 			_ = p.Wait()
+			c.procs[i] = nil
 		}
 	}
 }
