@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -84,12 +85,20 @@ type dispatcherProc struct {
 	natsURL string
 	nc      *nats.Conn
 	q       *queue.Queue
+	sec     *natsSecurity // nil: no auth, no TLS
 }
 
 // startDispatcher starts a dispatcher with an embedded NATS server on fresh
 // loopback ports and a fresh store, and connects the driver to it. extra are
 // more flags (e.g. --ack-wait).
 func (l *lab) startDispatcher(ctx context.Context, name string, extra ...string) (*dispatcherProc, error) {
+	return l.startSecureDispatcher(ctx, name, nil, extra...)
+}
+
+// startSecureDispatcher is startDispatcher with the embedded NATS server in
+// operator mode on sec's auth directory and behind TLS with sec's server
+// certificate, the driver connected as an admin; a nil sec is startDispatcher.
+func (l *lab) startSecureDispatcher(ctx context.Context, name string, sec *natsSecurity, extra ...string) (*dispatcherProc, error) {
 	var lastErr error
 	for range startAttempts {
 		httpAddr, err := freeAddr()
@@ -100,13 +109,20 @@ func (l *lab) startDispatcher(ctx context.Context, name string, extra ...string)
 		if err != nil {
 			return nil, err
 		}
-		args := append([]string{"--listen", httpAddr, "--nats-listen", natsAddr, "--store-dir", l.path(name + "-jetstream"),
-			"--id", "bench" + strings.ReplaceAll(name, "-", ""), "--log-format", "json"}, extra...)
-		p, err := l.start(name, l.bins["dispatcher"], args...)
+		args := []string{"--listen", httpAddr, "--nats-listen", natsAddr, "--store-dir", l.path(name + "-jetstream"), "--log-format", "json"}
+		scheme := "nats://"
+		if sec == nil {
+			args = append(args, "--id", "bench"+strings.ReplaceAll(name, "-", ""))
+		} else {
+			// The requester ID is the name in the dispatcher's credentials.
+			args = append(args, "--auth-dir", sec.dir.Path(), "--nats-tls-cert", sec.cert, "--nats-tls-key", sec.key)
+			scheme = "tls://"
+		}
+		p, err := l.start(name, l.bins["dispatcher"], append(args, extra...)...)
 		if err != nil {
 			return nil, err
 		}
-		d := &dispatcherProc{proc: p, url: "http://" + httpAddr, natsURL: "nats://" + natsAddr}
+		d := &dispatcherProc{proc: p, url: "http://" + httpAddr, natsURL: scheme + natsAddr, sec: sec}
 		lastErr = waitUntil(ctx, p, readyTimeout, name+" to answer", func() bool { return httpOK(ctx, d.url+"/") })
 		if lastErr == nil {
 			lastErr = d.connect(ctx)
@@ -125,7 +141,15 @@ func (l *lab) startDispatcher(ctx context.Context, name string, extra ...string)
 
 // connect opens the driver's NATS connection and binds the queue.
 func (d *dispatcherProc) connect(ctx context.Context) error {
-	nc, err := nats.Connect(d.natsURL, nats.Name("ollamamax-bench"), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.Name("ollamamax-bench"), nats.MaxReconnects(-1)}
+	if d.sec != nil {
+		more, err := d.sec.options(benchAdmin, auth.Admin)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, more...)
+	}
+	nc, err := nats.Connect(d.natsURL, opts...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", d.natsURL, err)
 	}
