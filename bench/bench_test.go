@@ -92,7 +92,8 @@ func TestShortMode(t *testing.T) {
 
 	f := rep.figures
 	for name, missing := range map[string]bool{"overhead": f.Overhead == nil, "throughput": f.Throughput == nil,
-		"relay": f.Relay == nil, "scheduling": f.Scheduling == nil, "failover": f.Failover == nil, "memory": f.Memory == nil} {
+		"relay": f.Relay == nil, "scheduling": f.Scheduling == nil, "failover": f.Failover == nil, "memory": f.Memory == nil,
+		"security": f.Security == nil} {
 		if missing {
 			t.Errorf("scenario %s left no figures for the README's summary", name)
 		}

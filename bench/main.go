@@ -68,6 +68,7 @@ var scenarios = []scenario{
 	{"scheduling", "Scheduling on a mixed fleet: OllamaMax vs. nginx", runScheduling},
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
+	{"security", "Auth and TLS: the cost of NATS operator mode and TLS", runSecurity},
 }
 
 func main() {

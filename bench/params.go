@@ -51,6 +51,10 @@ type params struct {
 	memWorkerSlots int
 	memTPS         float64
 	memTokens      int
+
+	// Security: auth and TLS off and on; the throughput sizes, and this
+	// many one-stream requests per round for the time to first token.
+	secTTFT int
 }
 
 // simSpec is one simulated Ollama of the mixed fleet.
@@ -108,6 +112,8 @@ func fullParams() params {
 		memWorkerSlots: 250,
 		memTPS:         5,
 		memTokens:      60,
+
+		secTTFT: 200,
 	}
 }
 
@@ -152,5 +158,7 @@ func shortParams() params {
 		memWorkerSlots: 20,
 		memTPS:         10,
 		memTokens:      40,
+
+		secTTFT: 10,
 	}
 }

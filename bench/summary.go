@@ -19,6 +19,20 @@ type figures struct {
 	Scheduling *schedulingFigures `json:"scheduling,omitempty"`
 	Failover   *failoverFigures   `json:"failover,omitempty"`
 	Memory     *memoryFigures     `json:"memory,omitempty"`
+	Security   *securityFigures   `json:"security,omitempty"`
+}
+
+// securityFigures: the same deployment with auth and TLS off and on. The
+// README's summary does not show them.
+type securityFigures struct {
+	Off securityLevel `json:"off"`
+	On  securityLevel `json:"on"`
+}
+
+type securityLevel struct {
+	HTTP float64 `json:"http_jobs_per_s"`
+	NATS float64 `json:"nats_jobs_per_s"`
+	TTFT orInf   `json:"ttft_p50_s"` // one stream
 }
 
 // overheadFigures: the median time to first token at each level.
