@@ -288,6 +288,25 @@ func TestJobWithSomeoneElsesReplyIsRefused(t *testing.T) {
 		t.Fatalf("the worker published into alice's replies: %v %s", m.Header, m.Data)
 	}
 
+	// Nor into a batch's stored results, which belong to the requester "batch".
+	results, err := nc.SubscribeSync("ollamaq.reply.batch.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := publish("ollamaq.jobs.llama3_2e2_3alatest.batch.mallory", "forged-2", "ollamaq.reply.batch.b1.job-3"); err != nil {
+		t.Fatal(err)
+	}
+	dead, err = dlq.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatalf("no dead letter for the forged batch job: %v", err)
+	}
+	if why := dead.Header.Get("Ollamaq-Dlq-Reason"); !strings.Contains(why, `belongs to requester "batch"`) {
+		t.Errorf("dead letter reason %q", why)
+	}
+	if m, err := results.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("the worker published into batch results: %v %s", m.Header, m.Data)
+	}
+
 	// The layout without a requester token is refused at the door: no
 	// stream takes such a subject, so the publish has no JetStream answer.
 	if _, err := publish("ollamaq.jobs.llama3_2e2_3alatest.interactive", "old-1", "ollamaq.reply.alice.job-2"); !errors.Is(err, nats.ErrNoResponders) {
