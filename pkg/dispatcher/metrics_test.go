@@ -90,7 +90,13 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 		t.Fatalf("status %d, want 404", status)
 	}
 
-	d := scrape(t, f.URL+"/metrics")
+	// The client has its 400 before the worker has settled the job with
+	// JetStream: wait until the queue gauge says it is gone.
+	var d map[string]*dto.MetricFamily
+	f.WaitFor("the failed jobs to be settled", func() bool {
+		d = scrape(t, f.URL+"/metrics")
+		return sum(d, "ollamamax_queue_jobs", map[string]string{"model": "llama3.2:latest"}) == 0
+	})
 	jobLabels := map[string]string{"model": "llama3.2:latest", "class": "interactive"}
 	for _, c := range []struct {
 		name   string
