@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ollamamax/ollamamax/internal/natstest"
 )
 
 // build compiles the dispatcher into a temporary directory of t.
@@ -22,28 +24,6 @@ func build(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// occupy returns a loopback address that a listener of the test holds.
-func occupy(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln.Addr().String()
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
 }
 
 // environ is the test's environment without what would change the
@@ -57,8 +37,8 @@ func environ() []string {
 // returns it once it answers HTTP.
 func startDispatcher(t *testing.T, bin, storeDir string) *exec.Cmd {
 	t.Helper()
-	httpAddr := freeAddr(t)
-	cmd := exec.Command(bin, "--listen", httpAddr, "--nats-listen", freeAddr(t), "--store-dir", storeDir)
+	httpAddr := natstest.FreeAddr(t)
+	cmd := exec.Command(bin, "--listen", httpAddr, "--nats-listen", natstest.FreeAddr(t), "--store-dir", storeDir)
 	cmd.Env = environ()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -105,23 +85,23 @@ func TestTakenFailsLoudly(t *testing.T) {
 		prepare func(t *testing.T, s *setup) string
 	}{
 		{"NATS address in use", func(t *testing.T, s *setup) string {
-			s.nats = occupy(t)
+			s.nats = natstest.Occupied(t)
 			s.taken = s.nats
 			return fmt.Sprintf("dispatcher: cannot listen for NATS clients on %s: address already in use; choose another address with --nats-listen or OLLAMAMAX_NATS_LISTEN", s.nats)
 		}},
 		{"NATS address in use, from OLLAMAMAX_NATS_LISTEN", func(t *testing.T, s *setup) string {
-			addr := occupy(t)
+			addr := natstest.Occupied(t)
 			s.env = append(s.env, "OLLAMAMAX_NATS_LISTEN="+addr)
 			s.nats = "" // Not given as a flag.
 			return fmt.Sprintf("dispatcher: cannot listen for NATS clients on %s: address already in use; choose another address with --nats-listen or OLLAMAMAX_NATS_LISTEN", addr)
 		}},
 		{"HTTP address in use", func(t *testing.T, s *setup) string {
-			s.http = occupy(t)
+			s.http = natstest.Occupied(t)
 			s.taken = s.http
 			return fmt.Sprintf("dispatcher: cannot listen for the Ollama API on %s: address already in use; choose another address with --listen or OLLAMAMAX_LISTEN", s.http)
 		}},
 		{"HTTP address in use, from OLLAMAMAX_LISTEN", func(t *testing.T, s *setup) string {
-			addr := occupy(t)
+			addr := natstest.Occupied(t)
 			s.env = append(s.env, "OLLAMAMAX_LISTEN="+addr)
 			s.http = ""
 			return fmt.Sprintf("dispatcher: cannot listen for the Ollama API on %s: address already in use; choose another address with --listen or OLLAMAMAX_LISTEN", addr)
@@ -133,7 +113,7 @@ func TestTakenFailsLoudly(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &setup{nats: freeAddr(t), http: freeAddr(t), store: filepath.Join(t.TempDir(), "js")}
+			s := &setup{nats: natstest.FreeAddr(t), http: natstest.FreeAddr(t), store: filepath.Join(t.TempDir(), "js")}
 			want := tt.prepare(t, s)
 			args := []string{"--store-dir", s.store}
 			if s.nats != "" {
@@ -182,11 +162,11 @@ func TestTakenFailsLoudly(t *testing.T) {
 // says why and what to pass instead.
 func TestOpenFleetRefused(t *testing.T) {
 	bin := build(t)
-	_, port, _ := net.SplitHostPort(freeAddr(t))
+	_, port, _ := net.SplitHostPort(natstest.FreeAddr(t))
 	listen := "0.0.0.0:" + port
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--nats-listen", listen, "--listen", freeAddr(t), "--store-dir", filepath.Join(t.TempDir(), "js"))
+	cmd := exec.CommandContext(ctx, bin, "--nats-listen", listen, "--listen", natstest.FreeAddr(t), "--store-dir", filepath.Join(t.TempDir(), "js"))
 	cmd.Env = environ()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

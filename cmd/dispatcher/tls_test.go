@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/testcert"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 )
@@ -23,7 +24,7 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 	ca := testcert.NewCA(t, "fleet")
 	dir := t.TempDir()
 	first := ca.Server(dir)
-	httpAddr, natsAddr := freeAddr(t), freeAddr(t)
+	httpAddr, natsAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	cmd := exec.Command(bin, "--listen", httpAddr, "--nats-listen", natsAddr, "--store-dir", filepath.Join(t.TempDir(), "js"),
 		"--nats-tls-cert", first.Cert)
 	cmd.Env = append(environ(), "OLLAMAMAX_NATS_TLS_KEY="+first.Key) // The key from the environment.
@@ -126,7 +127,7 @@ func TestNATSURLWithTLS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			httpAddr := freeAddr(t)
+			httpAddr := natstest.FreeAddr(t)
 			cmd := exec.CommandContext(ctx, bin, append([]string{"--listen", httpAddr, "--nats-url", b.ClientURL()}, tt.args...)...)
 			cmd.Env = environ()
 			if err := cmd.Start(); err != nil {

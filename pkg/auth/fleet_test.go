@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/batch"
@@ -79,7 +79,7 @@ func TestFleetWithRoles(t *testing.T) {
 	t.Cleanup(func() { stop(); wg.Wait() })
 
 	dcfg := dispatcher.DefaultConfig(filepath.Join(t.TempDir(), "unused"))
-	dcfg.HTTPAddr, dcfg.NATSURL, dcfg.ID = freeAddr(t), d.b.ClientURL(), auth.DispatcherUser
+	dcfg.HTTPAddr, dcfg.NATSURL, dcfg.ID = natstest.FreeAddr(t), d.b.ClientURL(), auth.DispatcherUser
 	dcfg.NATSOptions, dcfg.Logger = opts(auth.DispatcherUser), fleettest.Logger()
 	wg.Go(func() {
 		if err := dispatcher.Run(ctx, dcfg); err != nil {
@@ -228,15 +228,4 @@ func post(u, body string) (int, string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b), err
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
 }

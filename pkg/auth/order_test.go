@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
@@ -67,7 +68,7 @@ func TestWorkerBeforeDispatcher(t *testing.T) {
 		return false
 	})
 	dcfg := dispatcher.DefaultConfig(filepath.Join(t.TempDir(), "unused"))
-	dcfg.HTTPAddr, dcfg.NATSURL, dcfg.ID = freeAddr(t), d.b.ClientURL(), auth.DispatcherUser
+	dcfg.HTTPAddr, dcfg.NATSURL, dcfg.ID = natstest.FreeAddr(t), d.b.ClientURL(), auth.DispatcherUser
 	dcfg.NATSOptions, dcfg.Logger = opts(auth.DispatcherUser), fleettest.Logger()
 	wg.Go(func() {
 		if err := dispatcher.Run(ctx, dcfg); err != nil {

@@ -14,31 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 )
-
-// occupied returns a loopback address that a listener of the test holds.
-func occupied(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln.Addr().String()
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
-}
 
 // assertFree fails the test unless addr can be listened on.
 func assertFree(t *testing.T, addr string) {
@@ -74,7 +53,7 @@ func TestStartFails(t *testing.T) {
 			name: "client address in use",
 			setup: func(t *testing.T) broker.Config {
 				cfg := broker.DefaultConfig(t.TempDir())
-				cfg.Listen = occupied(t)
+				cfg.Listen = natstest.Occupied(t)
 				return cfg
 			},
 			check: func(t *testing.T, cfg broker.Config, err error) {
@@ -89,7 +68,7 @@ func TestStartFails(t *testing.T) {
 				cfg := broker.DefaultConfig(t.TempDir())
 				cfg.Listen = "127.0.0.1:-1"
 				start(t, cfg)
-				cfg.Listen = freeAddr(t)
+				cfg.Listen = natstest.FreeAddr(t)
 				return cfg
 			},
 			check: func(t *testing.T, cfg broker.Config, err error) {
@@ -107,7 +86,7 @@ func TestStartFails(t *testing.T) {
 			name: "JetStream cannot start",
 			setup: func(t *testing.T) broker.Config {
 				cfg := broker.DefaultConfig(t.TempDir())
-				cfg.Listen = freeAddr(t)
+				cfg.Listen = natstest.FreeAddr(t)
 				// nats-server keeps its files in StoreDir/jetstream: make that a file.
 				if err := os.WriteFile(filepath.Join(cfg.StoreDir, "jetstream"), nil, 0o600); err != nil {
 					t.Fatal(err)
@@ -143,7 +122,7 @@ func TestStartFails(t *testing.T) {
 // leave the store directory to the next server.
 func TestStoreDirReleased(t *testing.T) {
 	cfg := broker.DefaultConfig(t.TempDir())
-	cfg.Listen = occupied(t)
+	cfg.Listen = natstest.Occupied(t)
 	if b, err := broker.Start(cfg); err == nil {
 		b.Shutdown()
 		t.Fatal("Start on an occupied address succeeded")
@@ -285,7 +264,7 @@ func TestOperatorMode(t *testing.T) {
 	}
 
 	bad := broker.DefaultConfig(t.TempDir())
-	bad.Listen, bad.AuthDir = freeAddr(t), t.TempDir()
+	bad.Listen, bad.AuthDir = natstest.FreeAddr(t), t.TempDir()
 	if b, err := broker.Start(bad); !errors.Is(err, auth.ErrNotDir) {
 		if err == nil {
 			b.Shutdown()

@@ -12,39 +12,18 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 )
-
-// occupy returns a loopback address that a listener of the test holds.
-func occupy(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	return ln.Addr().String()
-}
-
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().String()
-}
 
 // runConfig is a dispatcher with an embedded server on free loopback
 // addresses and a fresh store.
 func runConfig(t *testing.T) dispatcher.Config {
 	t.Helper()
 	cfg := dispatcher.DefaultConfig(filepath.Join(t.TempDir(), "js"))
-	cfg.HTTPAddr, cfg.Embedded.Listen = freeAddr(t), freeAddr(t)
+	cfg.HTTPAddr, cfg.Embedded.Listen = natstest.FreeAddr(t), natstest.FreeAddr(t)
 	cfg.Logger = fleettest.Logger()
 	return cfg
 }
@@ -90,7 +69,7 @@ func TestRunFailsWhenTaken(t *testing.T) {
 		check func(t *testing.T, err error)
 	}{
 		{"NATS address", func(t *testing.T, cfg *dispatcher.Config) string {
-			cfg.Embedded.Listen = occupy(t)
+			cfg.Embedded.Listen = natstest.Occupied(t)
 			return cfg.Embedded.Listen
 		}, func(t *testing.T, err error) {
 			if !errors.Is(err, broker.ErrListen) || !errors.Is(err, syscall.EADDRINUSE) {
@@ -98,7 +77,7 @@ func TestRunFailsWhenTaken(t *testing.T) {
 			}
 		}},
 		{"HTTP address", func(t *testing.T, cfg *dispatcher.Config) string {
-			cfg.HTTPAddr = occupy(t)
+			cfg.HTTPAddr = natstest.Occupied(t)
 			return cfg.HTTPAddr
 		}, func(t *testing.T, err error) {
 			if !errors.Is(err, dispatcher.ErrListen) || !errors.Is(err, syscall.EADDRINUSE) {

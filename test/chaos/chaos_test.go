@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -35,6 +34,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
@@ -109,7 +109,7 @@ func runChaos(t *testing.T, bin string, withAuth bool) {
 
 	// The nats-server, on a fixed port and file store so it can restart.
 	bcfg := broker.DefaultConfig(filepath.Join(c.dir, "js"))
-	bcfg.Listen = "127.0.0.1:" + freePort(t)
+	bcfg.Listen = "127.0.0.1:" + natstest.FreePort(t)
 	dispatcherID, nativeID := "chaosd", "chaosn"
 	if withAuth {
 		var err error
@@ -530,17 +530,6 @@ func (c *chaos) stopAll() {
 			c.procs[i] = nil
 		}
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }
 
 // counterValue reads a counter without labels from a registry.

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,7 +60,7 @@ func TestRunRestartsADeadWorkerAndKeepsServing(t *testing.T) {
 
 	// A simulated Ollama, and a NATS server of the test's own: run.sh's
 	// dispatcher and worker both use NATS_URL.
-	sim := "127.0.0.1:" + freePort(t)
+	sim := "127.0.0.1:" + natstest.FreePort(t)
 	simCmd := exec.Command(filepath.Join(bin, "ollamasim"), "--listen", sim, "--models", "llama3.2", "--tps", "-1", "--ttft", "0", "--tokens", "3")
 	if err := simCmd.Start(); err != nil {
 		t.Fatal(err)
@@ -69,7 +68,7 @@ func TestRunRestartsADeadWorkerAndKeepsServing(t *testing.T) {
 	t.Cleanup(func() { _ = simCmd.Process.Kill(); _ = simCmd.Wait() })
 	nats := natstest.Start(t)
 
-	listen := "127.0.0.1:" + freePort(t)
+	listen := "127.0.0.1:" + natstest.FreePort(t)
 	home := t.TempDir()
 	var out syncBuffer
 	script := exec.Command(bash, filepath.Join(root, "scripts", "run.sh"))
@@ -77,9 +76,9 @@ func TestRunRestartsADeadWorkerAndKeepsServing(t *testing.T) {
 	script.Env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + home, "XDG_STATE_HOME=" + home, "BIN=" + bin,
 		"OLLAMAMAX_LISTEN=" + listen,
-		"OLLAMAMAX_NATS_LISTEN=127.0.0.1:" + freePort(t),
+		"OLLAMAMAX_NATS_LISTEN=127.0.0.1:" + natstest.FreePort(t),
 		"OLLAMAMAX_STORE_DIR=" + filepath.Join(home, "jetstream"),
-		"OLLAMAMAX_WORKER_LISTEN=127.0.0.1:" + freePort(t),
+		"OLLAMAMAX_WORKER_LISTEN=127.0.0.1:" + natstest.FreePort(t),
 		"NATS_URL=" + nats.ClientURL(),
 		"OLLAMA_HOST=http://" + sim,
 	}
@@ -213,17 +212,6 @@ func child(t *testing.T, ppid int, name string) int {
 		}
 	}
 	return 0
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
-	return port
 }
 
 // syncBuffer is a bytes.Buffer for one writer and concurrent readers.
