@@ -67,7 +67,8 @@ func nodeKey(id string) string { return "$KV." + job.NodeBucket + ".node." + id 
 
 // The streams streams/ defines, by name: what a process binds (STREAM.INFO)
 // or applies (STREAM.CREATE, STREAM.UPDATE).
-var streamNames = []string{job.Stream, "KV_" + job.NodeBucket, job.DLQStream, job.AdvisoryStream, job.ResultsStream, "KV_" + job.BatchBucket}
+var streamNames = []string{job.Stream, "KV_" + job.NodeBucket, job.DLQStream, job.AdvisoryStream, job.ResultsStream, "KV_" + job.BatchBucket,
+	"KV_" + job.KeyBucket, job.AuditStream, job.LimitsStream}
 
 func each(prefix string, names []string) []string {
 	out := make([]string, len(names))
@@ -112,7 +113,16 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			// Reading the node bucket: a KV watch is an ordered push consumer,
 			// replaced on a gap and deleted at the end, with flow control.
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),
-			"$JS.FC.>")
+			"$JS.FC.>",
+			// HTTP API keys: watch the bucket (as the node bucket), read and
+			// create the shared MAC secret; never write a key.
+			api("CONSUMER.CREATE.KV_"+job.KeyBucket+".>"), api("CONSUMER.DELETE.KV_"+job.KeyBucket+".*"),
+			api("DIRECT.GET.KV_"+job.KeyBucket+".>"), "$KV."+job.KeyBucket+"."+job.KeyMACEntry,
+			job.AuditPrefix+".>",      // audit records of management actions and withdrawn jobs
+			job.LimitsPrefix+"."+name, // its own rate-limit charges
+			// Everyone's charges: an ordered consumer of the limits stream.
+			api("CONSUMER.CREATE."+job.LimitsStream+".>"), api("CONSUMER.MSG.NEXT."+job.LimitsStream+".>"),
+			api("CONSUMER.DELETE."+job.LimitsStream+".>"))
 		// Applying streams/: only streams of those names, never delete or purge.
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...)
 		p.Pub.Allow.Add(each(api("STREAM.CREATE."), streamNames)...)
@@ -132,6 +142,7 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			job.ReplyPrefix+".>",                       // answer any requester
 			job.ResumePrefix+".>",                      // ask any requester how much it has
 			job.DLQPrefix+".>",                         // bury jobs
+			job.AuditPrefix+"."+job.AuditJob+".>",      // the audit record of each job it ends
 			nodeKey(name))                              // its own node record only
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...) // binding, and checking the definitions
 		p.Sub.Allow.Add(job.QueuedPrefix+".>", job.CancelPrefix+".>", job.NodePrefix+"."+name, inbox)

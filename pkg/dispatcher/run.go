@@ -48,6 +48,10 @@ type Config struct {
 	// Insecure lets the embedded server listen beyond loopback without an
 	// auth directory. Without it, that is ErrOpenFleet.
 	Insecure bool
+	// RequireKeys makes every API route but /, /api/version, /healthz and
+	// /readyz require an HTTP API key from the ollamaq_keys bucket
+	// (ollamaq keys create; docs/security.md).
+	RequireKeys bool
 	// Reload, if set, asks Run to read the embedded server's TLS certificate
 	// files again (Embedded.TLS) each time it receives: the dispatcher's
 	// main sends on SIGHUP. New NATS connections then get the new

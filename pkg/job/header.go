@@ -11,6 +11,12 @@ const (
 	HeaderRoute    = "Ollamaq-Route"    // Ollama route the body is for, e.g. /api/chat
 	HeaderReply    = "Ollamaq-Reply"    // reply subject for chunks
 	HeaderDeadline = "Ollamaq-Deadline" // RFC 3339 time after which the job must not start
+	// Who the job is for, as its requester states it: the dispatcher puts
+	// the HTTP client's API key ID and tenant here, with a MAC over both
+	// that readers of the audit trail verify (docs/security.md).
+	HeaderKey    = "Ollamaq-Key"     // API key ID
+	HeaderTenant = "Ollamaq-Tenant"  // tenant of the key
+	HeaderKeyMAC = "Ollamaq-Key-Mac" // the dispatchers' MAC over job, requester, key and tenant
 
 	// Reply headers.
 	HeaderKind        = "Ollamaq-Kind"         // start, data, done or error
@@ -21,6 +27,11 @@ const (
 	HeaderWorker      = "Ollamaq-Worker"       // worker ID: on start
 	HeaderResumed     = "Ollamaq-Resumed"      // on start: continues after this many data messages of earlier attempts
 	HeaderError       = "Ollamaq-Error"        // error text: on error
+	// Token counts as Ollama reported them, on done when it reported them:
+	// prompt_eval_count and eval_count (usage.prompt_tokens and
+	// usage.completion_tokens on OpenAI routes).
+	HeaderPromptTokens     = "Ollamaq-Prompt-Tokens"
+	HeaderCompletionTokens = "Ollamaq-Completion-Tokens"
 
 	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
 	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up

@@ -16,6 +16,9 @@ var ErrInvalidReply = errors.New("job: invalid reply")
 // "Dead letters"). Requesters accept it out of order.
 const SeqFinal = 1 << 30
 
+// maxTokens bounds a token count in a reply: more than any model's context.
+const maxTokens = 1 << 30
+
 // Reply is one message on a reply subject, decoded.
 type Reply struct {
 	Kind        Kind
@@ -28,6 +31,13 @@ type Reply struct {
 	Resumed     int    // on start: the attempt continues after this many data messages
 	Error       string // on error
 	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
+	Usage       *Usage // on done, when Ollama reported token counts
+}
+
+// Usage is what a job cost, as Ollama counts tokens.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
 }
 
 // Header returns the message headers that carry r; r.Data is the body. The
@@ -53,6 +63,10 @@ func (r Reply) Header() map[string][]string {
 		set(HeaderResumed, strconv.Itoa(r.Resumed))
 	}
 	set(HeaderError, r.Error)
+	if r.Usage != nil {
+		set(HeaderPromptTokens, strconv.Itoa(r.Usage.PromptTokens))
+		set(HeaderCompletionTokens, strconv.Itoa(r.Usage.CompletionTokens))
+	}
 	return h
 }
 
@@ -90,6 +104,16 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 		if r.Status, ok = number(h, HeaderStatus, 100, 599); !ok {
 			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderStatus, s)
 		}
+	}
+	if get(h, HeaderPromptTokens) != "" || get(h, HeaderCompletionTokens) != "" {
+		var u Usage
+		if u.PromptTokens, ok = number(h, HeaderPromptTokens, 0, maxTokens); !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderPromptTokens, get(h, HeaderPromptTokens))
+		}
+		if u.CompletionTokens, ok = number(h, HeaderCompletionTokens, 0, maxTokens); !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderCompletionTokens, get(h, HeaderCompletionTokens))
+		}
+		r.Usage = &u
 	}
 	return r, nil
 }

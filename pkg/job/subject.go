@@ -31,6 +31,12 @@ const (
 	// NodePrefix is where one worker takes commands that are not queued:
 	// ollamaq.node.<worker id>. See NodeRoutes.
 	NodePrefix = "ollamaq.node"
+	// AuditPrefix holds the audit trail: ollamaq.audit.<kind>.<model>.<requester>,
+	// one record per job (kind job) and per management action (kind admin).
+	AuditPrefix = "ollamaq.audit"
+	// LimitsPrefix carries the dispatchers' rate-limit charges:
+	// ollamaq.limits.<dispatcher>. Only dispatchers publish or read them.
+	LimitsPrefix = "ollamaq.limits"
 )
 
 // Stream and bucket names.
@@ -43,6 +49,10 @@ const (
 	ResultsStream  = "OLLAMAQ_RESULTS" // stored replies to batch jobs
 	BatchRequester = "batch"           // the reserved requester token of batch jobs
 	BatchCanceled  = "canceled"        // the state of a canceled batch's record
+	KeyBucket      = "ollamaq_keys"    // HTTP API keys, hashed (docs/security.md)
+	KeyMACEntry    = "mac"             // the key bucket's entry holding the dispatchers' MAC secret
+	AuditStream    = "OLLAMAQ_AUDIT"   // the audit trail and usage ledger
+	LimitsStream   = "OLLAMAQ_LIMITS"  // rate-limit charges of the last minutes
 )
 
 // Class separates latency-sensitive work from bulk work. Workers pull every
@@ -217,3 +227,35 @@ func ValidToken(s string) bool {
 	}
 	return true
 }
+
+// Audit record kinds: the second token of an audit subject.
+const (
+	AuditJob   = "job"   // one record per job, written when it ends
+	AuditAdmin = "admin" // one record per management action
+)
+
+// AuditSubject is the subject of an audit record of kind (AuditJob or
+// AuditAdmin) about the canonical model (empty for none) by requester.
+func AuditSubject(kind, canonical, requester string) string {
+	m := "-"
+	if canonical != "" {
+		m = EncodeModel(canonical)
+	}
+	return AuditPrefix + "." + kind + "." + m + "." + requester
+}
+
+// AuditFilter is the subject filter of the audit records of kind about the
+// canonical model; empty arguments match any.
+func AuditFilter(kind, canonical string) string {
+	k, m := "*", "*"
+	if kind != "" {
+		k = kind
+	}
+	if canonical != "" {
+		m = EncodeModel(canonical)
+	}
+	return AuditPrefix + "." + k + "." + m + ".*"
+}
+
+// LimitsSubject is where dispatcher id publishes its rate-limit charges.
+func LimitsSubject(id string) string { return LimitsPrefix + "." + id }

@@ -32,6 +32,11 @@ type Options struct {
 	// worker credentials, docs/security.md): it can start before the
 	// dispatcher applied streams/, without a permission violation.
 	BindOnly bool
+	// AuditRetention, if set, replaces how long the audit stream keeps its
+	// records (90 days in streams/audit.json). Zero keeps the existing
+	// stream's retention, so a process that does not set it never undoes
+	// one that did.
+	AuditRetention time.Duration
 }
 
 // bindPoll is how often Setup with BindOnly looks for the streams again.
@@ -68,11 +73,19 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 		} else {
 			cfg.Replicas = 0 // Keep what the deployment chose; see ensureStream.
 		}
+		keepAge := false
+		if cfg.Name == job.AuditStream {
+			if o.AuditRetention > 0 {
+				cfg.MaxAge = o.AuditRetention
+			} else {
+				keepAge = true
+			}
+		}
 		apply := applyStream
 		if o.BindOnly {
 			apply = awaitStream
 		}
-		if err := apply(ctx, js, cfg); err != nil {
+		if err := apply(ctx, js, cfg, keepAge); err != nil {
 			return nil, err
 		}
 	}
@@ -87,6 +100,15 @@ func Setup(ctx context.Context, js jetstream.JetStream, o Options) (*Queue, erro
 	return &Queue{js: js, consumer: cons, nodes: kv, batches: batches}, nil
 }
 
+// Keys binds the bucket of HTTP API keys (pkg/apikey), which Setup applied.
+func (q *Queue) Keys(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := q.js.KeyValue(ctx, job.KeyBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", job.KeyBucket, err)
+	}
+	return kv, nil
+}
+
 // SetupConn is Setup on the JetStream of connection nc.
 func SetupConn(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 	js, err := jetstream.New(nc)
@@ -97,7 +119,8 @@ func SetupConn(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 }
 
 // streamFiles are the stream definitions Setup applies, in order.
-var streamFiles = []string{"jobs.json", "kv_nodes.json", "dlq.json", "advisories.json", "results.json", "kv_batches.json"}
+var streamFiles = []string{"jobs.json", "kv_nodes.json", "dlq.json", "advisories.json", "results.json", "kv_batches.json",
+	"kv_keys.json", "audit.json", "limits.json"}
 
 // Open binds to definitions a dispatcher or worker already applied, without
 // changing them: what a client with no rights to manage streams needs.
@@ -141,10 +164,10 @@ func readDefinition(name string, v any) error {
 // leader yet (such requests get no answer). An unchanged stream is left alone:
 // every process applies the definitions at start-up, and needless updates
 // race with consumer creation inside nats-server 2.15.2 (seen with -race).
-func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepAge bool) error {
 	for {
 		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := ensureStream(attempt, js, cfg)
+		err := ensureStream(attempt, js, cfg, keepAge)
 		cancel()
 		if err == nil {
 			return nil
@@ -157,15 +180,13 @@ func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 
 // awaitStream waits until the stream of cfg exists and covers cfg, changing
 // nothing.
-func awaitStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+func awaitStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepAge bool) error {
 	for {
 		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
 		s, err := js.Stream(attempt, cfg.Name)
 		cancel()
 		if err == nil {
-			if cfg.Replicas == 0 {
-				cfg.Replicas = s.CachedInfo().Config.Replicas
-			}
+			keep(&cfg, s.CachedInfo().Config, keepAge)
 			same, cerr := covers(s.CachedInfo().Config, cfg)
 			if cerr != nil {
 				return fmt.Errorf("await stream %s: %w", cfg.Name, cerr)
@@ -188,9 +209,21 @@ func awaitStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 // errStreamDiffers is why awaitStream still waits for a stream that exists.
 var errStreamDiffers = errors.New("stream differs")
 
+// keep copies into cfg what it leaves to the existing stream have: replicas
+// when cfg's are 0, and with keepAge the retention.
+func keep(cfg *jetstream.StreamConfig, have jetstream.StreamConfig, keepAge bool) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = have.Replicas
+	}
+	if keepAge {
+		cfg.MaxAge = have.MaxAge
+	}
+}
+
 // ensureStream applies one definition. Replicas 0 means: keep an existing
-// stream's (a worker need not know the cluster size), else 1.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+// stream's (a worker need not know the cluster size), else 1; keepAge keeps
+// an existing stream's retention.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig, keepAge bool) error {
 	s, err := js.Stream(ctx, cfg.Name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
@@ -203,9 +236,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	case err != nil:
 		return err
 	}
-	if cfg.Replicas == 0 {
-		cfg.Replicas = s.CachedInfo().Config.Replicas
-	}
+	keep(&cfg, s.CachedInfo().Config, keepAge)
 	same, err := covers(s.CachedInfo().Config, cfg)
 	if err != nil || same {
 		return err
