@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
@@ -52,6 +53,9 @@ type Options struct {
 	// worker user w<i> (its ID), NC as an admin. A permission violation on
 	// any of the fleet's own connections fails the test.
 	Auth bool
+	// Keys makes the dispatcher require HTTP API keys (pkg/apikey);
+	// CreateKey makes them.
+	Keys bool
 }
 
 // AuthModes are the two modes suites run in: a subtest each.
@@ -78,7 +82,9 @@ type Fleet struct {
 	WorkerMetricsURLs []string
 
 	opts    Options
-	auth    *auth.Dir // nil without Options.Auth
+	view    *fleet.View
+	keys    *apikey.Store // nil without Options.Keys
+	auth    *auth.Dir     // nil without Options.Auth
 	vmu     sync.Mutex
 	viol    []string // permission violations on the fleet's connections
 	regs    []*atomic.Pointer[prometheus.Registry]
@@ -210,25 +216,102 @@ func Start(t testing.TB, o Options) *Fleet {
 		f.StartWorker(i)
 	}
 
-	req, err := queue.NewRequester(dnc, dq, requester)
+	f.view = view
+	f.URL = f.startDispatcher(dnc, dq, requester)
+
+	f.WaitFor("all workers in the node bucket", func() bool { return len(view.Nodes()) == o.Workers })
+	return f
+}
+
+// startDispatcher serves the dispatcher's HTTP shim as requester id on nc,
+// and returns its base URL.
+func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string {
+	t, o := f.t, f.opts
+	t.Helper()
+	req, err := queue.NewRequester(nc, q, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
-	srv, err := dispatcher.NewServer(dq, req, view, dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued, MaxSilence: o.Silence,
-		Metrics: reg, Gatherer: reg})
+	opts := dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
+		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, Metrics: reg, Gatherer: reg}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	if o.Keys {
+		kv, err := q.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.keys == nil { // The test's store, as the admin: a dispatcher may not write keys.
+			akv, err := f.Queue.Keys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.keys = apikey.NewStore(akv)
+		}
+		cache, err := apikey.Watch(ctx, kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() { _ = cache.Run(ctx) })
+		<-cache.Ready()
+		if opts.MACSecret, err = apikey.MACSecret(ctx, kv); err != nil {
+			t.Fatal(err)
+		}
+		opts.Keys = cache
+	}
+	srv, err := dispatcher.NewServer(q, req, f.view, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	wg.Go(func() {
+		if err := srv.Run(ctx); err != nil {
+			t.Errorf("dispatcher %s: %v", id, err)
+		}
+	})
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
-	f.URL = hs.URL
-
-	f.WaitFor("all workers in the node bucket", func() bool { return len(view.Nodes()) == o.Workers })
-	return f
+	return hs.URL
 }
+
+// StartDispatcher starts another dispatcher's HTTP shim, requester id, on
+// the same fleet, and returns its base URL. With Options.Auth it connects
+// on new dispatcher credentials named id.
+func (f *Fleet) StartDispatcher(id string) string {
+	f.t.Helper()
+	nc := f.NC
+	if f.auth != nil {
+		nc = f.connect(f.issue(id, auth.Dispatcher))
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return f.startDispatcher(nc, q, id)
+}
+
+// CreateKey stores an API key made from k (ID and hash filled in) and
+// returns it with its secret; it requires Options.Keys.
+func (f *Fleet) CreateKey(k apikey.Key) (apikey.Key, string) {
+	f.t.Helper()
+	if f.keys == nil {
+		f.t.Fatal("fleettest: CreateKey needs Options.Keys")
+	}
+	k, secret, err := f.keys.Create(f.t.Context(), k, time.Now())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return k, secret
+}
+
+// Keys is the fleet's API key store (nil without Options.Keys).
+func (f *Fleet) Keys() *apikey.Store { return f.keys }
 
 // StartWorker starts worker i (again) in front of simulator i, on its own connection.
 func (f *Fleet) StartWorker(i int) {

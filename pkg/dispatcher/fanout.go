@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -55,6 +54,9 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "model is required")
 		return
 	}
+	if !s.allowModel(w, r, native, name) {
+		return
+	}
 	c, err := job.CanonicalModel(name)
 	var nodes []*fleet.Node
 	if err == nil {
@@ -72,7 +74,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer st.Close()
-	s.relay(w, r, st, native, s.opts.CommandWait, time.Time{})
+	s.relay(w, r, st, native, s.opts.CommandWait, nil)
 }
 
 // nodeReply is one reply of one node in a fan-out.

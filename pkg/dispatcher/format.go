@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/ollama/ollama/openai"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -13,9 +14,57 @@ import (
 type format int
 
 const (
-	native format = iota // Ollama's /api routes: {"error": "..."}
-	openAI               // /v1 routes: {"error": {"message", "type", "param", "code"}}
+	native    format = iota // Ollama's /api routes: {"error": "..."}
+	openAI                  // /v1 routes: {"error": {"message", "type", "param", "code"}}
+	anthropic               // /v1/messages: {"type": "error", "error": {"type", "message"}}
 )
+
+// formatOf returns the API family of a request path.
+func formatOf(path string) format {
+	switch {
+	case path == "/v1/messages" || strings.HasPrefix(path, "/v1/messages/"):
+		return anthropic
+	case strings.HasPrefix(path, "/v1/"):
+		return openAI
+	}
+	return native
+}
+
+// refuse writes a refusal of access (401, 403) or of a rate limit (429) in
+// the shape the route's own API uses for it, so each SDK raises its own
+// error class: OpenAI's AuthenticationError, PermissionDeniedError and
+// RateLimitError, Anthropic's likewise, Ollama's ResponseError.
+func (f format) refuse(w http.ResponseWriter, status int, msg string) {
+	switch f {
+	case openAI:
+		typ, code := "invalid_request_error", "invalid_api_key"
+		switch status {
+		case http.StatusForbidden:
+			code = "permission_denied"
+		case http.StatusTooManyRequests:
+			typ, code = "requests", "rate_limit_exceeded"
+		}
+		writeJSON(w, status, openai.ErrorResponse{Error: openai.Error{Message: msg, Type: typ, Code: &code}})
+	case anthropic:
+		typ := map[int]string{http.StatusUnauthorized: "authentication_error", http.StatusForbidden: "permission_error",
+			http.StatusTooManyRequests: "rate_limit_error"}[status]
+		writeJSON(w, status, anthropicError(typ, msg))
+	default:
+		writeError(w, status, msg)
+	}
+}
+
+// anthropicError is Anthropic's error body.
+func anthropicError(typ, msg string) any {
+	type inner struct {
+		Type    string `json:"type"`
+		Message string `json:"message"`
+	}
+	return struct {
+		Type  string `json:"type"`
+		Error inner  `json:"error"`
+	}{"error", inner{typ, msg}}
+}
 
 // fail writes an error the dispatcher itself detected before forwarding, as
 // Ollama's handlers (native) or its OpenAI middleware (openAI) would.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,11 +19,40 @@ var latencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 
 // metrics are the dispatcher's Prometheus metrics.
 type metrics struct {
-	requests  *prometheus.CounterVec   // route, code
-	latency   *prometheus.HistogramVec // route
-	firstByte *prometheus.HistogramVec // route
-	submitted *prometheus.CounterVec   // model, class
-	resumed   prometheus.Counter
+	requests     *prometheus.CounterVec   // route, code
+	latency      *prometheus.HistogramVec // route
+	firstByte    *prometheus.HistogramVec // route
+	submitted    *prometheus.CounterVec   // model, class
+	resumed      prometheus.Counter
+	refused      *prometheus.CounterVec // reason: unauthorized, forbidden, rate_limited
+	tenantJobs   *prometheus.CounterVec // tenant
+	tenantTokens *prometheus.CounterVec // tenant, type: prompt or completion
+}
+
+// maxTenantLabels bounds the tenant label's values: tenants beyond the first
+// this many are counted as "_other".
+const maxTenantLabels = 100
+
+// tenantLabels hands out tenant label values, at most maxTenantLabels.
+type tenantLabels struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (t *tenantLabels) label(tenant string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.seen[tenant] {
+		return tenant
+	}
+	if len(t.seen) >= maxTenantLabels {
+		return "_other"
+	}
+	if t.seen == nil {
+		t.seen = map[string]bool{}
+	}
+	t.seen[tenant] = true
+	return tenant
 }
 
 func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
@@ -39,7 +69,16 @@ func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
 	}
 	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_http_streams_resumed_total",
 		Help: "Responses whose worker died mid-stream and that another worker continued where the client's bytes ended."})
-	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_http_refused_total",
+		Help: "Requests refused for their API key: unauthorized (401), forbidden (403) or rate_limited (429)."}, []string{"reason"})
+	m.tenantJobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_tenant_jobs_total",
+		Help: "Jobs this dispatcher queued, by the tenant of their API key (the first 100 tenants; the rest as _other)."}, []string{"tenant"})
+	m.tenantTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_tenant_tokens_total",
+		Help: "Tokens of this dispatcher's finished jobs as Ollama counted them, by tenant and type (prompt, completion)."}, []string{"tenant", "type"})
+	for _, reason := range []string{"unauthorized", "forbidden", "rate_limited"} {
+		m.refused.WithLabelValues(reason)
+	}
+	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed, m.refused, m.tenantJobs, m.tenantTokens)
 	if q != nil {
 		reg.MustRegister(&queueCollector{q: q})
 	}

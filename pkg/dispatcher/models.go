@@ -13,17 +13,17 @@ import (
 // The model listings come from the node bucket: no job, no worker round trip.
 
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ListResponse{Models: s.view.Models()})
+	writeJSON(w, http.StatusOK, api.ListResponse{Models: visibleModels(r, s.view.Models())})
 }
 
 func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: s.view.Loaded()})
+	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: visibleModels(r, s.view.Loaded())})
 }
 
 // handleOpenAIModels answers /v1/models. Unlike Ollama, an empty list is
 // "data":[] rather than null (a quirk we fix).
 func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
-	list := openai.ToListCompletion(api.ListResponse{Models: s.view.Models()})
+	list := openai.ToListCompletion(api.ListResponse{Models: visibleModels(r, s.view.Models())})
 	if list.Data == nil {
 		list.Data = []openai.Model{}
 	}
@@ -40,7 +40,7 @@ func writeOpenAIJSON(w http.ResponseWriter, v any) {
 func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("model")
 	c, err := job.CanonicalModel(name)
-	if err == nil {
+	if err == nil && visible(r, name) { // A model the key may not use is one it cannot see.
 		for _, m := range s.view.Models() {
 			if mc, err := job.CanonicalModel(m.Model); err == nil && mc == c {
 				writeOpenAIJSON(w, openai.Model{Id: name, Object: "model", Created: m.ModifiedAt.Unix(),

@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/apikey"
+	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
-// handleJob returns the handler of an inference route: validate, queue, relay.
+// handleJob returns the handler of an inference route: validate, check the
+// key, queue, relay.
 func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		arrived := time.Now()
@@ -25,7 +28,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		model, ok := validate(w, route, body)
-		if !ok {
+		if !ok || !s.allowModel(w, r, f, model) {
 			return
 		}
 		canonical, known, err := s.resolveModel(r, model)
@@ -38,38 +41,77 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
 			return
 		}
+		key, hasKey := requestKey(r)
+		if hasKey && s.limits != nil {
+			if lim := s.limits.admit(key, arrived); lim != nil {
+				s.metrics.refused.WithLabelValues("rate_limited").Inc()
+				w.Header().Set("Retry-After", strconv.Itoa(lim.retryAfter()))
+				f.refuse(w, http.StatusTooManyRequests, lim.Error())
+				return
+			}
+		}
 		if !s.admit(w, r, f, canonical) {
 			return
 		}
-		j := queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait}
-		w.Header().Set("X-Request-Id", j.ID)
-		st, err := s.req.Submit(r.Context(), j)
+		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait},
+			arrived: arrived}
+		if hasKey {
+			qj.key, qj.hasKey = key, true
+			qj.Key, qj.Tenant = key.ID, key.Tenant
+			qj.MAC = audit.Sign(s.opts.MACSecret, qj.ID, s.req.ID(), key.ID, key.Tenant)
+		}
+		w.Header().Set("X-Request-Id", qj.ID)
+		st, err := s.req.Submit(r.Context(), qj.Job)
 		if err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {
 				f.fail(w, http.StatusRequestEntityTooLarge, "request body too large for the queue: "+err.Error())
 				return
 			}
-			s.log.Warn("queue job", "job", j.ID, "model", canonical, "err", err)
+			s.log.Warn("queue job", "job", qj.ID, "model", canonical, "err", err)
 			w.Header().Set("Retry-After", "1")
 			f.failForwarded(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
 			return
 		}
 		defer st.Close()
-		s.metrics.submitted.WithLabelValues(canonical, string(j.Class)).Inc()
+		s.metrics.submitted.WithLabelValues(canonical, string(qj.Class)).Inc()
+		if hasKey {
+			s.metrics.tenantJobs.WithLabelValues(s.tenants.label(key.Tenant)).Inc()
+		}
 		s.queued(canonical)
-		s.log.Debug("job queued", "job", j.ID, "model", canonical, "route", route)
-		s.relay(w, r, st, f, s.opts.QueueWait, arrived)
+		s.log.Debug("job queued", "job", qj.ID, "model", canonical, "route", route)
+		s.relay(w, r, st, f, s.opts.QueueWait, qj)
+	}
+}
+
+// queuedJob is what relay knows of the job behind a stream.
+type queuedJob struct {
+	queue.Job
+	arrived time.Time // when the request came, for the time-to-first-token metric
+	key     apikey.Key
+	hasKey  bool
+}
+
+// finished accounts for the tokens a job used: the tenant's metrics and its
+// key's token budget.
+func (s *Server) finished(qj *queuedJob, u *job.Usage) {
+	if u == nil || !qj.hasKey {
+		return
+	}
+	tenant := s.tenants.label(qj.key.Tenant)
+	s.metrics.tenantTokens.WithLabelValues(tenant, "prompt").Add(float64(u.PromptTokens))
+	s.metrics.tenantTokens.WithLabelValues(tenant, "completion").Add(float64(u.CompletionTokens))
+	if s.limits != nil {
+		s.limits.spend(qj.key, u.PromptTokens+u.CompletionTokens)
 	}
 }
 
 // relay writes a job's (or node command's) replies to the HTTP client as
 // Ollama would have: the worker's status and content type, then Ollama's
-// bytes as they arrive. wait bounds the time until a worker starts it. For a
-// queued job, arrived is when the request came (for the time-to-first-token
-// metric) and the job is dropped from the queue after wait; it is zero for a
+// bytes as they arrive. wait bounds the time until a worker starts it. A
+// queued job (qj) is dropped from the queue after wait; qj is nil for a
 // node command. It cancels the job when the client goes away.
-func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, arrived time.Time) {
-	queued := !arrived.IsZero()
+func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, qj *queuedJob) {
+	queued := qj != nil
 	flusher, _ := w.(http.Flusher)
 	var (
 		wrote       bool
@@ -106,11 +148,11 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				w.WriteHeader(cmp.Or(rep.Status, http.StatusOK))
 				wrote = true
 				if queued {
-					s.metrics.firstByte.WithLabelValues(r.Pattern).Observe(time.Since(arrived).Seconds())
+					s.metrics.firstByte.WithLabelValues(r.Pattern).Observe(time.Since(qj.arrived).Seconds())
 				}
 			}
 			if _, err := w.Write(rep.Data); err != nil {
-				s.abandon(r, st, "client went away")
+				s.abandon(r, st, qj, attempt > 0, "client went away")
 				return false
 			}
 			if flusher != nil {
@@ -119,6 +161,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			last = rep.Data
 			frames++
 		case job.KindDone:
+			if queued {
+				s.finished(qj, rep.Usage)
+			}
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
 			} else if isSSE(contentType) && f == openAI && !bytes.Equal(job.Payload(last), job.SSEDone) {
@@ -129,7 +174,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			return false
 		case job.KindError:
 			if queue.IsLocal(rep) {
-				s.abandon(r, st, rep.Error) // The worker may still be at it.
+				s.abandon(r, st, qj, attempt > 0, rep.Error) // The worker may still be at it.
 			}
 			switch {
 			case wrote:
@@ -149,16 +194,16 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 	switch {
 	case err == nil:
 	case r.Context().Err() != nil:
-		s.abandon(r, st, "client went away")
+		s.abandon(r, st, qj, attempt > 0, "client went away")
 	case errors.Is(err, queue.ErrNotStarted) && queued:
-		s.abandon(r, st, "queue wait over")
+		s.abandon(r, st, qj, attempt > 0, "queue wait over")
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())))
 		f.failForwarded(w, http.StatusServiceUnavailable,
 			fmt.Sprintf("no worker took the job within %s; it was removed from the queue", wait))
 	case errors.Is(err, queue.ErrNotStarted):
 		f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
 	case errors.Is(err, queue.ErrSilent):
-		s.abandon(r, st, "worker silent")
+		s.abandon(r, st, qj, attempt > 0, "worker silent")
 		msg := fmt.Sprintf("the worker went silent: nothing for %s", s.opts.MaxSilence)
 		if wrote {
 			failMidStream(w, contentType, msg)
@@ -187,13 +232,19 @@ func (s *Server) cancel(st *queue.Stream, why string) {
 }
 
 // abandon stops the job where it runs and removes it from the queue: nobody
-// is left to read its answer.
-func (s *Server) abandon(r *http.Request, st *queue.Stream, why string) {
+// is left to read its answer. A queued job (qj) that no worker started and
+// that was still in the queue gets its audit record here, since no worker
+// will write one.
+func (s *Server) abandon(r *http.Request, st *queue.Stream, qj *queuedJob, started bool, why string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 2*time.Second)
 	defer cancel()
-	if err := st.Abandon(ctx); err != nil {
+	withdrawn, err := st.Abandon(ctx)
+	if err != nil {
 		s.log.Warn("abandon job", "job", st.ID(), "why", why, "err", err)
 		return
 	}
-	s.log.Debug("job abandoned", "job", st.ID(), "why", why)
+	s.log.Debug("job abandoned", "job", st.ID(), "why", why, "withdrawn", withdrawn && !started)
+	if qj != nil && withdrawn && !started {
+		s.audit(ctx, s.jobRecord(qj, audit.Withdrawn, why))
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -186,19 +187,28 @@ func Run(ctx context.Context, cfg Config) error {
 		return nil
 	}
 	o.LoopbackOnly, o.Metrics, o.Gatherer, o.Ready = broker.IsLoopback(cfg.HTTPAddr), reg, reg, ready
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	keys, err := watchKeys(runCtx, &wg, stop, q, cfg.RequireKeys, &o, log)
+	if err != nil {
+		return err
+	}
 	h, err := NewServer(q, req, view, o)
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 
-	var wg sync.WaitGroup
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	var viewErr error
+	var viewErr, limitsErr error
 	wg.Go(func() {
 		viewErr = view.Run(runCtx)
 		stop()
+	})
+	wg.Go(func() {
+		if limitsErr = h.Run(runCtx); limitsErr != nil {
+			stop()
+		}
 	})
 	serveErr := make(chan error, 1)
 	wg.Go(func() { serveErr <- srv.Serve(ln) })
@@ -219,7 +229,59 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("drain nats connection", "err", err)
 	}
 	log.Info("dispatcher stopped")
-	return viewErr
+	return errors.Join(viewErr, limitsErr, keys.err)
+}
+
+// keyWatch is the watch of the API key bucket a dispatcher with keys runs.
+type keyWatch struct{ err error }
+
+// watchKeys binds the API key bucket. With required, it follows the keys in
+// a goroutine on wg until ctx ends, waits for their first copy, and puts
+// the cache and the MAC secret into o; if the watch fails it calls stop:
+// a dispatcher that can no longer see revocations must not go on serving.
+// Without required, it warns when the bucket holds keys that will not be
+// asked for.
+func watchKeys(ctx context.Context, wg *sync.WaitGroup, stop func(), q *queue.Queue, required bool, o *Options, log *slog.Logger) (*keyWatch, error) {
+	kw := &keyWatch{}
+	kv, err := q.Keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !required {
+		if l, err := kv.ListKeysFiltered(ctx, "key.*"); err == nil {
+			n := 0
+			for range l.Keys() {
+				n++
+			}
+			if n > 0 {
+				log.Warn("the API key bucket holds keys, but this dispatcher does not require them (--keys): anyone who reaches its API may use it", "keys", n)
+			}
+		}
+		return kw, nil
+	}
+	cache, err := apikey.Watch(ctx, kv)
+	if err != nil {
+		return nil, err
+	}
+	wg.Go(func() {
+		if kw.err = cache.Run(ctx); kw.err != nil {
+			log.Error("the API key watch failed: stopping", "err", kw.err)
+			stop()
+		}
+	})
+	select {
+	case <-cache.Ready():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("dispatcher: the API key bucket did not load within 30s")
+	}
+	if o.MACSecret, err = apikey.MACSecret(ctx, kv); err != nil {
+		return nil, err
+	}
+	o.Keys = cache
+	log.Info("API keys required", "keys", cache.Len())
+	return kw, nil
 }
 
 // reloadTLS reloads the certificate of b on each receive from reload until

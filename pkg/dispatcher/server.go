@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -60,6 +61,12 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready, if set, answers /readyz: nil when the dispatcher can serve.
 	Ready func(context.Context) error
+	// Keys, if set, are the HTTP API keys every route but /, /api/version,
+	// /healthz and /readyz requires (access.go); Run must then be running
+	// for the rate limits to count other dispatchers' requests. MACSecret
+	// signs the key and tenant stated on each job (apikey.MACSecret).
+	Keys      *apikey.Cache
+	MACSecret []byte
 }
 
 // DefaultOptions returns the defaults: 8 MiB bodies, two minutes' queue
@@ -115,6 +122,8 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	depth   pendingCache
+	limits  *limiter // nil without keys
+	tenants tenantLabels
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
@@ -131,6 +140,15 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
+	if o.Keys != nil {
+		if len(o.MACSecret) < 32 {
+			return nil, errors.New("dispatcher: API keys need a MAC secret of at least 32 bytes (apikey.MACSecret)")
+		}
+		var err error
+		if s.limits, err = newLimiter(q.JetStream().Conn(), o.Keys, req.ID(), o.Logger); err != nil {
+			return nil, err
+		}
+	}
 	m := s.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	m.HandleFunc("GET /readyz", s.handleReady)
@@ -150,9 +168,9 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	m.HandleFunc("GET /v1/models", s.handleOpenAIModels)
 	m.HandleFunc("GET /v1/models/{model...}", s.handleOpenAIModel)
 	m.HandleFunc("POST /api/show", s.handleShow)
-	m.HandleFunc("POST /api/pull", s.handlePull)
-	m.HandleFunc("DELETE /api/delete", s.handleDelete)
-	m.HandleFunc("POST /api/copy", s.handleCopy)
+	m.HandleFunc("POST /api/pull", s.audited("pull", s.handlePull))
+	m.HandleFunc("DELETE /api/delete", s.audited("delete", s.handleDelete))
+	m.HandleFunc("POST /api/copy", s.audited("copy", s.handleCopy))
 	for _, p := range []string{"POST /api/create", "POST /api/push", "HEAD /api/blobs/{digest}", "POST /api/blobs/{digest}"} {
 		m.HandleFunc(p, s.handleRefused)
 	}
@@ -164,12 +182,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
+// Run follows the other dispatchers' rate-limit charges until ctx is done;
+// without Options.Keys it returns at once.
+func (s *Server) Run(ctx context.Context) error {
+	if s.limits == nil {
+		return nil
+	}
+	return s.limits.run(ctx)
+}
+
 // route dispatches to the mux and answers unknown routes and wrong methods
 // with gin's plain-text bodies, which is what Ollama sends.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
-		s.mux.ServeHTTP(w, r) // Not h: the mux sets the path values.
+		r, ok := s.authenticate(w, r)
+		if ok {
+			s.mux.ServeHTTP(w, r) // Not h: the mux sets the path values.
+		}
 		return
 	}
 	rec := &statusRecorder{header: http.Header{}}

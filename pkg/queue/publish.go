@@ -22,6 +22,10 @@ type Job struct {
 	// after Wait (Nats-TTL, whole seconds) and workers refuse it after its
 	// deadline. Zero means no bound.
 	Wait time.Duration
+	// Key, Tenant and MAC are who the job is for: the HTTP client's API
+	// key ID and tenant, and the dispatchers' MAC over them (audit.Sign).
+	// Empty when the requester has no API key to state.
+	Key, Tenant, MAC string
 }
 
 // Publish stores the job in the stream and returns once JetStream has it. The
@@ -36,6 +40,11 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	msg.Header.Set(job.HeaderJob, j.ID)
 	msg.Header.Set(job.HeaderRoute, j.Route)
 	msg.Header.Set(job.HeaderReply, j.Reply)
+	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC} {
+		if v != "" {
+			msg.Header.Set(h, v)
+		}
+	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {
 		msg.Header.Set(job.HeaderDeadline, time.Now().Add(j.Wait).UTC().Format(time.RFC3339Nano))

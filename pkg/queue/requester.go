@@ -330,19 +330,22 @@ func (s *Stream) Cancel() error {
 // Abandon is for a requester that no longer wants the job: it cancels the
 // job where it runs and deletes it from the queue, so it is neither run nor
 // redelivered later. Deleting a job that was already done is not an error.
-func (s *Stream) Abandon(ctx context.Context) error {
-	err := s.Cancel()
+// withdrawn reports that the job was still queued and deleted, so no worker
+// ever took it (and none will write its audit record).
+func (s *Stream) Abandon(ctx context.Context) (withdrawn bool, err error) {
+	err = s.Cancel()
 	if s.seq == 0 {
-		return err
+		return false, err
 	}
 	st, serr := s.r.q.js.Stream(ctx, job.Stream)
 	if serr == nil {
 		serr = st.DeleteMsg(ctx, s.seq)
+		withdrawn = serr == nil
 	}
 	if serr != nil && !errors.Is(serr, jetstream.ErrMsgNotFound) {
-		return errors.Join(err, fmt.Errorf("delete job %s: %w", s.id, serr))
+		return false, errors.Join(err, fmt.Errorf("delete job %s: %w", s.id, serr))
 	}
-	return err
+	return withdrawn, err
 }
 
 // Close stops delivery of the job's replies. It is idempotent.
