@@ -131,8 +131,40 @@ func TestPermissionMatrix(t *testing.T) {
 		{"gpu1", "take its own node commands", subscribe(job.NodeSubject("gpu1"), job.NodeSubject("gpu1")), "allowed"},
 		{"gpu1", "take another node's commands", subscribe(job.NodeSubject("gpu2"), job.NodeSubject("gpu2")), "refused"},
 		{"gpu1", "take every node's commands", subscribe(job.NodePrefix+".>", job.NodeSubject("gpu2")), "refused"},
-		{"dispatcher", "read the node bucket", watchNodes, "allowed"},
-		{"alice", "read the node bucket", watchNodes, "refused"},
+		{"dispatcher", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "allowed"},
+		{"alice", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "refused"},
+
+		// HTTP API keys: dispatchers read them and the MAC secret; only
+		// the admin writes keys (ollamaq keys).
+		{"dispatcher", "watch the API keys", watchBucket(job.KeyBucket, "key.*"), "allowed"},
+		{"alice", "watch the API keys", watchBucket(job.KeyBucket, "key.*"), "refused"},
+		{"gpu1", "watch the API keys", watchBucket(job.KeyBucket, "key.*"), "refused"},
+		{"dispatcher", "read the MAC secret", request(jsAPI("DIRECT.GET.KV_"+job.KeyBucket+".$KV."+job.KeyBucket+"."+job.KeyMACEntry), "", nil, nil), "allowed"},
+		{"gpu1", "read the MAC secret", request(jsAPI("DIRECT.GET.KV_"+job.KeyBucket+".$KV."+job.KeyBucket+"."+job.KeyMACEntry), "", nil, nil), "refused"},
+		{"alice", "read the MAC secret", request(jsAPI("DIRECT.GET.KV_"+job.KeyBucket+".$KV."+job.KeyBucket+"."+job.KeyMACEntry), "", nil, nil), "refused"},
+		{"dispatcher", "create the MAC secret", jsPublish("$KV." + job.KeyBucket + "." + job.KeyMACEntry), "allowed"},
+		{"gpu1", "overwrite the MAC secret", jsPublish("$KV." + job.KeyBucket + "." + job.KeyMACEntry), "refused"},
+		{"dispatcher", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.evil"), "refused"},
+		{"alice", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.evil"), "refused"},
+		{"gpu1", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.evil"), "refused"},
+		{"root", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.fine"), "allowed"},
+
+		// The audit trail: workers write job records, dispatchers any;
+		// nobody but the admin reads it.
+		{"gpu1", "write a job's audit record", jsPublish(job.AuditSubject(job.AuditJob, "llama3.2:latest", "alice")), "allowed"},
+		{"gpu1", "forge a management audit record", jsPublish(job.AuditSubject(job.AuditAdmin, "", "dispatcher")), "refused"},
+		{"alice", "forge an audit record", jsPublish(job.AuditSubject(job.AuditJob, "llama3.2:latest", "alice")), "refused"},
+		{"dispatcher", "write a management audit record", jsPublish(job.AuditSubject(job.AuditAdmin, "llama3.2:latest", "dispatcher")), "allowed"},
+		{"dispatcher", "read the audit trail", request(jsAPI("CONSUMER.CREATE."+job.AuditStream), `{"stream_name":"`+job.AuditStream+`","config":{}}`, nil, nil), "refused"},
+		{"alice", "read the audit trail", request(jsAPI("CONSUMER.CREATE."+job.AuditStream), `{"stream_name":"`+job.AuditStream+`","config":{}}`, nil, nil), "refused"},
+
+		// Rate-limit charges: each dispatcher its own; all read them.
+		{"dispatcher", "charge its own rate limits", jsPublish(job.LimitsSubject("dispatcher")), "allowed"},
+		{"dispatcher", "forge another dispatcher's charges", jsPublish(job.LimitsSubject("d2")), "refused"},
+		{"alice", "forge a rate-limit charge", jsPublish(job.LimitsSubject("alice")), "refused"},
+		{"gpu1", "forge a rate-limit charge", jsPublish(job.LimitsSubject("gpu1")), "refused"},
+		{"dispatcher", "follow every dispatcher's charges", followLimits, "allowed"},
+		{"alice", "follow the rate-limit charges", followLimits, "refused"},
 
 		// Dead letters.
 		{"gpu1", "bury a job", jsPublish(job.DLQSubject(jobsOf(job.Interactive, "alice"))), "allowed"},
@@ -234,19 +266,44 @@ func answerResume(requester, worker string) action {
 	}
 }
 
-// watchNodes reads the node bucket as the dispatcher's fleet view does.
-func watchNodes(d *deployment, nc *nats.Conn) error {
+// watchBucket reads a bucket's keys matching filter as the dispatcher's
+// fleet view and key cache do.
+func watchBucket(bucket, filter string) action {
+	return func(d *deployment, nc *nats.Conn) error {
+		return watch(nc, bucket, filter)
+	}
+}
+
+// followLimits follows the rate-limit charges as a dispatcher's limiter does.
+func followLimits(d *deployment, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, job.NodeBucket)
+	c, err := js.OrderedConsumer(ctx, job.LimitsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{job.LimitsPrefix + ".>"}})
 	if err != nil {
 		return errors.Join(err, refused(nc))
 	}
-	w, err := kv.Watch(ctx, "node.>")
+	if _, err := c.Fetch(1, jetstream.FetchMaxWait(200*time.Millisecond)); err != nil {
+		return errors.Join(err, refused(nc))
+	}
+	return refused(nc)
+}
+
+func watch(nc *nats.Conn, bucket, filter string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, bucket)
+	if err != nil {
+		return errors.Join(err, refused(nc))
+	}
+	w, err := kv.Watch(ctx, filter)
 	if err != nil {
 		return errors.Join(err, refused(nc))
 	}
