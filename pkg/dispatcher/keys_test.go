@@ -332,3 +332,19 @@ func TestKeysStateJobHeaders(t *testing.T) {
 		t.Error("a MAC verified for another tenant")
 	}
 }
+
+// TestWithdrawnJobIsAudited: a job no worker took before its queue wait
+// ended is withdrawn by the dispatcher, which writes its audit record.
+func TestWithdrawnJobIsAudited(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Keys: true, QueueWait: time.Second})
+	k, secret := f.CreateKey(apikey.Key{Name: "alice", Tenant: "acme", Role: apikey.User})
+	f.StopWorker(0)
+	status, _, body := call(t, "POST", f.URL+"/api/chat", secret, chatBody)
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("chat with no worker: %d %s, want 503", status, body)
+	}
+	rec := lastAudit(t, f, job.AuditJob)
+	if rec.Outcome != audit.Withdrawn || rec.Key != k.ID || rec.Tenant != "acme" || rec.Model != "llama3.2:latest" || rec.Route != "/api/chat" {
+		t.Errorf("audit record %+v, want the withdrawn chat of key %s", rec, k.ID)
+	}
+}
