@@ -141,6 +141,25 @@ func checkSVG(t *testing.T, b []byte) {
 	}
 }
 
+func TestHasFlag(t *testing.T) {
+	l := &lab{help: map[string]string{"dispatcher": "Usage: dispatcher [flags]\n\nFlags:\n" +
+		"  -id string\n    \trequester ID\n  -keys\n    \trequire API keys\n"}}
+	tests := []struct {
+		flag string
+		want bool
+	}{
+		{"id", true},
+		{"keys", true},
+		{"key", false},
+		{"nats-url", false},
+	}
+	for _, tt := range tests {
+		if got := l.hasFlag("dispatcher", tt.flag); got != tt.want {
+			t.Errorf("hasFlag(%q) = %v, want %v", tt.flag, got, tt.want)
+		}
+	}
+}
+
 func TestQuantile(t *testing.T) {
 	inf := math.Inf(1)
 	tests := []struct {

@@ -131,9 +131,11 @@ func findNginx(want string) string {
 }
 
 // hasFlag reports whether binary name has the flag, so that the driver works
-// with binaries from before and after a flag was added.
+// with binaries from before and after a flag was added. The flag package
+// prints "-name type" for most flags and "-name" alone for a bool.
 func (l *lab) hasFlag(name, flag string) bool {
-	return strings.Contains(l.help[name], "\n  -"+flag+" ")
+	h := l.help[name]
+	return strings.Contains(h, "\n  -"+flag+" ") || strings.Contains(h, "\n  -"+flag+"\n")
 }
 
 // path returns a fresh path in the lab directory for name.
