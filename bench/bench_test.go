@@ -55,7 +55,18 @@ func TestShortMode(t *testing.T) {
 	if got, want := len(rep.sections), len(scenarios); got != want {
 		t.Fatalf("report has %d sections, want %d", got, want)
 	}
+	skipped := map[string]bool{}
 	for _, s := range rep.sections {
+		if s.skipped {
+			// The binaries lack what the scenario needs (a flag not merged
+			// yet); it must say so.
+			skipped[s.name] = true
+			t.Logf("section %s skipped: %q", s.name, s.notes)
+			if len(s.notes) == 0 {
+				t.Errorf("section %s was skipped without a note", s.name)
+			}
+			continue
+		}
 		if len(s.tables) == 0 {
 			t.Errorf("section %s has no table", s.name)
 		}
@@ -93,8 +104,8 @@ func TestShortMode(t *testing.T) {
 	f := rep.figures
 	for name, missing := range map[string]bool{"overhead": f.Overhead == nil, "throughput": f.Throughput == nil,
 		"relay": f.Relay == nil, "scheduling": f.Scheduling == nil, "failover": f.Failover == nil, "memory": f.Memory == nil,
-		"security": f.Security == nil} {
-		if missing {
+		"security": f.Security == nil, "keys": f.Keys == nil} {
+		if missing && !skipped[name] {
 			t.Errorf("scenario %s left no figures for the README's summary", name)
 		}
 	}

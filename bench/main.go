@@ -69,6 +69,7 @@ var scenarios = []scenario{
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
 	{"security", "Auth and TLS: the cost of NATS operator mode and TLS", runSecurity},
+	{"keys", "API keys: the cost of HTTP API keys and rate limits", runKeys},
 }
 
 func main() {

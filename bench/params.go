@@ -55,6 +55,10 @@ type params struct {
 	// Security: auth and TLS off and on; the throughput sizes, and this
 	// many one-stream requests per round for the time to first token.
 	secTTFT int
+
+	// Keys: HTTP API keys off and on; the throughput sizes, secTTFT
+	// one-stream requests per level per round, and this many rounds.
+	keysRounds int
 }
 
 // simSpec is one simulated Ollama of the mixed fleet.
@@ -114,6 +118,8 @@ func fullParams() params {
 		memTokens:      60,
 
 		secTTFT: 200,
+
+		keysRounds: 3,
 	}
 }
 
@@ -160,5 +166,7 @@ func shortParams() params {
 		memTokens:      40,
 
 		secTTFT: 10,
+
+		keysRounds: 1,
 	}
 }

@@ -25,7 +25,10 @@ type section struct {
 	tables []table
 	notes  []string // observations drawn from the measurements, and skips
 	err    error    // the scenario failed; its tables may be partial
-	took   time.Duration
+	// skipped: the scenario could not run with these binaries, and its
+	// notes say why. Only a run sets it; the notes are what a report shows.
+	skipped bool
+	took    time.Duration
 
 	plot      []series // latency distributions to draw, if any
 	plotTitle string

@@ -20,6 +20,7 @@ type figures struct {
 	Failover   *failoverFigures   `json:"failover,omitempty"`
 	Memory     *memoryFigures     `json:"memory,omitempty"`
 	Security   *securityFigures   `json:"security,omitempty"`
+	Keys       *keysFigures       `json:"keys,omitempty"`
 }
 
 // securityFigures: the same deployment with auth and TLS off and on. The
@@ -32,6 +33,20 @@ type securityFigures struct {
 type securityLevel struct {
 	HTTP float64 `json:"http_jobs_per_s"`
 	NATS float64 `json:"nats_jobs_per_s"`
+	TTFT orInf   `json:"ttft_p50_s"` // one stream
+}
+
+// keysFigures: the same deployment with HTTP API keys off and on, with a
+// key without limits and one with limits. The README's summary does not
+// show them.
+type keysFigures struct {
+	Off     keysLevel `json:"off"`
+	Key     keysLevel `json:"key"`
+	Limited keysLevel `json:"key_with_limits"`
+}
+
+type keysLevel struct {
+	HTTP float64 `json:"http_jobs_per_s"`
 	TTFT orInf   `json:"ttft_p50_s"` // one stream
 }
 
