@@ -2,7 +2,9 @@
 // actually use — the official OpenAI Go SDK here, ollama-js and openai-node
 // through the node test runner in e2e/ — and checks each against the same
 // simulated Ollama reached directly. The simulator is deterministic, so the
-// text through the queue must equal the text straight from it.
+// text through the queue must equal the text straight from it. Against a
+// dispatcher that requires API keys, each library must raise its own error
+// for a refused key, model or route and for a rate limit.
 package clients_test
 
 import (
@@ -19,9 +21,9 @@ const (
 
 // startFleet starts two workers with two slots each, in front of simulators
 // serving a chat model and an embedding model, and waits until the
-// dispatcher lists both models; with auth, in operator mode with role
-// credentials (fleettest.Options.Auth).
-func startFleet(t *testing.T, auth bool) *fleettest.Fleet {
+// dispatcher lists both models. o sets the rest: Auth for operator mode
+// with role credentials, Keys for a dispatcher that requires API keys.
+func startFleet(t *testing.T, o fleettest.Options) *fleettest.Fleet {
 	t.Helper()
 	sim := ollamasim.DefaultConfig()
 	sim.Models = []ollamasim.Model{
@@ -30,7 +32,8 @@ func startFleet(t *testing.T, auth bool) *fleettest.Fleet {
 	}
 	sim.TokensPerSecond = 2000 // Paced, so streams arrive in several reads, but quickly.
 	sim.TimeToFirstToken = -1
-	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 2, Sim: sim, Auth: auth})
+	o.Workers, o.Slots, o.Sim = 2, 2, sim
+	f := fleettest.Start(t, o)
 	f.WaitFor("both models to be listed", func() bool { return len(f.View.Models()) == 2 })
 	return f
 }

@@ -35,7 +35,7 @@ func TestJSClients(t *testing.T) {
 
 // runJS runs node --test in dir against a fleet.
 func runJS(t *testing.T, node, dir string, auth bool) {
-	f := startFleet(t, auth)
+	f := startFleet(t, fleettest.Options{Auth: auth})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	// No file arguments: node then runs e2e's *.test.mjs files, and its

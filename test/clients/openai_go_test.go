@@ -78,7 +78,7 @@ func TestOpenAIGoSDK(t *testing.T) {
 }
 
 func testOpenAIGoSDK(t *testing.T, auth bool) {
-	f := startFleet(t, auth)
+	f := startFleet(t, fleettest.Options{Auth: auth})
 	rec := &recorder{}
 	via := newOpenAI(f.URL, option.WithHTTPClient(&http.Client{Transport: rec}))
 	direct := newOpenAI(f.SimURLs[0].String()) // The same simulator and seed: the reference answer.
