@@ -83,8 +83,9 @@ type Fleet struct {
 
 	opts    Options
 	view    *fleet.View
-	keys    *apikey.Store // nil without Options.Keys
-	auth    *auth.Dir     // nil without Options.Auth
+	keys    *apikey.Store   // nil without Options.Keys
+	caches  []*apikey.Cache // every dispatcher's, guarded by mu
+	auth    *auth.Dir       // nil without Options.Auth
 	vmu     sync.Mutex
 	viol    []string // permission violations on the fleet's connections
 	regs    []*atomic.Pointer[prometheus.Registry]
@@ -257,6 +258,9 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 		}
 		wg.Go(func() { _ = cache.Run(ctx) })
 		<-cache.Ready()
+		f.mu.Lock()
+		f.caches = append(f.caches, cache)
+		f.mu.Unlock()
 		if opts.MACSecret, err = apikey.MACSecret(ctx, kv); err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +301,9 @@ func (f *Fleet) StartDispatcher(id string) string {
 }
 
 // CreateKey stores an API key made from k (ID and hash filled in) and
-// returns it with its secret; it requires Options.Keys.
+// returns it with its secret; it requires Options.Keys. It returns once
+// every dispatcher's watch has delivered the key, so that a request with it
+// right away is not refused as unknown.
 func (f *Fleet) CreateKey(k apikey.Key) (apikey.Key, string) {
 	f.t.Helper()
 	if f.keys == nil {
@@ -307,6 +313,17 @@ func (f *Fleet) CreateKey(k apikey.Key) (apikey.Key, string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.mu.Lock()
+	caches := f.caches
+	f.mu.Unlock()
+	f.WaitFor("every dispatcher to have key "+k.ID, func() bool {
+		for _, c := range caches {
+			if _, ok := c.Get(k.ID); !ok {
+				return false
+			}
+		}
+		return true
+	})
 	return k, secret
 }
 
