@@ -285,10 +285,9 @@ func testOpenAIGoSDKKeys(t *testing.T, auth bool) {
 		bases := []string{f.URL, second}
 		for _, base := range bases {
 			c := keyClient(base, secret)
-			fleettest.WaitFor(t, 5*time.Second, "the new key to be in force on "+base, func() bool {
-				_, err := c.Models.List(t.Context())
-				return err == nil
-			})
+			if _, err := c.Chat.Completions.New(t.Context(), chat); err != nil {
+				t.Fatalf("chat on %s before the revocation: %v", base, err)
+			}
 		}
 		revoked := time.Now()
 		if _, err := f.Keys().Revoke(t.Context(), k.ID, revoked); err != nil {
