@@ -31,7 +31,7 @@ type command struct {
 	// interspersed lets flags follow the arguments (auth add NAME --role
 	// worker); "--" ends the flags.
 	interspersed bool
-	subs         []*command // a group's commands (batch, dlq, auth)
+	subs         []*command // a group's commands (batch, dlq, keys, auth)
 }
 
 // commands is the table of ollamaq's commands, in the order 'ollamaq help'
@@ -59,6 +59,16 @@ var commands = []*command{
 			{name: "list", summary: "the dead letters and why", usage: dlqListSynopsis, flags: cmdDLQList},
 			{name: "show", args: "SEQ", summary: "one, with its request", usage: dlqShowSynopsis, flags: cmdDLQShow},
 			{name: "requeue", args: "SEQ...", summary: "put them back on their queues", usage: dlqRequeueSynopsis, flags: cmdDLQRequeue},
+		}},
+	{name: "keys", heading: "HTTP API keys, usage and the audit trail:", usage: keysUsage, more: keysMore,
+		subs: []*command{
+			{name: "create", interspersed: true, args: "NAME", summary: "create a key for a tenant; prints its secret once",
+				usage: keysCreateSynopsis, flags: cmdKeysCreate},
+			{name: "list", summary: "the keys, their tenants, models, bounds and state", usage: keysListSynopsis, flags: cmdKeysList},
+			{name: "revoke", interspersed: true, args: "ID", summary: "refuse a key on every dispatcher from now on",
+				usage: keysRevokeSynopsis, flags: cmdKeysRevoke},
+			{name: "rotate", interspersed: true, args: "ID", summary: "give a key a new secret; prints it once",
+				usage: keysRotateSynopsis, flags: cmdKeysRotate},
 		}},
 	{name: "auth", heading: "Credentials (NATS operator, accounts, users):", usage: authUsage, more: authMore,
 		subs: []*command{

@@ -1,6 +1,6 @@
 // Command ollamaq is the OllamaMax command line: batch submission, queue and
-// fleet status, single requests, and the auth directory that issues NATS
-// credentials for each role. It talks to the queue over NATS
+// fleet status, single requests, HTTP API keys, and the auth directory that
+// issues NATS credentials for each role. It talks to the queue over NATS
 // directly, so it works where no dispatcher runs, and it reads the nats
 // CLI's saved contexts, so an operator who uses nats is already connected.
 package main
@@ -38,8 +38,9 @@ Read commands take --json. 'ollamaq help COMMAND' shows a command's flags and
 examples.
 
 Exit status: 0 ok; 1 the command ran and failed (a job or batch line failed,
-a batch is incomplete, unknown batch); 2 usage; 3 cannot connect (server
-unreachable, credentials refused or missing, no OllamaMax queue there).
+a batch is incomplete, unknown batch or key); 2 usage; 3 cannot connect
+(server unreachable, credentials refused or missing or not permitted, no
+OllamaMax queue or key bucket there).
 `
 
 // Exit codes scripts can rely on.
