@@ -2,6 +2,9 @@ package audit_test
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,5 +104,93 @@ func TestPublish(t *testing.T) {
 		if m.Subject != tt.subject || got.Kind != tt.kind || got.Time.IsZero() {
 			t.Errorf("record %d on %s: %+v; want subject %s, kind %s and a time", tt.seq, m.Subject, got, tt.subject, tt.kind)
 		}
+	}
+}
+
+func TestRead(t *testing.T) {
+	b := natstest.Start(t)
+	q, err := queue.SetupConn(t.Context(), natstest.Connect(t, b), queue.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := q.JetStream()
+	ctx := t.Context()
+	if _, err := audit.Read(ctx, js, audit.Query{}, func(r audit.Record) error {
+		t.Errorf("a record in an empty stream: %+v", r)
+		return nil
+	}); err != nil {
+		t.Fatalf("Read of an empty stream: %v", err)
+	}
+	records := []audit.Record{
+		{Kind: job.AuditJob, Job: "j1", Requester: "alice", Model: "llama3.2:latest", Outcome: audit.Done},
+		{Kind: job.AuditAdmin, Requester: "ops", Action: "keys.create", Key: "k1", Outcome: audit.Done},
+		{Kind: job.AuditJob, Job: "j2", Requester: "bob", Model: "qwen2.5:0.5b", Outcome: audit.Failed},
+		{Kind: job.AuditJob, Job: "j3", Requester: "alice", Model: "llama3.2:latest", Outcome: audit.Canceled},
+	}
+	for _, r := range records {
+		if err := audit.Publish(ctx, js, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Not a record: skipped and counted.
+	if _, err := js.Publish(ctx, "ollamaq.audit.job.-.x", []byte("not json")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, job.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, err := s.GetMsg(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		q           audit.Query
+		want        string // the records' jobs or actions, in order
+		wantSkipped int
+	}{
+		{"all", audit.Query{}, "j1 keys.create j2 j3", 1},
+		{"jobs", audit.Query{Kind: job.AuditJob}, "j1 j2 j3", 1},
+		{"admin", audit.Query{Kind: job.AuditAdmin}, "keys.create", 0},
+		{"model", audit.Query{Model: "llama3.2:latest"}, "j1 j3", 0},
+		{"jobs of a model", audit.Query{Kind: job.AuditJob, Model: "qwen2.5:0.5b"}, "j2", 0},
+		{"no such model", audit.Query{Model: "phi3:latest"}, "", 0},
+		{"since", audit.Query{Since: third.Time}, "j2 j3", 1},
+		{"since now", audit.Query{Since: time.Now().Add(time.Hour)}, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			skipped, err := audit.Read(ctx, js, tt.q, func(r audit.Record) error {
+				got = append(got, r.Job+r.Action)
+				return nil
+			})
+			if err != nil || strings.Join(got, " ") != tt.want || skipped != tt.wantSkipped {
+				t.Errorf("Read = %q, %d skipped, %v; want %q, %d skipped", got, skipped, err, tt.want, tt.wantSkipped)
+			}
+		})
+	}
+
+	// What is stored while Read runs is left out: it ends.
+	n := 0
+	_, err = audit.Read(ctx, js, audit.Query{Kind: job.AuditJob}, func(audit.Record) error {
+		n++
+		return audit.Publish(ctx, js, audit.Record{Kind: job.AuditJob, Requester: "carol", Job: fmt.Sprint("late", n), Outcome: audit.Done})
+	})
+	if err != nil || n != 3 {
+		t.Errorf("Read while publishing: %d records, %v; want the 3 stored before", n, err)
+	}
+	// fn's error stops it.
+	stop := errors.New("stop")
+	if _, err := audit.Read(ctx, js, audit.Query{}, func(audit.Record) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("Read = %v, want fn's error", err)
+	}
+
+	if err := js.DeleteStream(ctx, job.AuditStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audit.Read(ctx, js, audit.Query{}, func(audit.Record) error { return nil }); !errors.Is(err, audit.ErrNoStream) {
+		t.Errorf("Read without the stream = %v, want ErrNoStream", err)
 	}
 }
