@@ -70,6 +70,10 @@ var commands = []*command{
 			{name: "rotate", interspersed: true, args: "ID", summary: "give a key a new secret; prints it once",
 				usage: keysRotateSynopsis, flags: cmdKeysRotate},
 		}},
+	{name: "usage", heading: "HTTP API keys, usage and the audit trail:", summary: "tokens and time per tenant, key or model, from the audit trail",
+		usage: usageSynopsis, flags: cmdUsage},
+	{name: "audit", heading: "HTTP API keys, usage and the audit trail:", summary: "the audit trail: who ran what, and management actions",
+		usage: auditSynopsis, flags: cmdAudit},
 	{name: "auth", heading: "Credentials (NATS operator, accounts, users):", usage: authUsage, more: authMore,
 		subs: []*command{
 			{name: "init", interspersed: true, args: "[DIR]", summary: "create the auth directory: operator, accounts, role signing keys",

@@ -132,14 +132,14 @@ func (e *env) withKeys(ctx context.Context, work keysFunc) int {
 
 // bindError words a failure to bind a stream or bucket that queue.Open
 // does not bind (the key bucket, the audit stream) as a connect error;
-// missing is what to say when it does not exist. A request the credentials
+// missing, if set, is what to say when it does not exist. A request the credentials
 // may not publish gets no answer: the reason is the connection's last
 // error, which the server sent on the side.
 func bindError(q *queue.Queue, err error, missing string) error {
 	nc := q.JetStream().Conn()
 	last := nc.LastError()
 	switch {
-	case errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+	case missing != "" && (errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)):
 		return connFailed("%s", missing)
 	case errors.Is(last, nats.ErrPermissionViolation):
 		return connFailed("NATS at %s does not permit these credentials what ollamaq needs (%v)", nc.ConnectedUrlRedacted(), last)
