@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -218,5 +219,56 @@ func TestParseModels(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(tt.want) || (err == nil) != (tt.wantErr == "") || err != nil && !strings.Contains(err.Error(), tt.wantErr) {
 			t.Errorf("parseModels(%q) = %q, %v; want %q, %q", tt.in, got, err, tt.want, tt.wantErr)
 		}
+	}
+}
+
+// TestKeysUnderAuth runs the key, usage and audit commands with NATS auth
+// on: an admin may, and its records name it; the server refuses a client
+// what keys list needs.
+func TestKeysUnderAuth(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Auth: true})
+	c := newCLI(t, f.Broker.ClientURL())
+	c.now = time.Now
+	admin := f.CredsPath(fleettest.AdminUser)
+
+	code, out, errOut := c.run("--creds", admin, "keys", "create", "ci", "--tenant", "acme")
+	id, err := apikey.ParseID(strings.TrimSpace(out))
+	if code != exitOK || err != nil {
+		t.Fatalf("keys create as admin = %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"keys", "list"}, {"keys", "rotate", id}, {"keys", "revoke", id}, {"usage"}, {"audit"}} {
+		if code, out, errOut := c.run(append([]string{"--creds", admin}, args...)...); code != exitOK {
+			t.Errorf("ollamaq %s as admin = %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+		}
+	}
+	_, out, _ = c.run("--creds", admin, "audit", "--kind", "admin", "--json")
+	var actions []string
+	for line := range strings.Lines(out) {
+		var r auditRow
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Requester != fleettest.AdminUser || r.Key != id || r.Tenant != "acme" {
+			t.Errorf("admin record %+v; want requester %s, key %s, tenant acme", r.Record, fleettest.AdminUser, id)
+		}
+		actions = append(actions, r.Action)
+	}
+	if got := strings.Join(actions, " "); got != "keys.create keys.rotate keys.revoke" {
+		t.Errorf("admin records %q, want keys.create keys.rotate keys.revoke", got)
+	}
+
+	// A tenant's client credentials may bind the job stream, but not read
+	// the key bucket: the server refuses, and ollamaq says so in one line.
+	f.ClientConn("tenant1") // issues the credentials
+	tenant := f.CredsPath("tenant1")
+	for _, args := range [][]string{{"keys", "list"}, {"keys", "create", "x", "--tenant", "tenant1"}, {"usage"}} {
+		code, out, errOut := c.run(append([]string{"--creds", tenant, "--timeout", "1s"}, args...)...)
+		if code != exitConnect || out != "" || strings.Count(errOut, "\n") != 1 ||
+			!strings.Contains(errOut, "does not permit these credentials what ollamaq needs (nats: permissions violation") {
+			t.Errorf("ollamaq %s as a client = %d\nstdout: %s\nstderr: %s\nwant %d and the permission violation", strings.Join(args, " "), code, out, errOut, exitConnect)
+		}
+	}
+	if code, _, errOut := c.run("--creds", tenant, "--timeout", "1s", "keys", "list"); !strings.Contains(errOut, `Publish to "$JS.API.STREAM.INFO.KV_ollamaq_keys"`) {
+		t.Errorf("keys list as a client = %d, %s; want the STREAM.INFO of the key bucket refused", code, errOut)
 	}
 }
