@@ -61,23 +61,23 @@ func cmdAudit(fs *flag.FlagSet) runFunc {
 	limit := fs.Int("limit", 100, "print the newest N (0: all)")
 	asJSON := fs.Bool("json", false, "print the records as JSON lines, with \"verified\"")
 	return func(ctx context.Context, e *env, _ []string) int {
-		q, ok := e.auditQuery(*since, *model)
+		query, ok := e.auditQuery(*since, *model)
 		if !ok {
 			return exitUsage
 		}
 		switch *kind {
 		case "", job.AuditJob, job.AuditAdmin:
-			q.Kind = *kind
+			query.Kind = *kind
 		default:
 			return e.fail(exitUsage, "audit: --kind %q: want job or admin", *kind)
 		}
 		if *limit < 0 {
 			return e.fail(exitUsage, "audit: --limit must not be negative")
 		}
-		return e.withQueue(ctx, func(ctx context.Context, e *env, qu *queue.Queue) int {
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
 			var rows []auditRow
 			matched := 0
-			code := e.readAudit(ctx, qu, q, func(r audit.Record, verified bool) {
+			code := e.readAudit(ctx, q, query, func(r audit.Record, verified bool) {
 				if *key != "" && r.Key != *key || *tenant != "" && r.Tenant != *tenant && (r.Tenant != "" || r.Requester != *tenant) {
 					return
 				}
@@ -195,14 +195,15 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	return now.Add(-d), nil
 }
 
-// readAudit reads the records q selects, telling fn whether each record's
-// key and tenant carry a dispatcher's MAC, and returns the exit code.
-func (e *env) readAudit(ctx context.Context, qu *queue.Queue, q audit.Query, fn func(r audit.Record, verified bool)) int {
-	secret, err := e.macSecret(ctx, qu)
+// readAudit reads the records query selects, telling fn whether each
+// record's key and tenant carry a dispatcher's MAC, and returns the exit
+// code.
+func (e *env) readAudit(ctx context.Context, q *queue.Queue, query audit.Query, fn func(r audit.Record, verified bool)) int {
+	secret, err := e.macSecret(ctx, q)
 	if err != nil {
 		return e.connectFailed(err)
 	}
-	skipped, err := audit.Read(ctx, qu.JetStream(), q, func(r audit.Record) error {
+	skipped, err := audit.Read(ctx, q.JetStream(), query, func(r audit.Record) error {
 		// Without a secret nothing is verified: an empty key would verify
 		// a MAC anyone can make.
 		fn(r, secret != nil && r.Verified(secret))
@@ -214,7 +215,7 @@ func (e *env) readAudit(ctx context.Context, qu *queue.Queue, q audit.Query, fn 
 	case errors.Is(err, context.Canceled):
 		return e.fail(exitFailed, "interrupted")
 	case err != nil:
-		return e.connectFailed(bindError(qu, err, ""))
+		return e.connectFailed(bindError(q, err, ""))
 	}
 	if skipped > 0 {
 		fmt.Fprintf(e.stderr, "ollamaq: skipped %d messages in %s that are not audit records\n", skipped, job.AuditStream)

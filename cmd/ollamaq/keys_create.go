@@ -68,8 +68,9 @@ func cmdKeysCreate(fs *flag.FlagSet) runFunc {
 		}
 		// The flags are checked here, before connecting: what the store
 		// would refuse is a usage error.
-		if probe, _ := apikey.New(k); probe.Validate() != nil {
-			return e.fail(exitUsage, "keys create: %s", strings.TrimPrefix(probe.Validate().Error(), "apikey: "))
+		probe, _ := apikey.New(k)
+		if err := probe.Validate(); err != nil {
+			return e.fail(exitUsage, "keys create: %s", strings.TrimPrefix(err.Error(), "apikey: "))
 		}
 		return e.withKeys(ctx, func(ctx context.Context, q *queue.Queue, s *apikey.Store) int {
 			k, secret, err := s.Create(ctx, k, now)

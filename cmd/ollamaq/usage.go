@@ -65,25 +65,27 @@ func cmdUsage(fs *flag.FlagSet) runFunc {
 	model := fs.String("model", "", "only jobs of this model")
 	asJSON := fs.Bool("json", false, "print the sums as JSON")
 	return func(ctx context.Context, e *env, _ []string) int {
-		q, ok := e.auditQuery(*since, *model)
+		query, ok := e.auditQuery(*since, *model)
 		if !ok {
 			return exitUsage
 		}
-		q.Kind = job.AuditJob
+		query.Kind = job.AuditJob
 		switch *by {
 		case "tenant", "key", "model":
 		default:
 			return e.fail(exitUsage, "usage: --by %q: want tenant, key or model", *by)
 		}
-		return e.withQueue(ctx, func(ctx context.Context, e *env, qu *queue.Queue) int {
+		return e.withQueue(ctx, func(ctx context.Context, e *env, q *queue.Queue) int {
 			sums := map[usageGroup]*usageRow{}
 			seen := map[string]bool{} // requester and job of the jobs counted
-			code := e.readAudit(ctx, qu, q, func(r audit.Record, verified bool) {
-				id := r.Requester + "." + r.Job
-				if r.Job != "" && seen[id] {
-					return
+			code := e.readAudit(ctx, q, query, func(r audit.Record, verified bool) {
+				if r.Job != "" {
+					id := r.Requester + "." + r.Job
+					if seen[id] {
+						return
+					}
+					seen[id] = true
 				}
-				seen[id] = true
 				g := group(*by, r, verified)
 				s := sums[g]
 				if s == nil {
@@ -113,7 +115,7 @@ func cmdUsage(fs *flag.FlagSet) runFunc {
 				if writeUsage(w, *by, rows) {
 					fmt.Fprintln(e.stderr, "(requester NAME): jobs without a dispatcher-verified API key, counted for the NATS user that queued them")
 				}
-			}, "no jobs in the audit trail since "+sinceText(q.Since))
+			}, "no jobs in the audit trail since "+sinceText(query.Since))
 		})
 	}
 }
