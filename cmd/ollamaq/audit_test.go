@@ -22,7 +22,7 @@ func TestAuditCommand(t *testing.T) {
 	} {
 		t.Run(tt.golden, func(t *testing.T) {
 			code, out, errOut := c.run(append([]string{"audit"}, tt.args...)...)
-			legend := "?: a key and tenant the requester stated without a dispatcher's MAC; not verified"
+			legend := "?: a key and tenant without a dispatcher's valid MAC: claimed, not verified"
 			if code != exitOK || strings.Contains(errOut, legend) != (tt.golden == "audit.txt") {
 				t.Fatalf("exit %d: %s", code, errOut)
 			}
