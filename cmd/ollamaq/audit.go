@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -26,10 +27,11 @@ outcome, HTTP status, requester (the NATS user that queued the job or took
 the action), tenant, key, route or action, model, worker, tokens
 prompt/completion, time queued and run. Never a prompt or an answer.
 
-A job's key and tenant count only with a dispatcher's MAC over them: those
-without one, which any process that may write the trail can claim, are
-marked ? and do not count in 'ollamaq usage'. An admin record names the key
-it acted on.
+A record's key and tenant, those of the HTTP request behind a job or a
+dispatcher's management action, count only with a dispatcher's MAC over
+them: those without one, which any process that may write the trail can
+claim, are marked ? and do not count in 'ollamaq usage'. The records of
+'ollamaq keys' name the key they acted on, with no MAC, unmarked.
 
 --since is a duration back from now (90m, 24h, 7d), an RFC 3339 time, or
 all; it counts from when the stream stored a record. --kind and --model are
@@ -120,7 +122,7 @@ func writeAudit(w io.Writer, rows []auditRow) bool {
 	marked := false
 	for _, r := range rows {
 		tenant, key := dash(r.Tenant), dash(r.Key)
-		if r.Kind == job.AuditJob && r.Key != "" && !r.Verified {
+		if claimed(r) {
 			tenant, key, marked = tenant+"?", key+"?", true
 		}
 		status := "-"
@@ -130,12 +132,22 @@ func writeAudit(w io.Writer, rows []auditRow) bool {
 		what, tokens, queued, ran := r.Route, fmt.Sprintf("%d/%d", r.PromptTokens, r.CompletionTokens), millis(r.QueueMS), millis(r.RunMS)
 		if r.Kind != job.AuditJob {
 			what, tokens, queued, ran = r.Action, "-", "-", "-"
+			if r.RunMS != 0 { // how long a dispatcher's management request took
+				ran = millis(r.RunMS)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Kind, dash(r.Outcome), status,
 			dash(r.Requester), tenant, key, dash(what), dash(r.Model), dash(r.Worker), tokens, queued, ran)
 	}
 	_ = tw.Flush() // Output errors end the command anyway.
 	return marked
+}
+
+// claimed reports whether r states a key and tenant that its MAC does not
+// verify. The records of ollamaq keys name the key they acted on, not one
+// that made a request: they have no MAC to verify.
+func claimed(r auditRow) bool {
+	return r.Key != "" && !r.Verified && !(r.Kind == job.AuditAdmin && strings.HasPrefix(r.Action, "keys."))
 }
 
 // dash is s, or "-" for nothing.

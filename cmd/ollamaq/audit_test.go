@@ -59,11 +59,11 @@ func TestAuditCommand(t *testing.T) {
 		want    string // jobs or actions, + for verified
 		wantErr string
 	}{
-		{"all", nil, "j1+ j1+ j2+ j3+ j4+ j5 j6 j7 keys.create", "skipped 1 messages"},
-		{"key: signed, claimed and acted on", []string{"--key", "k1"}, "j1+ j1+ j2+ j5 j7 keys.create", ""},
-		{"tenant: stated, and a requester's own", []string{"--tenant", "acme"}, "j1+ j1+ j2+ j3+ j5 keys.create", ""},
+		{"all", nil, "j1+ j1+ j2+ j3+ j4+ j5 j6 j7 keys.create req1pull+ req2delete", "skipped 1 messages"},
+		{"key: signed, claimed and acted on", []string{"--key", "k1"}, "j1+ j1+ j2+ j5 j7 keys.create req1pull+", ""},
+		{"tenant: stated, and a requester's own", []string{"--tenant", "acme"}, "j1+ j1+ j2+ j3+ j5 keys.create req1pull+ req2delete", ""},
 		{"tenant of a NATS-native job", []string{"--tenant", "alice"}, "j6", ""},
-		{"kind", []string{"--kind", "admin"}, "keys.create", ""},
+		{"kind", []string{"--kind", "admin"}, "keys.create req1pull+ req2delete", ""},
 		{"model", []string{"--model", "llama3.2", "--kind", "job"}, "j1+ j1+ j3+ j4+ j5 j6", ""},
 		{"limit keeps the newest", []string{"--kind", "job", "--limit", "2"}, "j6 j7", "the newest 2 of 8 records (--limit 0 prints all)"},
 		{"nothing since", []string{"--since", time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}, "", "no audit records"},

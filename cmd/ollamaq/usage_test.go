@@ -54,6 +54,11 @@ func trail(t *testing.T, q *queue.Queue) {
 		withJob(tampered, audit.Record{Route: "/api/chat", Model: "qwen2.5:0.5b", Worker: "w1", Outcome: audit.Canceled, Status: 499,
 			PromptTokens: 2, CompletionTokens: 2, RunMS: 10}),
 		{Kind: job.AuditAdmin, Requester: "ops", Action: "keys.create", Key: "k1", Tenant: "acme", Outcome: audit.Done},
+		// A dispatcher's management actions name the key of the request.
+		signed(audit.Record{Kind: job.AuditAdmin, Job: "req1", Requester: "dispatcher", Action: "pull", Key: "k1", Tenant: "acme",
+			Route: "/api/pull", Model: "llama3.2:latest", Status: 200, Outcome: audit.Done, RunMS: 9000}),
+		{Kind: job.AuditAdmin, Job: "req2", Requester: "mallory", Action: "delete", Key: "k2", Tenant: "acme",
+			Route: "/api/delete", Model: "llama3.2:latest", Status: 200, Outcome: audit.Done},
 	}
 	for i, r := range records {
 		if r.Kind == "" {
