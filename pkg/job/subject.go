@@ -235,13 +235,18 @@ const (
 )
 
 // AuditSubject is the subject of an audit record of kind (AuditJob or
-// AuditAdmin) about the canonical model (empty for none) by requester.
+// AuditAdmin) about the canonical model by requester. An empty model or
+// requester (a job whose subject a worker could not read) is written "-":
+// the record itself holds the empty value.
 func AuditSubject(kind, canonical, requester string) string {
-	m := "-"
+	m, r := "-", "-"
 	if canonical != "" {
 		m = EncodeModel(canonical)
 	}
-	return AuditPrefix + "." + kind + "." + m + "." + requester
+	if requester != "" {
+		r = requester
+	}
+	return AuditPrefix + "." + kind + "." + m + "." + r
 }
 
 // AuditFilter is the subject filter of the audit records of kind about the

@@ -61,3 +61,20 @@ func TestNewID(t *testing.T) {
 		t.Fatalf("NewID gave %q and %q", a, b)
 	}
 }
+
+func TestAuditSubject(t *testing.T) {
+	tests := []struct {
+		name, kind, model, requester, want string
+	}{
+		{"job", AuditJob, "llama3.2:latest", "alice", "ollamaq.audit.job.llama3_2e2_3alatest.alice"},
+		{"no model", AuditAdmin, "", "ops", "ollamaq.audit.admin.-.ops"},
+		{"no requester", AuditJob, "", "", "ollamaq.audit.job.-.-"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := AuditSubject(tt.kind, tt.model, tt.requester); got != tt.want {
+				t.Errorf("AuditSubject(%q, %q, %q) = %q, want %q", tt.kind, tt.model, tt.requester, got, tt.want)
+			}
+		})
+	}
+}
