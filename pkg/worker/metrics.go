@@ -1,13 +1,6 @@
 package worker
 
-import (
-	"bytes"
-	"encoding/json"
-	"time"
-
-	"github.com/ollamamax/ollamamax/pkg/job"
-	"github.com/prometheus/client_golang/prometheus"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // LatencyBuckets suit LLM work: from a cached short answer to a long
 // generation behind a model load.
@@ -76,36 +69,4 @@ func (m *metrics) initialize(model string, class string) {
 		c.WithLabelValues(model, class)
 	}
 	m.tokens.WithLabelValues(model)
-}
-
-// usage is what a final Ollama response says about generation: native
-// (eval_count, eval_duration) or OpenAI (usage.completion_tokens).
-type usage struct {
-	EvalCount    int   `json:"eval_count"`
-	EvalDuration int64 `json:"eval_duration"`
-	Usage        *struct {
-		CompletionTokens int `json:"completion_tokens"`
-	} `json:"usage"`
-}
-
-// usageOf reads the token counts from a frame that carries them. It skips
-// every other frame cheaply: only final frames contain these keys.
-func usageOf(frame []byte) (tokens int, perSecond float64, ok bool) {
-	if !bytes.Contains(frame, []byte(`"eval_count"`)) && !bytes.Contains(frame, []byte(`"completion_tokens"`)) {
-		return 0, 0, false
-	}
-	var u usage
-	if json.Unmarshal(job.Payload(frame), &u) != nil {
-		return 0, 0, false
-	}
-	switch {
-	case u.EvalCount > 0:
-		if u.EvalDuration > 0 {
-			perSecond = float64(u.EvalCount) / time.Duration(u.EvalDuration).Seconds()
-		}
-		return u.EvalCount, perSecond, true
-	case u.Usage != nil && u.Usage.CompletionTokens > 0:
-		return u.Usage.CompletionTokens, 0, true
-	}
-	return 0, 0, false
 }

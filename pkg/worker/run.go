@@ -199,6 +199,7 @@ func (t *task) execute(ctx context.Context) result {
 	if !ok {
 		return res
 	}
+	body, hideUsage := askForUsage(t.route, body)
 	if err := t.send(job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
 		return result{kind: resHandBack, msg: err.Error()}
 	}
@@ -236,18 +237,23 @@ func (t *task) execute(ctx context.Context) result {
 	}
 
 	ct := resp.Header.Get("Content-Type")
+	rt, _ := job.LookupRoute(t.route) // Checked in accept, or a node command's.
+	meter := newUsageMeter(rt.API, ct)
 	first := true
 	var sendErr error
 	err = job.Frames(resp.Body, ct, func(b []byte) error {
+		if meter.frame(b) && hideUsage && usageOnlyChunk(b) {
+			return nil // Asked for by the worker, not the client: read, not relayed.
+		}
 		r := job.Reply{Kind: job.KindData, Data: b}
 		if first {
 			r.Status, r.ContentType, first = resp.StatusCode, ct, false
 			t.observeFirstToken(time.Since(sent))
 		}
-		t.observeUsage(b)
 		sendErr = t.send(r)
 		return sendErr
 	})
+	usage := t.observeUsage(meter)
 	if err == nil && first {
 		err = t.send(job.Reply{Kind: job.KindData, Status: resp.StatusCode, ContentType: ct})
 	}
@@ -263,7 +269,7 @@ func (t *task) execute(ctx context.Context) result {
 		return failed(http.StatusBadGateway, "ollama response broke off: "+err.Error())
 	}
 	t.w.jobWentOK(true, "")
-	return result{kind: resDone}
+	return result{kind: resDone, usage: usage}
 }
 
 // observeFirstToken records the time to Ollama's first response bytes.
@@ -273,17 +279,21 @@ func (t *task) observeFirstToken(d time.Duration) {
 	}
 }
 
-// observeUsage counts the tokens a final frame reports.
-func (t *task) observeUsage(frame []byte) {
-	if t.msg == nil {
-		return
+// observeUsage counts the tokens the response reported, once per job, and
+// returns them for the done reply; nil when Ollama reported none, and for a
+// node command.
+func (t *task) observeUsage(m *usageMeter) *job.Usage {
+	c, ok := m.result()
+	if t.msg == nil || !ok {
+		return nil
 	}
-	if n, perSecond, ok := usageOf(frame); ok {
-		t.w.metrics.tokens.WithLabelValues(t.model).Add(float64(n))
-		if perSecond > 0 {
-			t.w.metrics.tokensPerSecond.WithLabelValues(t.model).Observe(perSecond)
+	if c.completion > 0 {
+		t.w.metrics.tokens.WithLabelValues(t.model).Add(float64(c.completion))
+		if c.evalDuration > 0 {
+			t.w.metrics.tokensPerSecond.WithLabelValues(t.model).Observe(float64(c.completion) / c.evalDuration.Seconds())
 		}
 	}
+	return &job.Usage{PromptTokens: c.prompt, CompletionTokens: c.completion}
 }
 
 // interrupted tells whether the job's context ended, and why.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
@@ -41,6 +40,8 @@ type result struct {
 	// the worker makes, which get Ollama's native shape.
 	body        []byte
 	contentType string
+	// usage is what Ollama said the job cost, on resDone when it said so.
+	usage *job.Usage
 }
 
 // errorReply is the error message that ends a job or command.
@@ -80,7 +81,7 @@ func (t *task) settle(ctx context.Context, r result) {
 	var err error
 	switch r.kind {
 	case resDone:
-		if err = t.send(job.Reply{Kind: job.KindDone}); err == nil {
+		if err = t.send(job.Reply{Kind: job.KindDone, Usage: r.usage}); err == nil {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
 			cancel()
