@@ -15,6 +15,7 @@ type metrics struct {
 	firstToken, duration                              *prometheus.HistogramVec
 	tokens                                            *prometheus.CounterVec
 	tokensPerSecond                                   *prometheus.HistogramVec
+	auditFailures                                     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
@@ -44,9 +45,11 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 			Help: "Tokens generated, as Ollama counted them (eval_count, or usage.completion_tokens on OpenAI routes)."}, []string{"model"}),
 		tokensPerSecond: mh("ollamamax_worker_generation_tokens_per_second", "Generation speed per job, eval_count / eval_duration as Ollama measured them.",
 			[]string{"model"}, []float64{1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000}),
+		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_worker_audit_failures_total",
+			Help: "Audit records of ended jobs the worker could not write to OLLAMAQ_AUDIT (the jobs were settled all the same)."}),
 	}
 	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.queueWait, m.firstToken, m.duration,
-		m.tokens, m.tokensPerSecond,
+		m.tokens, m.tokensPerSecond, m.auditFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
 			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.cfg.Slots) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
@@ -81,13 +82,21 @@ func (w *Worker) reapOne(ctx context.Context, advisory []byte) error {
 		return err
 	}
 	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
+	rec := jobRecord(m.Subject, m.Header)
+	rec.Outcome, rec.Error, rec.Attempts, rec.Queued = audit.DeadLettered, reason, a.Deliveries, m.Time.UTC()
+	// Worker stays empty: the advisory does not say who had it last. No
+	// attempt ended it, so it has no queue or run time.
 	if job.ValidReply(reply) {
 		rep := job.Reply{Kind: job.KindError, Job: id, Attempt: a.Deliveries, Seq: job.SeqFinal,
 			Status: http.StatusBadGateway, Error: reason, Data: job.ErrorBody(reason)}
 		if err := w.nc.PublishMsg(queue.ReplyMsg(reply, rep)); err != nil {
 			w.log.Warn("tell requester of dead letter", "job", id, "err", err)
 		}
+		rec.Status = http.StatusBadGateway
 	}
+	// Before the job leaves the queue: if the delete below fails, the
+	// advisory comes back, and the record's de-duplication keeps one.
+	w.writeAudit(ctx, rec, auditTimeout)
 	if err := stream.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("remove reaped job %s: %w", id, err)
 	}

@@ -108,6 +108,8 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		if err := w.q.Bury(bctx, m.Subject(), streamSeq(m), h, m.Data(), reason, t.attempt, w.cfg.ID); err != nil {
 			w.log.Warn("bury job", "job", t.id, "err", err)
 		}
+		// Nobody was answered: the record has no status.
+		t.audit(ctx, result{kind: resFailed, msg: reason, bury: true})
 		if err := m.TermWithReason(reason); err != nil {
 			w.log.Warn("settle job", "job", t.id, "err", err)
 		}
@@ -128,9 +130,9 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		if time.Now().After(deadline) {
 			if h.Get(job.HeaderBatch) != "" {
 				// A batch job's deadline is the end of its batch's completion window.
-				return t, failed(http.StatusRequestTimeout, "batch expired: the request did not start within the batch's completion window; not run")
+				return t, expired(http.StatusRequestTimeout, "batch expired: the request did not start within the batch's completion window; not run")
 			}
-			return t, failed(http.StatusServiceUnavailable, "job waited in the queue past its deadline; not run")
+			return t, expired(http.StatusServiceUnavailable, "job waited in the queue past its deadline; not run")
 		}
 	}
 	w.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
@@ -40,6 +41,8 @@ type result struct {
 	// the worker makes, which get Ollama's native shape.
 	body        []byte
 	contentType string
+	// expired: the job was not run because its deadline had passed.
+	expired bool
 	// usage is what Ollama said the job cost, on resDone when it said so.
 	usage *job.Usage
 }
@@ -57,8 +60,34 @@ func failed(status int, msg string) result { return result{kind: resFailed, stat
 func malformed(msg string) result          { return result{kind: resFailed, status: 400, msg: msg, bury: true} }
 func retry(status int, msg string) result  { return result{kind: resRetry, status: status, msg: msg} }
 
+func expired(status int, msg string) result {
+	return result{kind: resFailed, status: status, msg: msg, expired: true}
+}
+
+// outcome is the audit outcome of a job that ends with r here for good, or
+// "" when r hands it back to the queue.
+func (r result) outcome() string {
+	switch {
+	case r.kind == resDone:
+		return audit.Done
+	case r.kind == resCanceled:
+		return audit.Canceled
+	case r.kind != resFailed:
+		return ""
+	case r.bury:
+		return audit.DeadLettered
+	case r.expired:
+		return audit.Expired
+	}
+	return audit.Failed
+}
+
 // settle is the one function that decides what happens to a job that ran or
-// was refused: each outcome maps to exactly one of ack, term or nak.
+// was refused: each outcome maps to exactly one of ack, term or nak. A job
+// that ends here for good (ack, term) gets its audit record after its last
+// reply and before JetStream hears: should the worker die in between, the
+// job runs again rather than losing its record, and the record's
+// de-duplication keeps one.
 func (t *task) settle(ctx context.Context, r result) {
 	w := t.w
 	log := w.log.With("job", t.id, "model", t.model, "attempt", t.attempt)
@@ -82,6 +111,7 @@ func (t *task) settle(ctx context.Context, r result) {
 	switch r.kind {
 	case resDone:
 		if err = t.send(job.Reply{Kind: job.KindDone, Usage: r.usage}); err == nil {
+			t.audit(ctx, r)
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
 			cancel()
@@ -101,6 +131,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		if serr := t.send(r.errorReply()); serr != nil {
 			log.Warn("send job error", "err", serr)
 		}
+		t.audit(ctx, r)
 		err = t.msg.TermWithReason(r.msg)
 		w.failed.Add(1)
 		m.failed.WithLabelValues(labels...).Inc()
@@ -114,6 +145,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		if serr := t.send(job.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: job.ErrorBody("request canceled")}); serr != nil {
 			log.Debug("send job cancel", "err", serr)
 		}
+		t.audit(ctx, r)
 		err = t.msg.TermWithReason("canceled by requester")
 		m.canceled.WithLabelValues(labels...).Inc()
 		log.Info("job canceled by requester")

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
@@ -162,6 +163,12 @@ func (w *Worker) answerJob(ctx context.Context, m *jetstream.RawStreamMsg, model
 	owner, _, err := job.ParseReplySubject(reply)
 	requester, ok := job.SubjectRequester(m.Subject)
 	answerable := err == nil && ok && owner == requester && job.ValidToken(id)
+	// The job left the queue first (once-only among the scanning workers):
+	// its record comes last.
+	rec := jobRecord(m.Subject, m.Header)
+	rec.Worker, rec.Outcome, rec.Error, rec.Queued = w.cfg.ID, audit.Failed, msg, m.Time.UTC()
+	rec.QueueMS = max(time.Since(m.Time).Milliseconds(), 0) // It waited until now; it never ran.
+	defer func() { w.writeAudit(ctx, rec, auditTimeout) }()
 	if model == "" || !answerable {
 		reason := msg
 		if !answerable {
@@ -170,8 +177,10 @@ func (w *Worker) answerJob(ctx context.Context, m *jetstream.RawStreamMsg, model
 		if err := w.q.Bury(ctx, m.Subject, m.Sequence, m.Header, m.Data, reason, 0, w.cfg.ID); err != nil {
 			w.log.Warn("bury job", "job", id, "err", err)
 		}
+		rec.Outcome, rec.Error = audit.DeadLettered, reason
 	}
 	if answerable {
+		rec.Status = status
 		rep := job.Reply{Kind: job.KindError, Job: id, Attempt: 1, Seq: 1, Status: status, Error: msg, Data: job.ErrorBody(msg)}
 		if err := w.nc.PublishMsg(queue.ReplyMsg(reply, rep)); err != nil {
 			w.log.Warn("answer job of an unserved model", "job", id, "err", err)

@@ -5,8 +5,11 @@
 // other workers it answers the jobs nothing would take: those left unsettled
 // by dead workers (reap.go) and those for models no worker has (unserved.go).
 //
-// It imports NATS, the queue, fleet, ollama and job packages; nothing imports it
-// but cmd/worker and tests.
+// It writes an audit record of every queued job it ends (audit.go) and puts
+// Ollama's token counts on done replies (usage.go).
+//
+// It imports NATS, the queue, fleet, ollama, audit and job packages; nothing
+// imports it but cmd/worker and tests.
 package worker
 
 import (

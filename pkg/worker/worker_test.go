@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
@@ -278,6 +280,18 @@ func TestReaperBuriesJobsNoWorkerSettled(t *testing.T) {
 		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
 		return err == nil && si.CachedInfo().State.Msgs == 0
 	})
+	// Its audit record, written before it left: the reaper does not know
+	// which worker had it last.
+	records := auditRecords(t, f.Queue.JetStream())
+	if len(records) != 1 {
+		t.Fatalf("%d audit records, want 1", len(records))
+	}
+	got := records[0].rec
+	if got.Job != st.ID() || got.Outcome != audit.DeadLettered || got.Status != 502 || got.Attempts != 4 || got.Worker != "" ||
+		got.Requester != "wtest" || got.Model != "ghost:latest" || got.Route != "/api/generate" ||
+		!strings.Contains(got.Error, "not settled after 4 deliveries") || got.Queued.IsZero() || bytes.Contains(records[0].raw, []byte("boo")) {
+		t.Errorf("audit record %s", records[0].raw)
+	}
 }
 
 func TestDrainFinishesInFlightJobs(t *testing.T) {
