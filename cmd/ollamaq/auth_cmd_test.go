@@ -51,6 +51,9 @@ func TestAuthCommands(t *testing.T) {
 		{args: []string{"auth", "add", "x", "--role", "worker", "--expires", "soon"}, wantCode: exitUsage, wantErr: `--expires "soon"`},
 		{args: []string{"auth", "add", "x"}, wantCode: exitUsage, wantErr: "--role"},
 		{args: []string{"auth", "list", "--dir", t.TempDir()}, wantCode: exitFailed, wantErr: "not an auth directory"},
+		// A directory this version made needs no upgrade.
+		{args: []string{"auth", "upgrade", "--no-push"}, wantCode: exitOK, wantOut: "are up to date"},
+		{args: []string{"auth", "upgrade", "extra"}, wantCode: exitUsage, wantErr: "takes no arguments"},
 	}
 	for _, s := range steps {
 		code, out, errOut := c.runIn(t.Context(), "", s.args...)

@@ -85,6 +85,8 @@ var commands = []*command{
 				usage: authRevokeSynopsis, flags: cmdAuthRevoke},
 			{name: "export", interspersed: true, summary: "the operator and accounts for an existing NATS cluster's config",
 				usage: authExportSynopsis, flags: cmdAuthExport},
+			{name: "upgrade", interspersed: true, summary: "bring an older directory's role permissions up to this version",
+				usage: authUpgradeSynopsis, flags: cmdAuthUpgrade},
 		}},
 	{name: "run", args: "MODEL PROMPT", heading: "One request:", summary: "stream a reply to PROMPT from MODEL through the queue",
 		usage: runSynopsis, flags: cmdRun},

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/nats-io/jwt/v2"
@@ -277,4 +278,37 @@ func writeAtomic(path string, b []byte) error {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// Upgrade brings the role templates of the OLLAMAMAX account up to what
+// this version of OllamaMax needs (Template): a directory made by an older
+// version lacks the permissions of newer subjects (audit records, API keys,
+// rate-limit charges). It re-signs the account only when a template
+// differs, and returns the new account JWT then ("" when nothing changed):
+// servers reading the directory take it at their next start, running ones
+// when it is pushed (PushAccount). Users keep their credentials.
+func (d *Dir) Upgrade() (string, error) {
+	a := d.accounts[AccountName]
+	changed := false
+	for _, k := range a.claims.SigningKeys.Keys() {
+		scope, ok := a.claims.SigningKeys.GetScope(k)
+		us, isUser := scope.(*jwt.UserScope)
+		if !ok || !isUser {
+			continue
+		}
+		want, err := Template(Role(us.Role))
+		if err != nil {
+			continue // A role this version does not know: leave it alone.
+		}
+		if reflect.DeepEqual(us.Template, want) {
+			continue
+		}
+		us.Template = want
+		a.claims.SigningKeys.AddScopedSigner(us)
+		changed = true
+	}
+	if !changed {
+		return "", nil
+	}
+	return d.saveAccount(AccountName)
 }

@@ -205,6 +205,18 @@ func Start(cfg Config) (*Broker, error) {
 // full directory resolver under the store directory that holds the
 // directory's account JWTs.
 func operatorMode(opts *server.Options, cfg Config) error {
+	// A directory with the operator's keys (ollamaq auth init) is brought up
+	// to this version's role templates first; one of JWTs only (nsc) is
+	// its owner's to keep current.
+	if d, err := auth.Open(cfg.AuthDir); err == nil {
+		accountJWT, err := d.Upgrade()
+		if err != nil {
+			return fmt.Errorf("start nats-server in operator mode: upgrade the role templates: %w", err)
+		}
+		if accountJWT != "" && cfg.Logger != nil {
+			cfg.Logger.Info("upgraded the role permissions of the auth directory to this version", "dir", cfg.AuthDir)
+		}
+	}
 	trust, err := auth.LoadTrust(cfg.AuthDir)
 	if err != nil {
 		return fmt.Errorf("start nats-server in operator mode: %w", err)

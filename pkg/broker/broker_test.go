@@ -7,16 +7,20 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // assertFree fails the test unless addr can be listened on.
@@ -274,4 +278,87 @@ func TestOperatorMode(t *testing.T) {
 	assertFree(t, bad.Listen)
 	bad.AuthDir = ""
 	start(t, bad) // The store directory was released.
+}
+
+// TestOperatorModeUpgradesTemplates starts a server on an auth directory
+// made by an older version, whose worker template lacks the permissions of
+// newer subjects: the server must start with this version's templates, so
+// a worker on its old credentials may use them.
+func TestOperatorModeUpgradesTemplates(t *testing.T) {
+	dir, err := auth.Init(filepath.Join(t.TempDir(), "auth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dir.AddUser("gpu1", auth.UserOptions{Role: auth.Worker, CredsFile: dir.CredsPath("gpu1")}); err != nil {
+		t.Fatal(err)
+	}
+	newer := "$JS.API.STREAM.INFO." + job.AuditStream
+	ageTemplates(t, dir.Path(), newer)
+
+	cfg := broker.DefaultConfig(t.TempDir())
+	cfg.Listen, cfg.AuthDir = "127.0.0.1:-1", dir.Path()
+	b := start(t, cfg)
+	creds, err := auth.ReadCreds(dir.CredsPath("gpu1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := b.Connect(creds.Options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	m, err := nc.Request(newer, nil, 5*time.Second)
+	if err != nil || !strings.Contains(string(m.Data), "stream not found") {
+		t.Errorf("%s as a worker with credentials from an older directory: %v; want JetStream's answer", newer, err)
+	}
+	want, err := auth.Template(auth.Worker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := auth.LoadTrust(dir.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range trust.Roles {
+		if r.Role == string(auth.Worker) && !slices.Equal(r.Template.Pub.Allow, want.Pub.Allow) {
+			t.Errorf("the directory's worker template was not upgraded: %v", r.Template.Pub.Allow)
+		}
+	}
+}
+
+// ageTemplates rewrites the OLLAMAMAX account of the auth directory path as
+// an older version made it: its worker template without the subject drop.
+func ageTemplates(t *testing.T, path, drop string) {
+	t.Helper()
+	file := filepath.Join(path, "accounts", auth.AccountName+".jwt")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := jwt.DecodeAccountClaims(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range claims.SigningKeys.Keys() {
+		scope, _ := claims.SigningKeys.GetScope(k)
+		if us, ok := scope.(*jwt.UserScope); ok && us.Role == string(auth.Worker) {
+			us.Template.Pub.Allow = slices.DeleteFunc(us.Template.Pub.Allow, func(s string) bool { return s == drop })
+			claims.SigningKeys.AddScopedSigner(us)
+		}
+	}
+	seed, err := os.ReadFile(filepath.Join(path, "operator.nk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := claims.Encode(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
