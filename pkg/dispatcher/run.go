@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,19 @@ type Config struct {
 	// /readyz require an HTTP API key from the ollamaq_keys bucket
 	// (ollamaq keys create; docs/security.md).
 	RequireKeys bool
+	// BodyTimeout bounds the time to read a whole request, body included
+	// (http.Server.ReadTimeout): a request whose body has not arrived by
+	// then gets 400 and its connection is closed. It does not bound the
+	// answer, which can stream for minutes. Zero is the default, 60s.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no request for
+	// this long. Zero is the default, 2m.
+	IdleTimeout time.Duration
+	// MaxConns caps the HTTP connections open at once; past it a new
+	// connection gets 503 with Retry-After and is closed. Zero is the
+	// default, 4096. Run lowers it to half the process's open-file limit,
+	// which the embedded NATS server's clients need too.
+	MaxConns int
 	// Reload, if set, asks Run to read the embedded server's TLS certificate
 	// files again (Embedded.TLS) each time it receives: the dispatcher's
 	// main sends on SIGHUP. New NATS connections then get the new
@@ -71,10 +85,12 @@ type Config struct {
 // DefaultConfig returns the defaults, storing embedded JetStream data in storeDir.
 func DefaultConfig(storeDir string) Config {
 	return Config{
-		HTTPAddr: "127.0.0.1:11435",
-		Embedded: broker.DefaultConfig(storeDir),
-		ID:       "d" + job.NewID()[:10],
-		Options:  DefaultOptions(),
+		HTTPAddr:    "127.0.0.1:11435",
+		Embedded:    broker.DefaultConfig(storeDir),
+		BodyTimeout: defaultBodyTimeout,
+		IdleTimeout: defaultIdleTimeout,
+		ID:          "d" + job.NewID()[:10],
+		Options:     DefaultOptions(),
 	}
 }
 
@@ -92,6 +108,12 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
+	case c.BodyTimeout < 0:
+		return fmt.Errorf("dispatcher: BodyTimeout must not be negative, got %s", c.BodyTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("dispatcher: IdleTimeout must not be negative, got %s", c.IdleTimeout)
+	case c.MaxConns < 0:
+		return fmt.Errorf("dispatcher: MaxConns must not be negative (0 is the default), got %d", c.MaxConns)
 	case !job.ValidToken(c.ID):
 		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
 	case c.ID == job.BatchRequester:
@@ -190,7 +212,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	maxConns := connCap(cfg.MaxConns, openFileLimit())
+	if cfg.MaxConns > maxConns {
+		log.Warn("max_conns lowered to half the open-file limit", "max_conns", maxConns, "asked", cfg.MaxConns)
+	}
+	lim := newConnLimiter(ln, maxConns, nil, log, reg)
+	defer lim.wait()
+	srv := newHTTPServer(h, cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout))
 
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
@@ -201,8 +229,11 @@ func Run(ctx context.Context, cfg Config) error {
 		stop()
 	})
 	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- srv.Serve(ln) })
-	log.Info("dispatcher listening", "http", "http://"+ln.Addr().String(), "requester", cfg.ID)
+	wg.Go(func() {
+		serveErr <- srv.Serve(lim)
+		stop() // Serve ends early only when the listener fails.
+	})
+	log.Info("dispatcher listening", "http", "http://"+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns)
 
 	<-runCtx.Done()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
