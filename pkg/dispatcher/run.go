@@ -185,7 +185,10 @@ func Run(ctx context.Context, cfg Config) error {
 	// A restarted nats-server lost the node bucket (memory), which workers
 	// with worker credentials may not create.
 	queue.ReapplyOnReconnect(ctx, nc, cfg.Queue, func(err error) { log.Warn("nats reconnected", "err", err) })
-	view, err := fleet.Watch(ctx, q.Nodes())
+	// The watcher stops when view.Run returns. Bound to ctx, it could close
+	// before runCtx, its child, is canceled too, and a clean stop would
+	// look like a failed watcher ("fleet: node watcher closed").
+	view, err := fleet.Watch(context.WithoutCancel(ctx), q.Nodes())
 	if err != nil {
 		return err
 	}
