@@ -1,10 +1,12 @@
 package dispatcher
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,9 +18,9 @@ import (
 const (
 	// defaultMaxConns caps open HTTP connections when Config.MaxConns is 0.
 	defaultMaxConns = 4096
-	// refusalWait bounds the time a refused connection may take to receive
-	// its 503 (over HTTPS, the handshake first).
-	refusalWait = 2 * time.Second
+	// refusalWait bounds each step of a refusal: reading the request (over
+	// HTTPS, the handshake first), writing the 503, reading what follows.
+	refusalWait = time.Second
 	// maxRefusing bounds the refused connections answered at once; past it
 	// a refused connection is closed without an answer.
 	maxRefusing = 64
@@ -41,9 +43,10 @@ func connCap(want int, fdLimit uint64) int {
 
 // connLimiter is a net.Listener that keeps at most cap(slots) of its
 // connections open. Past that, Accept answers a new connection itself with
-// 503 and closes it, on a goroutine of its own and within refusalWait, and
-// accepts the next: a client holding thousands of idle connections cannot
-// take the file descriptors the rest of the process needs.
+// 503 and closes it, on a goroutine of its own and within three times
+// refusalWait, and accepts the next: a client holding thousands of idle
+// connections cannot take the file descriptors the rest of the process
+// needs.
 type connLimiter struct {
 	net.Listener
 	slots    chan struct{} // one per open connection
@@ -114,20 +117,26 @@ func (l *connLimiter) refuse(c net.Conn) {
 }
 
 func (l *connLimiter) answer(c net.Conn) {
-	_ = c.SetDeadline(time.Now().Add(refusalWait)) // A failure shows as a failed write.
 	if l.secure != nil {
 		c = l.secure(c)
 	}
 	defer func() { _ = c.Close() }() // Nothing more to tell the client.
+	// Read the request first: a client that gets an answer before it sent
+	// its request takes it for garbage (Go's reports an "unsolicited
+	// response"). Whatever it sent, or failed to send, the answer is the same.
+	_ = c.SetReadDeadline(time.Now().Add(refusalWait)) // A failure shows as a failed read.
+	_, _ = http.ReadRequest(bufio.NewReader(io.LimitReader(c, 64<<10)))
+	_ = c.SetWriteDeadline(time.Now().Add(refusalWait))
 	if _, err := c.Write(l.refusal); err != nil {
 		return
 	}
-	// Half-close, then read what the client sent until it closes or the
-	// deadline passes: closing with its request unread would reset the
+	// Half-close, then read what the client sends until it closes or the
+	// deadline passes: closing with its bytes unread would reset the
 	// connection, and the client could lose the answer.
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite() // Then the read below ends at the deadline.
+		_ = cw.CloseWrite() // If it fails, the read below ends at the deadline.
 	}
+	_ = c.SetReadDeadline(time.Now().Add(refusalWait))
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10)) // Any error ends the discarding.
 }
 
