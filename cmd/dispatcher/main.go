@@ -62,6 +62,8 @@ func run() error {
 	fs.StringVar(&cfg.Embedded.TLS.Cert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: its listener then requires TLS; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CERT]")
 	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
 	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of the API: with --tls-key it serves HTTPS; reloaded on SIGHUP [OLLAMAMAX_TLS_CERT]")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP [OLLAMAMAX_TLS_KEY]")
 	clientTLS := cli.ClientTLSFlags(fs)
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")

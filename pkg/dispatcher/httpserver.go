@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
@@ -22,9 +23,12 @@ const (
 // and the wait for the next request on a keep-alive connection within idle.
 // Writing is not bounded (no WriteTimeout): a streamed answer can run for
 // minutes. ReadTimeout does not cut it off either: net/http lifts the read
-// deadline once the body has been read to its end.
-func newHTTPServer(h http.Handler, body, idle time.Duration) *http.Server {
-	return &http.Server{Handler: nameBodyTimeout(h, body), ReadHeaderTimeout: headerTimeout, ReadTimeout: body, IdleTimeout: idle}
+// deadline once the body has been read to its end. What net/http itself
+// reports (failed TLS handshakes, accept errors, handler panics) goes to
+// log as warnings, not to the standard logger.
+func newHTTPServer(h http.Handler, body, idle time.Duration, log *slog.Logger) *http.Server {
+	return &http.Server{Handler: nameBodyTimeout(h, body), ReadHeaderTimeout: headerTimeout, ReadTimeout: body, IdleTimeout: idle,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }
 
 // nameBodyTimeout makes a request body that broke the read deadline say so,

@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,20 +106,55 @@ func (c *rawConn) waitEOF(t *testing.T, wait time.Duration) time.Duration {
 	return time.Since(began)
 }
 
-// countLog counts the log records with one message.
-type countLog struct {
-	msg string
-	n   *atomic.Int64
+// recordLog keeps the log records of a dispatcher for the test to read.
+type recordLog struct {
+	mu      *sync.Mutex
+	records *[]slog.Record
 }
 
-func (h countLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h countLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h countLog) WithGroup(string) slog.Handler            { return h }
-func (h countLog) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == h.msg {
-		h.n.Add(1)
-	}
+func newRecordLog() recordLog { return recordLog{mu: new(sync.Mutex), records: new([]slog.Record)} }
+
+func (h recordLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h recordLog) WithGroup(string) slog.Handler            { return h }
+func (h recordLog) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	*h.records = append(*h.records, r.Clone())
 	return nil
+}
+
+// count returns how many records have the message msg.
+func (h recordLog) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range *h.records {
+		if r.Message == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// attr returns the value of key in the first record with the message msg.
+func (h recordLog) attr(msg, key string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range *h.records {
+		if r.Message != msg {
+			continue
+		}
+		v := ""
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == key {
+				v = a.Value.String()
+			}
+			return v == ""
+		})
+		return v
+	}
+	return ""
 }
 
 // TestConnectionCap opens ten times more idle keep-alive connections than
@@ -130,8 +165,8 @@ func TestConnectionCap(t *testing.T) {
 	const maxConns, opened = 20, 200
 	cfg := runConfig(t)
 	cfg.MaxConns = maxConns
-	warnings := countLog{msg: "refusing HTTP connections: too many open (--max-conns)", n: new(atomic.Int64)}
-	cfg.Logger = slog.New(warnings)
+	logs := newRecordLog()
+	cfg.Logger = slog.New(logs)
 	startRun(t, cfg)
 	began := time.Now()
 
@@ -175,7 +210,7 @@ func TestConnectionCap(t *testing.T) {
 	}
 	nc.Close()
 
-	if n, most := warnings.n.Load(), int64(time.Since(began)/time.Second)+1; n < 1 || n > most {
+	if n, most := logs.count("refusing HTTP connections: too many open (--max-conns)"), int(time.Since(began)/time.Second)+1; n < 1 || n > most {
 		t.Errorf("%d refusal warnings in %s, want at least 1 and at most one a second (%d)", n, time.Since(began), most)
 	}
 

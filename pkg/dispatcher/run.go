@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/tlsreload"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -66,11 +68,16 @@ type Config struct {
 	// default, 4096. Run lowers it to half the process's open-file limit,
 	// which the embedded NATS server's clients need too.
 	MaxConns int
-	// Reload, if set, asks Run to read the embedded server's TLS certificate
-	// files again (Embedded.TLS) each time it receives: the dispatcher's
-	// main sends on SIGHUP. New NATS connections then get the new
-	// certificate; established ones are kept. A failed reload is logged and
-	// the server keeps the certificate it had.
+	// TLSCert and TLSKey are PEM files, the certificate (with any
+	// intermediates after it) and its private key: with both, the API
+	// serves HTTPS. Both or neither.
+	TLSCert, TLSKey string
+	// Reload, if set, asks Run to read the TLS files again each time it
+	// receives: the embedded server's (Embedded.TLS) and the API's
+	// (TLSCert, TLSKey). The dispatcher's main sends on SIGHUP. New
+	// connections then get the new certificate; established ones, and the
+	// answers streaming on them, are kept. A failed reload is logged and
+	// the old certificate kept.
 	Reload <-chan struct{}
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
@@ -114,6 +121,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("dispatcher: IdleTimeout must not be negative, got %s", c.IdleTimeout)
 	case c.MaxConns < 0:
 		return fmt.Errorf("dispatcher: MaxConns must not be negative (0 is the default), got %d", c.MaxConns)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("dispatcher: HTTPS needs both TLSCert and TLSKey (--tls-cert and --tls-key), or neither")
 	case !job.ValidToken(c.ID):
 		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
 	case c.ID == job.BatchRequester:
@@ -124,10 +133,11 @@ func (c Config) Validate() error {
 
 // Run serves the HTTP API until ctx is done, then shuts down gracefully:
 // in-flight responses get up to 30 seconds to finish. It binds its listeners
-// before anything else: when the HTTP address is taken (ErrListen), or the
-// embedded server cannot start (broker.ErrListen, *broker.StoreDirInUseError),
-// it returns at once with nothing left listening. It refuses to open the
-// embedded server beyond loopback without authentication (ErrOpenFleet).
+// before anything else: when the HTTP address is taken (ErrListen), the
+// HTTPS certificate cannot be loaded, or the embedded server cannot start
+// (broker.ErrListen, *broker.StoreDirInUseError), it returns at once with
+// nothing left listening. It refuses to open the embedded server beyond
+// loopback without authentication (ErrOpenFleet).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -138,11 +148,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("%w on %s: %w", ErrListen, cfg.HTTPAddr, err)
 	}
 	defer func() { _ = ln.Close() }() // Serve closes it too; this covers returns before Serve.
+
+	var cert *tlsreload.Value[tls.Certificate] // nil without HTTPS
+	if cfg.TLSCert != "" {
+		if cert, err = tlsreload.New(tlsreload.KeyPair(cfg.TLSCert, cfg.TLSKey)); err != nil {
+			return fmt.Errorf("dispatcher: HTTPS: %w", err)
+		}
+	}
+	var b *broker.Broker // nil with NATSURL
 	var nc *nats.Conn
 	if cfg.NATSURL == "" {
 		emb := cfg.Embedded
 		emb.Logger = log.With("component", "nats-server")
-		b, err := broker.Start(emb)
+		b, err = broker.Start(emb)
 		if err != nil {
 			return err
 		}
@@ -156,15 +174,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir,
 			"operator_mode", emb.AuthDir != "", "tls", emb.TLS.Enabled(), "client_certificates", emb.TLS.CA != "")
-		if cfg.Reload != nil {
-			rctx, stopReload := context.WithCancel(ctx)
-			reloaded := make(chan struct{})
-			go func() {
-				defer close(reloaded)
-				reloadTLS(rctx, b, cfg.Reload, log)
-			}()
-			defer func() { stopReload(); <-reloaded }()
-		}
 		nc, err = b.Connect(append([]nats.Option{nats.Name("ollamamax-dispatcher")}, cfg.NATSOptions...)...)
 		if err != nil {
 			return err
@@ -177,6 +186,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	defer nc.Close()
+	if cfg.Reload != nil {
+		rctx, stopReload := context.WithCancel(ctx)
+		reloaded := make(chan struct{})
+		go func() {
+			defer close(reloaded)
+			reloadTLS(rctx, cfg.Reload, b, cert, cfg.TLSCert, log)
+		}()
+		defer func() { stopReload(); <-reloaded }()
+	}
 
 	q, err := queue.SetupConn(ctx, nc, cfg.Queue)
 	if err != nil {
@@ -219,9 +237,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.MaxConns > maxConns {
 		log.Warn("max_conns lowered to half the open-file limit", "max_conns", maxConns, "asked", cfg.MaxConns)
 	}
-	lim := newConnLimiter(ln, maxConns, nil, log, reg)
+	var secure func(net.Conn) net.Conn // TLS for the refusals past the cap
+	if cert != nil {
+		// A refusal is one HTTP/1.1 response, whatever the client offers.
+		refusal := &tls.Config{GetCertificate: cert.Get, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		secure = func(c net.Conn) net.Conn { return tls.Server(c, refusal) }
+	}
+	lim := newConnLimiter(ln, maxConns, secure, log, reg)
 	defer lim.wait()
-	srv := newHTTPServer(h, cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout))
+	srv := newHTTPServer(h, cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout), log)
+	scheme := "http://"
+	if cert != nil {
+		srv.TLSConfig, scheme = &tls.Config{GetCertificate: cert.Get, MinVersion: tls.VersionTLS12}, "https://"
+	}
 
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
@@ -233,10 +261,14 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	serveErr := make(chan error, 1)
 	wg.Go(func() {
-		serveErr <- srv.Serve(lim)
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(lim, "", "") // The certificate comes from GetCertificate.
+		} else {
+			serveErr <- srv.Serve(lim)
+		}
 		stop() // Serve ends early only when the listener fails.
 	})
-	log.Info("dispatcher listening", "http", "http://"+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns)
+	log.Info("dispatcher listening", "http", scheme+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns)
 
 	<-runCtx.Done()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -256,22 +288,34 @@ func Run(ctx context.Context, cfg Config) error {
 	return viewErr
 }
 
-// reloadTLS reloads the certificate of b on each receive from reload until
-// ctx is done.
-func reloadTLS(ctx context.Context, b *broker.Broker, reload <-chan struct{}, log *slog.Logger) {
+// reloadTLS reads the TLS files again on each receive from reload until
+// ctx is done: those of b, the embedded server (nil with an external one),
+// and of cert, the API's HTTPS certificate (nil without HTTPS). A failed
+// read keeps the certificate in use.
+func reloadTLS(ctx context.Context, reload <-chan struct{}, b *broker.Broker, cert *tlsreload.Value[tls.Certificate], certFile string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-reload:
 		}
-		switch err := b.ReloadTLS(); {
-		case errors.Is(err, broker.ErrNoTLS):
-			log.Info("reload: the embedded NATS server has no TLS certificate to reload")
-		case err != nil:
-			log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
-		default:
-			log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
+		natsTLS := b != nil && b.TLSFiles().Cert != ""
+		if natsTLS {
+			if err := b.ReloadTLS(); err != nil {
+				log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
+			} else {
+				log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
+			}
+		}
+		if cert != nil {
+			if err := cert.Reload(); err != nil {
+				log.Error("reload of the HTTPS certificate failed; keeping the one in use", "err", err)
+			} else {
+				log.Info("reloaded the HTTPS certificate", "cert", certFile)
+			}
+		}
+		if !natsTLS && cert == nil {
+			log.Info("reload: there is no TLS certificate to reload")
 		}
 	}
 }
