@@ -32,14 +32,18 @@ workers on other machines in, give it an auth directory (ollamaq auth init):
 the server then runs in operator mode and lets in only credentials issued
 from it, each with its role's permissions (docs/security.md). Without one it
 refuses a non-loopback --nats-listen unless --insecure. With --nats-tls-cert
-and --nats-tls-key its listener requires TLS; SIGHUP reads the certificate
-files again, for rotation without a restart.
+and --nats-tls-key its listener requires TLS.
+
+The API listens on loopback by default; a non-loopback --listen needs --keys
+(every API route then requires a key from 'ollamaq keys create') or
+--insecure. With --tls-cert and --tls-key it serves HTTPS. SIGHUP reads every
+certificate file again, for rotation without a restart.
 
 Examples:
   dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
   ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
   dispatcher --auth-dir DIR --nats-listen 0.0.0.0:4222 --nats-tls-cert server.pem --nats-tls-key server-key.pem   # TLS; kill -HUP reloads them
-  dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435
+  dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435 --keys --tls-cert api.pem --tls-key api-key.pem
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
 
 Flags (each also read from the environment variable in brackets):
@@ -58,7 +62,8 @@ func run() error {
 	creds := fs.String("nats-creds", "", "NATS credentials file, for --nats-url or the embedded server with --auth-dir (default there: DIR/creds/dispatcher.creds); its name is the requester ID [NATS_CREDS]")
 	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address, for workers on other machines, needs --auth-dir (or --insecure) [OLLAMAMAX_NATS_LISTEN]")
 	fs.StringVar(&cfg.Embedded.AuthDir, "auth-dir", "", "auth directory (ollamaq auth init): the embedded NATS server runs in operator mode and lets in only its credentials [OLLAMAMAX_AUTH_DIR]")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir: anyone who reaches it can read every prompt and delete the queue [OLLAMAMAX_INSECURE]")
+	fs.BoolVar(&cfg.RequireKeys, "keys", false, "require an HTTP API key (ollamaq keys create) on every API route [OLLAMAMAX_KEYS]")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir, and the HTTP API without --keys: anyone who reaches them can read every prompt, use every model and delete the queue [OLLAMAMAX_INSECURE]")
 	fs.StringVar(&cfg.Embedded.TLS.Cert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: its listener then requires TLS; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CERT]")
 	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
 	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
@@ -161,6 +166,9 @@ func explain(err error, cfg dispatcher.Config) error {
 		return cli.ListenError(err, "the Ollama API", cfg.HTTPAddr, "listen", "OLLAMAMAX_LISTEN")
 	case errors.Is(err, broker.ErrListen):
 		return cli.ListenError(err, "NATS clients", cfg.Embedded.Listen, "nats-listen", "OLLAMAMAX_NATS_LISTEN")
+	case errors.Is(err, dispatcher.ErrOpenAPI):
+		return cli.Explain(err, "refusing to serve the API on %s without API keys: anyone who reaches it could use every model and delete models from every worker; create keys with 'ollamaq keys create' and pass --keys (OLLAMAMAX_KEYS), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust",
+			cfg.HTTPAddr)
 	case errors.Is(err, dispatcher.ErrOpenFleet):
 		return cli.Explain(err, "refusing to open the embedded NATS on %s without authentication: anyone who reaches it could read every prompt and answer and delete the queue; create an auth directory with 'ollamaq auth init DIR' and pass --auth-dir DIR (OLLAMAMAX_AUTH_DIR), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust",
 			cfg.Embedded.Listen)

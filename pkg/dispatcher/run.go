@@ -33,6 +33,12 @@ var ErrListen = errors.New("dispatcher: cannot listen for HTTP")
 // Embedded.AuthDir, or Insecure to accept that.
 var ErrOpenFleet = errors.New("dispatcher: the embedded NATS server would let anyone in")
 
+// ErrOpenAPI is returned by Validate (and Run) for an HTTP API that would
+// listen beyond loopback without API keys: anyone who reaches it could use
+// every model and delete models from every worker. Set RequireKeys, or
+// Insecure to accept that.
+var ErrOpenAPI = errors.New("dispatcher: the HTTP API would let anyone in")
+
 // Config configures a dispatcher process.
 type Config struct {
 	// HTTPAddr is where the Ollama-compatible API listens. Loopback and not
@@ -49,7 +55,8 @@ type Config struct {
 	// dispatcher user).
 	Embedded broker.Config
 	// Insecure lets the embedded server listen beyond loopback without an
-	// auth directory. Without it, that is ErrOpenFleet.
+	// auth directory, and the HTTP API without RequireKeys. Without it,
+	// those are ErrOpenFleet and ErrOpenAPI.
 	Insecure bool
 	// RequireKeys makes every API route but /, /api/version, /healthz and
 	// /readyz require an HTTP API key from the ollamaq_keys bucket
@@ -106,6 +113,9 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("dispatcher: HTTPAddr %q: %w", c.HTTPAddr, err)
 	}
+	if !broker.IsLoopback(c.HTTPAddr) && !c.RequireKeys && !c.Insecure {
+		return fmt.Errorf("%w on %s without API keys", ErrOpenAPI, c.HTTPAddr)
+	}
 	if c.NATSURL == "" {
 		if err := c.Embedded.Validate(); err != nil {
 			return fmt.Errorf("dispatcher: embedded NATS: %w", err)
@@ -137,7 +147,8 @@ func (c Config) Validate() error {
 // HTTPS certificate cannot be loaded, or the embedded server cannot start
 // (broker.ErrListen, *broker.StoreDirInUseError), it returns at once with
 // nothing left listening. It refuses to open the embedded server beyond
-// loopback without authentication (ErrOpenFleet).
+// loopback without authentication (ErrOpenFleet), and the API without API
+// keys (ErrOpenAPI).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -227,6 +238,10 @@ func Run(ctx context.Context, cfg Config) error {
 			return errors.New("not connected to NATS")
 		}
 		return nil
+	}
+	if !broker.IsLoopback(cfg.HTTPAddr) && !cfg.RequireKeys {
+		log.Warn("HTTP API IS OPEN TO OTHER MACHINES WITHOUT API KEYS (insecure): anyone who can reach it can use every model and delete models from every worker. Require keys, or restrict it with a firewall",
+			"listen", cfg.HTTPAddr)
 	}
 	o.LoopbackOnly, o.Metrics, o.Gatherer, o.Ready = broker.IsLoopback(cfg.HTTPAddr), reg, reg, ready
 	h, err := NewServer(q, req, view, o)
