@@ -67,6 +67,7 @@ func run() error {
 	fs.StringVar(&cfg.Embedded.TLS.Cert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: its listener then requires TLS; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CERT]")
 	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
 	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve /metrics on this address only, not on --listen (plain HTTP, no API key) [OLLAMAMAX_METRICS_LISTEN]")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of the API: with --tls-key it serves HTTPS; reloaded on SIGHUP [OLLAMAMAX_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP [OLLAMAMAX_TLS_KEY]")
 	clientTLS := cli.ClientTLSFlags(fs)
@@ -164,6 +165,8 @@ func explain(err error, cfg dispatcher.Config) error {
 	switch {
 	case errors.Is(err, dispatcher.ErrListen):
 		return cli.ListenError(err, "the Ollama API", cfg.HTTPAddr, "listen", "OLLAMAMAX_LISTEN")
+	case errors.Is(err, dispatcher.ErrMetricsListen):
+		return cli.ListenError(err, "metrics", cfg.MetricsAddr, "metrics-listen", "OLLAMAMAX_METRICS_LISTEN")
 	case errors.Is(err, broker.ErrListen):
 		return cli.ListenError(err, "NATS clients", cfg.Embedded.Listen, "nats-listen", "OLLAMAMAX_NATS_LISTEN")
 	case errors.Is(err, dispatcher.ErrOpenAPI):

@@ -107,6 +107,11 @@ func TestTakenFailsLoudly(t *testing.T) {
 			s.http = ""
 			return fmt.Sprintf("dispatcher: cannot listen for the Ollama API on %s: address already in use; choose another address with --listen or OLLAMAMAX_LISTEN", addr)
 		}},
+		{"metrics address in use, from OLLAMAMAX_METRICS_LISTEN", func(t *testing.T, s *setup) string {
+			addr := natstest.Occupied(t)
+			s.env = append(s.env, "OLLAMAMAX_METRICS_LISTEN="+addr)
+			return fmt.Sprintf("dispatcher: cannot listen for metrics on %s: address already in use; choose another address with --metrics-listen or OLLAMAMAX_METRICS_LISTEN", addr)
+		}},
 		{"store directory in use by another dispatcher", func(t *testing.T, s *setup) string {
 			first := startDispatcher(t, bin, s.store)
 			return fmt.Sprintf("dispatcher: store directory %s is in use by another server (pid %d); choose another with --store-dir or OLLAMAMAX_STORE_DIR", s.store, first.Process.Pid)

@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Bounds of the HTTP servers Run starts.
@@ -54,4 +57,11 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		err = fmt.Errorf("the request did not arrive in full within %s (--body-timeout): %w", b.limit, err)
 	}
 	return n, err
+}
+
+// metricsHandler serves g on GET /metrics alone, for Config.MetricsAddr.
+func metricsHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return mux
 }

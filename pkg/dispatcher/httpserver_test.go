@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 )
@@ -346,5 +347,82 @@ func TestStreamOutlivesTimeouts(t *testing.T) {
 	}
 	if took < 4*cfg.BodyTimeout {
 		t.Errorf("the stream took %s, want one that outlasts the timeouts (%s) several times", took, cfg.BodyTimeout)
+	}
+}
+
+// getWithOrigin fetches url with origin (if set) as the Origin header, and returns
+// the response with its body read.
+func getWithOrigin(t *testing.T, url, origin string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if origin != "" {
+		req.Header.Set("Origin", origin)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp, string(body)
+}
+
+// TestMetricsWithoutCORS sends an allowed Origin to /metrics on the API
+// listener: the metrics come without Access-Control-Allow-Origin, which
+// the same origin gets on any other route.
+func TestMetricsWithoutCORS(t *testing.T) {
+	cfg := runConfig(t)
+	done := startRun(t, cfg)
+	waitServing(t, cfg.HTTPAddr, done)
+	const origin = "http://localhost:3000" // One of Ollama's default origins.
+	base := "http://" + cfg.HTTPAddr
+	resp, body := getWithOrigin(t, base+"/metrics", origin)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "ollamamax_http_connections_max") {
+		t.Fatalf("/metrics: %s, want 200 with the dispatcher's metrics", resp.Status)
+	}
+	for name := range resp.Header {
+		if strings.HasPrefix(name, "Access-Control-") {
+			t.Errorf("/metrics with Origin %s has %s: %q, want no CORS headers", origin, name, resp.Header.Get(name))
+		}
+	}
+	if resp, _ := getWithOrigin(t, base+"/api/version", origin); resp.Header.Get("Access-Control-Allow-Origin") != origin {
+		t.Errorf("/api/version with Origin %s: Access-Control-Allow-Origin %q, want the origin", origin, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestMetricsListen serves /metrics on its own address: there it answers,
+// on the API listener it is not found, and Run releases both addresses.
+func TestMetricsListen(t *testing.T) {
+	cfg := runConfig(t)
+	cfg.MetricsAddr = natstest.FreeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- dispatcher.Run(ctx, cfg) }()
+	waitServing(t, cfg.HTTPAddr, done)
+
+	resp, body := getWithOrigin(t, "http://"+cfg.MetricsAddr+"/metrics", "")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "ollamamax_http_connections_open") {
+		t.Errorf("GET %s/metrics: %s, want 200 with the dispatcher's metrics", cfg.MetricsAddr, resp.Status)
+	}
+	if resp, _ := getWithOrigin(t, "http://"+cfg.HTTPAddr+"/metrics", ""); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /metrics on the API listener: %s, want 404", resp.Status)
+	}
+	http.DefaultClient.CloseIdleConnections()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertReleased(t, cfg, "", true)
+	if ln, err := net.Listen("tcp", cfg.MetricsAddr); err != nil {
+		t.Errorf("metrics address %s still taken after Run returned: %v", cfg.MetricsAddr, err)
+	} else {
+		_ = ln.Close()
 	}
 }

@@ -27,6 +27,10 @@ import (
 // another process has the address.
 var ErrListen = errors.New("dispatcher: cannot listen for HTTP")
 
+// ErrMetricsListen is wrapped by Run when it cannot listen on
+// Config.MetricsAddr, with the cause, as ErrListen is.
+var ErrMetricsListen = errors.New("dispatcher: cannot listen for metrics")
+
 // ErrOpenFleet is returned by Validate (and Run) for an embedded server that
 // would listen beyond loopback without an auth directory: anyone who
 // reaches it could read every prompt and answer and delete the queue. Set
@@ -75,6 +79,10 @@ type Config struct {
 	// default, 4096. Run lowers it to half the process's open-file limit,
 	// which the embedded NATS server's clients need too.
 	MaxConns int
+	// MetricsAddr, if set, is where /metrics is served, over plain HTTP with
+	// the API's timeouts, instead of on the API listener. Empty: /metrics is
+	// one of the API's routes.
+	MetricsAddr string
 	// TLSCert and TLSKey are PEM files, the certificate (with any
 	// intermediates after it) and its private key: with both, the API
 	// serves HTTPS. Both or neither.
@@ -112,6 +120,9 @@ func DefaultConfig(storeDir string) Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("dispatcher: HTTPAddr %q: %w", c.HTTPAddr, err)
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsAddr); c.MetricsAddr != "" && err != nil {
+		return fmt.Errorf("dispatcher: MetricsAddr %q: %w", c.MetricsAddr, err)
 	}
 	if !broker.IsLoopback(c.HTTPAddr) && !c.RequireKeys && !c.Insecure {
 		return fmt.Errorf("%w on %s without API keys", ErrOpenAPI, c.HTTPAddr)
@@ -160,6 +171,13 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer func() { _ = ln.Close() }() // Serve closes it too; this covers returns before Serve.
 
+	var metricsLn net.Listener // nil: /metrics is on the API listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("%w on %s: %w", ErrMetricsListen, cfg.MetricsAddr, err)
+		}
+		defer func() { _ = metricsLn.Close() }() // As ln.
+	}
 	var cert *tlsreload.Value[tls.Certificate] // nil without HTTPS
 	if cfg.TLSCert != "" {
 		if cert, err = tlsreload.New(tlsreload.KeyPair(cfg.TLSCert, cfg.TLSKey)); err != nil {
@@ -244,6 +262,9 @@ func Run(ctx context.Context, cfg Config) error {
 			"listen", cfg.HTTPAddr)
 	}
 	o.LoopbackOnly, o.Metrics, o.Gatherer, o.Ready = broker.IsLoopback(cfg.HTTPAddr), reg, reg, ready
+	if metricsLn != nil {
+		o.Gatherer = nil // Served on its own listener only.
+	}
 	h, err := NewServer(q, req, view, o)
 	if err != nil {
 		return err
@@ -260,7 +281,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	lim := newConnLimiter(ln, maxConns, secure, log, reg)
 	defer lim.wait()
-	srv := newHTTPServer(h, cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout), log)
+	bodyTimeout, idleTimeout := cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
+	srv := newHTTPServer(h, bodyTimeout, idleTimeout, log)
 	scheme := "http://"
 	if cert != nil {
 		srv.TLSConfig, scheme = &tls.Config{GetCertificate: cert.Get, MinVersion: tls.VersionTLS12}, "https://"
@@ -283,7 +305,16 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		stop() // Serve ends early only when the listener fails.
 	})
-	log.Info("dispatcher listening", "http", scheme+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns)
+	var metricsSrv *http.Server // nil: /metrics is on the API listener
+	metricsErr, metricsURL := make(chan error, 1), scheme+ln.Addr().String()+"/metrics"
+	if metricsLn != nil {
+		metricsSrv, metricsURL = newHTTPServer(metricsHandler(reg), bodyTimeout, idleTimeout, log), "http://"+metricsLn.Addr().String()+"/metrics"
+		wg.Go(func() {
+			metricsErr <- metricsSrv.Serve(metricsLn)
+			stop() // As for the API.
+		})
+	}
+	log.Info("dispatcher listening", "http", scheme+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns, "metrics", metricsURL)
 
 	<-runCtx.Done()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -291,10 +322,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("metrics http shutdown", "err", err)
+		}
+	}
 	stop()
 	wg.Wait()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", err)
+	}
+	if metricsSrv != nil {
+		if err := <-metricsErr; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve metrics: %w", err)
+		}
 	}
 	if err := nc.Drain(); err != nil {
 		log.Warn("drain nats connection", "err", err)

@@ -84,6 +84,14 @@ func TestRunFailsWhenTaken(t *testing.T) {
 				t.Errorf("err = %v, want dispatcher.ErrListen wrapping EADDRINUSE", err)
 			}
 		}},
+		{"metrics address", func(t *testing.T, cfg *dispatcher.Config) string {
+			cfg.MetricsAddr = natstest.Occupied(t)
+			return cfg.MetricsAddr
+		}, func(t *testing.T, err error) {
+			if !errors.Is(err, dispatcher.ErrMetricsListen) || !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("err = %v, want dispatcher.ErrMetricsListen wrapping EADDRINUSE", err)
+			}
+		}},
 		{"store directory", func(t *testing.T, cfg *dispatcher.Config) string {
 			emb := cfg.Embedded
 			emb.Listen = ""
