@@ -59,7 +59,8 @@ func waitHTTPS(t *testing.T, c *http.Client, url string, done <-chan error) {
 
 // TestHTTPSReload serves the API over HTTPS against an external NATS
 // server (the reload must not depend on the embedded one): a client that
-// trusts the CA gets 200, one that does not is refused. After the files are
+// trusts the CA gets 200 (over HTTP/2 too, if it asks), one that does not
+// is refused. After the files are
 // replaced and a reload is asked for, a new connection sees the new
 // certificate while an answer streaming since before keeps streaming to its
 // end; a reload of broken files keeps the certificate in use.
@@ -81,6 +82,15 @@ func TestHTTPSReload(t *testing.T) {
 	waitHTTPS(t, client, base+"/healthz", done)
 	if got := logs.attr("dispatcher listening", "http"); got != base {
 		t.Errorf("logged http=%q, want %q", got, base)
+	}
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: trusted, ForceAttemptHTTP2: true}}
+	if resp, err := h2.Get(base + "/healthz"); err != nil {
+		t.Errorf("a client that asks for HTTP/2: %v", err)
+	} else {
+		_ = resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+			t.Errorf("a client that asks for HTTP/2: %s over %s, want 200 over HTTP/2", resp.Status, resp.Proto)
+		}
 	}
 	var unknown *tls.CertificateVerificationError
 	if resp, err := http.Get(base + "/healthz"); !errors.As(err, &unknown) {
