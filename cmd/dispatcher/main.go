@@ -32,14 +32,18 @@ workers on other machines in, give it an auth directory (ollamaq auth init):
 the server then runs in operator mode and lets in only credentials issued
 from it, each with its role's permissions (docs/security.md). Without one it
 refuses a non-loopback --nats-listen unless --insecure. With --nats-tls-cert
-and --nats-tls-key its listener requires TLS; SIGHUP reads the certificate
-files again, for rotation without a restart.
+and --nats-tls-key its listener requires TLS.
+
+The API listens on loopback by default; a non-loopback --listen needs --keys
+(every API route then requires a key from 'ollamaq keys create') or
+--insecure. With --tls-cert and --tls-key it serves HTTPS. SIGHUP reads every
+certificate file again, for rotation without a restart.
 
 Examples:
   dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
   ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
   dispatcher --auth-dir DIR --nats-listen 0.0.0.0:4222 --nats-tls-cert server.pem --nats-tls-key server-key.pem   # TLS; kill -HUP reloads them
-  dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435
+  dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435 --keys --tls-cert api.pem --tls-key api-key.pem
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
 
 Flags (each also read from the environment variable in brackets):
@@ -58,10 +62,14 @@ func run() error {
 	creds := fs.String("nats-creds", "", "NATS credentials file, for --nats-url or the embedded server with --auth-dir (default there: DIR/creds/dispatcher.creds); its name is the requester ID [NATS_CREDS]")
 	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address, for workers on other machines, needs --auth-dir (or --insecure) [OLLAMAMAX_NATS_LISTEN]")
 	fs.StringVar(&cfg.Embedded.AuthDir, "auth-dir", "", "auth directory (ollamaq auth init): the embedded NATS server runs in operator mode and lets in only its credentials [OLLAMAMAX_AUTH_DIR]")
-	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir: anyone who reaches it can read every prompt and delete the queue [OLLAMAMAX_INSECURE]")
+	fs.BoolVar(&cfg.RequireKeys, "keys", false, "require an HTTP API key (ollamaq keys create) on every API route [OLLAMAMAX_KEYS]")
+	fs.BoolVar(&cfg.Insecure, "insecure", false, "let the embedded NATS server listen beyond loopback without --auth-dir, and the HTTP API without --keys: anyone who reaches them can read every prompt, use every model and delete the queue [OLLAMAMAX_INSECURE]")
 	fs.StringVar(&cfg.Embedded.TLS.Cert, "nats-tls-cert", "", "PEM certificate of the embedded NATS server: its listener then requires TLS; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CERT]")
 	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
 	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve /metrics on this address only, not on --listen (plain HTTP, no API key) [OLLAMAMAX_METRICS_LISTEN]")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of the API: with --tls-key it serves HTTPS; reloaded on SIGHUP [OLLAMAMAX_TLS_CERT]")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP [OLLAMAMAX_TLS_KEY]")
 	clientTLS := cli.ClientTLSFlags(fs)
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
@@ -70,6 +78,9 @@ func run() error {
 	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
 	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")
 	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long [OLLAMAMAX_MAX_SILENCE]")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time to receive a whole request, body included; a slower one gets 400 and its connection is closed (answers may stream for longer) [OLLAMAMAX_BODY_TIMEOUT]")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive HTTP connection idle this long [OLLAMAMAX_IDLE_TIMEOUT]")
+	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "HTTP connections open at once; past it a new one gets 503 (default 4096, at most half the open-file limit) [OLLAMAMAX_MAX_CONNS]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", 0, "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")
@@ -154,8 +165,13 @@ func explain(err error, cfg dispatcher.Config) error {
 	switch {
 	case errors.Is(err, dispatcher.ErrListen):
 		return cli.ListenError(err, "the Ollama API", cfg.HTTPAddr, "listen", "OLLAMAMAX_LISTEN")
+	case errors.Is(err, dispatcher.ErrMetricsListen):
+		return cli.ListenError(err, "metrics", cfg.MetricsAddr, "metrics-listen", "OLLAMAMAX_METRICS_LISTEN")
 	case errors.Is(err, broker.ErrListen):
 		return cli.ListenError(err, "NATS clients", cfg.Embedded.Listen, "nats-listen", "OLLAMAMAX_NATS_LISTEN")
+	case errors.Is(err, dispatcher.ErrOpenAPI):
+		return cli.Explain(err, "refusing to serve the API on %s without API keys: anyone who reaches it could use every model and delete models from every worker; create keys with 'ollamaq keys create' and pass --keys (OLLAMAMAX_KEYS), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust",
+			cfg.HTTPAddr)
 	case errors.Is(err, dispatcher.ErrOpenFleet):
 		return cli.Explain(err, "refusing to open the embedded NATS on %s without authentication: anyone who reaches it could read every prompt and answer and delete the queue; create an auth directory with 'ollamaq auth init DIR' and pass --auth-dir DIR (OLLAMAMAX_AUTH_DIR), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust",
 			cfg.Embedded.Listen)

@@ -30,6 +30,7 @@ func build(t *testing.T) string {
 // dispatcher's NATS or its logging.
 func environ() []string {
 	return append(os.Environ(), "NATS_URL=", "NATS_CREDS=", "OLLAMAMAX_AUTH_DIR=", "OLLAMAMAX_INSECURE=", "OLLAMAMAX_ID=",
+		"OLLAMAMAX_KEYS=", "OLLAMAMAX_TLS_CERT=", "OLLAMAMAX_TLS_KEY=", "OLLAMAMAX_METRICS_LISTEN=",
 		"OLLAMAMAX_LOG_LEVEL=info", "OLLAMAMAX_LOG_FORMAT=json")
 }
 
@@ -106,6 +107,11 @@ func TestTakenFailsLoudly(t *testing.T) {
 			s.http = ""
 			return fmt.Sprintf("dispatcher: cannot listen for the Ollama API on %s: address already in use; choose another address with --listen or OLLAMAMAX_LISTEN", addr)
 		}},
+		{"metrics address in use, from OLLAMAMAX_METRICS_LISTEN", func(t *testing.T, s *setup) string {
+			addr := natstest.Occupied(t)
+			s.env = append(s.env, "OLLAMAMAX_METRICS_LISTEN="+addr)
+			return fmt.Sprintf("dispatcher: cannot listen for metrics on %s: address already in use; choose another address with --metrics-listen or OLLAMAMAX_METRICS_LISTEN", addr)
+		}},
 		{"store directory in use by another dispatcher", func(t *testing.T, s *setup) string {
 			first := startDispatcher(t, bin, s.store)
 			return fmt.Sprintf("dispatcher: store directory %s is in use by another server (pid %d); choose another with --store-dir or OLLAMAMAX_STORE_DIR", s.store, first.Process.Pid)
@@ -178,6 +184,34 @@ func TestOpenFleetRefused(t *testing.T) {
 	}
 	want := "dispatcher: refusing to open the embedded NATS on " + listen + " without authentication: anyone who reaches it could read every prompt and answer and delete the queue; " +
 		"create an auth directory with 'ollamaq auth init DIR' and pass --auth-dir DIR (OLLAMAMAX_AUTH_DIR), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust\n"
+	if got := out.String(); got != want {
+		t.Errorf("output:\n%s\nwant the one line:\n%s", got, want)
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Errorf("took %s to refuse, want under 1s", d)
+	}
+}
+
+// TestOpenAPIRefused starts the dispatcher with its API open to other
+// machines but without API keys: it must refuse at once, in one line that
+// says why and what to pass instead.
+func TestOpenAPIRefused(t *testing.T) {
+	bin := build(t)
+	listen := "0.0.0.0:" + natstest.FreePort(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--listen", listen, "--nats-listen", natstest.FreeAddr(t), "--store-dir", filepath.Join(t.TempDir(), "js"))
+	cmd.Env = environ()
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	began := time.Now()
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Errorf("exit: %v, want status 1", err)
+	}
+	want := "dispatcher: refusing to serve the API on " + listen + " without API keys: anyone who reaches it could use every model and delete models from every worker; " +
+		"create keys with 'ollamaq keys create' and pass --keys (OLLAMAMAX_KEYS), or pass --insecure (OLLAMAMAX_INSECURE) on a network you trust\n"
 	if got := out.String(); got != want {
 		t.Errorf("output:\n%s\nwant the one line:\n%s", got, want)
 	}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -16,18 +19,20 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/broker"
 )
 
-// TestSIGHUPReloadsTLS runs the dispatcher with a TLS certificate, replaces
-// the files and sends SIGHUP: new connections get the new certificate, the
-// process and a connection made before keep running.
+// TestSIGHUPReloadsTLS runs the dispatcher with a TLS certificate for its
+// embedded NATS server and one for its HTTPS API, replaces the files and
+// sends one SIGHUP: new connections to both get the new certificates, the
+// process and a NATS connection made before keep running.
 func TestSIGHUPReloadsTLS(t *testing.T) {
 	bin := build(t)
 	ca := testcert.NewCA(t, "fleet")
-	dir := t.TempDir()
-	first := ca.Server(dir)
+	natsDir, httpDir := t.TempDir(), t.TempDir()
+	first, firstHTTP := ca.Server(natsDir), ca.Server(httpDir)
 	httpAddr, natsAddr := natstest.FreeAddr(t), natstest.FreeAddr(t)
 	cmd := exec.Command(bin, "--listen", httpAddr, "--nats-listen", natsAddr, "--store-dir", filepath.Join(t.TempDir(), "js"),
-		"--nats-tls-cert", first.Cert)
-	cmd.Env = append(environ(), "OLLAMAMAX_NATS_TLS_KEY="+first.Key) // The key from the environment.
+		"--nats-tls-cert", first.Cert, "--tls-cert", firstHTTP.Cert)
+	// The keys from the environment.
+	cmd.Env = append(environ(), "OLLAMAMAX_NATS_TLS_KEY="+first.Key, "OLLAMAMAX_TLS_KEY="+firstHTTP.Key)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +57,16 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 			time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
 		}
 	}
-	poll("HTTP answer", func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/")
+	pem, err := os.ReadFile(ca.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	trusted := &tls.Config{RootCAs: roots}
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: trusted}}
+	poll("HTTPS answer", func() bool {
+		resp, err := https.Get("https://" + httpAddr + "/")
 		if err == nil {
 			_ = resp.Body.Close()
 		}
@@ -68,24 +81,36 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 		}
 		return st.PeerCertificates[0].SerialNumber.String()
 	}
+	httpSerial := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", httpAddr, trusted)
+		if err != nil {
+			t.Fatalf("TLS dial of the API: %v", err)
+		}
+		defer func() { _ = c.Close() }()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
 	old, err := nats.Connect(url, nats.RootCAs(ca.File))
 	if err != nil {
 		t.Fatalf("connect trusting the CA: %v", err)
 	}
 	defer old.Close()
 	if got, want := serial(old), first.Serial.String(); got != want {
-		t.Fatalf("serial %s, want %s", got, want)
+		t.Fatalf("NATS serial %s, want %s", got, want)
+	}
+	if got, want := httpSerial(), firstHTTP.Serial.String(); got != want {
+		t.Fatalf("HTTPS serial %s, want %s", got, want)
 	}
 	if nc, err := nats.Connect(url); err == nil {
 		nc.Close()
 		t.Error("a client that does not trust the CA connected")
 	}
 
-	second := ca.Server(dir)
+	second, secondHTTP := ca.Server(natsDir), ca.Server(httpDir)
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	poll("new certificate", func() bool {
+	poll("new NATS certificate", func() bool {
 		nc, err := nats.Connect(url, nats.RootCAs(ca.File))
 		if err != nil {
 			t.Fatalf("connect after SIGHUP: %v", err)
@@ -93,6 +118,7 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 		defer nc.Close()
 		return serial(nc) == second.Serial.String()
 	})
+	poll("new HTTPS certificate", func() bool { return httpSerial() == secondHTTP.Serial.String() })
 	if err := old.Flush(); err != nil || old.Reconnects != 0 {
 		t.Errorf("connection made before SIGHUP: flush %v, reconnects %d", err, old.Reconnects)
 	}

@@ -2,7 +2,7 @@
 // dispatcher starts when no NATS URL is configured, open on loopback or, with
 // an auth directory, in operator mode.
 //
-// It imports nats-server, nats.go and the auth package only.
+// It imports nats-server, nats.go, the auth package and internal/tlsreload only.
 package broker
 
 import (

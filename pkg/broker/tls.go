@@ -4,9 +4,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/ollamamax/ollamamax/internal/tlsreload"
 )
 
 // ErrNoTLS is returned by ReloadTLS on a broker started without TLS.
@@ -51,31 +51,22 @@ func (c TLSConfig) load() (*tls.Config, error) {
 // client CA) for new connections and leaves established ones alone.
 type tlsReloader struct {
 	files TLSConfig
-	cur   atomic.Pointer[tls.Config]
+	cur   *tlsreload.Value[tls.Config]
 }
 
 // newTLSReloader loads the files and returns the base configuration for
 // the server's options.
 func newTLSReloader(files TLSConfig) (*tlsReloader, *tls.Config, error) {
-	tc, err := files.load()
+	cur, err := tlsreload.New(files.load)
 	if err != nil {
 		return nil, nil, err
 	}
-	r := &tlsReloader{files: files}
-	r.cur.Store(tc)
-	base := tc.Clone()
-	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) { return r.cur.Load(), nil }
-	return r, base, nil
+	base := cur.Load().Clone()
+	base.GetConfigForClient = cur.Get
+	return &tlsReloader{files: files, cur: cur}, base, nil
 }
 
-func (r *tlsReloader) reload() error {
-	tc, err := r.files.load()
-	if err != nil {
-		return err
-	}
-	r.cur.Store(tc)
-	return nil
-}
+func (r *tlsReloader) reload() error { return r.cur.Reload() }
 
 // ReloadTLS reads the certificate, key and CA files again: connections
 // made from then on get the new certificate, established ones and streams

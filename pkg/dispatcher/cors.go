@@ -49,9 +49,15 @@ func (s *Server) originAllowed(origin string) bool {
 }
 
 // cors applies Ollama's CORS rules: a disallowed origin gets 403, a preflight
-// 204 with the allowed methods and headers.
+// 204 with the allowed methods and headers. /metrics never gets CORS
+// headers: Prometheus sends no Origin, and no web page, of an allowed
+// origin or not, may read the fleet's metrics from a browser.
 func (s *Server) cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			next.ServeHTTP(w, r)
+			return
+		}
 		origin := r.Header.Get("Origin")
 		if origin == "" || origin == "http://"+r.Host || origin == "https://"+r.Host {
 			next.ServeHTTP(w, r)

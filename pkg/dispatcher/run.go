@@ -1,7 +1,9 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/tlsreload"
 	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -25,11 +28,21 @@ import (
 // another process has the address.
 var ErrListen = errors.New("dispatcher: cannot listen for HTTP")
 
+// ErrMetricsListen is wrapped by Run when it cannot listen on
+// Config.MetricsAddr, with the cause, as ErrListen is.
+var ErrMetricsListen = errors.New("dispatcher: cannot listen for metrics")
+
 // ErrOpenFleet is returned by Validate (and Run) for an embedded server that
 // would listen beyond loopback without an auth directory: anyone who
 // reaches it could read every prompt and answer and delete the queue. Set
 // Embedded.AuthDir, or Insecure to accept that.
 var ErrOpenFleet = errors.New("dispatcher: the embedded NATS server would let anyone in")
+
+// ErrOpenAPI is returned by Validate (and Run) for an HTTP API that would
+// listen beyond loopback without API keys: anyone who reaches it could use
+// every model and delete models from every worker. Set RequireKeys, or
+// Insecure to accept that.
+var ErrOpenAPI = errors.New("dispatcher: the HTTP API would let anyone in")
 
 // Config configures a dispatcher process.
 type Config struct {
@@ -47,17 +60,40 @@ type Config struct {
 	// dispatcher user).
 	Embedded broker.Config
 	// Insecure lets the embedded server listen beyond loopback without an
-	// auth directory. Without it, that is ErrOpenFleet.
+	// auth directory, and the HTTP API without RequireKeys. Without it,
+	// those are ErrOpenFleet and ErrOpenAPI.
 	Insecure bool
 	// RequireKeys makes every API route but /, /api/version, /healthz and
 	// /readyz require an HTTP API key from the ollamaq_keys bucket
 	// (ollamaq keys create; docs/security.md).
 	RequireKeys bool
-	// Reload, if set, asks Run to read the embedded server's TLS certificate
-	// files again (Embedded.TLS) each time it receives: the dispatcher's
-	// main sends on SIGHUP. New NATS connections then get the new
-	// certificate; established ones are kept. A failed reload is logged and
-	// the server keeps the certificate it had.
+	// BodyTimeout bounds the time to read a whole request, body included
+	// (http.Server.ReadTimeout): a request whose body has not arrived by
+	// then gets 400 and its connection is closed. It does not bound the
+	// answer, which can stream for minutes. Zero is the default, 60s.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no request for
+	// this long. Zero is the default, 2m.
+	IdleTimeout time.Duration
+	// MaxConns caps the HTTP connections open at once; past it a new
+	// connection gets 503 with Retry-After and is closed. Zero is the
+	// default, 4096. Run lowers it to half the process's open-file limit,
+	// which the embedded NATS server's clients need too.
+	MaxConns int
+	// MetricsAddr, if set, is where /metrics is served, over plain HTTP with
+	// the API's timeouts, instead of on the API listener. Empty: /metrics is
+	// one of the API's routes.
+	MetricsAddr string
+	// TLSCert and TLSKey are PEM files, the certificate (with any
+	// intermediates after it) and its private key: with both, the API
+	// serves HTTPS. Both or neither.
+	TLSCert, TLSKey string
+	// Reload, if set, asks Run to read the TLS files again each time it
+	// receives: the embedded server's (Embedded.TLS) and the API's
+	// (TLSCert, TLSKey). The dispatcher's main sends on SIGHUP. New
+	// connections then get the new certificate; established ones, and the
+	// answers streaming on them, are kept. A failed reload is logged and
+	// the old certificate kept.
 	Reload <-chan struct{}
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
@@ -72,10 +108,12 @@ type Config struct {
 // DefaultConfig returns the defaults, storing embedded JetStream data in storeDir.
 func DefaultConfig(storeDir string) Config {
 	return Config{
-		HTTPAddr: "127.0.0.1:11435",
-		Embedded: broker.DefaultConfig(storeDir),
-		ID:       "d" + job.NewID()[:10],
-		Options:  DefaultOptions(),
+		HTTPAddr:    "127.0.0.1:11435",
+		Embedded:    broker.DefaultConfig(storeDir),
+		BodyTimeout: defaultBodyTimeout,
+		IdleTimeout: defaultIdleTimeout,
+		ID:          "d" + job.NewID()[:10],
+		Options:     DefaultOptions(),
 	}
 }
 
@@ -83,6 +121,12 @@ func DefaultConfig(storeDir string) Config {
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("dispatcher: HTTPAddr %q: %w", c.HTTPAddr, err)
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsAddr); c.MetricsAddr != "" && err != nil {
+		return fmt.Errorf("dispatcher: MetricsAddr %q: %w", c.MetricsAddr, err)
+	}
+	if !broker.IsLoopback(c.HTTPAddr) && !c.RequireKeys && !c.Insecure {
+		return fmt.Errorf("%w on %s without API keys", ErrOpenAPI, c.HTTPAddr)
 	}
 	if c.NATSURL == "" {
 		if err := c.Embedded.Validate(); err != nil {
@@ -93,6 +137,14 @@ func (c Config) Validate() error {
 		}
 	}
 	switch {
+	case c.BodyTimeout < 0:
+		return fmt.Errorf("dispatcher: BodyTimeout must not be negative, got %s", c.BodyTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("dispatcher: IdleTimeout must not be negative, got %s", c.IdleTimeout)
+	case c.MaxConns < 0:
+		return fmt.Errorf("dispatcher: MaxConns must not be negative (0 is the default), got %d", c.MaxConns)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("dispatcher: HTTPS needs both TLSCert and TLSKey (--tls-cert and --tls-key), or neither")
 	case !job.ValidToken(c.ID):
 		return fmt.Errorf("dispatcher: ID %q is not a subject token", c.ID)
 	case c.ID == job.BatchRequester:
@@ -103,10 +155,12 @@ func (c Config) Validate() error {
 
 // Run serves the HTTP API until ctx is done, then shuts down gracefully:
 // in-flight responses get up to 30 seconds to finish. It binds its listeners
-// before anything else: when the HTTP address is taken (ErrListen), or the
-// embedded server cannot start (broker.ErrListen, *broker.StoreDirInUseError),
-// it returns at once with nothing left listening. It refuses to open the
-// embedded server beyond loopback without authentication (ErrOpenFleet).
+// before anything else: when the HTTP address is taken (ErrListen), the
+// HTTPS certificate cannot be loaded, or the embedded server cannot start
+// (broker.ErrListen, *broker.StoreDirInUseError), it returns at once with
+// nothing left listening. It refuses to open the embedded server beyond
+// loopback without authentication (ErrOpenFleet), and the API without API
+// keys (ErrOpenAPI).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -117,11 +171,26 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("%w on %s: %w", ErrListen, cfg.HTTPAddr, err)
 	}
 	defer func() { _ = ln.Close() }() // Serve closes it too; this covers returns before Serve.
+
+	var metricsLn net.Listener // nil: /metrics is on the API listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("%w on %s: %w", ErrMetricsListen, cfg.MetricsAddr, err)
+		}
+		defer func() { _ = metricsLn.Close() }() // As ln.
+	}
+	var cert *tlsreload.Value[tls.Certificate] // nil without HTTPS
+	if cfg.TLSCert != "" {
+		if cert, err = tlsreload.New(tlsreload.KeyPair(cfg.TLSCert, cfg.TLSKey)); err != nil {
+			return fmt.Errorf("dispatcher: HTTPS: %w", err)
+		}
+	}
+	var b *broker.Broker // nil with NATSURL
 	var nc *nats.Conn
 	if cfg.NATSURL == "" {
 		emb := cfg.Embedded
 		emb.Logger = log.With("component", "nats-server")
-		b, err := broker.Start(emb)
+		b, err = broker.Start(emb)
 		if err != nil {
 			return err
 		}
@@ -135,15 +204,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Info("embedded nats-server started", "workers_connect_to", b.ClientURL(), "store_dir", emb.StoreDir,
 			"operator_mode", emb.AuthDir != "", "tls", emb.TLS.Enabled(), "client_certificates", emb.TLS.CA != "")
-		if cfg.Reload != nil {
-			rctx, stopReload := context.WithCancel(ctx)
-			reloaded := make(chan struct{})
-			go func() {
-				defer close(reloaded)
-				reloadTLS(rctx, b, cfg.Reload, log)
-			}()
-			defer func() { stopReload(); <-reloaded }()
-		}
 		nc, err = b.Connect(append([]nats.Option{nats.Name("ollamamax-dispatcher")}, cfg.NATSOptions...)...)
 		if err != nil {
 			return err
@@ -156,6 +216,15 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	defer nc.Close()
+	if cfg.Reload != nil {
+		rctx, stopReload := context.WithCancel(ctx)
+		reloaded := make(chan struct{})
+		go func() {
+			defer close(reloaded)
+			reloadTLS(rctx, cfg.Reload, b, cert, cfg.TLSCert, log)
+		}()
+		defer func() { stopReload(); <-reloaded }()
+	}
 
 	q, err := queue.SetupConn(ctx, nc, cfg.Queue)
 	if err != nil {
@@ -164,7 +233,10 @@ func Run(ctx context.Context, cfg Config) error {
 	// A restarted nats-server lost the node bucket (memory), which workers
 	// with worker credentials may not create.
 	queue.ReapplyOnReconnect(ctx, nc, cfg.Queue, func(err error) { log.Warn("nats reconnected", "err", err) })
-	view, err := fleet.Watch(ctx, q.Nodes())
+	// The watcher stops when view.Run returns. Bound to ctx, it could close
+	// before runCtx, its child, is canceled too, and a clean stop would
+	// look like a failed watcher ("fleet: node watcher closed").
+	view, err := fleet.Watch(context.WithoutCancel(ctx), q.Nodes())
 	if err != nil {
 		return err
 	}
@@ -186,7 +258,14 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		return nil
 	}
+	if !broker.IsLoopback(cfg.HTTPAddr) && !cfg.RequireKeys {
+		log.Warn("HTTP API IS OPEN TO OTHER MACHINES WITHOUT API KEYS (insecure): anyone who can reach it can use every model and delete models from every worker. Require keys, or restrict it with a firewall",
+			"listen", cfg.HTTPAddr)
+	}
 	o.LoopbackOnly, o.Metrics, o.Gatherer, o.Ready = broker.IsLoopback(cfg.HTTPAddr), reg, reg, ready
+	if metricsLn != nil {
+		o.Gatherer = nil // Served on its own listener only.
+	}
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -198,7 +277,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Addr: cfg.HTTPAddr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	maxConns := connCap(cfg.MaxConns, openFileLimit())
+	if cfg.MaxConns > maxConns {
+		log.Warn("max_conns lowered to half the open-file limit", "max_conns", maxConns, "asked", cfg.MaxConns)
+	}
+	var secure func(net.Conn) net.Conn // TLS for the refusals past the cap
+	if cert != nil {
+		// A refusal is one HTTP/1.1 response, whatever the client offers.
+		refusal := &tls.Config{GetCertificate: cert.Get, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		secure = func(c net.Conn) net.Conn { return tls.Server(c, refusal) }
+	}
+	lim := newConnLimiter(ln, maxConns, secure, log, reg)
+	defer lim.wait()
+	bodyTimeout, idleTimeout := cmp.Or(cfg.BodyTimeout, defaultBodyTimeout), cmp.Or(cfg.IdleTimeout, defaultIdleTimeout)
+	srv := newHTTPServer(h, bodyTimeout, idleTimeout, log)
+	scheme := "http://"
+	if cert != nil {
+		srv.TLSConfig, scheme = &tls.Config{GetCertificate: cert.Get, MinVersion: tls.VersionTLS12}, "https://"
+	}
 
 	var viewErr, limitsErr error
 	wg.Go(func() {
@@ -211,8 +307,24 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	})
 	serveErr := make(chan error, 1)
-	wg.Go(func() { serveErr <- srv.Serve(ln) })
-	log.Info("dispatcher listening", "http", "http://"+ln.Addr().String(), "requester", cfg.ID)
+	wg.Go(func() {
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(lim, "", "") // The certificate comes from GetCertificate.
+		} else {
+			serveErr <- srv.Serve(lim)
+		}
+		stop() // Serve ends early only when the listener fails.
+	})
+	var metricsSrv *http.Server // nil: /metrics is on the API listener
+	metricsErr, metricsURL := make(chan error, 1), scheme+ln.Addr().String()+"/metrics"
+	if metricsLn != nil {
+		metricsSrv, metricsURL = newHTTPServer(metricsHandler(reg), bodyTimeout, idleTimeout, log), "http://"+metricsLn.Addr().String()+"/metrics"
+		wg.Go(func() {
+			metricsErr <- metricsSrv.Serve(metricsLn)
+			stop() // As for the API.
+		})
+	}
+	log.Info("dispatcher listening", "http", scheme+ln.Addr().String(), "requester", cfg.ID, "max_conns", maxConns, "metrics", metricsURL)
 
 	<-runCtx.Done()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -220,10 +332,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
+	if metricsSrv != nil {
+		if err := metricsSrv.Shutdown(shutdownCtx); err != nil {
+			log.Warn("metrics http shutdown", "err", err)
+		}
+	}
 	stop()
 	wg.Wait()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", err)
+	}
+	if metricsSrv != nil {
+		if err := <-metricsErr; !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve metrics: %w", err)
+		}
 	}
 	if err := nc.Drain(); err != nil {
 		log.Warn("drain nats connection", "err", err)
@@ -284,22 +406,34 @@ func watchKeys(ctx context.Context, wg *sync.WaitGroup, stop func(), q *queue.Qu
 	return kw, nil
 }
 
-// reloadTLS reloads the certificate of b on each receive from reload until
-// ctx is done.
-func reloadTLS(ctx context.Context, b *broker.Broker, reload <-chan struct{}, log *slog.Logger) {
+// reloadTLS reads the TLS files again on each receive from reload until
+// ctx is done: those of b, the embedded server (nil with an external one),
+// and of cert, the API's HTTPS certificate (nil without HTTPS). A failed
+// read keeps the certificate in use.
+func reloadTLS(ctx context.Context, reload <-chan struct{}, b *broker.Broker, cert *tlsreload.Value[tls.Certificate], certFile string, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-reload:
 		}
-		switch err := b.ReloadTLS(); {
-		case errors.Is(err, broker.ErrNoTLS):
-			log.Info("reload: the embedded NATS server has no TLS certificate to reload")
-		case err != nil:
-			log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
-		default:
-			log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
+		natsTLS := b != nil && b.TLSFiles().Cert != ""
+		if natsTLS {
+			if err := b.ReloadTLS(); err != nil {
+				log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
+			} else {
+				log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
+			}
+		}
+		if cert != nil {
+			if err := cert.Reload(); err != nil {
+				log.Error("reload of the HTTPS certificate failed; keeping the one in use", "err", err)
+			} else {
+				log.Info("reloaded the HTTPS certificate", "cert", certFile)
+			}
+		}
+		if !natsTLS && cert == nil {
+			log.Info("reload: there is no TLS certificate to reload")
 		}
 	}
 }

@@ -84,6 +84,14 @@ func TestRunFailsWhenTaken(t *testing.T) {
 				t.Errorf("err = %v, want dispatcher.ErrListen wrapping EADDRINUSE", err)
 			}
 		}},
+		{"metrics address", func(t *testing.T, cfg *dispatcher.Config) string {
+			cfg.MetricsAddr = natstest.Occupied(t)
+			return cfg.MetricsAddr
+		}, func(t *testing.T, err error) {
+			if !errors.Is(err, dispatcher.ErrMetricsListen) || !errors.Is(err, syscall.EADDRINUSE) {
+				t.Errorf("err = %v, want dispatcher.ErrMetricsListen wrapping EADDRINUSE", err)
+			}
+		}},
 		{"store directory", func(t *testing.T, cfg *dispatcher.Config) string {
 			emb := cfg.Embedded
 			emb.Listen = ""
@@ -174,6 +182,58 @@ func TestOpenFleet(t *testing.T) {
 		tt.adjust(&cfg)
 		if err := cfg.Validate(); !errors.Is(err, tt.wantErr) {
 			t.Errorf("%s: Validate = %v, want %v", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// TestOpenAPI checks that the HTTP API listens beyond loopback only with API
+// keys, or when told it may be insecure.
+func TestOpenAPI(t *testing.T) {
+	tests := []struct {
+		name    string
+		adjust  func(cfg *dispatcher.Config)
+		wantErr error
+	}{
+		{"loopback", func(cfg *dispatcher.Config) {}, nil},
+		{"localhost", func(cfg *dispatcher.Config) { cfg.HTTPAddr = "localhost:11435" }, nil},
+		{"IPv6 loopback", func(cfg *dispatcher.Config) { cfg.HTTPAddr = "[::1]:11435" }, nil},
+		{"all addresses without keys", func(cfg *dispatcher.Config) { cfg.HTTPAddr = "0.0.0.0:11435" }, dispatcher.ErrOpenAPI},
+		{"no host without keys", func(cfg *dispatcher.Config) { cfg.HTTPAddr = ":11435" }, dispatcher.ErrOpenAPI},
+		{"a LAN address without keys", func(cfg *dispatcher.Config) { cfg.HTTPAddr = "192.168.1.5:11435" }, dispatcher.ErrOpenAPI},
+		{"open with keys", func(cfg *dispatcher.Config) { cfg.HTTPAddr, cfg.RequireKeys = "0.0.0.0:11435", true }, nil},
+		{"open, insecure", func(cfg *dispatcher.Config) { cfg.HTTPAddr, cfg.Insecure = "0.0.0.0:11435", true }, nil},
+		{"open with HTTPS but without keys", func(cfg *dispatcher.Config) {
+			cfg.HTTPAddr, cfg.TLSCert, cfg.TLSKey = "0.0.0.0:11435", "server.pem", "server-key.pem"
+		}, dispatcher.ErrOpenAPI},
+	}
+	for _, tt := range tests {
+		cfg := dispatcher.DefaultConfig(t.TempDir())
+		tt.adjust(&cfg)
+		if err := cfg.Validate(); !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: Validate = %v, want %v", tt.name, err, tt.wantErr)
+		}
+	}
+}
+
+// TestValidateHTTPBounds checks that the HTTP bounds refuse negative values
+// and take zero for their defaults.
+func TestValidateHTTPBounds(t *testing.T) {
+	tests := []struct {
+		name   string
+		adjust func(cfg *dispatcher.Config)
+		ok     bool
+	}{
+		{"defaults", func(cfg *dispatcher.Config) {}, true},
+		{"zeros", func(cfg *dispatcher.Config) { cfg.BodyTimeout, cfg.IdleTimeout, cfg.MaxConns = 0, 0, 0 }, true},
+		{"negative BodyTimeout", func(cfg *dispatcher.Config) { cfg.BodyTimeout = -time.Second }, false},
+		{"negative IdleTimeout", func(cfg *dispatcher.Config) { cfg.IdleTimeout = -time.Second }, false},
+		{"negative MaxConns", func(cfg *dispatcher.Config) { cfg.MaxConns = -1 }, false},
+	}
+	for _, tt := range tests {
+		cfg := dispatcher.DefaultConfig(t.TempDir())
+		tt.adjust(&cfg)
+		if err := cfg.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: Validate = %v, want ok %v", tt.name, err, tt.ok)
 		}
 	}
 }
