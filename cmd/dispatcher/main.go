@@ -82,6 +82,7 @@ func run() error {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive HTTP connection idle this long [OLLAMAMAX_IDLE_TIMEOUT]")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "HTTP connections open at once; past it a new one gets 503 (default 4096, at most half the open-file limit) [OLLAMAMAX_MAX_CONNS]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
+	fs.DurationVar(&cfg.Queue.AuditRetention, "audit-retention", 0, "how long the audit trail (OLLAMAQ_AUDIT: one record per job and management action) keeps records (default: keep the stream's, else 90 days from streams/audit.json) [OLLAMAMAX_AUDIT_RETENTION]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", 0, "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
 	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "requester ID of this dispatcher, unique among dispatchers [OLLAMAMAX_ID]")

@@ -209,10 +209,16 @@ func (l *limiter) run(ctx context.Context) error {
 		OptStartTime:   &start,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // Stopped before it began.
+		}
 		return fmt.Errorf("follow rate-limit charges: %w", err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("follow rate-limit charges: %w", err)
 	}
 	stopped := make(chan struct{})

@@ -152,3 +152,38 @@ func TestSetupLeavesAnUnchangedStreamAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAuditRetention: a process that sets the audit trail's retention
+// applies it, and one that does not keeps it, whether it applies streams/
+// or only binds them.
+func TestAuditRetention(t *testing.T) {
+	_, q := setup(t)
+	js := q.JetStream()
+	age := func() time.Duration {
+		s, err := js.Stream(t.Context(), job.AuditStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().Config.MaxAge
+	}
+	if got := age(); got != 90*24*time.Hour {
+		t.Fatalf("default retention %s, want 90 days (streams/audit.json)", got)
+	}
+	if _, err := queue.Setup(t.Context(), js, queue.Options{AuditRetention: 7 * 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if got := age(); got != 7*24*time.Hour {
+		t.Fatalf("retention %s after Setup with 7 days", got)
+	}
+	for _, o := range []queue.Options{{}, {BindOnly: true}} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := queue.Setup(ctx, js, o)
+		cancel()
+		if err != nil {
+			t.Fatalf("Setup %+v after a retention was set: %v", o, err)
+		}
+		if got := age(); got != 7*24*time.Hour {
+			t.Errorf("Setup %+v changed the retention to %s", o, got)
+		}
+	}
+}
