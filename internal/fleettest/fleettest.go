@@ -275,6 +275,11 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 			t.Errorf("dispatcher %s: %v", id, err)
 		}
 	})
+	select {
+	case <-srv.LimitsReady():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("dispatcher %s: the rate-limit charges were not replayed within 10s", id)
+	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	return hs.URL

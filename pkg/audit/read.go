@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -70,7 +71,12 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Record) 
 			return skipped, nil // Stored after Read began.
 		}
 		var r Record
-		if json.Unmarshal(m.Data(), &r) != nil || r.Kind == "" || q.Kind != "" && r.Kind != q.Kind {
+		if json.Unmarshal(m.Data(), &r) == nil {
+			// The subject says the kind: a worker may write only job
+			// records there, whatever its record claims.
+			r.Kind = subjectKind(m.Subject())
+		}
+		if r.Kind == "" || q.Kind != "" && r.Kind != q.Kind {
 			skipped++
 		} else if err := fn(r); err != nil {
 			return skipped, err
@@ -79,4 +85,15 @@ func Read(ctx context.Context, js jetstream.JetStream, q Query, fn func(Record) 
 			return skipped, nil
 		}
 	}
+}
+
+// subjectKind is the kind token of an audit subject,
+// ollamaq.audit.<kind>.<model>.<requester>.
+func subjectKind(subject string) string {
+	rest, ok := strings.CutPrefix(subject, job.AuditPrefix+".")
+	if !ok {
+		return ""
+	}
+	kind, _, _ := strings.Cut(rest, ".")
+	return kind
 }

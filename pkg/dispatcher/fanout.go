@@ -54,7 +54,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "model is required")
 		return
 	}
-	if !s.allowModel(w, r, native, name) {
+	if !s.allowModel(w, r, native, name) || !s.rateLimit(w, r, native) {
 		return
 	}
 	c, err := job.CanonicalModel(name)
@@ -210,6 +210,9 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return
 	}
+	if !s.allowModel(w, r, native, name) {
+		return
+	}
 	s.fanoutAll(w, r, "/api/delete", body)
 }
 
@@ -226,6 +229,11 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("destination %q is invalid", req.Destination))
 		return
 	}
+	// An admin key limited to some models copies among them only: a copy
+	// out of them would hand their weights to keys of other names.
+	if !s.allowModel(w, r, native, req.Source) || !s.allowModel(w, r, native, req.Destination) {
+		return
+	}
 	s.fanoutAll(w, r, "/api/copy", body)
 }
 
@@ -240,6 +248,9 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	name := cmp.Or(req.Model, req.Name)
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid model name")
+		return
+	}
+	if !s.allowModel(w, r, native, name) {
 		return
 	}
 	nodes := s.targets(r, nil)

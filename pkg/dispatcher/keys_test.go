@@ -1,6 +1,8 @@
 package dispatcher_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -347,4 +349,75 @@ func TestWithdrawnJobIsAudited(t *testing.T) {
 	if rec.Outcome != audit.Withdrawn || rec.Key != k.ID || rec.Tenant != "acme" || rec.Model != "llama3.2:latest" || rec.Route != "/api/chat" {
 		t.Errorf("audit record %+v, want the withdrawn chat of key %s", rec, k.ID)
 	}
+}
+
+// TestKeysCannotBeTalkedAround: the ways around a key's limits found in
+// review are closed: a body naming its model twice, an admin key limited
+// to some models managing others, /api/show past the requests limit, and
+// hanging up mid-stream to escape the tokens limit.
+func TestKeysCannotBeTalkedAround(t *testing.T) {
+	f := keysFleet(t, false)
+	_, user := f.CreateKey(apikey.Key{Name: "q", Tenant: "acme", Role: apikey.User, Models: []string{"qwen3*"}})
+	twice := `{"model":"llama3.2","Model":"qwen3:0.6b","messages":[{"role":"user","content":"hi"}],"stream":true}`
+	if status, _, body := call(t, "POST", f.URL+"/v1/chat/completions", user, twice); status != http.StatusBadRequest || !strings.Contains(body, "more than once") {
+		t.Errorf("a body naming its model twice: %d %s, want 400", status, body)
+	}
+
+	_, admin := f.CreateKey(apikey.Key{Name: "qa", Tenant: "ops", Role: apikey.Admin, Models: []string{"qwen3*"}})
+	for _, c := range []struct{ method, path, body string }{
+		{"DELETE", "/api/delete", `{"model":"llama3.2"}`},
+		{"POST", "/api/copy", `{"source":"llama3.2","destination":"qwen3:stolen"}`},
+		{"POST", "/api/copy", `{"source":"qwen3:0.6b","destination":"llama3.2:mine"}`},
+		{"POST", "/api/pull", `{"model":"llama3.2"}`},
+	} {
+		if status, _, body := call(t, c.method, f.URL+c.path, admin, c.body); status != http.StatusForbidden {
+			t.Errorf("%s %s %s with an admin key for qwen3*: %d %s, want 403", c.method, c.path, c.body, status, body)
+		}
+	}
+
+	_, slow := f.CreateKey(apikey.Key{Name: "s", Tenant: "acme", Role: apikey.User, RPM: 2})
+	served := 0
+	for range 5 {
+		if status, _, _ := call(t, "POST", f.URL+"/api/show", slow, `{"model":"llama3.2"}`); status == http.StatusOK {
+			served++
+		}
+	}
+	if served != 2 {
+		t.Errorf("/api/show with a key of 2 requests a minute: %d of 5 served, want 2", served)
+	}
+
+	// Paced, so the client hangs up long before the done line is sent.
+	sim := ollamasim.DefaultConfig()
+	sim.TokensPerSecond, sim.TimeToFirstToken = 800, time.Millisecond
+	g := fleettest.Start(t, fleettest.Options{Workers: 1, Sim: sim, Keys: true})
+	_, tpm := g.CreateKey(apikey.Key{Name: "t", Tenant: "acme", Role: apikey.User, TPM: 600})
+	long := `{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"options":{"num_predict":2000}}`
+	for range 4 { // 4 x 200 tokens read, then gone: over 600.
+		ctx, cancel := context.WithCancel(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, "POST", g.URL+"/api/chat", strings.NewReader(long))
+		req.Header.Set("Authorization", "Bearer "+tpm)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode == http.StatusTooManyRequests {
+			cancel()
+			_ = resp.Body.Close()
+			break // Charged already.
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream: %d", resp.StatusCode)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		for n := 0; n < 200 && sc.Scan(); n++ {
+		}
+		cancel() // Hang up long before the done line.
+		_ = resp.Body.Close()
+	}
+	// The charges land as the relays notice the hang-ups. /api/show spends
+	// no tokens of its own, so only they can get it refused.
+	fleettest.WaitFor(t, 5*time.Second, "a key that hung up on 800 tokens to be refused", func() bool {
+		status, _, _ := call(t, "POST", g.URL+"/api/show", tpm, `{"model":"llama3.2"}`)
+		return status == http.StatusTooManyRequests
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,9 @@ type limiter struct {
 	process string
 	log     *slog.Logger
 
+	ready     chan struct{} // closed once the charges stored before run began are applied
+	readyOnce sync.Once
+
 	mu      sync.Mutex
 	buckets map[string]*buckets // by key ID; only keys the cache holds
 }
@@ -64,12 +68,13 @@ type buckets struct {
 
 // newLimiter returns the limiter of dispatcher id, publishing on nc.
 func newLimiter(nc *nats.Conn, keys *apikey.Cache, id string, log *slog.Logger) (*limiter, error) {
-	l := &limiter{keys: keys, subject: job.LimitsSubject(id), process: job.NewID(), log: log, buckets: map[string]*buckets{}}
-	var last time.Time
+	l := &limiter{keys: keys, subject: job.LimitsSubject(id), process: job.NewID(), log: log, buckets: map[string]*buckets{},
+		ready: make(chan struct{})}
+	var last atomic.Int64 // unix nanoseconds of the last warning; nats.go calls the handler from several goroutines
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, _ *nats.Msg, err error) {
-			if time.Since(last) > time.Second { // At most a line a second; the only writer is this callback.
-				last = time.Now()
+			now := time.Now().UnixNano()
+			if prev := last.Load(); now-prev > int64(time.Second) && last.CompareAndSwap(prev, now) { // At most a line a second.
 				log.Warn("rate-limit charge not stored: other dispatchers will not see it", "err", err)
 			}
 		}))
@@ -107,11 +112,17 @@ func (b *buckets) time(t time.Time) time.Time {
 	return t
 }
 
+// maxDebt bounds a charge, in bursts: an hour's budget. A larger one (a
+// worker reporting absurd counts) would hold the lock for as long as it
+// takes to reserve it a burst at a time.
+const maxDebt = 60
+
 // take charges n to bucket lim at t, in debt if need be.
 func take(lim *rate.Limiter, t time.Time, n int) {
 	if lim == nil {
 		return
 	}
+	n = min(n, maxDebt*lim.Burst())
 	for n > 0 { // A reservation may be at most a burst.
 		k := min(n, lim.Burst())
 		lim.ReserveN(t, k)
@@ -203,6 +214,20 @@ func (l *limiter) apply(c charge, ts time.Time) {
 // reconnection.
 func (l *limiter) run(ctx context.Context) error {
 	start := time.Now().Add(-limitWindow)
+	st, err := l.js.Stream(ctx, job.LimitsStream)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("follow rate-limit charges: %w", err)
+	}
+	// What was stored by now is the history to replay before the buckets
+	// are right; nothing stored within the window means nothing to replay.
+	state := st.CachedInfo().State
+	caughtUp := func(seq uint64) bool { return state.LastTime.Before(start) || seq >= state.LastSeq }
+	if caughtUp(0) {
+		l.readyOnce.Do(func() { close(l.ready) })
+	}
 	cons, err := l.js.OrderedConsumer(ctx, job.LimitsStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{job.LimitsPrefix + ".>"},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
@@ -240,6 +265,9 @@ func (l *limiter) run(ctx context.Context) error {
 		md, merr := m.Metadata()
 		if merr == nil && json.Unmarshal(m.Data(), &c) == nil {
 			l.apply(c, md.Timestamp)
+		}
+		if merr == nil && (caughtUp(md.Sequence.Stream) || md.NumPending == 0) {
+			l.readyOnce.Do(func() { close(l.ready) })
 		}
 	}
 }

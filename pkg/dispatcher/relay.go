@@ -41,18 +41,10 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
 			return
 		}
-		key, hasKey := requestKey(r)
-		if hasKey && s.limits != nil {
-			if lim := s.limits.admit(key, arrived); lim != nil {
-				s.metrics.refused.WithLabelValues("rate_limited").Inc()
-				w.Header().Set("Retry-After", strconv.Itoa(lim.retryAfter()))
-				f.refuse(w, http.StatusTooManyRequests, lim.Error())
-				return
-			}
-		}
-		if !s.admit(w, r, f, canonical) {
+		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {
 			return
 		}
+		key, hasKey := requestKey(r)
 		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait},
 			arrived: arrived}
 		if hasKey {
@@ -81,6 +73,33 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		s.log.Debug("job queued", "job", qj.ID, "model", canonical, "route", route)
 		s.relay(w, r, st, f, s.opts.QueueWait, qj)
 	}
+}
+
+// unfinished charges the token budget of a job that ended without Ollama's
+// token counts (the client left, the worker broke off or went silent, or
+// Ollama reported none): one token per streamed frame, which is what Ollama
+// streams, so hanging up early does not escape the limit.
+func (s *Server) unfinished(qj *queuedJob, frames int) {
+	if qj.hasKey && s.limits != nil {
+		s.limits.spend(qj.key, frames)
+	}
+}
+
+// rateLimit takes a request from the budget of the request's key, or
+// refuses it with 429 and Retry-After.
+func (s *Server) rateLimit(w http.ResponseWriter, r *http.Request, f format) bool {
+	key, ok := requestKey(r)
+	if !ok || s.limits == nil {
+		return true
+	}
+	lim := s.limits.admit(key, time.Now())
+	if lim == nil {
+		return true
+	}
+	s.metrics.refused.WithLabelValues("rate_limited").Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(lim.retryAfter()))
+	f.refuse(w, http.StatusTooManyRequests, lim.Error())
+	return false
 }
 
 // queuedJob is what relay knows of the job behind a stream.
@@ -119,7 +138,15 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		contentType string
 		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
 		frames      int    // data messages written to the client
+		counted     bool   // the done reply carried Ollama's token counts
 	)
+	if queued {
+		defer func() {
+			if !counted && frames > 0 {
+				s.unfinished(qj, frames)
+			}
+		}()
+	}
 	err := st.Follow(r.Context(), wait, s.opts.MaxSilence, func(rep job.Reply) bool {
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
@@ -162,6 +189,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			frames++
 		case job.KindDone:
 			if queued {
+				counted = rep.Usage != nil
 				s.finished(qj, rep.Usage)
 			}
 			if !wrote {

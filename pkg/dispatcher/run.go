@@ -306,6 +306,14 @@ func Run(ctx context.Context, cfg Config) error {
 			stop()
 		}
 	})
+	// Keys' budgets must hold what every dispatcher spent in the last
+	// minute before this one admits anything against them.
+	select {
+	case <-h.LimitsReady():
+	case <-runCtx.Done():
+	case <-time.After(10 * time.Second):
+		log.Warn("serving before the rate-limit charges of the last minute were replayed: keys may exceed their limits for a minute")
+	}
 	serveErr := make(chan error, 1)
 	wg.Go(func() {
 		if srv.TLSConfig != nil {

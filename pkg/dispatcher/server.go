@@ -182,6 +182,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.handler.ServeHTTP(w, r)
 }
 
+// LimitsReady is closed once Run has replayed the rate-limit charges of the
+// last minute, so the buckets hold what every dispatcher spent; at once
+// without Options.Keys.
+func (s *Server) LimitsReady() <-chan struct{} {
+	if s.limits == nil {
+		c := make(chan struct{})
+		close(c)
+		return c
+	}
+	return s.limits.ready
+}
+
 // Run follows the other dispatchers' rate-limit charges until ctx is done;
 // without Options.Keys it returns at once.
 func (s *Server) Run(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/openai"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // validate decodes body as Ollama would for route, so bad input is refused
@@ -19,6 +20,9 @@ func validate(w http.ResponseWriter, route string, body []byte) (string, bool) {
 		f = openAI
 	}
 	model, err := decodeRoute(route, body)
+	if err == nil {
+		err = job.CheckModelKeys(body)
+	}
 	if err != nil {
 		f.fail(w, http.StatusBadRequest, err.Error())
 		return "", false

@@ -2,6 +2,7 @@ package job
 
 import (
 	"bytes"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -105,6 +106,35 @@ func FuzzFrames(f *testing.F) {
 			if got := Payload(SSEEvent(body)); !bytes.Equal(got, body) {
 				t.Fatalf("Payload(SSEEvent(%q)) = %q", body, got)
 			}
+		}
+	})
+}
+
+// FuzzCheckModelKeys: a body CheckModelKeys lets through names the same
+// model after the worker re-encodes it (as it does to ask for usage or to
+// continue a stream), so the model a key was checked for is the one that runs.
+func FuzzCheckModelKeys(f *testing.F) {
+	for _, s := range []string{`{"model":"a","Model":"b"}`, `{"model":"a"}`, `{"MoDeL":"x","stream":true}`, `[]`, `{"name":"a"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if CheckModelKeys(b) != nil {
+			return
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) != nil {
+			return
+		}
+		re, err := json.Marshal(m)
+		if err != nil {
+			return
+		}
+		var before, after struct{ Model, Name json.RawMessage }
+		if json.Unmarshal(b, &before) != nil || json.Unmarshal(re, &after) != nil {
+			return
+		}
+		if string(before.Model) != string(after.Model) || string(before.Name) != string(after.Name) {
+			t.Fatalf("%s names model %s, re-encoded %s names %s", b, before.Model, re, after.Model)
 		}
 	})
 }

@@ -1,6 +1,8 @@
 package job
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -151,4 +153,42 @@ func unhex(c byte) (byte, bool) {
 		return c - 'a' + 10, true
 	}
 	return 0, false
+}
+
+// ErrAmbiguousModel is returned by CheckModelKeys for a request body that
+// names its model twice.
+var ErrAmbiguousModel = errors.New("the request names its model more than once")
+
+// CheckModelKeys refuses a JSON object body with more than one top-level
+// key that is "model" (or "name") in any case: Go's decoder, and so Ollama,
+// takes the last one it meets, which a re-encoding can change. The model
+// that was checked must be the model that runs. A body that is not a JSON
+// object passes: the decoders that read it next say what is wrong with it.
+func CheckModelKeys(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var models, names int
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := t.(string)
+		switch {
+		case strings.EqualFold(key, "model"):
+			models++
+		case strings.EqualFold(key, "name"):
+			names++
+		}
+		if models > 1 || names > 1 {
+			return fmt.Errorf("%w (%q appears twice, in some case)", ErrAmbiguousModel, key)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
 }

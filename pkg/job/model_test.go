@@ -86,3 +86,22 @@ func FuzzModelEncoding(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckModelKeys(t *testing.T) {
+	for body, ambiguous := range map[string]bool{
+		`{"model":"a","prompt":"x"}`:                false,
+		`{"Model":"a"}`:                             false,
+		`{"model":"a","name":"b"}`:                  false,
+		`{"model":"a","Model":"b"}`:                 true,
+		`{"MODEL":"a","x":{"model":"b"},"model":1}`: true,
+		`{"name":"a","NAME":"b"}`:                   true,
+		`{"x":{"model":"a","Model":"b"}}`:           false, // Only the top level names the model.
+		`not json`:                                  false,
+		`[{"model":"a"},{"model":"b"}]`:             false,
+	} {
+		err := CheckModelKeys([]byte(body))
+		if (err != nil) != ambiguous || err != nil && !errors.Is(err, ErrAmbiguousModel) {
+			t.Errorf("CheckModelKeys(%s) = %v, want ambiguous %t", body, err, ambiguous)
+		}
+	}
+}

@@ -165,6 +165,9 @@ func (w *Worker) batchCanceled(ctx context.Context, h nats.Header) bool {
 // subject it was published on. A body that is not JSON is left to Ollama,
 // whose error message the client expects.
 func checkModel(body []byte, model string) string {
+	if err := job.CheckModelKeys(body); err != nil {
+		return err.Error() // The model checked might not be the one that runs.
+	}
 	name, ok := bodyModel(body)
 	if !ok {
 		return ""
