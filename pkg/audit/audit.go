@@ -75,21 +75,44 @@ func (r Record) Subject() string {
 // stream's duplicate window, so two processes that both end a job (an ack
 // lost, the job run again) leave one record.
 func Publish(ctx context.Context, js jetstream.JetStream, r Record) error {
+	wait, err := Send(js, r)
+	if err != nil {
+		return err
+	}
+	return wait(ctx)
+}
+
+// Send is Publish in two halves: it sends r without waiting, and wait
+// waits for the stream to have it. A worker sends a job's record, settles
+// the job, then waits: the two round trips overlap, and the record still
+// reaches the server before the settlement on the same connection.
+func Send(js jetstream.JetStream, r Record) (wait func(context.Context) error, err error) {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("audit: encode: %w", err)
+		return nil, fmt.Errorf("audit: encode: %w", err)
 	}
 	var opts []jetstream.PublishOpt
 	if r.Kind == job.AuditJob && r.Job != "" {
 		opts = append(opts, jetstream.WithMsgID("audit."+r.Requester+"."+r.Job))
 	}
-	if _, err := js.Publish(ctx, r.Subject(), b, opts...); err != nil {
-		return fmt.Errorf("audit: publish %s: %w", r.Subject(), err)
+	subject := r.Subject()
+	fut, err := js.PublishAsync(subject, b, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: publish %s: %w", subject, err)
 	}
-	return nil
+	return func(ctx context.Context) error {
+		select {
+		case <-fut.Ok():
+			return nil
+		case err := <-fut.Err():
+			return fmt.Errorf("audit: publish %s: %w", subject, err)
+		case <-ctx.Done():
+			return fmt.Errorf("audit: publish %s: %w", subject, ctx.Err())
+		}
+	}, nil
 }
 
 // Sign is the MAC a dispatcher puts on a job (job.HeaderKeyMAC) over its

@@ -54,12 +54,14 @@ func clip(s string) string {
 	return s
 }
 
-// audit writes the record of the job t, which ends here for good with r.
-// It does nothing for a node command or a result that is not final.
-func (t *task) audit(ctx context.Context, r result) {
+// audit sends the record of the job t, which ends here for good with r,
+// and returns the wait for it, which settle calls after it settled the
+// job: the record is on the wire first, and the two round trips overlap.
+// It sends nothing for a node command or a result that is not final.
+func (t *task) audit(ctx context.Context, r result) (wait func()) {
 	outcome := r.outcome()
 	if t.msg == nil || outcome == "" {
-		return
+		return func() {}
 	}
 	rec := jobRecord(t.msg.Subject(), t.msg.Headers())
 	rec.Worker, rec.Outcome, rec.Attempts = t.w.cfg.ID, outcome, t.attempt
@@ -78,16 +80,33 @@ func (t *task) audit(ctx context.Context, r result) {
 		rec.QueueMS = max(t.taken.Sub(md.Timestamp).Milliseconds(), 0)
 	}
 	rec.RunMS = time.Since(t.taken).Milliseconds()
-	t.w.writeAudit(ctx, rec, min(auditTimeout, t.w.q.AckWait()/3))
+	return t.w.sendAudit(ctx, rec, min(auditTimeout, t.w.q.AckWait()/3))
 }
 
 // writeAudit publishes rec within timeout, even after ctx is done (a
 // stopping worker still settles its jobs). A failure is logged and counted.
 func (w *Worker) writeAudit(ctx context.Context, rec audit.Record, timeout time.Duration) {
+	w.sendAudit(ctx, rec, timeout)()
+}
+
+// sendAudit sends rec and returns the wait for it, bounded by timeout from
+// now, even after ctx is done. A failure is logged and counted.
+func (w *Worker) sendAudit(ctx context.Context, rec audit.Record, timeout time.Duration) (wait func()) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
-	if err := audit.Publish(ctx, w.q.JetStream(), rec); err != nil {
+	failed := func(err error) {
 		w.metrics.auditFailures.Inc()
 		w.log.Warn("write audit record", "job", rec.Job, "outcome", rec.Outcome, "err", err)
+	}
+	done, err := audit.Send(w.q.JetStream(), rec)
+	if err != nil {
+		cancel()
+		failed(err)
+		return func() {}
+	}
+	return func() {
+		defer cancel()
+		if err := done(ctx); err != nil {
+			failed(err)
+		}
 	}
 }

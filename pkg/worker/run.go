@@ -109,10 +109,11 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 			w.log.Warn("bury job", "job", t.id, "err", err)
 		}
 		// Nobody was answered: the record has no status.
-		t.audit(ctx, result{kind: resFailed, msg: reason, bury: true})
+		audited := t.audit(ctx, result{kind: resFailed, msg: reason, bury: true})
 		if err := m.TermWithReason(reason); err != nil {
 			w.log.Warn("settle job", "job", t.id, "err", err)
 		}
+		audited()
 		return nil, result{}
 	}
 	t.requester, t.model, t.class = requester, model, class

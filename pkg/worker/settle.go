@@ -111,10 +111,11 @@ func (t *task) settle(ctx context.Context, r result) {
 	switch r.kind {
 	case resDone:
 		if err = t.send(job.Reply{Kind: job.KindDone, Usage: r.usage}); err == nil {
-			t.audit(ctx, r)
+			audited := t.audit(ctx, r)
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
 			cancel()
+			audited()
 		}
 		w.jobsDone.Add(1)
 		m.completed.WithLabelValues(labels...).Inc()
@@ -131,8 +132,9 @@ func (t *task) settle(ctx context.Context, r result) {
 		if serr := t.send(r.errorReply()); serr != nil {
 			log.Warn("send job error", "err", serr)
 		}
-		t.audit(ctx, r)
+		audited := t.audit(ctx, r)
 		err = t.msg.TermWithReason(r.msg)
+		audited()
 		w.failed.Add(1)
 		m.failed.WithLabelValues(labels...).Inc()
 		log.Info("job failed", "status", r.status, "reason", r.msg)
@@ -145,8 +147,9 @@ func (t *task) settle(ctx context.Context, r result) {
 		if serr := t.send(job.Reply{Kind: job.KindError, Status: 499, Error: "request canceled", Data: job.ErrorBody("request canceled")}); serr != nil {
 			log.Debug("send job cancel", "err", serr)
 		}
-		t.audit(ctx, r)
+		audited := t.audit(ctx, r)
 		err = t.msg.TermWithReason("canceled by requester")
+		audited()
 		m.canceled.WithLabelValues(labels...).Inc()
 		log.Info("job canceled by requester")
 	case resHandBack:
