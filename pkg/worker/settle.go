@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -107,6 +108,11 @@ func (t *task) settle(ctx context.Context, r result) {
 		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
 		r.bury = true
 	}
+	if r.kind != resRetry && r.kind != resHandBack && t.mayChangeResidency() {
+		// A job can load its model, or unload it (keep_alive): tell the
+		// fleet now, not a heartbeat later, so /api/ps is fresh.
+		defer poke(w.refresh)
+	}
 	var err error
 	switch r.kind {
 	case resDone:
@@ -184,6 +190,23 @@ func (t *task) answer(r result) {
 	if rt, _ := job.LookupRoute(t.route); r.kind == resDone && rt.Changes {
 		poke(t.w.refresh) // The models changed: tell the fleet soon.
 	}
+}
+
+// mayChangeResidency tells whether running t may have changed which models
+// its Ollama holds in memory: its model was not loaded when the worker last
+// looked, or the request sets keep_alive (0 unloads it).
+func (t *task) mayChangeResidency() bool {
+	if bytes.Contains(t.body, []byte(`"keep_alive"`)) {
+		return true
+	}
+	t.w.mu.Lock()
+	defer t.w.mu.Unlock()
+	for _, m := range t.w.inventory.Loaded {
+		if c, err := job.CanonicalModel(m.Model); err == nil && c == t.model {
+			return false
+		}
+	}
+	return true
 }
 
 // streamSeq is a delivered job's sequence in the job stream (0 if unknown).
