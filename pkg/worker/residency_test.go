@@ -35,7 +35,7 @@ func TestListingsFollowLoadsAtOnce(t *testing.T) {
 		body string
 		want bool
 	}{
-		{`{"model":"llama3.2","prompt":""}`, true},                  // Ollama's way to load a model.
+		{`{"model":"llama3.2","prompt":""}`, true},                 // Ollama's way to load a model.
 		{`{"model":"llama3.2","prompt":"","keep_alive":0}`, false}, // and to unload it.
 	} {
 		resp, err := http.Post(f.URL+"/api/generate", "application/json", strings.NewReader(c.body))
