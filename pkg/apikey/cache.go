@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,15 +21,60 @@ type Cache struct {
 	mu    sync.RWMutex
 	keys  map[string]Key
 	ready chan struct{}
+	rev   atomic.Uint64 // the bucket's latest revision the watch delivered
+	stale atomic.Bool   // Guard found the watch behind the bucket
 }
 
-// Watch starts watching the bucket's key records. Run applies the updates.
+// ErrStale is returned by Authenticate while Guard finds the cache behind
+// the bucket: a revocation might be missing, so no key is accepted (503).
+var ErrStale = errors.New("apikey: the key cache is behind the bucket")
+
+// Watch starts watching the bucket. Run applies the updates.
 func Watch(ctx context.Context, kv jetstream.KeyValue) (*Cache, error) {
-	w, err := kv.Watch(ctx, "key.*")
+	// Every entry, the MAC secret's too, so that the revisions delivered
+	// can be compared with the bucket's last one (Guard).
+	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("apikey: watch keys: %w", err)
 	}
 	return &Cache{w: w, keys: map[string]Key{}, ready: make(chan struct{})}, nil
+}
+
+// Guard checks every interval until ctx is done that the watch keeps up
+// with the bucket: when the bucket's last revision is ahead of what the
+// watch delivered at two checks in a row, the watch is stuck (nats.go could
+// not re-create it, say), and Authenticate refuses every key with ErrStale
+// until it catches up. A dispatcher that cannot see revocations must not
+// accept keys.
+func (c *Cache) Guard(ctx context.Context, kv jetstream.KeyValue, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var behind uint64 // the bucket's last revision the watch lacked at the last check
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st, err := kv.Status(ctx)
+		if err != nil {
+			continue // The bucket cannot be asked: the watch cannot do better; judge next time.
+		}
+		last, ok := st.(*jetstream.KeyValueBucketStatus)
+		if !ok || last.StreamInfo() == nil {
+			continue
+		}
+		seq := last.StreamInfo().State.LastSeq
+		switch {
+		case c.rev.Load() >= seq:
+			behind = 0
+			c.stale.Store(false)
+		case behind != 0 && c.rev.Load() < behind:
+			c.stale.Store(true) // Still short of what it lacked a whole interval ago.
+		default:
+			behind = seq
+		}
+	}
 }
 
 // Run keeps the cache current until ctx is done or the watch fails.
@@ -59,7 +105,13 @@ func (c *Cache) Run(ctx context.Context) error {
 }
 
 func (c *Cache) apply(e jetstream.KeyValueEntry) {
-	id := strings.TrimPrefix(e.Key(), "key.")
+	if r := e.Revision(); r > c.rev.Load() {
+		c.rev.Store(r) // Only Run's goroutine writes it.
+	}
+	id, isKey := strings.CutPrefix(e.Key(), "key.")
+	if !isKey {
+		return // The MAC secret.
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var k Key
@@ -86,6 +138,9 @@ func (c *Cache) Len() int {
 func (c *Cache) Authenticate(secret string, now time.Time) (Key, error) {
 	if secret == "" {
 		return Key{}, ErrMissing
+	}
+	if c.stale.Load() {
+		return Key{}, ErrStale
 	}
 	id, err := ParseID(secret)
 	if err != nil {

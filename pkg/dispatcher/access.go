@@ -65,6 +65,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 	if err == nil {
 		k, err = s.opts.Keys.Authenticate(secret, time.Now())
 	}
+	if errors.Is(err, apikey.ErrStale) {
+		w.Header().Set("Retry-After", "2")
+		f.failForwarded(w, http.StatusServiceUnavailable, "API keys are unavailable: this dispatcher has lost sight of the key bucket, so it cannot see revocations; try again or another dispatcher")
+		return r, false
+	}
 	if err != nil {
 		s.metrics.refused.WithLabelValues("unauthorized").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ollamamax"`)

@@ -362,6 +362,11 @@ func Run(ctx context.Context, cfg Config) error {
 	return errors.Join(viewErr, limitsErr, keys.err)
 }
 
+// keyGuardEvery is how often a dispatcher checks that its key watch keeps
+// up with the bucket (apikey.Cache.Guard): a stuck watch refuses keys
+// within two to three of these.
+const keyGuardEvery = 2 * time.Second
+
 // keyWatch is the watch of the API key bucket a dispatcher with keys runs.
 type keyWatch struct{ err error }
 
@@ -393,6 +398,7 @@ func watchKeys(ctx context.Context, wg *sync.WaitGroup, stop func(), q *queue.Qu
 	if err != nil {
 		return nil, err
 	}
+	wg.Go(func() { cache.Guard(ctx, kv, keyGuardEvery) })
 	wg.Go(func() {
 		if kw.err = cache.Run(ctx); kw.err != nil {
 			log.Error("the API key watch failed: stopping", "err", kw.err)
