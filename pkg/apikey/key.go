@@ -137,7 +137,7 @@ func (k Key) Validate() error {
 		return fmt.Errorf("apikey: ID %q is not a subject token", k.ID)
 	case k.Name == "" || len(k.Name) > 128:
 		return errors.New("apikey: a key needs a name of at most 128 bytes")
-	case !validTenant(k.Tenant):
+	case !job.SafeName(k.Tenant): // Tenants name Prometheus label values and audit entries.
 		return fmt.Errorf("apikey: tenant %q: want 1 to 64 letters, digits, '-' or '_'", k.Tenant)
 	case k.Role != User && k.Role != Admin:
 		return fmt.Errorf("apikey: unknown role %q: want user or admin", k.Role)
@@ -154,21 +154,6 @@ func (k Key) Validate() error {
 		}
 	}
 	return nil
-}
-
-// validTenant: tenants name Prometheus label values and audit entries, so
-// they are kept to a subject token's safest characters.
-func validTenant(t string) bool {
-	if t == "" || len(t) > 64 {
-		return false
-	}
-	for i := 0; i < len(t); i++ {
-		c := t[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
 }
 
 // Allows tells whether the key may use the canonical model.

@@ -66,17 +66,7 @@ func (u *User) Status(now time.Time) string {
 // worker ID that the permission templates can hold safely (letters, digits,
 // '-' and '_', at most 64), and not the reserved requester token batch.
 func ValidName(name string) bool {
-	if name == "" || len(name) > 64 || name == job.BatchRequester {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
+	return job.SafeName(name) && name != job.BatchRequester
 }
 
 // AddUser issues credentials to a new user called name (its requester

@@ -48,18 +48,7 @@ func idFromDigest(sum []byte) string {
 
 // ValidID reports whether id can name a batch: 1 to 64 ASCII letters, digits,
 // '-' and '_' (it is a subject token and a KV key).
-func ValidID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func ValidID(id string) bool { return job.SafeName(id) }
 
 // ReplySubject is where the replies to a batch job go, and where
 // OLLAMAQ_RESULTS keeps them: ollamaq.reply.batch.<batch id>.<job id>.

@@ -214,6 +214,24 @@ func ValidReply(s string) bool {
 	return err == nil
 }
 
+// SafeName reports whether s is 1 to 64 ASCII letters, digits, '-' and
+// '_': a subject token that no permission template, KV key, consumer name
+// or Prometheus label can misread. User names, batch IDs and tenants are
+// such names.
+func SafeName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // ValidToken reports whether s can be used as one literal subject token.
 func ValidToken(s string) bool {
 	if s == "" {
