@@ -49,21 +49,30 @@ func cmdAuthRevoke(fs *flag.FlagSet) runFunc {
 		if *noPush {
 			return exitOK
 		}
-		creds := *sysCreds
-		if creds == "" {
-			creds = d.CredsPath(auth.SysUser)
-		}
-		url, err := e.pushAccount(ctx, creds, accountJWT)
-		if err != nil {
-			code := exitConnect
-			if errors.Is(err, auth.ErrPushRefused) {
-				code = exitFailed
-			}
-			return e.fail(code, "%v; the revocation is recorded in %s: run this command again to push it", err, d.Path())
-		}
-		fmt.Fprintf(e.stdout, "pushed to %s: the servers disconnect %s and refuse it from now on\n", url, u.Name)
-		return exitOK
+		return e.pushRecorded(ctx, d, *sysCreds, accountJWT,
+			"the revocation is recorded in %s: run this command again to push it",
+			"the servers disconnect "+u.Name+" and refuse it from now on")
 	}
+}
+
+// pushRecorded pushes accountJWT, a change already recorded in d, with the
+// system account's credentials (d's sys user unless sysCreds), and reports
+// the outcome: afterPush on success, recorded (with d's path) on failure.
+func (e *env) pushRecorded(ctx context.Context, d *auth.Dir, sysCreds, accountJWT, recorded, afterPush string) int {
+	creds := sysCreds
+	if creds == "" {
+		creds = d.CredsPath(auth.SysUser)
+	}
+	url, err := e.pushAccount(ctx, creds, accountJWT)
+	if err != nil {
+		code := exitConnect
+		if errors.Is(err, auth.ErrPushRefused) {
+			code = exitFailed
+		}
+		return e.fail(code, "%v; "+recorded, err, d.Path())
+	}
+	fmt.Fprintf(e.stdout, "pushed to %s: %s\n", url, afterPush)
+	return exitOK
 }
 
 // pushAccount connects with the system account's credentials and pushes

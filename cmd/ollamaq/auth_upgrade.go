@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-
-	"github.com/ollamamax/ollamamax/pkg/auth"
 )
 
 const authUpgradeSynopsis = `Usage: ollamaq auth upgrade [flags]
@@ -51,19 +48,8 @@ func cmdAuthUpgrade(fs *flag.FlagSet) runFunc {
 		if *noPush {
 			return exitOK
 		}
-		creds := *sysCreds
-		if creds == "" {
-			creds = d.CredsPath(auth.SysUser)
-		}
-		url, err := e.pushAccount(ctx, creds, accountJWT)
-		if err != nil {
-			code := exitConnect
-			if errors.Is(err, auth.ErrPushRefused) {
-				code = exitFailed
-			}
-			return e.fail(code, "%v; the upgrade is recorded in %s: servers that read it apply it at their next start", err, d.Path())
-		}
-		fmt.Fprintf(e.stdout, "pushed to %s: new connections get the new permissions\n", url)
-		return exitOK
+		return e.pushRecorded(ctx, d, *sysCreds, accountJWT,
+			"the upgrade is recorded in %s: servers that read it apply it at their next start",
+			"new connections get the new permissions")
 	}
 }
