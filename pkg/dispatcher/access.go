@@ -119,23 +119,20 @@ func visible(r *http.Request, name string) bool {
 	return err == nil && k.Allows(c)
 }
 
-// visibleModels filters a model listing for the request's key.
-func visibleModels[M api.ListModelResponse | api.ProcessModelResponse](r *http.Request, models []M) []M {
+// visibleModels filters a model listing for the request's key; name is a
+// listed model's name.
+func visibleModels[M any](r *http.Request, models []M, name func(M) string) []M {
 	if _, ok := requestKey(r); !ok {
 		return models
 	}
 	out := make([]M, 0, len(models))
 	for _, m := range models {
-		var name string
-		switch m := any(m).(type) {
-		case api.ListModelResponse:
-			name = m.Model
-		case api.ProcessModelResponse:
-			name = m.Model
-		}
-		if visible(r, name) {
+		if visible(r, name(m)) {
 			out = append(out, m)
 		}
 	}
 	return out
 }
+
+func listedName(m api.ListModelResponse) string    { return m.Model }
+func loadedName(m api.ProcessModelResponse) string { return m.Model }

@@ -13,17 +13,17 @@ import (
 // The model listings come from the node bucket: no job, no worker round trip.
 
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ListResponse{Models: visibleModels(r, s.view.Models())})
+	writeJSON(w, http.StatusOK, api.ListResponse{Models: visibleModels(r, s.view.Models(), listedName)})
 }
 
 func (s *Server) handlePS(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: visibleModels(r, s.view.Loaded())})
+	writeJSON(w, http.StatusOK, api.ProcessResponse{Models: visibleModels(r, s.view.Loaded(), loadedName)})
 }
 
 // handleOpenAIModels answers /v1/models. Unlike Ollama, an empty list is
 // "data":[] rather than null (a quirk we fix).
 func (s *Server) handleOpenAIModels(w http.ResponseWriter, r *http.Request) {
-	list := openai.ToListCompletion(api.ListResponse{Models: visibleModels(r, s.view.Models())})
+	list := openai.ToListCompletion(api.ListResponse{Models: visibleModels(r, s.view.Models(), listedName)})
 	if list.Data == nil {
 		list.Data = []openai.Model{}
 	}
