@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/openai"
@@ -254,12 +255,17 @@ func sseEvent(buf *bytes.Buffer, v any) error {
 
 var sseDone = string(job.SSEEvent(job.SSEDone))
 
-// chatConverter is the middleware's ChatWriter.
+// chatConverter is the middleware's ChatWriter (0.32.15): the first chunk
+// alone carries the role, a chunk with both thinking and content is split in
+// two, the metrics-only final response sends no empty content chunk, and the
+// finish reason comes in a chunk of its own.
 type chatConverter struct {
-	id            string
-	stream        bool
-	streamOptions *openai.StreamOptions
-	toolCallSent  bool
+	id             string
+	stream         bool
+	streamOptions  *openai.StreamOptions
+	toolCallSent   bool
+	firstChunkSent bool
+	createdAt      time.Time
 }
 
 func (c *chatConverter) convert(cw *compatWriter, data []byte) error {
@@ -273,20 +279,37 @@ func (c *chatConverter) convert(cw *compatWriter, data []byte) error {
 	if !c.stream {
 		return cw.sendJSON(openai.ToChatCompletion(c.id, resp))
 	}
-	chunk := openai.ToChunk(c.id, resp, c.toolCallSent)
-	if !c.toolCallSent && len(chunk.Choices) > 0 && len(chunk.Choices[0].Delta.ToolCalls) > 0 {
-		c.toolCallSent = true
+	if resp.CreatedAt.IsZero() {
+		resp.CreatedAt = time.Now().UTC()
 	}
+	if c.createdAt.IsZero() {
+		c.createdAt = resp.CreatedAt
+	}
+	resp.CreatedAt = c.createdAt
 	var buf bytes.Buffer
-	if err := sseEvent(&buf, chunk); err != nil {
-		return err
+	emptyTrailer := resp.Done && c.firstChunkSent && resp.Message.Content == "" && resp.Message.Thinking == "" &&
+		len(resp.Message.ToolCalls) == 0 && len(resp.Logprobs) == 0
+	if !emptyTrailer {
+		for _, chunk := range openai.ToStreamChunks(c.id, resp, !c.firstChunkSent) {
+			if !c.toolCallSent && len(chunk.Choices) > 0 && len(chunk.Choices[0].Delta.ToolCalls) > 0 {
+				c.toolCallSent = true
+			}
+			if err := sseEvent(&buf, chunk); err != nil {
+				return err
+			}
+		}
+		c.firstChunkSent = true
 	}
 	if resp.Done {
+		finish := openai.FinishChunk(c.id, resp, c.toolCallSent)
+		if err := sseEvent(&buf, finish); err != nil {
+			return err
+		}
 		if c.streamOptions != nil && c.streamOptions.IncludeUsage {
 			u := openai.ToUsage(resp)
-			chunk.Usage = &u
-			chunk.Choices = []openai.ChunkChoice{}
-			if err := sseEvent(&buf, chunk); err != nil {
+			finish.Usage = &u
+			finish.Choices = []openai.ChunkChoice{}
+			if err := sseEvent(&buf, finish); err != nil {
 				return err
 			}
 		}

@@ -180,7 +180,6 @@ func pullLayers(e *entry) ([]layer, error) {
 		FileType:      e.QuantizationLevel,
 		Architecture:  "amd64",
 		OS:            "linux",
-		RootFS:        model.RootFS{Type: "layers"},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("marshal config: %w", err)

@@ -159,11 +159,10 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	m.HandleFunc("GET /api/version", s.handleVersion)
 	m.HandleFunc("GET /api/tags", s.handleTags)
 	m.HandleFunc("GET /api/ps", s.handlePS)
-	for _, route := range []string{"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"} {
-		m.HandleFunc("POST "+route, s.handleJob(route, native))
-	}
-	for _, route := range []string{"/v1/chat/completions", "/v1/completions", "/v1/embeddings"} {
-		m.HandleFunc("POST "+route, s.handleJob(route, openAI))
+	for _, rt := range job.Routes() {
+		if rt.Serve == job.Queued && rt.Path != "/v1/audio/transcriptions" {
+			m.HandleFunc(rt.Method+" "+rt.Path, s.handleJob(rt.Path, formatOf(rt.Path)))
+		}
 	}
 	m.HandleFunc("GET /v1/models", s.handleOpenAIModels)
 	m.HandleFunc("GET /v1/models/{model...}", s.handleOpenAIModel)

@@ -228,45 +228,9 @@ func merge[M any](nodes []*Node, models func(*Node) []M, key func(M) (string, ti
 func (v *View) OllamaVersion() string {
 	low := ""
 	for _, n := range v.Nodes() {
-		if n.OllamaVersion != "" && (low == "" || compareVersions(n.OllamaVersion, low) < 0) {
+		if n.OllamaVersion != "" && (low == "" || job.CompareVersions(n.OllamaVersion, low) < 0) {
 			low = n.OllamaVersion
 		}
 	}
 	return low
-}
-
-// compareVersions compares dotted numeric versions such as 0.17.4, ignoring a
-// leading v and a -suffix.
-func compareVersions(a, b string) int {
-	pa, pb := versionParts(a), versionParts(b)
-	for i := 0; i < max(len(pa), len(pb)); i++ {
-		var x, y int
-		if i < len(pa) {
-			x = pa[i]
-		}
-		if i < len(pb) {
-			y = pb[i]
-		}
-		if x != y {
-			return x - y
-		}
-	}
-	return 0
-}
-
-func versionParts(v string) []int {
-	v = strings.TrimPrefix(v, "v")
-	v, _, _ = strings.Cut(v, "-")
-	var out []int
-	for _, p := range strings.Split(v, ".") {
-		n := 0
-		for _, c := range p {
-			if c < '0' || c > '9' {
-				break
-			}
-			n = n*10 + int(c-'0')
-		}
-		out = append(out, n)
-	}
-	return out
 }
