@@ -56,6 +56,12 @@ type Options struct {
 	// Keys makes the dispatcher require HTTP API keys (pkg/apikey);
 	// CreateKey makes them.
 	Keys bool
+	// Versions, if set, are the Ollama versions the simulators report, by
+	// worker (the rest keep Sim.Version): a fleet of mixed Ollamas.
+	Versions []string
+	// Ollama, if set, wraps worker i's simulator: a test adds what a newer
+	// Ollama serves, or counts what reached which Ollama.
+	Ollama func(i int, sim http.Handler) http.Handler
 }
 
 // AuthModes are the two modes suites run in: a subtest each.
@@ -188,7 +194,15 @@ func Start(t testing.TB, o Options) *Fleet {
 	t.Cleanup(func() { cancel(); <-viewDone })
 
 	for i := 0; i < o.Workers; i++ {
-		sim := ollamasim.New(o.Sim)
+		cfg := o.Sim
+		if i < len(o.Versions) {
+			cfg.Version = o.Versions[i]
+		}
+		sim := ollamasim.New(cfg)
+		var ollama http.Handler = sim
+		if o.Ollama != nil {
+			ollama = o.Ollama(i, sim)
+		}
 		down := new(atomic.Bool)
 		f.down = append(f.down, down)
 		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +215,7 @@ func Start(t testing.TB, o Options) *Fleet {
 					}
 				}
 			}
-			sim.ServeHTTP(w, r)
+			ollama.ServeHTTP(w, r)
 		}))
 		t.Cleanup(hs.Close)
 		u, _ := url.Parse(hs.URL) // httptest URLs always parse.

@@ -151,10 +151,17 @@ func TestShowAnsweredByAWorker(t *testing.T) {
 
 func TestRefusedRoutesSayWhy(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1})
-	for _, path := range []string{"/api/create", "/api/push", "/api/blobs/sha256:abc"} {
-		status, _, body := post(t, f.URL+path, `{"model":"x"}`)
-		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") {
-			t.Errorf("POST %s: %d %s, want 501 with a reason", path, status, body)
+	for _, c := range []struct{ method, path, why string }{
+		{"POST", "/api/create", "/api/pull or /api/copy"},
+		{"POST", "/api/push", "/api/pull or /api/copy"},
+		{"POST", "/api/blobs/sha256:abc", "/api/pull or /api/copy"},
+		{"POST", "/api/me", "ollama signin"},
+		{"POST", "/api/signout", "ollama signin"},
+		{"DELETE", "/api/user/keys/abc", "ollama signin"},
+	} {
+		status, _, body := call(t, c.method, f.URL+c.path, "", `{"model":"x"}`)
+		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") || !strings.Contains(body, c.why) {
+			t.Errorf("%s %s: %d %s, want 501 with a reason naming %s", c.method, c.path, status, body, c.why)
 		}
 	}
 }
