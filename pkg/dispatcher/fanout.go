@@ -63,7 +63,8 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		nodes = s.targets(r, func(n *fleet.Node) bool { return n.HasModel(c) })
 	}
 	if len(nodes) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
+		status, msg := showNotFound(name, s.listedNames())
+		writeError(w, status, msg)
 		return
 	}
 	n := nodes[rand.IntN(len(nodes))]

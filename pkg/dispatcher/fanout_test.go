@@ -143,9 +143,23 @@ func TestShowAnsweredByAWorker(t *testing.T) {
 	if got.Modelfile != want.Modelfile || got.Details.Family != want.Details.Family || len(got.ModelInfo) == 0 {
 		t.Errorf("show through the dispatcher differs from Ollama's: %+v", got)
 	}
-	var se api.StatusError
-	if _, err := c.Show(t.Context(), &api.ShowRequest{Model: "nope"}); !errors.As(err, &se) || se.StatusCode != 404 {
-		t.Errorf("show unknown: %v, want 404", err)
+	// As Ollama 0.32.15 answers (asked of a real one): the name in its
+	// shortest form, each part in the case of a model it has.
+	for _, tt := range []struct {
+		name   string
+		status int
+		msg    string
+	}{
+		{"nope", 404, "model 'nope:latest' not found"},
+		{"Nope:LATEST", 404, "model 'Nope:latest' not found"},
+		{"registry.ollama.ai/library/nope", 404, "model 'nope:latest' not found"},
+		{" nope ", 404, "model 'nope:latest' not found"},
+		{"bad name!", 400, "invalid model name"},
+	} {
+		var se api.StatusError
+		if _, err := c.Show(t.Context(), &api.ShowRequest{Model: tt.name}); !errors.As(err, &se) || se.StatusCode != tt.status || se.ErrorMessage != tt.msg {
+			t.Errorf("show %q: %v, want %d %s", tt.name, err, tt.status, tt.msg)
+		}
 	}
 }
 
