@@ -27,7 +27,12 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		model, ok := validate(w, route, body)
+		var model, bodyType string
+		if route == transcriptions {
+			model, bodyType, ok = validateForm(w, r, body)
+		} else {
+			model, ok = validate(w, route, body)
+		}
 		if !ok || !s.allowModel(w, r, f, model) {
 			return
 		}
@@ -39,8 +44,8 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		key, hasKey := requestKey(r)
-		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait},
-			arrived: arrived}
+		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
+			Wait: s.opts.QueueWait}, arrived: arrived}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant

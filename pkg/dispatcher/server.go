@@ -166,7 +166,6 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	get("/api/ps", s.handlePS)
 	for _, rt := range job.Routes() {
 		switch {
-		case rt.Serve == job.Queued && rt.Path == "/v1/audio/transcriptions":
 		case rt.Serve == job.Queued:
 			s.handle(rt.Method, rt.Path, s.handleJob(rt.Path, formatOf(rt.Path)))
 		case rt.Serve == job.Node && rt.ModelField == "":

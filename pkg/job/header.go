@@ -11,6 +11,10 @@ const (
 	HeaderRoute    = "Ollamaq-Route"    // Ollama route the body is for, e.g. /api/chat
 	HeaderReply    = "Ollamaq-Reply"    // reply subject for chunks
 	HeaderDeadline = "Ollamaq-Deadline" // RFC 3339 time after which the job must not start
+	// HeaderBodyType is the Content-Type of the body of a route whose body
+	// is a form (Route.Form: multipart/form-data with its boundary); other
+	// bodies are JSON and workers ignore it on them.
+	HeaderBodyType = "Ollamaq-Body-Type"
 	// Who the job is for, as its requester states it: the dispatcher puts
 	// the HTTP client's API key ID and tenant here, with a MAC over both
 	// that readers of the audit trail verify (docs/security.md).

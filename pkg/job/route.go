@@ -77,6 +77,9 @@ type Route struct {
 	// route: it changes every worker's models, or spends the workers'
 	// ollama.com identity (docs/security.md).
 	Admin bool
+	// Form tells whether the route's body is a multipart/form-data form, not
+	// JSON; a job for it states its Content-Type in HeaderBodyType.
+	Form bool
 	// Streams tells whether the route streams unless the body says
 	// "stream": false (for /v1 routes: unless it says "stream": true).
 	Streams bool
@@ -99,7 +102,7 @@ var routes = []Route{
 	{Path: "/v1/embeddings", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Queued: true, Batch: true},
 	{Path: "/v1/messages", Method: "POST", API: Anthropic, Serve: Queued, ModelField: "model", Since: "0.14.0", Queued: true, Streams: true, Continue: ContinueMessages},
 	{Path: "/v1/responses", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.13.0", Queued: true, Streams: true, Continue: ContinueResponses},
-	{Path: "/v1/audio/transcriptions", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.20.0", Queued: true},
+	{Path: "/v1/audio/transcriptions", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.20.0", Queued: true, Form: true},
 	{Path: "/api/show", Method: "POST", API: Native, Serve: Node, ModelField: "model", Queued: true, Node: true},
 	{Path: "/api/pull", Method: "POST", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true, Admin: true, Streams: true},
 	{Path: "/api/delete", Method: "DELETE", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true, Admin: true},

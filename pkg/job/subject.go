@@ -106,6 +106,13 @@ func ConsumerName(canonical string, c Class) string {
 	return EncodeModel(canonical) + "_" + string(c)
 }
 
+// Doorbell is the doorbell subject of a job subject: where the stream
+// republishes the job's headers when it stores it, and where a worker that
+// hands a job it cannot run back to the queue rings for the others.
+func Doorbell(jobSubject string) string {
+	return QueuedPrefix + strings.TrimPrefix(jobSubject, JobsPrefix)
+}
+
 // ParseJobSubject returns the canonical model, class and requester token of
 // a jobs, queued or dead-letter subject. A filter such as JobFilter's parses
 // too, with requester "*". A subject in the layout before requester tokens

@@ -63,14 +63,19 @@ func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 	return inv, nil
 }
 
-// Do sends body to route with method and returns Ollama's response, whatever
-// its status. The caller closes the body.
+// Do sends the JSON body to route with method and returns Ollama's
+// response, whatever its status. The caller closes the body.
 func (c *Client) Do(ctx context.Context, method, route string, body []byte) (*http.Response, error) {
+	return c.DoType(ctx, method, route, "application/json", body)
+}
+
+// DoType is Do for a body of the given Content-Type (a multipart form).
+func (c *Client) DoType(ctx context.Context, method, route, contentType string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.JoinPath(route).String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)

@@ -20,6 +20,7 @@ const (
 	resRetry                          // transient failure: nak with delay, or fail on the last attempt
 	resCanceled                       // the requester canceled: term
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
+	resPassOn                         // its Ollama lacks the route: nak for another worker (passon.go)
 )
 
 // retryDelay is how long a transiently failed job waits before its next
@@ -97,9 +98,9 @@ func (t *task) settle(ctx context.Context, r result) {
 		return
 	}
 	m, labels := w.metrics, []string{t.model, string(t.class)}
-	if t.model != "" {
+	if t.model != "" && r.kind != resPassOn {
 		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
-	} else {
+	} else if t.model == "" {
 		labels = []string{"", ""} // A job whose subject did not parse.
 	}
 	if r.kind == resRetry && t.attempt >= w.q.MaxDeliver() {
@@ -108,7 +109,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
 		r.bury = true
 	}
-	if r.kind != resRetry && r.kind != resHandBack && t.mayChangeResidency() {
+	if r.kind != resRetry && r.kind != resHandBack && r.kind != resPassOn && t.mayChangeResidency() {
 		// A job can load its model, or unload it (keep_alive): tell the
 		// fleet now, not a heartbeat later, so /api/ps is fresh.
 		defer poke(w.refresh)
@@ -162,6 +163,17 @@ func (t *task) settle(ctx context.Context, r result) {
 		err = t.msg.Nak()
 		m.retried.WithLabelValues(labels...).Inc()
 		log.Info("job handed back", "reason", r.msg)
+	case resPassOn:
+		delay := passOnDelay(w.cfg.Poll, t.attempt)
+		w.holdOff(consumerKey{t.model, t.class}, time.Now().Add(holdOffFor(w.cfg.Poll, t.attempt)))
+		if err = t.msg.NakWithDelay(delay); err == nil && delay == 0 {
+			// The others look now rather than at their next poll.
+			if berr := w.nc.Publish(job.Doorbell(t.msg.Subject()), nil); berr != nil {
+				log.Debug("ring the doorbell", "err", berr)
+			}
+		}
+		m.passedOn.WithLabelValues(labels...).Inc()
+		log.Debug("job left to a worker whose Ollama has its route", "route", t.route, "why", r.msg, "delay", delay)
 	default:
 		err = fmt.Errorf("no outcome for job (kind %d)", r.kind)
 	}

@@ -148,9 +148,12 @@ type Worker struct {
 	draining  bool
 	inventory ollama.Inventory
 	lastErr   string
-	running   map[string]*task // in-flight jobs by ID
-	canceled  cancels          // jobs canceled by their requester before they ran here
+	running   map[string]*task          // in-flight jobs by ID
+	canceled  cancels                   // jobs canceled by their requester before they ran here
+	heldOff   map[consumerKey]time.Time // models not to pull until then (passon.go)
 	started   time.Time
+
+	peers *peers // the other workers' records, while a job needs them
 }
 
 type consumerKey struct {
@@ -171,7 +174,9 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		served:   make(map[consumerKey]jetstream.Consumer),
 		bells:    make(map[consumerKey]*nats.Subscription),
 		running:  make(map[string]*task),
+		heldOff:  make(map[consumerKey]time.Time),
 		started:  time.Now(),
+		peers:    newPeers(),
 	}
 	reg := cfg.Metrics
 	if reg == nil {
@@ -254,6 +259,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops.Go(func() { w.maintain(ctx) })
 	loops.Go(func() { w.reap(ctx) })
 	loops.Go(func() { w.scanUnserved(ctx) })
+	loops.Go(func() { w.peers.run(ctx, w.q.Nodes(), w.log) })
 	loops.Go(func() {
 		for {
 			select {
