@@ -37,7 +37,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		canonical, ok := s.resolveJob(w, r, route, f, model)
-		if !ok {
+		if !ok || s.unload(w, r, route, f, canonical, body) {
 			return
 		}
 		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {
@@ -187,6 +187,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			last = rep.Data
 			frames++
 		case job.KindDone:
+			s.awaitRecords(r.Context(), rep) // A job that loaded or unloaded its model: /api/ps shows it after the answer.
 			if queued {
 				counted = rep.Usage != nil
 				s.finished(qj, rep.Usage)

@@ -36,6 +36,10 @@ const (
 	// usage.completion_tokens on OpenAI routes).
 	HeaderPromptTokens     = "Ollamaq-Prompt-Tokens"
 	HeaderCompletionTokens = "Ollamaq-Completion-Tokens"
+	// HeaderRecord is on done, with HeaderWorker, when the job or command
+	// changed the worker's models or which are loaded: the revision of the
+	// node record the worker wrote after it (Reply.Record).
+	HeaderRecord = "Ollamaq-Record"
 
 	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
 	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up

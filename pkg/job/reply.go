@@ -27,11 +27,16 @@ type Reply struct {
 	Seq         int
 	Status      int    // HTTP status, on the first data message and on error
 	ContentType string // on the first data message
-	Worker      string // on start
+	Worker      string // on start, and on done with Record
 	Resumed     int    // on start: the attempt continues after this many data messages
 	Error       string // on error
 	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
 	Usage       *Usage // on done, when Ollama reported token counts
+	// Record, on done, is the revision of the worker's node record written
+	// after the job or command changed its models or which are loaded, so
+	// that a requester serving listings can wait for its view to hold it;
+	// 0 for none.
+	Record uint64
 }
 
 // Usage is what a job cost, as Ollama counts tokens.
@@ -66,6 +71,9 @@ func (r Reply) Header() map[string][]string {
 	if r.Usage != nil {
 		set(HeaderPromptTokens, strconv.Itoa(r.Usage.PromptTokens))
 		set(HeaderCompletionTokens, strconv.Itoa(r.Usage.CompletionTokens))
+	}
+	if r.Record != 0 {
+		set(HeaderRecord, strconv.FormatUint(r.Record, 10))
 	}
 	return h
 }
@@ -114,6 +122,13 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderCompletionTokens, get(h, HeaderCompletionTokens))
 		}
 		r.Usage = &u
+	}
+	if s := get(h, HeaderRecord); s != "" {
+		n, err := strconv.ParseUint(s, 10, 63)
+		if err != nil || n == 0 {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderRecord, s)
+		}
+		r.Record = n
 	}
 	return r, nil
 }

@@ -105,6 +105,22 @@ func ErrorMessage(body []byte) string {
 	return string(bytes.TrimSpace(body))
 }
 
+// Unloads tells whether body, for route, asks Ollama to unload its model
+// rather than run it: a generate with an empty prompt, or a chat with no
+// messages, and keep_alive 0 (its GenerateHandler and ChatHandler answer
+// such a request with done_reason "unload" and nothing else).
+func Unloads(route string, body []byte) bool {
+	switch route {
+	case "/api/generate":
+		var req api.GenerateRequest
+		return json.Unmarshal(body, &req) == nil && req.Prompt == "" && req.KeepAlive != nil && req.KeepAlive.Duration == 0
+	case "/api/chat":
+		var req api.ChatRequest
+		return json.Unmarshal(body, &req) == nil && len(req.Messages) == 0 && req.KeepAlive != nil && req.KeepAlive.Duration == 0
+	}
+	return false
+}
+
 // ModelNames returns the names of the installed models.
 func (inv Inventory) ModelNames() []string {
 	out := make([]string, len(inv.Models))

@@ -133,6 +133,10 @@ type Worker struct {
 	wake     chan struct{} // new work may be queued; capacity 1
 	released chan struct{} // a slot became free; capacity Slots
 	refresh  chan struct{} // re-check Ollama now; capacity 1
+	// recordNow asks for a check at once, answered with the node record's
+	// revision (recordChange); maintained is closed when nobody answers.
+	recordNow  chan chan uint64
+	maintained chan struct{}
 
 	metrics *metrics
 
@@ -168,15 +172,17 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID),
-		wake:     make(chan struct{}, 1),
-		released: make(chan struct{}, cfg.Slots),
-		refresh:  make(chan struct{}, 1),
-		served:   make(map[consumerKey]jetstream.Consumer),
-		bells:    make(map[consumerKey]*nats.Subscription),
-		running:  make(map[string]*task),
-		heldOff:  make(map[consumerKey]time.Time),
-		started:  time.Now(),
-		peers:    newPeers(),
+		wake:       make(chan struct{}, 1),
+		released:   make(chan struct{}, cfg.Slots),
+		refresh:    make(chan struct{}, 1),
+		recordNow:  make(chan chan uint64),
+		maintained: make(chan struct{}),
+		served:     make(map[consumerKey]jetstream.Consumer),
+		bells:      make(map[consumerKey]*nats.Subscription),
+		running:    make(map[string]*task),
+		heldOff:    make(map[consumerKey]time.Time),
+		started:    time.Now(),
+		peers:      newPeers(),
 	}
 	reg := cfg.Metrics
 	if reg == nil {
