@@ -56,6 +56,11 @@ type Options struct {
 	// Keys makes the dispatcher require HTTP API keys (pkg/apikey);
 	// CreateKey makes them.
 	Keys bool
+	// OllamaURLs puts one worker in front of each of these Ollamas (real
+	// ones, say) instead of simulators: Workers and Sim are then ignored,
+	// Sims is empty, SimURLs holds these URLs and SetOllamaDown does
+	// nothing.
+	OllamaURLs []*url.URL
 }
 
 // AuthModes are the two modes suites run in: a subtest each.
@@ -111,6 +116,9 @@ func Logger() *slog.Logger {
 // Start brings up the deployment and waits until every worker is in the node bucket.
 func Start(t testing.TB, o Options) *Fleet {
 	t.Helper()
+	if o.OllamaURLs != nil {
+		o.Workers = len(o.OllamaURLs)
+	}
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
@@ -188,25 +196,29 @@ func Start(t testing.TB, o Options) *Fleet {
 	t.Cleanup(func() { cancel(); <-viewDone })
 
 	for i := 0; i < o.Workers; i++ {
-		sim := ollamasim.New(o.Sim)
 		down := new(atomic.Bool)
 		f.down = append(f.down, down)
-		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if down.Load() {
-				// Like a crashed Ollama: the connection closes without an answer.
-				if hj, ok := w.(http.Hijacker); ok {
-					if conn, _, err := hj.Hijack(); err == nil {
-						_ = conn.Close()
-						return
+		if o.OllamaURLs != nil {
+			f.SimURLs = append(f.SimURLs, o.OllamaURLs[i])
+		} else {
+			sim := ollamasim.New(o.Sim)
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if down.Load() {
+					// Like a crashed Ollama: the connection closes without an answer.
+					if hj, ok := w.(http.Hijacker); ok {
+						if conn, _, err := hj.Hijack(); err == nil {
+							_ = conn.Close()
+							return
+						}
 					}
 				}
-			}
-			sim.ServeHTTP(w, r)
-		}))
-		t.Cleanup(hs.Close)
-		u, _ := url.Parse(hs.URL) // httptest URLs always parse.
-		f.Sims = append(f.Sims, sim)
-		f.SimURLs = append(f.SimURLs, u)
+				sim.ServeHTTP(w, r)
+			}))
+			t.Cleanup(hs.Close)
+			u, _ := url.Parse(hs.URL) // httptest URLs always parse.
+			f.Sims = append(f.Sims, sim)
+			f.SimURLs = append(f.SimURLs, u)
+		}
 		reg := new(atomic.Pointer[prometheus.Registry])
 		f.regs = append(f.regs, reg)
 		ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
