@@ -54,12 +54,13 @@ const ToolsTemplate = "{{- if .Tools }}tools: {{ range .Tools }}{{ .Function.Nam
 // otherwise:
 //   - tiny: a chat model that stops after a few hundred tokens on average;
 //   - tiny-long: one that never stops before num_predict;
-//   - tiny-tools: the chat model with a template that takes tools;
+//   - tiny-tools: a chat model with a template that takes tools;
 //   - tiny-embed: an embedding model (mean pooling, 64 dimensions).
 var DefaultModels = []Model{
 	{Name: "tiny", Config: tinymodel.Config{Name: "tiny", Seed: 42}},
 	{Name: "tiny-long", Config: tinymodel.Config{Name: "tiny-long", Seed: 42, NeverStop: true}},
-	{Name: "tiny-tools", Config: tinymodel.Config{Name: "tiny", Seed: 42}, Template: ToolsTemplate},
+	// Its own weights: two models of one file share one runner in Ollama.
+	{Name: "tiny-tools", Config: tinymodel.Config{Name: "tiny-tools", Seed: 44}, Template: ToolsTemplate},
 	{Name: "tiny-embed", Config: tinymodel.Config{Name: "tiny-embed", Seed: 43, Embedding: true}},
 }
 
