@@ -19,6 +19,8 @@ type tc struct {
 	// eventual marks listings the dispatcher answers from the workers'
 	// records, which follow a change within moments.
 	eventual bool
+	// header is added to the request ("Host" sets its Host).
+	header map[string]string
 	// simDrop are top-level keys left out of the comparison with the
 	// simulator: what describes a model file, which it does not have.
 	simDrop []string
@@ -55,6 +57,19 @@ var cases = []tc{
 	{name: "messages by GET", method: "GET", path: "/v1/messages", status: 405},
 	{name: "tags trailing slash", method: "GET", path: "/api/tags/", status: 301},
 	{name: "generate trailing slash", method: "POST", path: "/api/generate/", body: `{"model":"tiny"}`, status: 307},
+
+	// Browsers and the Host header: Ollama's CORS defaults and its guard
+	// against DNS rebinding on a loopback listener.
+	{name: "cors preflight", method: "OPTIONS", path: "/api/chat", status: 204,
+		header: map[string]string{"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}},
+	{name: "cors preflight foreign origin", method: "OPTIONS", path: "/api/chat", status: 403,
+		header: map[string]string{"Origin": "http://example.com", "Access-Control-Request-Method": "POST"}},
+	{name: "cors local origin", method: "GET", path: "/api/version", status: 200, header: map[string]string{"Origin": "http://127.0.0.1:8080"}},
+	{name: "cors extension origin", method: "POST", path: "/api/show", body: `{"model":"tiny"}`, status: 403,
+		header: map[string]string{"Origin": "chrome-extension://abcdef"}, simDrop: modelFile},
+	{name: "cors foreign origin", method: "GET", path: "/api/version", status: 403, header: map[string]string{"Origin": "http://example.com"}},
+	{name: "foreign host", method: "GET", path: "/api/version", status: 403, header: map[string]string{"Host": "example.com"}},
+	{name: "local host name", method: "GET", path: "/api/version", status: 200, header: map[string]string{"Host": "localhost:11434"}},
 
 	// Listings and metadata, before anything is loaded or copied.
 	{name: "version", method: "GET", path: "/api/version", status: 200},
@@ -98,6 +113,8 @@ var cases = []tc{
 	{name: "generate top logprobs", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","logprobs":true,"top_logprobs":21}`, status: 400},
 	{name: "generate on embedding model", method: "POST", path: "/api/generate", body: `{"model":"tiny-embed","prompt":"x"}`, status: 400},
 	{name: "generate bad image", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","images":["not base64!"]}`, status: 400},
+	{name: "generate bad keep alive", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","keep_alive":"soon"}`, status: 400},
+	{name: "generate stream unknown model", method: "POST", path: "/api/generate", body: `{"model":"nope","prompt":"x","stream":true}`, status: 404},
 
 	// /api/chat
 	{name: "chat stream", method: "POST", path: "/api/chat", body: `{"model":"tiny-long","messages":[{"role":"user","content":"Hello"}],"options":{"num_predict":8,"seed":1}}`, status: 200},
@@ -146,6 +163,7 @@ var cases = []tc{
 	{name: "openai chat bad stream type", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[{"role":"user","content":"Hi"}],"stream":"yes"}`, status: 400},
 	{name: "openai chat wrong type", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":"Hi"}`, status: 400},
 	{name: "openai chat tools unsupported", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}`, status: 400},
+	{name: "openai chat stream unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope","stream":true,"messages":[{"role":"user","content":"Hi"}]}`, status: 404},
 	{name: "openai chat bad reasoning effort", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[{"role":"user","content":"x"}],"reasoning_effort":"extreme"}`, status: 400},
 
 	// /v1/completions

@@ -19,6 +19,7 @@ type observation struct {
 	ContentType string
 	Allow       string // a 405's Allow header, its methods sorted
 	Location    string // a redirect's Location header
+	CORS        string // for a request with an Origin: the CORS headers, lists sorted
 	raw         []byte
 	head        bool // a HEAD's answer has no body to compare
 }
@@ -51,6 +52,13 @@ func observe(t *testing.T, base string, c tc, target string) observation {
 	if c.body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	for k, v := range c.header {
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", target, c.method, c.path, err)
@@ -71,11 +79,25 @@ func observe(t *testing.T, base string, c tc, target string) observation {
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		o.Location = resp.Header.Get("Location")
 	}
+	if c.header["Origin"] != "" {
+		var cors []string
+		for _, h := range corsHeaders {
+			if v := resp.Header.Values(h); len(v) > 0 {
+				cors = append(cors, h+": "+sortedList(strings.Join(v, ",")))
+			}
+		}
+		o.CORS = strings.Join(cors, "; ")
+	}
 	return o
 }
 
 // marker is what $T in a request body becomes for target.
 func marker(target string) string { return "t-" + target }
+
+// corsHeaders are compared on answers to requests from a browser.
+var corsHeaders = []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods",
+	"Access-Control-Allow-Headers", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers",
+	"Access-Control-Max-Age", "Vary"}
 
 func sortedList(h string) string {
 	var out []string
@@ -230,6 +252,9 @@ func differences(got, want observation, drop []string) []string {
 	}
 	if got.Allow != want.Allow {
 		d = append(d, fmt.Sprintf("Allow %q, real Ollama %q", got.Allow, want.Allow))
+	}
+	if got.CORS != want.CORS {
+		d = append(d, fmt.Sprintf("CORS headers %q, real Ollama %q", got.CORS, want.CORS))
 	}
 	if got.Location != want.Location {
 		d = append(d, fmt.Sprintf("Location %q, real Ollama %q", got.Location, want.Location))
