@@ -99,6 +99,13 @@ type Server struct {
 // startTimeout bounds a server's start, from exec to answering /api/version.
 const startTimeout = 30 * time.Second
 
+// client bounds every request the package makes: a server that accepts a
+// connection and never answers fails the test instead of hanging it.
+var client = &http.Client{Timeout: time.Minute}
+
+// probe is for the readiness polls.
+var probe = &http.Client{Timeout: 2 * time.Second}
+
 // Start starts `ollama serve` on a free loopback port with its own models
 // directory and home in t.TempDir(), pinned to one core, registers the
 // models through the HTTP API (/api/blobs and /api/create), and stops it
@@ -200,7 +207,7 @@ func start(t testing.TB, bin, dir string, attempt int, o Options) (*Server, erro
 			return s, fmt.Errorf("ollama serve exited before it answered: %v", s.err)
 		default:
 		}
-		if resp, err := http.Get(s.URL + "/api/version"); err == nil {
+		if resp, err := probe.Get(s.URL + "/api/version"); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body) // Only the status matters.
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -282,7 +289,7 @@ func (s *Server) Create(m Model) error {
 	}
 	sum := sha256.Sum256(b)
 	digest := "sha256:" + hex.EncodeToString(sum[:])
-	resp, err := http.Post(s.URL+"/api/blobs/"+digest, "application/octet-stream", bytes.NewReader(b))
+	resp, err := client.Post(s.URL+"/api/blobs/"+digest, "application/octet-stream", bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("upload blob: %w", err)
 	}
@@ -305,7 +312,7 @@ func (s *Server) Create(m Model) error {
 	if err != nil {
 		return err
 	}
-	resp, err = http.Post(s.URL+"/api/create", "application/json", bytes.NewReader(body))
+	resp, err = client.Post(s.URL+"/api/create", "application/json", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,9 @@ func children(t *testing.T, pid int) []int {
 // generation to num_predict, embeddings, pinning of the server and its
 // runner to one core, and that stopping it leaves no process behind.
 func TestServer(t *testing.T) {
-	s := realollama.Start(t, realollama.Options{CPU: 1})
+	// Core 0: test/realollama's server, which may run at the same time in
+	// another test process, is on core 1.
+	s := realollama.Start(t, realollama.Options{CPU: 0})
 
 	if os.Getenv(realollama.EnvBinary) == "" {
 		var v struct{ Version string }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // An observation is what the suite compares of one answer: its status,
@@ -36,8 +37,12 @@ func (o observation) body(drop []string) []string {
 // maxBody bounds what the suite reads of one answer.
 const maxBody = 4 << 20
 
-// client follows no redirects: a redirect is an answer to compare.
-var client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+// client follows no redirects (a redirect is an answer to compare) and
+// bounds each answer, so that one that never ends fails its case.
+var client = &http.Client{
+	Timeout:       30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
 
 func observe(t *testing.T, base string, c tc, target string) observation {
 	t.Helper()
