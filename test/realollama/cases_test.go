@@ -205,6 +205,17 @@ var cases = []tc{
 	{name: "responses unknown model", method: "POST", path: "/v1/responses", body: `{"model":"nope","input":"Hi"}`, status: 404},
 	{name: "responses bad input type", method: "POST", path: "/v1/responses", body: `{"model":"tiny","input":5}`, status: 400},
 
+	// /v1/audio/transcriptions: a multipart form.
+	{name: "transcriptions not multipart", method: "POST", path: "/v1/audio/transcriptions", body: `{"model":"tiny"}`, status: 400},
+	{name: "transcriptions on a text model", method: "POST", path: "/v1/audio/transcriptions", status: 400,
+		header: map[string]string{"Content-Type": "multipart/form-data; boundary=b"},
+		body:   "--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ntiny\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\r\n--b--\r\n"},
+
+	// The experimental node routes; the cloud is off (OLLAMA_NO_CLOUD=1).
+	{name: "web search", method: "POST", path: "/api/experimental/web_search", body: `{"query":"x"}`, status: 403},
+	{name: "web fetch", method: "POST", path: "/api/experimental/web_fetch", body: `{"url":"http://127.0.0.1:1/"}`, status: 403},
+	{name: "model recommendations", method: "GET", path: "/api/experimental/model-recommendations", status: 200},
+
 	// What is loaded now: the dispatcher's listing follows the worker's record.
 	{name: "ps", method: "GET", path: "/api/ps", status: 200, eventual: true},
 
