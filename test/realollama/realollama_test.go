@@ -37,7 +37,7 @@ const (
 
 // simModels mirror realollama.DefaultModels in the simulator.
 var simModels = []ollamasim.Model{
-	{Name: "tiny:latest", Family: "llama", ParameterSize: "140K", Loaded: false},
+	{Name: "tiny:latest", Family: "llama", ParameterSize: "140K"},
 	{Name: "tiny-long:latest", Family: "llama", ParameterSize: "140K"},
 	{Name: "tiny-tools:latest", Family: "llama", ParameterSize: "140K", Capabilities: []string{"completion", "tools"}},
 	{Name: "tiny-embed:latest", Family: "llama", ParameterSize: "140K", Capabilities: []string{"embedding"}, EmbeddingLength: tinymodel.EmbeddingLength},
@@ -47,7 +47,7 @@ func TestRealOllama(t *testing.T) {
 	start := time.Now()
 	// Room for all four models at once, as the simulator has: /api/ps then
 	// lists the same models on both.
-	real := realollama.Start(t, realollama.Options{CPU: 1, Env: []string{"OLLAMA_MAX_LOADED_MODELS=4"}})
+	ollama := realollama.Start(t, realollama.Options{CPU: 1, Env: []string{"OLLAMA_MAX_LOADED_MODELS=4"}})
 	t.Logf("real Ollama up with %d models in %s", len(realollama.DefaultModels), time.Since(start).Round(time.Millisecond))
 
 	cfg := ollamasim.DefaultConfig()
@@ -56,7 +56,7 @@ func TestRealOllama(t *testing.T) {
 	cfg.Version = realollama.Version
 	simURL := serveSim(t, cfg)
 
-	u, err := url.Parse(real.URL)
+	u, err := url.Parse(ollama.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestRealOllama(t *testing.T) {
 		}
 		seen[c.name] = true
 		t.Run(c.name, func(t *testing.T) {
-			want := observe(t, real.URL, c, "real")
+			want := observe(t, ollama.URL, c, "real")
 			if dump {
 				t.Logf("real: %d %s %s", want.Status, want.ContentType, clip(want.raw))
 			}
