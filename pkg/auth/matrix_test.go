@@ -84,6 +84,12 @@ func TestPermissionMatrix(t *testing.T) {
 		{"dispatcher", "take jobs (fetch) as a dispatcher", request(nextJob, fetchOne, nil, nil), "refused"},
 		{"gpu2", "take a job (fetch) as a worker", fetchAndAck(cons.CachedInfo().Name), "allowed"},
 
+		// Stalled deliveries: a dispatcher NAKs the delivery of a job whose
+		// worker fell silent; a client may not touch any delivery.
+		{"dispatcher", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "allowed"},
+		{"alice", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "refused"},
+		{"dispatcher", "ack a delivery of another stream", publish("$JS.ACK." + job.DLQStream + ".c.1.2.3.4.5"), "refused"},
+
 		// Replies: only the requester reads them; only workers write them.
 		{"alice", "read every answer (ollamaq.reply.>)", subscribe("ollamaq.reply.>", "ollamaq.reply.bob.j1"), "refused"},
 		{"dispatcher", "read every answer (ollamaq.reply.>)", subscribe("ollamaq.reply.>", "ollamaq.reply.bob.j1"), "refused"},

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -20,6 +21,10 @@ const (
 	resRetry                          // transient failure: nak with delay, or fail on the last attempt
 	resCanceled                       // the requester canceled: term
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
+	// resSuperseded: the requester follows a later delivery of the job (it
+	// took this worker for dead); that delivery is not this worker's to
+	// settle, answer or audit.
+	resSuperseded
 )
 
 // retryDelay is how long a transiently failed job waits before its next
@@ -154,10 +159,12 @@ func (t *task) settle(ctx context.Context, r result) {
 			log.Debug("send job cancel", "err", serr)
 		}
 		audited := t.audit(ctx, r)
-		err = t.msg.TermWithReason("canceled by requester")
+		err = t.msg.TermWithReason(cmp.Or(r.msg, "canceled by requester"))
 		audited()
 		m.canceled.WithLabelValues(labels...).Inc()
-		log.Info("job canceled by requester")
+		log.Info("job canceled", "why", cmp.Or(r.msg, "canceled by requester"))
+	case resSuperseded:
+		log.Info("job left to its later delivery: the requester follows another worker now")
 	case resHandBack:
 		err = t.msg.Nak()
 		m.retried.WithLabelValues(labels...).Inc()
