@@ -37,6 +37,8 @@ func TestCloudOffline(t *testing.T) {
 		{"openai completions", "POST", "/v1/completions", `{"model":"gpt-oss:cloud","prompt":"x"}`, `Post "https://ollama.com:443/v1/completions`},
 		{"openai embeddings", "POST", "/v1/embeddings", `{"model":"e:cloud","input":"x"}`, `Post "https://ollama.com:443/v1/embeddings`},
 		{"openai model", "GET", "/v1/models/gpt-oss:cloud", ``, `Get "https://ollama.com:443/v1/models/gpt-oss`},
+		{"responses", "POST", "/v1/responses", `{"model":"gpt-oss:cloud","input":"hi"}`, `Post "https://ollama.com:443/v1/responses`},
+		{"messages", "POST", "/v1/messages", `{"model":"gpt-oss:cloud","max_tokens":5,` + user + `}`, `Post "https://ollama.com:443/v1/messages`},
 		{"web search", "POST", "/api/experimental/web_search", `{"query":"hi"}`, `Post "https://ollama.com:443/api/web_search`},
 		{"web fetch", "POST", "/api/experimental/web_fetch", `{"url":"https://example.com"}`, `Post "https://ollama.com:443/api/web_fetch`},
 		{"web search not json", "POST", "/api/experimental/web_search", `xx`, `Post "https://ollama.com:443/api/web_search`},
@@ -111,6 +113,8 @@ func TestZstdBodies(t *testing.T) {
 		{"/v1/chat/completions", `{"model":"llama3.2","max_tokens":2,` + user + `}`, 200},
 		{"/v1/completions", `{"model":"llama3.2","max_tokens":2,"prompt":"hi"}`, 200},
 		{"/v1/embeddings", `{"model":"nomic-embed-text","input":"hi"}`, 200},
+		{"/v1/responses", `{"model":"llama3.2","max_output_tokens":2,"input":"hi"}`, 200},
+		{"/v1/messages", `{"model":"llama3.2","max_tokens":2,` + user + `}`, 200},
 		{"/api/chat", `{"model":"llama3.2",` + user + `}`, 400},
 	}
 	for _, tt := range tests {

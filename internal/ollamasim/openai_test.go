@@ -153,6 +153,7 @@ func TestOpenAIErrors(t *testing.T) {
 
 		// Raised by the cloud passthrough in front of the POST routes: native errors.
 		{name: "chat bad zstd", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2"}`, header: "Content-Encoding: zstd", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid input: magic number mismatch"}`},
+		{name: "responses bad zstd", method: "POST", path: "/v1/responses", body: `notzstd`, header: "Content-Encoding: zstd", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid input: magic number mismatch"}`},
 
 		// Routing, as gin does it.
 		{name: "chat wrong method", method: "GET", path: "/v1/chat/completions", wantStatus: 405, wantContentType: "text/plain", wantBody: "405 method not allowed", wantAllow: "POST"},

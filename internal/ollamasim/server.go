@@ -92,11 +92,14 @@ func New(cfg Config) *Server {
 		"/api/experimental/web_fetch":             {http.MethodPost: s.handleWebFetch},
 		"/api/experimental/model-recommendations": {http.MethodGet: s.handleModelRecommendations},
 
-		"/v1/chat/completions": {http.MethodPost: cloudPassthrough(s.handleChatCompletions)},
-		"/v1/completions":      {http.MethodPost: cloudPassthrough(s.handleCompletions)},
-		"/v1/embeddings":       {http.MethodPost: cloudPassthrough(s.handleEmbeddingsCompat)},
-		"/v1/models":           {http.MethodGet: s.handleModels},
-		modelRoute:             {http.MethodGet: s.handleModel},
+		"/v1/chat/completions":     {http.MethodPost: cloudPassthrough(s.handleChatCompletions)},
+		"/v1/completions":          {http.MethodPost: cloudPassthrough(s.handleCompletions)},
+		"/v1/embeddings":           {http.MethodPost: cloudPassthrough(s.handleEmbeddingsCompat)},
+		"/v1/models":               {http.MethodGet: s.handleModels},
+		modelRoute:                 {http.MethodGet: s.handleModel},
+		"/v1/responses":            {http.MethodPost: cloudPassthrough(s.handleResponses)},
+		"/v1/audio/transcriptions": {http.MethodPost: s.handleTranscriptions},
+		"/v1/messages":             {http.MethodPost: cloudPassthrough(s.handleMessages)},
 	}
 	return s
 }
