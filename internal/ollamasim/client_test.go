@@ -632,3 +632,23 @@ func TestLogprobs(t *testing.T) {
 		t.Errorf("asking for logprobs changed the text: %q vs %q", text, plain)
 	}
 }
+
+// TestEmbedTruncates checks that an input longer than the context is cut
+// to it, as Ollama 0.32's EmbedHandler does unless truncate is false (then
+// 400, in TestRoutesAndErrors).
+func TestEmbedTruncates(t *testing.T) {
+	_, c := start(t, ollamasim.New(fastConfig()))
+	embed := func(input string, opts map[string]any) *api.EmbedResponse {
+		t.Helper()
+		resp, err := c.Embed(t.Context(), &api.EmbedRequest{Model: "nomic-embed-text", Input: input, Options: opts})
+		if err != nil {
+			t.Fatalf("embed %q: %v", input, err)
+		}
+		return resp
+	}
+	long := embed("one two three four five", map[string]any{"num_ctx": 3})
+	short := embed("one two three", nil)
+	if long.PromptEvalCount != 3 || !slices.Equal(long.Embeddings[0], short.Embeddings[0]) {
+		t.Errorf("5 words with num_ctx 3: %d tokens, vector %v; want 3 and the vector of the first 3 words %v", long.PromptEvalCount, long.Embeddings[0], short.Embeddings[0])
+	}
+}

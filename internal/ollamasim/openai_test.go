@@ -208,6 +208,11 @@ func TestOpenAIChat(t *testing.T) {
 			api.ChatRequest{Model: "qwen3:8b", Messages: msgs}, "stop", true, false},
 		{"reasoning none", `{"model":"qwen3:8b","reasoning_effort":"none","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
 			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: false}}, "stop", false, false},
+		// 0.32 accepts max (and xhigh, ultra, minimal), and any level on a thinking model.
+		{"reasoning max", `{"model":"qwen3:8b","reasoning_effort":"xhigh","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
+			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: "max"}}, "stop", true, false},
+		{"reasoning minimal", `{"model":"qwen3:8b","reasoning":{"effort":"minimal"},"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
+			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: "low"}}, "stop", true, false},
 		{"tools", `{"model":"llama3.2","tools":` + weather + `,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
 			api.ChatRequest{Model: "llama3.2", Messages: msgs, Tools: decodeJSON[api.Tools](t, weather)}, "tool_calls", false, true},
 	}
