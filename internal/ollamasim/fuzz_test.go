@@ -1,12 +1,14 @@
 package ollamasim_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ollama/ollama/anthropic"
 	"github.com/ollama/ollama/openai"
 
@@ -217,6 +219,43 @@ func FuzzTranscriptionForms(f *testing.F) {
 			var e openai.ErrorResponse
 			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || e.Error.Message == "" || e.Error.Type == "" {
 				t.Fatalf("status %d with body %q, want an OpenAI error", rec.Code, rec.Body)
+			}
+		}
+	})
+}
+
+// FuzzZstdBodies checks that no zstd-encoded body makes a /v1 route panic
+// or answer with anything but an error object or an answer.
+func FuzzZstdBodies(f *testing.F) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, body := range []string{
+		`{"model":"llama3.2","max_tokens":2,"messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"llama3.2","input":"hi","max_output_tokens":2}`,
+		`{"model":"m:cloud","input":"hi"}`,
+	} {
+		f.Add(uint8(0), enc.EncodeAll([]byte(body), nil))
+	}
+	f.Add(uint8(1), []byte("notzstd"))
+	paths := []string{"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/embeddings"}
+	cfg := fastConfig()
+	cfg.TokensPerSecond = -1
+	cfg.TimeToFirstToken = -1
+	cfg.DefaultTokens = 3
+	sim := ollamasim.New(cfg)
+	f.Fuzz(func(t *testing.T, path uint8, body []byte) {
+		req := httptest.NewRequest("POST", paths[int(path)%len(paths)], bytes.NewReader(body))
+		req.Header.Set("Content-Encoding", "zstd")
+		rec := httptest.NewRecorder()
+		sim.ServeHTTP(rec, req)
+		if rec.Code >= 400 {
+			var e struct {
+				Error json.RawMessage `json:"error"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || len(e.Error) == 0 {
+				t.Fatalf("status %d with body %q, want an error object", rec.Code, rec.Body)
 			}
 		}
 	})

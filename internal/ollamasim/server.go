@@ -217,9 +217,10 @@ func (s *Server) currentFailure() Failure {
 }
 
 // Stats counts what the server has done since New. Requests through the
-// OpenAI routes count as the native generate, chat or embed request they
-// become; those the OpenAI layer rejects itself, and model management
-// (pull, copy, delete), are not counted.
+// OpenAI and Anthropic routes count as the native generate, chat or embed
+// request they become; those the compatibility layer answers itself (bad
+// input, cloud models), and model management (pull, copy, delete), are not
+// counted.
 type Stats struct {
 	Requests  int64 // generate/chat/embed requests received, valid or not, except _debug_render_only ones
 	Active    int64 // generations (and embedding calls) holding a slot now
