@@ -87,8 +87,8 @@ func TestModelRecommendations(t *testing.T) {
 }
 
 // TestZstdBodies checks that the POST /v1 routes take zstd-encoded bodies,
-// as Ollama 0.32.15 took them on each (Codex compresses its requests), and
-// that the native routes do not.
+// as Ollama 0.32.15 took them on each, and that the native routes do not
+// (real Ollama: 400 "invalid character '(' looking for beginning of value").
 func TestZstdBodies(t *testing.T) {
 	base, _ := start(t, ollamasim.New(fastConfig()))
 	compress := func(s string) string {
@@ -122,6 +122,9 @@ func TestZstdBodies(t *testing.T) {
 			r := do(t, base, "POST", tt.path, compress(tt.body), "Content-Encoding", "zstd")
 			if r.status != tt.wantStatus {
 				t.Errorf("status %d, body %q; want %d", r.status, r.body, tt.wantStatus)
+			}
+			if tt.wantStatus == 400 && r.body != `{"error":"invalid character '(' looking for beginning of value"}` {
+				t.Errorf("body %s, want the decoder's error on the zstd magic number", r.body)
 			}
 		})
 	}

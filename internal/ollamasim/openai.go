@@ -165,10 +165,9 @@ const maxDecompressedBody = 20 << 20
 const maxRequestBody = 64 << 20
 
 // cloudPassthrough is Ollama's cloudPassthroughMiddleware, in front of the
-// POST /v1 inference routes: it decompresses a zstd-encoded body (Codex
-// sends them), and sends a request for a cloud model to ollama.com, which
-// the simulator answers as an Ollama without internet does. Its own errors
-// have the native shape.
+// POST /v1 inference routes: it decompresses a zstd-encoded body, and sends
+// a request for a cloud model to ollama.com, which the simulator answers as
+// an Ollama without internet does. Its own errors have the native shape.
 func cloudPassthrough(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body := io.Reader(http.MaxBytesReader(w, r.Body, maxRequestBody))
