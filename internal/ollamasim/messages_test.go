@@ -92,7 +92,7 @@ func TestMessagesErrors(t *testing.T) {
 	})
 }
 
-// sseEvent is one named server-sent event.
+// namedSSE is one named server-sent event.
 type namedSSE struct{ event, data string }
 
 // namedEvents splits an SSE body of "event: X\ndata: Y\n\n" events, and
@@ -169,7 +169,7 @@ func TestMessages(t *testing.T) {
 		{"thinking disabled", `{"model":"qwen3:8b","max_tokens":9,"thinking":{"type":"disabled"},"messages":[{"role":"user","content":"Hello there"}]}`, "text", "max_tokens"},
 		{"thinking effort", `{"model":"qwen3:8b","max_tokens":9,"output_config":{"effort":"max"},"messages":[{"role":"user","content":"Hello there"}]}`, "thinking text", "max_tokens"},
 		// Claude Code asks every model to think; Ollama then lets a model
-		// that cannot answer without thinking (real Ollama: 200, text only).
+		// that cannot think answer without (real Ollama: 200, text only).
 		{"thinking on plain model", `{"model":"llama3.2","max_tokens":4,"thinking":{"type":"enabled","budget_tokens":100},"messages":[{"role":"user","content":"Hello there"}]}`, "text", "max_tokens"},
 		{"tools", `{"model":"llama3.2","max_tokens":20,"tools":[` + getWeather + `],"messages":[{"role":"user","content":"Weather in Paris?"}]}`, "tool_use", "tool_use"},
 		{"tool result", `{"model":"llama3.2","max_tokens":5,"tools":[` + getWeather + `],"messages":[{"role":"user","content":"Weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"call_1","name":"get_weather","input":{"city":"Paris"}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_1","content":"sunny"}]}]}`, "text", "max_tokens"},
