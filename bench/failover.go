@@ -53,7 +53,7 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 	}
 	s.design = []string{fmt.Sprintf(
 		"%d streams of %d tokens (`--tps %g`) run on three simulated Ollamas with %d slots each, so the fleet has room "+
-			"for half as many again. **OllamaMax**: dispatcher and three workers run with `--ack-wait %s`; the worker running "+
+			"for half as many again. **OllamaMax**: dispatcher and three workers run at the default settings (`--ack-wait %s`, `--stall 750ms`); the worker running "+
 			"the most jobs (by the node records) is killed with SIGKILL, and the other two have exactly enough free slots "+
 			"for its jobs. **nginx** (`least_conn`, defaults otherwise) has no worker process: the first simulator behind "+
 			"it is killed instead. "+

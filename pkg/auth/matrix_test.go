@@ -89,6 +89,9 @@ func TestPermissionMatrix(t *testing.T) {
 		{"dispatcher", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "allowed"},
 		{"alice", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "refused"},
 		{"dispatcher", "ack a delivery of another stream", publish("$JS.ACK." + job.DLQStream + ".c.1.2.3.4.5"), "refused"},
+		{"dispatcher", "ring the doorbell of its own job", publish(job.QueuedPrefix + "." + model + ".interactive.dispatcher"), "allowed"},
+		{"dispatcher", "ring the doorbell of alice's job", publish(job.QueuedPrefix + "." + model + ".interactive.alice"), "refused"},
+		{"alice", "ring a doorbell", publish(job.QueuedPrefix + "." + model + ".interactive.alice"), "refused"},
 
 		// Replies: only the requester reads them; only workers write them.
 		{"alice", "read every answer (ollamaq.reply.>)", subscribe("ollamaq.reply.>", "ollamaq.reply.bob.j1"), "refused"},

@@ -116,6 +116,7 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			// subject names no requester, and ack or term would drop
 			// another's job.
 			"$JS.ACK."+job.Stream+".>", "$JS.ACK.*.*."+job.Stream+".>",
+			job.QueuedPrefix+".*.*."+name, // and ring its doorbell, which a redelivery does not
 			// Reading the node bucket: a KV watch is an ordered push consumer,
 			// replaced on a gap and deleted at the end, with flow control.
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),

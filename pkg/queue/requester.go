@@ -146,6 +146,7 @@ func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 		return nil, err
 	}
 	s.seq = ack.Sequence
+	s.bell = job.QueuedSubject(j.Model, j.Class, r.id)
 	return s, nil
 }
 
@@ -225,6 +226,7 @@ type Stream struct {
 	heard   time.Time // when the last reply of the current attempt came, heartbeats included
 	ack     string    // the current attempt's ack subject, from its start
 	naked   int       // the last attempt this stream NAKed
+	bell    string    // the job's doorbell subject; "" for a node command
 }
 
 // MaxBuffered bounds the reply bytes a stream holds for a reader that does
@@ -306,10 +308,17 @@ func (s *Stream) nakIfStalled() {
 		return
 	}
 	s.naked = s.attempt
-	ack, attempt, onStall := s.ack, s.attempt, s.onStall
+	ack, attempt, onStall, bell := s.ack, s.attempt, s.onStall, s.bell
 	s.mu.Unlock()
 	if err := s.r.nc.Publish(ack, []byte("-NAK")); err != nil {
 		return // The ack wait redelivers it later.
+	}
+	if bell != "" {
+		// A redelivery rings no doorbell: ring it, so an idle worker takes
+		// the job now rather than at its next poll. Once flushed, the NAK is
+		// at the server first.
+		_ = s.r.nc.Flush()
+		_ = s.r.nc.Publish(bell, nil) // Without it, the poll finds the job.
 	}
 	if onStall != nil {
 		onStall(s.id, attempt)
