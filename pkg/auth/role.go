@@ -111,6 +111,13 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			api("CONSUMER.LIST."+job.Stream),      // the queue metrics
 			api("STREAM.MSG.GET."+job.Stream),     // the age of the oldest job, for the metrics
 			api("STREAM.MSG.DELETE."+job.Stream),  // withdraw a job its HTTP client abandoned
+			// NAK the delivery of a job whose worker fell silent, heartbeats
+			// included, so another worker continues it at once
+			// (docs/protocol.md, "Heartbeats"). Not for clients: an ack
+			// subject names no requester, and ack or term would drop
+			// another's job.
+			"$JS.ACK."+job.Stream+".>", "$JS.ACK.*.*."+job.Stream+".>",
+			job.QueuedPrefix+".*.*."+name, // and ring its doorbell, which a redelivery does not
 			// Reading the node bucket: a KV watch is an ordered push consumer,
 			// replaced on a gap and deleted at the end, with flow control.
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),

@@ -9,15 +9,13 @@ import (
 )
 
 // Ollama's CORS settings (server/routes.go with gin-contrib/cors defaults):
-// loopback origins on any port, app and editor schemes, browser extensions,
-// plus OLLAMA_ORIGINS.
+// loopback origins on any port, app and editor schemes, plus OLLAMA_ORIGINS.
 var (
 	corsMethods = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 	corsHeaders = "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,Openai-Beta," +
 		"X-Stainless-Arch,X-Stainless-Async,X-Stainless-Custom-Poll-Interval,X-Stainless-Helper-Method," +
 		"X-Stainless-Lang,X-Stainless-Os,X-Stainless-Package-Version,X-Stainless-Poll-Helper," +
 		"X-Stainless-Retry-Count,X-Stainless-Runtime,X-Stainless-Runtime-Version,X-Stainless-Timeout"
-	extensionSchemes = []string{"chrome-extension://", "safari-extension://", "moz-extension://", "ms-browser-extension://"}
 )
 
 // allowedOrigins returns Ollama's default origins plus extra.
@@ -30,12 +28,11 @@ func allowedOrigins(extra []string) []string {
 	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 }
 
+// originAllowed is gin-contrib/cors's check with Ollama's settings: the
+// origins and their wildcards. AllowBrowserExtensions, which Ollama sets,
+// only lets extension schemes be named among them (--origins
+// chrome-extension://*): an extension is no default origin.
 func (s *Server) originAllowed(origin string) bool {
-	for _, p := range extensionSchemes {
-		if strings.HasPrefix(origin, p) {
-			return true
-		}
-	}
 	for _, o := range s.origins {
 		if o == "*" || o == origin {
 			return true

@@ -230,6 +230,10 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
+	if strings.TrimSpace(name) == "" {
+		writeError(w, http.StatusBadRequest, "model is required") // As Ollama 0.32.
+		return
+	}
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return

@@ -24,7 +24,7 @@ import (
 // APIVersion is the Ollama API version the dispatcher reports when no worker
 // is up to tell its Ollama's version: the version of the Ollama api package
 // OllamaMax is built and tested against.
-const APIVersion = "0.17.4"
+const APIVersion = "0.32.15"
 
 // Options configure the HTTP shim. Zero durations and sizes mean the
 // defaults of DefaultOptions.
@@ -47,6 +47,12 @@ type Options struct {
 	// line mid-stream) and the job is canceled. Loading a model can take
 	// minutes before the first token.
 	MaxSilence time.Duration
+	// Stall is how long a started job may go without any reply message,
+	// heartbeats included, before the dispatcher NAKs its delivery so that
+	// another worker continues it at once (docs/protocol.md, "Heartbeats");
+	// 0 means queue.DefaultStall, negative turns it off (failover then waits
+	// for the ack wait).
+	Stall time.Duration
 	// Origins are extra CORS origins allowed besides Ollama's defaults, like
 	// OLLAMA_ORIGINS (wildcards allowed, e.g. https://*.example.com).
 	Origins []string
@@ -142,6 +148,11 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
+	stall := cmp.Or(o.Stall, queue.DefaultStall)
+	req.SetStall(max(stall, 0), func(id string, attempt int) {
+		s.metrics.stalled.Inc()
+		s.log.Info("worker silent: asked for the job's redelivery", "job", id, "attempt", attempt, "after", stall)
+	})
 	if o.Keys != nil {
 		if len(o.MACSecret) < 32 {
 			return nil, errors.New("dispatcher: API keys need a MAC secret of at least 32 bytes (apikey.MACSecret)")

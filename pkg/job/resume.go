@@ -62,14 +62,21 @@ type Progress struct {
 	// Frames is how many data messages of earlier attempts it has received
 	// (and passed on); 0 means start from the beginning.
 	Frames int `json:"frames"`
+	// Attempt is the attempt the requester follows now; a worker whose
+	// attempt is lower was superseded (its job was redelivered) and stops.
+	Attempt int `json:"attempt,omitempty"`
 	// Text and Thinking are the answer and the thinking received so far.
 	Text     string `json:"text,omitempty"`
 	Thinking string `json:"thinking,omitempty"`
 }
 
-// ResumeRequest is what a worker sends before running attempt Attempt.
+// ResumeRequest is what a worker sends before running attempt Attempt, and,
+// with Probe, every second while it runs a job whose requester said it
+// answers (HeaderLive): is the requester still there, and still following
+// this attempt? A probe changes nothing at the requester.
 type ResumeRequest struct {
-	Attempt int `json:"attempt"`
+	Attempt int  `json:"attempt"`
+	Probe   bool `json:"probe,omitempty"`
 }
 
 // Progress returns what the transcript holds, as the answer to a resume request.

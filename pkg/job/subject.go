@@ -94,6 +94,14 @@ func JobFilter(canonical string, c Class) string {
 	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c) + ".*"
 }
 
+// QueuedSubject is the doorbell of a job of requester for a model (canonical)
+// and class: where the stream rings it when the job is stored, where a
+// dispatcher rings it again when it has a stalled job redelivered, and
+// where a worker rings it when it hands back a job its Ollama cannot run.
+func QueuedSubject(canonical string, c Class, requester string) string {
+	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c) + "." + requester
+}
+
 // QueuedFilter is where the stream rings the doorbell for each job stored
 // for the canonical model and class (a header-only republish to
 // ollamaq.queued.<model>.<class>.<requester>).
@@ -104,13 +112,6 @@ func QueuedFilter(canonical string, c Class) string {
 // ConsumerName is the durable pull consumer that holds the jobs of one model and class.
 func ConsumerName(canonical string, c Class) string {
 	return EncodeModel(canonical) + "_" + string(c)
-}
-
-// Doorbell is the doorbell subject of a job subject: where the stream
-// republishes the job's headers when it stores it, and where a worker that
-// hands a job it cannot run back to the queue rings for the others.
-func Doorbell(jobSubject string) string {
-	return QueuedPrefix + strings.TrimPrefix(jobSubject, JobsPrefix)
 }
 
 // ParseJobSubject returns the canonical model, class and requester token of

@@ -29,6 +29,10 @@ type Job struct {
 	// key ID and tenant, and the dispatchers' MAC over them (audit.Sign).
 	// Empty when the requester has no API key to state.
 	Key, Tenant, MAC string
+	// Live says the requester answers resume requests for the job while it
+	// wants the answer (job.HeaderLive), so workers drop the job once it is
+	// gone. Requester.Submit sets it.
+	Live bool
 }
 
 // Publish stores the job in the stream and returns once JetStream has it. The
@@ -47,6 +51,9 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}
+	}
+	if j.Live {
+		msg.Header.Set(job.HeaderLive, "1")
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {

@@ -42,7 +42,7 @@ func (tr *transcriber) wrap(i int, sim http.Handler) http.Handler {
 		}
 		tr.hits[i].Add(1)
 		if !rt.In(tr.versions[i]) {
-			sim.ServeHTTP(w, r) // As that Ollama's router: 404.
+			sim.ServeHTTP(w, r) // As that Ollama's router: 404 (fleettest's Versions).
 			return
 		}
 		if err := r.ParseMultipartForm(1 << 20); err != nil {

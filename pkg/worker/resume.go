@@ -20,7 +20,7 @@ import (
 // body to send and how many data messages the requester already has, or
 // ok=false with the result to settle the job with.
 func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result, ok bool) {
-	if t.msg == nil || t.attempt < 2 {
+	if t.msg == nil || (t.attempt < 2 && !t.live()) {
 		return t.body, 0, result{}, true
 	}
 	q, _ := json.Marshal(job.ResumeRequest{Attempt: t.attempt}) // Always marshals.
@@ -28,6 +28,9 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result
 	m, err := t.w.nc.RequestWithContext(rctx, job.ResumeSubject(t.requester, t.id), q)
 	cancel()
 	switch {
+	case errors.Is(err, nats.ErrNoResponders) && t.live():
+		// It said it answers for as long as it wants the answer: it is gone.
+		return nil, 0, result{kind: resCanceled, msg: "requester gone"}, false
 	case errors.Is(err, nats.ErrNoResponders):
 		// A requester that does not answer resume requests starts over on a
 		// higher attempt, as the protocol says: run from the beginning.
@@ -42,7 +45,7 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, res result
 	}
 	switch {
 	case p.Gone:
-		return nil, 0, result{kind: resCanceled}, false
+		return nil, 0, result{kind: resCanceled, msg: "requester gone"}, false
 	case p.Frames == 0:
 		return t.body, 0, result{}, true
 	}

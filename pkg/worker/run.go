@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,8 +35,11 @@ type task struct {
 	class     job.Class // from the subject
 	taken     time.Time // when this worker took the job
 	attempt   int
-	seq       int
 	cancel    context.CancelCauseFunc
+
+	sendMu sync.Mutex // send and the heartbeats
+	seq    int
+	sent   time.Time // when the last reply was sent
 }
 
 // run executes one delivered job and settles it. It owns the job's slot.
@@ -210,9 +214,15 @@ func (t *task) execute(ctx context.Context) result {
 		return res
 	}
 	body, hideUsage := askForUsage(t.route, body)
-	if err := t.send(job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
+	start := job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}
+	if t.msg != nil {
+		start.Ack = t.msg.Reply() // For a NAK from the requester should this worker fall silent.
+	}
+	if err := t.send(start); err != nil {
 		return result{kind: resHandBack, msg: err.Error()}
 	}
+	defer t.heartbeats()()
+	defer t.watchRequester(ctx)()
 
 	sent := time.Now()
 	resp, err := t.w.ollama.DoType(ctx, t.method, t.route, t.bodyType(), body)
@@ -311,8 +321,13 @@ func (t *task) interrupted(ctx context.Context) (result, bool) {
 	if ctx.Err() == nil {
 		return result{}, false
 	}
-	if errors.Is(context.Cause(ctx), errCanceled) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCanceled):
 		return result{kind: resCanceled}, true
+	case errors.Is(cause, errRequesterGone):
+		return result{kind: resCanceled, msg: "requester gone"}, true
+	case errors.Is(cause, errSuperseded):
+		return result{kind: resSuperseded}, true
 	}
 	return result{kind: resHandBack, msg: "worker stopping"}, true
 }
@@ -346,8 +361,25 @@ func (t *task) keepAlive() func() {
 
 // send publishes the next reply message of this attempt.
 func (t *task) send(r job.Reply) error {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	return t.sendLocked(r)
+}
+
+// sendIfQuiet sends a heartbeat if nothing was sent for quiet.
+func (t *task) sendIfQuiet(quiet time.Duration) error {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	if time.Since(t.sent) < quiet {
+		return nil
+	}
+	return t.sendLocked(job.Reply{Kind: job.KindHeartbeat})
+}
+
+func (t *task) sendLocked(r job.Reply) error {
 	t.seq++
 	r.Job, r.Attempt, r.Seq = t.id, t.attempt, t.seq
+	t.sent = time.Now()
 	if err := t.w.nc.PublishMsg(queue.ReplyMsg(t.reply, r)); err != nil {
 		return fmt.Errorf("publish reply: %w", err)
 	}

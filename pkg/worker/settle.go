@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -22,6 +23,10 @@ const (
 	resCanceled                       // the requester canceled: term
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
 	resPassOn                         // its Ollama lacks the route: nak for another worker (passon.go)
+	// resSuperseded: the requester follows a later delivery of the job (it
+	// took this worker for dead); that delivery is not this worker's to
+	// settle, answer or audit.
+	resSuperseded
 )
 
 // retryDelay is how long a transiently failed job waits before its next
@@ -124,9 +129,13 @@ func (t *task) settle(ctx context.Context, r result) {
 			// Before the done reply, which names the record: the requester
 			// (the dispatcher) ends the response once its view has it, so
 			// that an /api/ps right after the answer shows the change.
+			// Heartbeats meanwhile, or the requester would take this
+			// worker for dead and have the job redelivered.
+			stop := t.heartbeats()
 			if done.Record = w.recordChange(ctx); done.Record != 0 {
 				done.Worker = w.cfg.ID
 			}
+			stop()
 		}
 		if err = t.send(done); err == nil {
 			audited := t.audit(ctx, r)
@@ -166,10 +175,12 @@ func (t *task) settle(ctx context.Context, r result) {
 			log.Debug("send job cancel", "err", serr)
 		}
 		audited := t.audit(ctx, r)
-		err = t.msg.TermWithReason("canceled by requester")
+		err = t.msg.TermWithReason(cmp.Or(r.msg, "canceled by requester"))
 		audited()
 		m.canceled.WithLabelValues(labels...).Inc()
-		log.Info("job canceled by requester")
+		log.Info("job canceled", "why", cmp.Or(r.msg, "canceled by requester"))
+	case resSuperseded:
+		log.Info("job left to its later delivery: the requester follows another worker now")
 	case resHandBack:
 		err = t.msg.Nak()
 		m.retried.WithLabelValues(labels...).Inc()
@@ -179,7 +190,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		w.holdOff(consumerKey{t.model, t.class}, time.Now().Add(holdOffFor(w.cfg.Poll, t.attempt)))
 		if err = t.msg.NakWithDelay(delay); err == nil && delay == 0 {
 			// The others look now rather than at their next poll.
-			if berr := w.nc.Publish(job.Doorbell(t.msg.Subject()), nil); berr != nil {
+			if berr := w.nc.Publish(job.QueuedSubject(t.model, t.class, t.requester), nil); berr != nil {
 				log.Debug("ring the doorbell", "err", berr)
 			}
 		}
