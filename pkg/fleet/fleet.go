@@ -224,9 +224,33 @@ func (v *View) HasModel(canonical string) bool {
 
 // Models merges the installed models of all live nodes: each model once, the
 // most recently modified copy, newest first, as Ollama's /api/tags orders them.
+// What only a newer Ollama lists (0.32's capabilities, details.context_length
+// and embedding_length) comes from another copy of the same digest when the
+// chosen one lacks it: in a fleet of mixed versions the listing shows what
+// the newest Ollama knows of each model.
 func (v *View) Models() []api.ListModelResponse {
-	return merge(v.Nodes(), func(n *Node) []api.ListModelResponse { return n.Models },
+	nodes := v.Nodes()
+	out := merge(nodes, func(n *Node) []api.ListModelResponse { return n.Models },
 		func(m api.ListModelResponse) (string, time.Time) { return m.Model, m.ModifiedAt })
+	for i := range out {
+		m := &out[i]
+		if len(m.Capabilities) > 0 && m.Details.ContextLength != 0 && m.Details.EmbeddingLength != 0 {
+			continue
+		}
+		for _, n := range nodes {
+			for _, o := range n.Models {
+				if o.Digest != m.Digest || o.Digest == "" {
+					continue
+				}
+				if len(m.Capabilities) == 0 && len(o.Capabilities) > 0 {
+					m.Capabilities = o.Capabilities
+				}
+				m.Details.ContextLength = cmp.Or(m.Details.ContextLength, o.Details.ContextLength)
+				m.Details.EmbeddingLength = cmp.Or(m.Details.EmbeddingLength, o.Details.EmbeddingLength)
+			}
+		}
+	}
+	return out
 }
 
 // Loaded merges the loaded models of all live nodes, each model once with the
