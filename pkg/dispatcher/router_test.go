@@ -128,6 +128,26 @@ func TestRoutingAsOllama(t *testing.T) {
 	}
 }
 
+// TestEveryRouteOfTheTableIsRouted: each route the table does not mark
+// removed reaches a handler with its method: no router 404 or 405.
+func TestEveryRouteOfTheTableIsRouted(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	h := shim(t, f, true)
+	fill := strings.NewReplacer("{digest}", "sha256:abc", "{model}", "llama3.2", "{encodedKey}", "abc")
+	for _, rt := range job.Routes() {
+		if rt.Serve == job.Removed {
+			continue
+		}
+		r := httptest.NewRequest(rt.Method, fill.Replace(rt.Path), strings.NewReader(`{}`))
+		r.Host = "localhost"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if body := w.Body.String(); body == "404 page not found" || body == "405 method not allowed" {
+			t.Errorf("%s %s: %d %s, want its handler's answer", rt.Method, rt.Path, w.Code, body)
+		}
+	}
+}
+
 // TestRemovedRoutesAnswer404: every route current Ollama removed answers
 // its router's 404, for its old method and any other.
 func TestRemovedRoutesAnswer404(t *testing.T) {

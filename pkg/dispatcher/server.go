@@ -169,30 +169,35 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	if o.Gatherer != nil {
 		get("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	}
-	// Ollama's own HEAD routes are these: a GET route of the ServeMux also
-	// serves HEAD, Ollama's others answer HEAD with 405.
+	// HEAD only where Ollama serves it (Route.Head): a GET route of the
+	// ServeMux also serves HEAD, Ollama's others answer HEAD with 405.
 	getHead("/", s.handleRoot)
-	getHead("/api/version", s.handleVersion)
-	getHead("/api/tags", s.handleTags)
-	get("/api/ps", s.handlePS)
+	byPath := map[string]http.HandlerFunc{
+		"/api/version": s.handleVersion, "/api/tags": s.handleTags, "/api/ps": s.handlePS,
+		"/v1/models": s.handleOpenAIModels, "/v1/models/{model}": s.handleOpenAIModel,
+		"/api/show": s.handleShow, "/api/pull": s.audited("pull", s.handlePull),
+		"/api/delete": s.audited("delete", s.handleDelete), "/api/copy": s.audited("copy", s.handleCopy),
+	}
 	for _, rt := range job.Routes() {
+		h := byPath[rt.Path]
 		switch {
 		case rt.Serve == job.Queued:
-			s.handle(rt.Method, rt.Path, s.handleJob(rt.Path, formatOf(rt.Path)))
+			h = s.handleJob(rt.Path, formatOf(rt.Path))
 		case rt.Serve == job.Node && rt.ModelField == "":
-			s.handle(rt.Method, rt.Path, s.handleNodeRoute(rt))
+			h = s.handleNodeRoute(rt)
 		case rt.Serve == job.Refused:
-			s.handle(rt.Method, rt.Path, s.handleRefused)
+			h = s.handleRefused
+		case rt.Serve == job.Removed:
+			continue // Not registered: they answer 404, as current Ollama.
+		}
+		if h == nil {
+			return nil, fmt.Errorf("dispatcher: no handler for %s %s", rt.Method, rt.Path) // A programming error.
+		}
+		s.handle(rt.Method, rt.Path, h)
+		if rt.Head {
+			s.handle(http.MethodHead, rt.Path, h)
 		}
 	}
-	get("/v1/models", s.handleOpenAIModels)
-	get("/v1/models/{model}", s.handleOpenAIModel)
-	s.handle(http.MethodPost, "/api/show", s.handleShow)
-	s.handle(http.MethodPost, "/api/pull", s.audited("pull", s.handlePull))
-	s.handle(http.MethodDelete, "/api/delete", s.audited("delete", s.handleDelete))
-	s.handle(http.MethodPost, "/api/copy", s.audited("copy", s.handleCopy))
-	s.handle(http.MethodHead, "/api/blobs/{digest}", s.handleRefused)
-	// Removed routes are not registered: they answer 404, as current Ollama.
 	s.handler = s.metrics.observe(s.mux, s.ginRoute(s.cors(s.guardHost(s.withRequestID(http.HandlerFunc(s.route))))))
 	return s, nil
 }

@@ -58,6 +58,7 @@ const (
 type Route struct {
 	Path   string
 	Method string // the HTTP method Ollama expects
+	Head   bool   // Ollama serves HEAD on it too
 	API    API
 	Serve  Serving
 	// ModelField is the body field naming the model ("source" for copy;
@@ -111,14 +112,14 @@ var routes = []Route{
 	{Path: "/api/experimental/web_search", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true, Admin: true},
 	{Path: "/api/experimental/web_fetch", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true, Admin: true},
 	{Path: "/api/experimental/model-recommendations", Method: "GET", API: Native, Serve: Node, Since: "0.22.1", Node: true},
-	{Path: "/api/tags", Method: "GET", API: Native, Serve: Fleet},
+	{Path: "/api/tags", Method: "GET", Head: true, API: Native, Serve: Fleet},
 	{Path: "/api/ps", Method: "GET", API: Native, Serve: Fleet},
-	{Path: "/api/version", Method: "GET", API: Native, Serve: Fleet},
+	{Path: "/api/version", Method: "GET", Head: true, API: Native, Serve: Fleet},
 	{Path: "/v1/models", Method: "GET", API: OpenAI, Serve: Fleet},
 	{Path: "/v1/models/{model}", Method: "GET", API: OpenAI, Serve: Fleet},
 	{Path: "/api/create", Method: "POST", API: Native, Serve: Refused, Admin: true},
 	{Path: "/api/push", Method: "POST", API: Native, Serve: Refused, Admin: true},
-	{Path: "/api/blobs/{digest}", Method: "POST", API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/blobs/{digest}", Method: "POST", Head: true, API: Native, Serve: Refused, Admin: true},
 	{Path: "/api/me", Method: "POST", API: Native, Serve: Refused, Admin: true},
 	{Path: "/api/signout", Method: "POST", API: Native, Serve: Refused, Admin: true},
 	{Path: "/api/user/keys/{encodedKey}", Method: "DELETE", API: Native, Serve: Refused, Admin: true},

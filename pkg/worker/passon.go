@@ -19,9 +19,10 @@ import (
 // slot, takes it next. Each hand-back is a delivery of the job's
 // MaxDeliver: later ones wait longer (passOnDelay), in case the workers
 // that have the route are busy, and the last delivery never goes back,
-// for JetStream would give the job up. A job nobody else can run (no ready
-// worker with the model and the route is in the view of the fleet) goes to
-// this worker's Ollama, which answers what it answers to such a route.
+// for JetStream would give the job up. A job no other worker could run (the
+// node bucket shows no other ready worker with the model and the route)
+// goes to this worker's Ollama, which answers what it answers to such a
+// route.
 
 // passOnDelay is how long a job handed back on its attempt-th delivery
 // waits before its next: none the first time (the doorbell brings the
