@@ -27,8 +27,8 @@ type tc struct {
 }
 
 // modelFile is what /api/show says of a model's file: the simulator has
-// none, and describes a made-up llama instead.
-var modelFile = []string{"model_info", "license"}
+// none, and describes a made-up llama instead (without its tensors).
+var modelFile = []string{"model_info", "license", "tensors"}
 
 func serveSim(t *testing.T, cfg ollamasim.Config) string {
 	t.Helper()
