@@ -115,8 +115,8 @@ func TestOllamaClientThroughQueue(t *testing.T) {
 			return err == nil && len(ps.Models) == 1 && ps.Models[0].Name == "llama3.2:latest"
 		})
 		v, err := viaQueue.Version(t.Context())
-		if err != nil || v != "0.17.4" {
-			t.Errorf("version = %q, %v; want the workers' Ollama version 0.17.4", v, err)
+		if want := ollamasim.DefaultConfig().Version; err != nil || v != want {
+			t.Errorf("version = %q, %v; want the workers' Ollama version %s", v, err, want)
 		}
 		if err := viaQueue.Heartbeat(t.Context()); err != nil {
 			t.Errorf("heartbeat (HEAD /): %v", err)
