@@ -9,15 +9,18 @@ import (
 )
 
 // Ollama's CORS settings (server/routes.go with gin-contrib/cors defaults):
-// loopback origins on any port, app and editor schemes, browser extensions,
-// plus OLLAMA_ORIGINS.
+// loopback origins on any port, app and editor schemes, plus OLLAMA_ORIGINS.
+// Browser extensions are not among the defaults: gin-contrib/cors's
+// AllowBrowserExtensions, which Ollama sets, only lets OLLAMA_ORIGINS name
+// extension origins (chrome-extension://*, moz-extension://abc); any other
+// extension gets 403 like any foreign site, so that no installed extension
+// can drive the fleet unless the operator says so.
 var (
 	corsMethods = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 	corsHeaders = "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,Openai-Beta," +
 		"X-Stainless-Arch,X-Stainless-Async,X-Stainless-Custom-Poll-Interval,X-Stainless-Helper-Method," +
 		"X-Stainless-Lang,X-Stainless-Os,X-Stainless-Package-Version,X-Stainless-Poll-Helper," +
 		"X-Stainless-Retry-Count,X-Stainless-Runtime,X-Stainless-Runtime-Version,X-Stainless-Timeout"
-	extensionSchemes = []string{"chrome-extension://", "safari-extension://", "moz-extension://", "ms-browser-extension://"}
 )
 
 // allowedOrigins returns Ollama's default origins plus extra.
@@ -30,12 +33,9 @@ func allowedOrigins(extra []string) []string {
 	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 }
 
+// originAllowed reports whether origin is one of s.origins, where a * in
+// an allowed origin matches any run of characters.
 func (s *Server) originAllowed(origin string) bool {
-	for _, p := range extensionSchemes {
-		if strings.HasPrefix(origin, p) {
-			return true
-		}
-	}
 	for _, o := range s.origins {
 		if o == "*" || o == origin {
 			return true
