@@ -137,7 +137,7 @@ func TestBadRequestsAreNotQueued(t *testing.T) {
 		{"missing model chat", "/api/chat", `{"messages":[]}`, 400, "model is required"},
 		{"missing model generate", "/api/generate", `{"prompt":"x"}`, 400, "model is required"},
 		{"unknown model", "/api/generate", `{"model":"nope","prompt":"x"}`, 404, "model 'nope' not found"},
-		{"invalid model name", "/api/chat", `{"model":"a b"}`, 404, "model 'a b' not found"},
+		{"invalid model name", "/api/chat", `{"model":"a b"}`, 400, "invalid model name"}, // As Ollama 0.32.
 		{"too large", "/api/generate", `{"model":"llama3.2","prompt":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "request body too large: the limit is 1048576 bytes"},
 	}
 	for _, tt := range tests {

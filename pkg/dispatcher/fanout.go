@@ -63,7 +63,8 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		nodes = s.targets(r, func(n *fleet.Node) bool { return n.HasModel(c) })
 	}
 	if len(nodes) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
+		status, msg := showNotFound(name, s.listedNames())
+		writeError(w, status, msg)
 		return
 	}
 	n := nodes[rand.IntN(len(nodes))]
@@ -206,6 +207,10 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
+	if strings.TrimSpace(name) == "" {
+		writeError(w, http.StatusBadRequest, "model is required") // As Ollama 0.32.
+		return
+	}
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return

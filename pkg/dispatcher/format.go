@@ -79,8 +79,10 @@ func (f format) fail(w http.ResponseWriter, status int, msg string) {
 }
 
 // failForwarded writes an error that Ollama's native handler would have
-// produced behind the OpenAI middleware: the native status, but always the
-// type api_error and gin's bare application/json (middleware/openai.go writeError).
+// produced behind the OpenAI middleware: the native status, the error type
+// that matches it (since Ollama 0.32: invalid_request_error for 400,
+// not_found_error for 404, api_error otherwise) and the middleware's bare
+// application/json with json.Encoder's newline (middleware/openai.go writeError).
 func (f format) failForwarded(w http.ResponseWriter, status int, msg string) {
 	if f == native {
 		writeError(w, status, msg)
@@ -88,7 +90,7 @@ func (f format) failForwarded(w http.ResponseWriter, status int, msg string) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(openai.NewError(http.StatusInternalServerError, msg)) // A failed write means the client left.
+	_ = json.NewEncoder(w).Encode(openai.NewError(status, msg)) // A failed write means the client left.
 }
 
 // failMidStream ends a response whose first bytes are already sent: Ollama's

@@ -31,14 +31,8 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if !ok || !s.allowModel(w, r, f, model) {
 			return
 		}
-		canonical, known, err := s.resolveModel(r, model)
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			f.failForwarded(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
-			return
-		}
-		if !known {
-			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
+		canonical, ok := s.resolveJob(w, r, route, f, model)
+		if !ok {
 			return
 		}
 		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {

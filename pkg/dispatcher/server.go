@@ -358,17 +358,3 @@ func readRequest[T any](w http.ResponseWriter, r *http.Request, max int64) ([]by
 func decode(body []byte, v any) error {
 	return json.NewDecoder(bytes.NewReader(body)).Decode(v)
 }
-
-// resolveModel returns the canonical name of a model some worker has or has
-// served; ok=false means no worker knows it.
-func (s *Server) resolveModel(r *http.Request, name string) (string, bool, error) {
-	c, err := job.CanonicalModel(name)
-	if err != nil {
-		return "", false, nil
-	}
-	if s.view.HasModel(c) {
-		return c, true, nil
-	}
-	ok, err := s.q.HasConsumer(r.Context(), c)
-	return c, ok, err
-}
