@@ -254,7 +254,7 @@ func (t *task) execute(ctx context.Context) result {
 
 	ct := resp.Header.Get("Content-Type")
 	rt, _ := job.LookupRoute(t.route) // Checked in accept, or a node command's.
-	meter := newUsageMeter(rt.API, ct)
+	meter := newUsageMeter(schemaOf(rt), ct)
 	first := true
 	var sendErr error
 	err = job.Frames(resp.Body, ct, func(b []byte) error {
