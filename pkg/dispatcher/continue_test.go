@@ -99,6 +99,7 @@ func TestWorkerKilledMidStreamIsContinuedSeamlessly(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				want := directAnswer(t, f.SimURLs[0].String(), req)
+				resumed := sum(scrape(t, f.URL+"/metrics"), "ollamamax_http_streams_resumed_total", nil)
 				resp, err := http.Post(f.URL+req.route, "application/json", strings.NewReader(req.body))
 				if err != nil {
 					t.Fatal(err)
@@ -140,6 +141,9 @@ func TestWorkerKilledMidStreamIsContinuedSeamlessly(t *testing.T) {
 				}
 				if g, w := strings.Join(got.Events, "\n"), strings.Join(want.Events, "\n"); g != w {
 					t.Errorf("continued stream\n%s\nuninterrupted\n%s", g, w)
+				}
+				if n := sum(scrape(t, f.URL+"/metrics"), "ollamamax_http_streams_resumed_total", nil); n != resumed+1 {
+					t.Errorf("streams resumed: %v, want %v: the answer was not continued by another worker", n, resumed+1)
 				}
 				f.StartWorker(killed)
 				f.WaitFor("the killed worker to be back", func() bool { return f.Node(killed) != nil })

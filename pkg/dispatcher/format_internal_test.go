@@ -117,6 +117,8 @@ func TestErrorShapes(t *testing.T) {
 			`{"error":{"message":"model 'nope' not found","type":"not_found_error","param":null,"code":null}}` + "\n"},
 		{"responses 503", func(w http.ResponseWriter) { responses.failForwarded(w, 503, "queue unavailable") }, 503, "application/json",
 			`{"error":{"message":"queue unavailable","type":"api_error","param":null,"code":null}}` + "\n"},
+		{"chat completions 404 from the handler", func(w http.ResponseWriter) { openAI.failForwarded(w, 404, "model 'nope' not found") }, 404, "application/json",
+			`{"error":{"message":"model 'nope' not found","type":"not_found_error","param":null,"code":null}}` + "\n"},
 		{"responses 401", func(w http.ResponseWriter) { responses.refuse(w, 401, "no key") }, 401, "application/json; charset=utf-8",
 			`{"error":{"message":"no key","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}`},
 	}

@@ -58,7 +58,7 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, sp splicer
 	}
 	t.w.log.Info("continuing a job another worker started", "job", t.id, "attempt", t.attempt, "frames", p.Frames)
 	t.w.metrics.migrated.WithLabelValues(t.model, string(t.class)).Inc()
-	return body, p.Frames, newSplicer(t.route, p), result{}, true
+	return body, p.Frames, newSplicer(t.route, p, t.body), result{}, true
 }
 
 // continuation rewrites the job's request so that Ollama continues an answer

@@ -27,9 +27,9 @@ type splicer interface {
 	frame(b []byte) [][]byte
 }
 
-// newSplicer returns the splicer of a continuation of route from p; nil
-// when frames pass as they are.
-func newSplicer(route string, p job.Progress) splicer {
+// newSplicer returns the splicer of a continuation of route from p, for the
+// client's request body; nil when frames pass as they are.
+func newSplicer(route string, p job.Progress, body []byte) splicer {
 	switch route {
 	case "/api/chat", "/api/generate":
 		if p.Tokens > 0 {
@@ -40,7 +40,14 @@ func newSplicer(route string, p job.Progress) splicer {
 	case "/v1/messages":
 		return newMessagesSplice(p)
 	case "/v1/responses":
-		return newResponsesSplice(p)
+		s := newResponsesSplice(p)
+		var req struct {
+			MaxOutputTokens *int `json:"max_output_tokens"`
+		}
+		if json.Unmarshal(body, &req) == nil && req.MaxOutputTokens != nil {
+			s.maxOutput, _ = json.Marshal(*req.MaxOutputTokens) // An int always marshals.
+		}
+		return s
 	}
 	return nil
 }
@@ -272,22 +279,23 @@ func (s *messagesSplice) mapped(i int) int {
 // content_part.done, output_item.done) hold the item's whole text, closes an
 // item the client has open when the continuation goes on with another, and
 // makes response.completed hold the whole output and count the earlier
-// tokens in its usage. When the client has the whole text already
+// tokens in its usage, echoing the client's max_output_tokens. When the client has the whole text already
 // (output_text.done), it passes only the closing events it lacks.
 type responsesSplice struct {
-	tokens  int
-	ended   bool // the client has output_text.done: only closing events are to come
-	ends    int  // closing events of the open item the client has
-	content bool // the client has the open item's content_part.added
-	id      string
-	seq     int
-	items   []respItem
-	orig    int  // how many of items the client had
-	open    int  // the client's open item that nobody closed yet, or -1
-	taken   int  // the client's item the continuation went on with, or -1
-	began   bool // the continuation has added an item
-	index   []int
-	ids     map[string]string
+	tokens    int
+	maxOutput json.RawMessage // the client's max_output_tokens, which the response echoes
+	ended     bool            // the client has output_text.done: only closing events are to come
+	ends      int             // closing events of the open item the client has
+	content   bool            // the client has the open item's content_part.added
+	id        string
+	seq       int
+	items     []respItem
+	orig      int  // how many of items the client had
+	open      int  // the client's open item that nobody closed yet, or -1
+	taken     int  // the client's item the continuation went on with, or -1
+	began     bool // the continuation has added an item
+	index     []int
+	ids       map[string]string
 }
 
 type respItem struct {
@@ -392,8 +400,13 @@ func (s *responsesSplice) frame(b []byte) [][]byte {
 // renumber gives an event the client's sequence number, output index and
 // item id.
 func (s *responsesSplice) renumber(o *object) {
-	if r, ok := o.sub("response"); ok && s.id != "" {
-		r.setAny("id", s.id)
+	if r, ok := o.sub("response"); ok {
+		if s.id != "" {
+			r.setAny("id", s.id)
+		}
+		if s.maxOutput != nil && r.has("max_output_tokens") {
+			r.set("max_output_tokens", s.maxOutput) // Not the continuation's, lowered.
+		}
 		o.set("response", r.bytes())
 	}
 	if o.has("sequence_number") {

@@ -225,7 +225,7 @@ func TestSpliceMatchesAnUninterruptedStream(t *testing.T) {
 						t.Fatalf("cut after %d frames: thinking %q is no beginning of %q", k, p.Thinking, want)
 					}
 					cont := rt.stream("2", rest(chunks, p.Tokens, t1))
-					got := append(append([][]byte(nil), whole[:k]...), spliceAll(newSplicer(rt.route, p), cont)...)
+					got := append(append([][]byte(nil), whole[:k]...), spliceAll(newSplicer(rt.route, p, nil), cont)...)
 					// The prompt count is the continuation's, which read the partial answer.
 					wantFrames := append([][]byte(nil), whole[:k]...)
 					for _, f := range whole[k:] {
@@ -270,7 +270,7 @@ func TestSpliceClosesTheOpenPart(t *testing.T) {
 					t.Fatalf("the cut is not inside the thinking: %+v", p)
 				}
 				cont := tc.stream("2", rest(chunks, 2, t0))
-				got := append(append([][]byte(nil), whole[:tc.cut]...), spliceAll(newSplicer(tc.route, p), cont)...)
+				got := append(append([][]byte(nil), whole[:tc.cut]...), spliceAll(newSplicer(tc.route, p, nil), cont)...)
 				want := append([][]byte(nil), whole[:tc.cut]...)
 				for _, f := range whole[tc.cut:] {
 					if !bytes.Contains(f, []byte("message_start")) {
@@ -293,11 +293,11 @@ func TestSpliceOfAnOlderRequester(t *testing.T) {
 	t0 := time.Unix(1_800_000_000, 0).UTC()
 	chunks := answer(nil, []string{"a", "b", "c"}, promptTokens, t0)
 	p := job.Progress{Frames: 1, Text: "a"}
-	cont := spliceAll(newSplicer("/v1/chat/completions", p), chatStream("chatcmpl-2", rest(chunks, 1, t0)))
+	cont := spliceAll(newSplicer("/v1/chat/completions", p, nil), chatStream("chatcmpl-2", rest(chunks, 1, t0)))
 	if bytes.Contains(bytes.Join(cont, nil), []byte(`"role"`)) {
 		t.Errorf("the continuation repeats the role:\n%s", bytes.Join(cont, nil))
 	}
-	if sp := newSplicer("/api/chat", p); sp != nil {
+	if sp := newSplicer("/api/chat", p, nil); sp != nil {
 		t.Errorf("a native continuation without token counts is spliced: %T", sp)
 	}
 }
@@ -305,7 +305,7 @@ func TestSpliceOfAnOlderRequester(t *testing.T) {
 func TestNativeSpliceStatistics(t *testing.T) {
 	p := job.Progress{Frames: 4, Tokens: 3, Elapsed: 2 * time.Second, Generating: time.Second}
 	line := []byte(`{"model":"m","created_at":"x","response":"","done":true,"done_reason":"stop","total_duration":500,"load_duration":7,"prompt_eval_count":20,"prompt_eval_duration":9,"eval_count":5,"eval_duration":100}` + "\n")
-	got := spliceAll(newSplicer("/api/generate", p), [][]byte{[]byte(`{"model":"m","response":"a","done":false}` + "\n"), line})
+	got := spliceAll(newSplicer("/api/generate", p, nil), [][]byte{[]byte(`{"model":"m","response":"a","done":false}` + "\n"), line})
 	want := `{"model":"m","response":"a","done":false}` + "\n" +
 		`{"model":"m","created_at":"x","response":"","done":true,"done_reason":"stop","total_duration":2000000500,"load_duration":7,"prompt_eval_count":20,"prompt_eval_duration":9,"eval_count":8,"eval_duration":1000000100}` + "\n"
 	if string(bytes.Join(got, nil)) != want {
