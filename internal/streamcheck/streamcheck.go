@@ -359,6 +359,8 @@ func (r *reader) responses(frames [][]byte) error {
 				err = checkItem(obj(e["item"]), it.id, it.typ, it.text)
 				it.done = true
 			}
+		case "response.failed", "response.incomplete":
+			return fmt.Errorf("frame %d: %s: %s", i, typ, f)
 		case "response.completed":
 			if i != len(frames)-1 {
 				return fmt.Errorf("frame %d of %d: response.completed", i, len(frames))

@@ -66,12 +66,6 @@ var known = []difference{
 	{target: dispatcher, kind: missing,
 		reason: "/v1/audio/transcriptions (queued) and the experimental web_search, web_fetch and model-recommendations (node routes) are in pkg/job's table, but the dispatcher does not serve them: 404",
 		cases:  []string{"transcriptions not multipart", "transcriptions on a text model", "web search", "web fetch", "model recommendations"}},
-	{target: dispatcher, kind: missing,
-		reason: "the dispatcher does not queue /v1/messages yet (400 route /v1/messages cannot be queued): the dispatcher and worker side is being added",
-		cases:  messagesCases},
-	{target: dispatcher, kind: missing,
-		reason: "the dispatcher does not queue /v1/responses yet (400 route /v1/responses cannot be queued): the dispatcher and worker side is being added",
-		cases:  responsesCases},
 
 	// The simulator, internal/ollamasim, which answers as Ollama 0.32.15 does.
 	{target: sim, kind: deliberate,
