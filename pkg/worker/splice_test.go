@@ -436,3 +436,49 @@ func TestContinuationRequests(t *testing.T) {
 		})
 	}
 }
+
+// FuzzSplice: whatever a requester reports (its answer is untrusted input to
+// the worker) and whatever the continuation's bytes, a splicer never panics
+// and hands on only whole frames: non-empty, and on the SSE routes events
+// that end with their blank line.
+func FuzzSplice(f *testing.F) {
+	routes := []string{"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/messages", "/v1/responses"}
+	t0 := time.Unix(1_800_000_000, 0).UTC()
+	chunks := answer([]string{"a", "b"}, []string{"x", "y"}, promptTokens, t0)
+	for i, stream := range [][][]byte{nativeStream(chunks), nativeStream(chunks), chatStream("chatcmpl-1", chunks),
+		anthropicStream("msg_1", chunks), responsesStream("resp_1", "msg_1", chunks)} {
+		p, _ := json.Marshal(progressOf(stream[:3]))
+		f.Add(uint8(i), p, bytes.Join(stream, nil))
+	}
+	f.Add(uint8(3), []byte(`{"frames":2,"tokens":1,"seam":{"parts":[{"type":"text","len":-5}],"open":true}}`),
+		[]byte("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":99999999999,\"content_block\":{\"type\":\"text\"}}\n\n"))
+	f.Add(uint8(4), []byte(`{"frames":2,"seam":{"seq":-3,"parts":[{"type":"message","ends":9}],"open":true,"ended":1}}`),
+		[]byte("event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"output_tokens\":\"x\"}},\"sequence_number\":1}\n\n"))
+	f.Fuzz(func(t *testing.T, i uint8, progress, body []byte) {
+		route := routes[int(i)%len(routes)]
+		var p job.Progress
+		_ = json.Unmarshal(progress, &p) // Anything: what does not decode is zero.
+		sp := newSplicer(route, p, []byte(`{"max_output_tokens":5}`))
+		if sp == nil {
+			return
+		}
+		ct := "text/event-stream"
+		if strings.HasPrefix(route, "/api/") {
+			ct = "application/x-ndjson"
+		}
+		err := job.Frames(bytes.NewReader(body), ct, func(b []byte) error {
+			for _, out := range sp.frame(b) {
+				if len(out) == 0 {
+					t.Fatalf("an empty frame from %q", b)
+				}
+				if ct == "text/event-stream" && bytes.HasSuffix(b, []byte("\n\n")) && !bytes.HasSuffix(out, []byte("\n\n")) {
+					t.Fatalf("frame %q spliced into %q, not a whole event", b, out)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
