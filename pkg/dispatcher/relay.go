@@ -170,6 +170,13 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			if !wrote {
 				contentType = cmp.Or(rep.ContentType, "application/json; charset=utf-8")
 				w.Header().Set("Content-Type", contentType)
+				if (f == anthropicAPI || f == responses) && isSSE(contentType) {
+					// As Ollama's Anthropic and Responses middleware send a stream.
+					w.Header().Set("Cache-Control", "no-cache")
+					if r.ProtoMajor == 1 {
+						w.Header().Set("Connection", "keep-alive") // HTTP/2 has no such header.
+					}
+				}
 				w.WriteHeader(cmp.Or(rep.Status, http.StatusOK))
 				wrote = true
 				if queued {

@@ -90,6 +90,9 @@ func testAnthropicGoSDK(t *testing.T, auth bool) {
 		if raw := rec.last(); !strings.HasSuffix(raw, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n") {
 			t.Errorf("the stream does not end with message_stop: %q", tail(raw, 200))
 		}
+		if h := rec.header(); h.Get("Cache-Control") != "no-cache" || h.Get("Content-Type") != "text/event-stream" {
+			t.Errorf("stream headers %v, want Ollama's Cache-Control: no-cache and Content-Type: text/event-stream", h)
+		}
 		if text(&msg) != text(want) || msg.StopReason != want.StopReason || events < 5 {
 			t.Errorf("streamed %q (stop %q) in %d events; want the simulator's %q, %q", text(&msg), msg.StopReason, events, text(want), want.StopReason)
 		}

@@ -21,6 +21,7 @@ import (
 type recorder struct {
 	mu   sync.Mutex
 	body *bytes.Buffer
+	hdr  http.Header
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -30,10 +31,17 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	buf := new(bytes.Buffer)
 	r.mu.Lock()
-	r.body = buf
+	r.body, r.hdr = buf, resp.Header.Clone()
 	r.mu.Unlock()
 	resp.Body = readCloser{io.TeeReader(resp.Body, &lockedWriter{&r.mu, buf}), resp.Body}
 	return resp, nil
+}
+
+// header returns the last response's headers.
+func (r *recorder) header() http.Header {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hdr
 }
 
 // last returns what the SDK has read of the last response body.

@@ -108,6 +108,9 @@ func testOpenAIGoSDKResponses(t *testing.T, auth bool) {
 		if u := got.completed.Usage; u.OutputTokens != want.Usage.OutputTokens || u.InputTokens != want.Usage.InputTokens {
 			t.Errorf("streamed usage %+v, want %+v", u, want.Usage)
 		}
+		if h := rec.header(); h.Get("Cache-Control") != "no-cache" || h.Get("Content-Type") != "text/event-stream" {
+			t.Errorf("stream headers %v, want Ollama's Cache-Control: no-cache and Content-Type: text/event-stream", h)
+		}
 		if raw := rec.last(); !strings.HasPrefix(raw, "event: response.created\ndata: ") {
 			t.Errorf("the stream does not open with a named response.created event: %q", raw[:min(len(raw), 80)])
 		}
