@@ -82,6 +82,8 @@ func TestRoutesAndErrors(t *testing.T) {
 		{name: "show empty body", method: "POST", path: "/api/show", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"missing request body"}`},
 		{name: "show no model", method: "POST", path: "/api/show", body: `{}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"model is required"}`},
 		{name: "show unknown model", method: "POST", path: "/api/show", body: `{"name":"nope"}`, wantStatus: 404, wantContentType: jsonUTF8, wantBody: `{"error":"model 'nope:latest' not found"}`},
+		{name: "show unknown model in another case", method: "POST", path: "/api/show", body: `{"name":"Nope"}`, wantStatus: 404, wantContentType: jsonUTF8, wantBody: `{"error":"model 'Nope:latest' not found"}`},
+		{name: "show unknown tag of a model", method: "POST", path: "/api/show", body: `{"name":"LLAMA3.2:foo"}`, wantStatus: 404, wantContentType: jsonUTF8, wantBody: `{"error":"model 'llama3.2:foo' not found"}`},
 		{name: "show invalid model", method: "POST", path: "/api/show", body: `{"name":"a b"}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid model name"}`},
 		{name: "show other case", method: "POST", path: "/api/show", body: `{"name":"LLAMA3.2"}`, wantStatus: 200, wantContentType: jsonUTF8},
 

@@ -150,6 +150,7 @@ func TestOpenAIErrors(t *testing.T) {
 		{name: "embeddings number input", method: "POST", path: "/v1/embeddings", body: `{"model":"nomic-embed-text","input":3}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, "invalid input type")},
 		{name: "embeddings on chat model", method: "POST", path: "/v1/embeddings", body: `{"model":"llama3.2","input":"a"}`, wantStatus: 501, wantContentType: "application/json", wantBody: compatError(501, "This server does not support embeddings. Start it with `--embeddings`")},
 		{name: "retrieve unknown model", method: "GET", path: "/v1/models/nope", wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'nope:latest' not found")},
+		{name: "retrieve unknown tag of a model", method: "GET", path: "/v1/models/LLAMA3.2:foo", wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'llama3.2:foo' not found")},
 
 		// Raised by the cloud passthrough in front of the POST routes: native errors.
 		{name: "chat bad zstd", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2"}`, header: "Content-Encoding: zstd", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid input: magic number mismatch"}`},

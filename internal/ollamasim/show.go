@@ -33,7 +33,9 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	}
 	e := s.lookup(ref.base)
 	if e == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", ref.name.DisplayShortest()))
+		// Named as Ollama's getExistingName spells it: "TINY:foo" is
+		// 'tiny:foo' when a model tiny is installed.
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", s.canonicalName(ref.name).DisplayShortest()))
 		return
 	}
 	resp := showResponse(e, req.System)

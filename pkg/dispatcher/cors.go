@@ -10,6 +10,11 @@ import (
 
 // Ollama's CORS settings (server/routes.go with gin-contrib/cors defaults):
 // loopback origins on any port, app and editor schemes, plus OLLAMA_ORIGINS.
+// Browser extensions are not among the defaults: gin-contrib/cors's
+// AllowBrowserExtensions, which Ollama sets, only lets OLLAMA_ORIGINS name
+// extension origins (chrome-extension://*, moz-extension://abc); any other
+// extension gets 403 like any foreign site, so that no installed extension
+// can drive the fleet unless the operator says so.
 var (
 	corsMethods = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 	corsHeaders = "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,Openai-Beta," +
@@ -28,10 +33,8 @@ func allowedOrigins(extra []string) []string {
 	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 }
 
-// originAllowed is gin-contrib/cors's check with Ollama's settings: the
-// origins and their wildcards. AllowBrowserExtensions, which Ollama sets,
-// only lets extension schemes be named among them (--origins
-// chrome-extension://*): an extension is no default origin.
+// originAllowed reports whether origin is one of s.origins, where a * in
+// an allowed origin matches any run of characters.
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.origins {
 		if o == "*" || o == origin {

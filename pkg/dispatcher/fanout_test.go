@@ -188,7 +188,7 @@ func TestCORSAndHostGuard(t *testing.T) {
 	}
 	defer req.Close()
 	srv, err := dispatcher.NewServer(f.Queue, req, f.View, dispatcher.Options{MaxBody: 1 << 20, LoopbackOnly: true,
-		Origins: []string{"https://*.example.com", "moz-extension://*"}, Logger: fleettest.Logger()})
+		Origins: []string{"https://*.example.com", "moz-extension://abc"}, Logger: fleettest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +200,11 @@ func TestCORSAndHostGuard(t *testing.T) {
 		{"same host", "GET", "127.0.0.1:11435", "", 200, ""},
 		{"localhost origin", "GET", "localhost:11435", "http://localhost:3000", 200, "http://localhost:3000"},
 		{"preflight", "OPTIONS", "localhost:11435", "http://127.0.0.1:8080", 204, "http://127.0.0.1:8080"},
-		{"extension", "GET", "localhost", "chrome-extension://abc", 403, ""}, // As Ollama 0.32.15: unless named in --origins.
+		// Ollama 0.32 allows browser extensions only when OLLAMA_ORIGINS names them.
+		{"extension", "GET", "localhost", "chrome-extension://abc", 403, ""},
+		{"extension preflight", "OPTIONS", "localhost", "safari-extension://abc", 403, ""},
 		{"configured extension", "GET", "localhost", "moz-extension://abc", 200, "moz-extension://abc"},
+		{"another extension of a configured scheme", "GET", "localhost", "moz-extension://abd", 403, ""},
 		{"configured wildcard", "GET", "localhost", "https://app.example.com", 200, "https://app.example.com"},
 		{"foreign origin", "GET", "localhost", "https://evil.test", 403, ""},
 		{"rebinding host", "GET", "evil.test", "", 403, ""},

@@ -58,5 +58,5 @@ func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 		names[i] = m.Model
 	}
 	status, msg := showNotFound(name, names)
-	failModel(w, openAI, status, msg)
+	openAI.failForwarded(w, status, msg)
 }

@@ -1,37 +1,51 @@
 package dispatcher
 
 import (
-	"encoding/json"
+	"cmp"
 	"fmt"
 	"net/http"
 	"strings"
 
-	"github.com/ollama/ollama/openai"
 	"github.com/ollama/ollama/types/model"
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // Model names, resolved as Ollama 0.32 resolves them before it runs
 // anything: surrounding whitespace is dropped (its internal/modelref), a
-// name that does not parse is 400 "invalid model name" on every route, and
-// a model it does not have is 404 with each route's own message, the name
-// as the request gave it.
+// name that does not parse is 400 "invalid model name" on every route (and
+// one with two source suffixes 400 in modelref's words), and a model it
+// does not have is 404 with each route's own message, the name as the
+// request gave it.
 
-// validModelName tells whether Ollama would parse name as a model name: its
-// parseAndValidateModelRef, whose source suffixes (:cloud, :local, a
-// -cloud tag) name where to run the model, not the model.
-func validModelName(name string) bool {
-	base := strings.TrimSpace(name)
+// modelNameError is what Ollama answers, with 400, for a model name it
+// cannot take (its parseAndValidateModelRef), or "" for one it can.
+func modelNameError(name string) string {
+	base, explicit := modelBase(name)
+	if _, nested := modelBase(base); explicit && nested {
+		return fmt.Sprintf("use either :local or :cloud, not both: %q", strings.TrimSpace(name))
+	}
+	if !model.ParseName(base).IsValid() {
+		return "invalid model name"
+	}
+	return ""
+}
+
+// modelBase is name without the whitespace around it and without a source
+// suffix (:cloud, :local, a -cloud tag), which names where to run the model,
+// not the model; explicit tells whether it had one (internal/modelref).
+func modelBase(name string) (base string, explicit bool) {
+	base = strings.TrimSpace(name)
 	if i := strings.LastIndex(base, ":"); i >= 0 {
 		suffix := strings.ToLower(strings.TrimSpace(base[i+1:]))
 		switch {
 		case suffix == "cloud" || suffix == "local":
-			base = base[:i]
+			return base[:i], true
 		case !strings.Contains(suffix, "/") && strings.HasSuffix(suffix, "-cloud"):
-			base = base[:len(base)-len("-cloud")]
+			tag := strings.TrimSpace(base[i+1:])
+			return base[:i+1] + tag[:len(tag)-len("-cloud")], true
 		}
 	}
-	return model.ParseName(base).IsValid()
+	return base, false
 }
 
 // modelNotFound is the message of a route's handler for a model it does not
@@ -46,13 +60,14 @@ func modelNotFound(route, name string) string {
 
 // resolveJob returns the canonical name of the model a job for route names,
 // or answers the request itself as Ollama would and returns ok=false: 400
-// for a name Ollama cannot parse, 404 when no worker has the model or ever
-// served it, and its router's 404 when live workers have the model but
-// none's Ollama has the route (docs/api.md, "Mixed fleets").
+// for a name Ollama cannot take, 404 when no worker has the model or ever
+// served it (a model some worker served before waits in the queue), and
+// its router's 404 when live workers have the model but none's Ollama has
+// the route (docs/api.md, "Mixed fleets").
 func (s *Server) resolveJob(w http.ResponseWriter, r *http.Request, route string, f format, name string) (string, bool) {
 	canonical, err := job.CanonicalModel(name)
-	if err != nil || !validModelName(name) {
-		failModel(w, f, http.StatusBadRequest, "invalid model name")
+	if msg := modelNameError(name); msg != "" || err != nil {
+		f.failForwarded(w, http.StatusBadRequest, cmp.Or(msg, "invalid model name"))
 		return "", false
 	}
 	known := s.view.HasModel(canonical)
@@ -64,7 +79,7 @@ func (s *Server) resolveJob(w http.ResponseWriter, r *http.Request, route string
 		}
 	}
 	if !known {
-		failModel(w, f, http.StatusNotFound, modelNotFound(route, name))
+		f.failForwarded(w, http.StatusNotFound, modelNotFound(route, name))
 		return "", false
 	}
 	if rt, ok := job.LookupRoute(route); ok && !s.routeServed(rt, canonical) {
@@ -94,29 +109,15 @@ func (s *Server) routeServed(rt job.Route, canonical string) bool {
 	return have == 0
 }
 
-// failModel writes the error of Ollama's handler for a model name: behind
-// its OpenAI middleware, which since 0.32 types an error by its status
-// (openai.NewError: invalid_request_error, not_found_error), in gin's bare
-// application/json.
-func failModel(w http.ResponseWriter, f format, status int, msg string) {
-	if f != openAI {
-		f.failForwarded(w, status, msg)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(openai.NewError(status, msg)) // A failed write means the client left.
-}
-
 // showNotFound is what Ollama's show handler answers for a model it does
 // not have, among the fleet's models listed: 400 for a name it cannot
-// parse, else 404 naming the model in its shortest form, each part in the
+// take, else 404 naming the model in its shortest form, each part in the
 // case of a listed model's part that matches it (getExistingName).
 func showNotFound(name string, listed []string) (int, string) {
-	if !validModelName(name) {
-		return http.StatusBadRequest, "invalid model name"
+	if msg := modelNameError(name); msg != "" {
+		return http.StatusBadRequest, msg
 	}
-	base := strings.TrimSpace(name)
+	base, _ := modelBase(name)
 	n := model.ParseName(base)
 	var set model.Name // the parts already given a listed case
 	for _, l := range listed {

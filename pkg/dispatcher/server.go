@@ -22,8 +22,8 @@ import (
 )
 
 // APIVersion is the Ollama API version the dispatcher reports when no worker
-// is up to tell its Ollama's version: the version of the Ollama api package
-// OllamaMax is built and tested against.
+// is up to tell its Ollama's version: the version of the Ollama module
+// OllamaMax is built and tested against (go.mod; a test holds them equal).
 const APIVersion = "0.32.15"
 
 // Options configure the HTTP shim. Zero durations and sizes mean the

@@ -273,6 +273,7 @@ func (s *Stream) push(rep job.Reply) {
 		return // Heard, and nothing to read.
 	case job.KindStart:
 		s.ack = rep.Ack
+		s.got.Start()
 	}
 	s.ended = rep.Kind == job.KindDone || rep.Kind == job.KindError
 	if rep.Kind == job.KindData {

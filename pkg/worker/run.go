@@ -209,7 +209,7 @@ func bodyModel(body []byte) (name string, ok bool) {
 func (t *task) execute(ctx context.Context) result {
 	stop := t.keepAlive()
 	defer stop()
-	body, resumed, res, ok := t.resume(ctx)
+	body, resumed, sp, res, ok := t.resume(ctx)
 	if !ok {
 		return res
 	}
@@ -258,10 +258,10 @@ func (t *task) execute(ctx context.Context) result {
 
 	ct := resp.Header.Get("Content-Type")
 	rt, _ := job.LookupRoute(t.route) // Checked in accept, or a node command's.
-	meter := newUsageMeter(rt.API, ct)
+	meter := newUsageMeter(schemaOf(rt), ct)
 	first := true
 	var sendErr error
-	err = job.Frames(resp.Body, ct, func(b []byte) error {
+	relay := func(b []byte) error {
 		if meter.frame(b) && hideUsage && usageOnlyChunk(b) {
 			return nil // Asked for by the worker, not the client: read, not relayed.
 		}
@@ -272,6 +272,17 @@ func (t *task) execute(ctx context.Context) result {
 		}
 		sendErr = t.send(r)
 		return sendErr
+	}
+	err = job.Frames(resp.Body, ct, func(b []byte) error {
+		if sp == nil {
+			return relay(b)
+		}
+		for _, out := range sp.frame(b) {
+			if err := relay(out); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	usage := t.observeUsage(meter)
 	if err == nil && first {

@@ -27,8 +27,8 @@ type tc struct {
 }
 
 // modelFile is what /api/show says of a model's file: the simulator has
-// none, and describes a made-up llama instead.
-var modelFile = []string{"model_info", "license"}
+// none, and describes a made-up llama instead (without its tensors).
+var modelFile = []string{"model_info", "license", "tensors"}
 
 func serveSim(t *testing.T, cfg ollamasim.Config) string {
 	t.Helper()
@@ -81,12 +81,15 @@ var cases = []tc{
 	{name: "v1 model", method: "GET", path: "/v1/models/tiny", status: 200},
 	{name: "v1 model tagged", method: "GET", path: "/v1/models/tiny:latest", status: 200},
 	{name: "v1 model unknown", method: "GET", path: "/v1/models/nope", status: 404},
+	{name: "v1 model invalid name", method: "GET", path: "/v1/models/a%20b", status: 400},
 	{name: "show", method: "POST", path: "/api/show", body: `{"model":"tiny"}`, status: 200, simDrop: modelFile},
 	{name: "show by name", method: "POST", path: "/api/show", body: `{"name":"tiny:latest"}`, status: 200, simDrop: modelFile},
 	{name: "show embedding model", method: "POST", path: "/api/show", body: `{"model":"tiny-embed"}`, status: 200, simDrop: append([]string{"parameters"}, modelFile...)},
 	{name: "show verbose", method: "POST", path: "/api/show", body: `{"model":"tiny","verbose":true}`, status: 200, simDrop: modelFile},
 	{name: "show missing model", method: "POST", path: "/api/show", body: `{}`, status: 400},
 	{name: "show unknown model", method: "POST", path: "/api/show", body: `{"model":"nope"}`, status: 404},
+	{name: "show unknown tag of a model", method: "POST", path: "/api/show", body: `{"model":"TINY:foo"}`, status: 404},
+	{name: "show invalid model name", method: "POST", path: "/api/show", body: `{"model":"a b"}`, status: 400},
 	{name: "show bad json", method: "POST", path: "/api/show", body: `{"model":`, status: 400},
 
 	// /api/generate
@@ -103,6 +106,7 @@ var cases = []tc{
 	{name: "generate unknown model", method: "POST", path: "/api/generate", body: `{"model":"nope","prompt":"x"}`, status: 404},
 	{name: "generate missing model", method: "POST", path: "/api/generate", body: `{"prompt":"x"}`, status: 404},
 	{name: "generate invalid model name", method: "POST", path: "/api/generate", body: `{"model":"a b","prompt":"x"}`, status: 400},
+	{name: "generate two sources", method: "POST", path: "/api/generate", body: `{"model":"tiny:local:cloud","prompt":"x"}`, status: 400},
 	{name: "generate think unsupported", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","think":true}`, status: 400},
 	{name: "generate think level", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","think":"high"}`, status: 400},
 	{name: "generate bad think", method: "POST", path: "/api/generate", body: `{"model":"tiny","prompt":"x","think":"very"}`, status: 400},
@@ -160,6 +164,7 @@ var cases = []tc{
 	{name: "openai chat no messages", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[]}`, status: 400},
 	{name: "openai chat unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope","messages":[{"role":"user","content":"Hi"}]}`, status: 404},
 	{name: "openai chat missing model", method: "POST", path: "/v1/chat/completions", body: `{"messages":[{"role":"user","content":"Hi"}]}`, status: 400},
+	{name: "openai chat invalid model name", method: "POST", path: "/v1/chat/completions", body: `{"model":"a b","messages":[{"role":"user","content":"Hi"}]}`, status: 400},
 	{name: "openai chat bad stream type", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[{"role":"user","content":"Hi"}],"stream":"yes"}`, status: 400},
 	{name: "openai chat wrong type", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":"Hi"}`, status: 400},
 	{name: "openai chat tools unsupported", method: "POST", path: "/v1/chat/completions", body: `{"model":"tiny","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}]}`, status: 400},
@@ -181,6 +186,7 @@ var cases = []tc{
 	{name: "openai embeddings no input", method: "POST", path: "/v1/embeddings", body: `{"model":"tiny-embed","input":[]}`, status: 400},
 	{name: "openai embeddings unknown model", method: "POST", path: "/v1/embeddings", body: `{"model":"nope","input":"a"}`, status: 404},
 	{name: "openai embeddings missing model", method: "POST", path: "/v1/embeddings", body: `{"input":"a"}`, status: 404},
+	{name: "openai embeddings invalid model name", method: "POST", path: "/v1/embeddings", body: `{"model":"a b","input":"a"}`, status: 400},
 
 	// /v1/messages (Anthropic)
 	{name: "messages", method: "POST", path: "/v1/messages", body: `{"model":"tiny-long","max_tokens":8,"messages":[{"role":"user","content":"Hi"}]}`, status: 200},

@@ -35,11 +35,12 @@ const (
 	dispatcher = "dispatcher"
 )
 
-// simModels mirror realollama.DefaultModels in the simulator.
+// simModels mirror realollama.DefaultModels in the simulator: each has the
+// tiny models' embedding length, which /api/tags lists for every model.
 var simModels = []ollamasim.Model{
-	{Name: "tiny:latest", Family: "llama", ParameterSize: "140K"},
-	{Name: "tiny-long:latest", Family: "llama", ParameterSize: "140K"},
-	{Name: "tiny-tools:latest", Family: "llama", ParameterSize: "140K", Capabilities: []string{"completion", "tools"}},
+	{Name: "tiny:latest", Family: "llama", ParameterSize: "140K", EmbeddingLength: tinymodel.EmbeddingLength},
+	{Name: "tiny-long:latest", Family: "llama", ParameterSize: "140K", EmbeddingLength: tinymodel.EmbeddingLength},
+	{Name: "tiny-tools:latest", Family: "llama", ParameterSize: "140K", Capabilities: []string{"completion", "tools"}, EmbeddingLength: tinymodel.EmbeddingLength},
 	{Name: "tiny-embed:latest", Family: "llama", ParameterSize: "140K", Capabilities: []string{"embedding"}, EmbeddingLength: tinymodel.EmbeddingLength},
 }
 
