@@ -29,6 +29,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,14 @@ type Options struct {
 	// Keys makes the dispatcher require HTTP API keys (pkg/apikey);
 	// CreateKey makes them.
 	Keys bool
+	// Versions, if set, are the Ollama versions of the simulators, by
+	// worker (the rest keep Sim.Version): each reports its version and
+	// answers a route of job.Routes that version lacks with the 404 of
+	// that Ollama's router. A fleet of mixed Ollamas.
+	Versions []string
+	// Ollama, if set, wraps worker i's simulator: a test adds what a newer
+	// Ollama serves, or counts what reached which Ollama.
+	Ollama func(i int, sim http.Handler) http.Handler
 	// OllamaURLs puts one worker in front of each of these Ollamas (real
 	// ones, say) instead of simulators: Workers and Sim are then ignored,
 	// Sims is empty, SimURLs holds these URLs and SetOllamaDown does
@@ -201,7 +210,18 @@ func Start(t testing.TB, o Options) *Fleet {
 		if o.OllamaURLs != nil {
 			f.SimURLs = append(f.SimURLs, o.OllamaURLs[i])
 		} else {
-			sim := ollamasim.New(o.Sim)
+			cfg := o.Sim
+			if i < len(o.Versions) {
+				cfg.Version = o.Versions[i]
+			}
+			sim := ollamasim.New(cfg)
+			var ollama http.Handler = sim
+			if i < len(o.Versions) {
+				ollama = ollamaOf(o.Versions[i], sim)
+			}
+			if o.Ollama != nil {
+				ollama = o.Ollama(i, ollama)
+			}
 			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if down.Load() {
 					// Like a crashed Ollama: the connection closes without an answer.
@@ -212,7 +232,7 @@ func Start(t testing.TB, o Options) *Fleet {
 						}
 					}
 				}
-				sim.ServeHTTP(w, r)
+				ollama.ServeHTTP(w, r)
 			}))
 			t.Cleanup(hs.Close)
 			u, _ := url.Parse(hs.URL) // httptest URLs always parse.
@@ -234,6 +254,26 @@ func Start(t testing.TB, o Options) *Fleet {
 
 	f.WaitFor("all workers in the node bucket", func() bool { return len(view.Nodes()) == o.Workers })
 	return f
+}
+
+// ollamaOf is sim as an Ollama of version v: a route of job.Routes that
+// version does not have answers its router's 404.
+func ollamaOf(v string, sim http.Handler) http.Handler {
+	missing := map[string]bool{}
+	for _, rt := range job.Routes() {
+		if !rt.In(v) {
+			missing[rt.Path] = true
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if missing[r.URL.Path] {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, "404 page not found")
+			return
+		}
+		sim.ServeHTTP(w, r)
+	})
 }
 
 // startDispatcher serves the dispatcher's HTTP shim as requester id on nc,

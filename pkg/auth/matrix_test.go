@@ -78,6 +78,8 @@ func TestPermissionMatrix(t *testing.T) {
 		{"alice", "read jobs from the stream", request(jsAPI("STREAM.MSG.GET."+job.Stream), `{"seq":1}`, nil, jsOK), "refused"},
 		{"alice", "read the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "refused"},
 		{"gpu1", "hear the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "allowed"},
+		// A worker that hands back a job its Ollama cannot run rings for the others.
+		{"gpu1", "ring the doorbell of any requester's job", publish(job.QueuedSubject("llama3.2:latest", job.Interactive, "bob")), "allowed"},
 
 		// Taking jobs.
 		{"alice", "take jobs (fetch) as a client", request(nextJob, fetchOne, nil, nil), "refused"},
@@ -142,6 +144,7 @@ func TestPermissionMatrix(t *testing.T) {
 		{"gpu1", "take every node's commands", subscribe(job.NodePrefix+".>", job.NodeSubject("gpu2")), "refused"},
 		{"dispatcher", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "allowed"},
 		{"alice", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "refused"},
+		{"gpu1", "read the node bucket (its peers' Ollama versions)", watchBucket(job.NodeBucket, "node.>"), "allowed"},
 
 		// HTTP API keys: dispatchers read them and the MAC secret; only
 		// the admin writes keys (ollamaq keys).

@@ -85,7 +85,10 @@ func (s *Server) cors(next http.Handler) http.Handler {
 }
 
 // guardHost is Ollama's DNS-rebinding guard: when the API listens on loopback
-// only, a request naming a non-local host is refused with 403.
+// only, a request naming a non-local host is refused with 403. Like
+// Ollama's it answers an OPTIONS request for a local host name (not an
+// address) itself, 204, whatever the path: such a request reaches it only
+// without a CORS Origin (cors answers preflights first).
 func (s *Server) guardHost(next http.Handler) http.Handler {
 	if !s.opts.LoopbackOnly {
 		return next
@@ -95,31 +98,35 @@ func (s *Server) guardHost(next http.Handler) http.Handler {
 		if err != nil {
 			host = r.Host
 		}
-		if localHost(host) {
+		switch local, name := localHost(host); {
+		case local && name && r.Method == http.MethodOptions:
+			w.WriteHeader(http.StatusNoContent)
+		case local:
 			next.ServeHTTP(w, r)
-			return
+		default:
+			w.WriteHeader(http.StatusForbidden)
 		}
-		w.WriteHeader(http.StatusForbidden)
 	})
 }
 
 // localHost reports whether a Host header names this machine or a local
-// network, as Ollama's allowedHost does.
-func localHost(host string) bool {
+// network, as Ollama's allowedHostsMiddleware does, and whether it does so
+// by name rather than by address.
+func localHost(host string) (local, name bool) {
 	host = strings.ToLower(host)
 	if addr, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return addr.IsLoopback() || addr.IsPrivate() || addr.IsUnspecified()
+		return addr.IsLoopback() || addr.IsPrivate() || addr.IsUnspecified(), false
 	}
 	if host == "" || host == "localhost" {
-		return true
+		return true, true
 	}
-	if name, err := os.Hostname(); err == nil && host == strings.ToLower(name) {
-		return true
+	if h, err := os.Hostname(); err == nil && host == strings.ToLower(h) {
+		return true, true
 	}
 	for _, tld := range []string{".localhost", ".local", ".internal"} {
 		if strings.HasSuffix(host, tld) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return false, false
 }

@@ -143,18 +143,39 @@ func TestShowAnsweredByAWorker(t *testing.T) {
 	if got.Modelfile != want.Modelfile || got.Details.Family != want.Details.Family || len(got.ModelInfo) == 0 {
 		t.Errorf("show through the dispatcher differs from Ollama's: %+v", got)
 	}
-	var se api.StatusError
-	if _, err := c.Show(t.Context(), &api.ShowRequest{Model: "nope"}); !errors.As(err, &se) || se.StatusCode != 404 {
-		t.Errorf("show unknown: %v, want 404", err)
+	// As Ollama 0.32.15 answers (asked of a real one): the name in its
+	// shortest form, each part in the case of a model it has.
+	for _, tt := range []struct {
+		name   string
+		status int
+		msg    string
+	}{
+		{"nope", 404, "model 'nope:latest' not found"},
+		{"Nope:LATEST", 404, "model 'Nope:latest' not found"},
+		{"registry.ollama.ai/library/nope", 404, "model 'nope:latest' not found"},
+		{" nope ", 404, "model 'nope:latest' not found"},
+		{"bad name!", 400, "invalid model name"},
+	} {
+		var se api.StatusError
+		if _, err := c.Show(t.Context(), &api.ShowRequest{Model: tt.name}); !errors.As(err, &se) || se.StatusCode != tt.status || se.ErrorMessage != tt.msg {
+			t.Errorf("show %q: %v, want %d %s", tt.name, err, tt.status, tt.msg)
+		}
 	}
 }
 
 func TestRefusedRoutesSayWhy(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1})
-	for _, path := range []string{"/api/create", "/api/push", "/api/blobs/sha256:abc"} {
-		status, _, body := post(t, f.URL+path, `{"model":"x"}`)
-		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") {
-			t.Errorf("POST %s: %d %s, want 501 with a reason", path, status, body)
+	for _, c := range []struct{ method, path, why string }{
+		{"POST", "/api/create", "/api/pull or /api/copy"},
+		{"POST", "/api/push", "/api/pull or /api/copy"},
+		{"POST", "/api/blobs/sha256:abc", "/api/pull or /api/copy"},
+		{"POST", "/api/me", "ollama signin"},
+		{"POST", "/api/signout", "ollama signin"},
+		{"DELETE", "/api/user/keys/abc", "ollama signin"},
+	} {
+		status, _, body := call(t, c.method, f.URL+c.path, "", `{"model":"x"}`)
+		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") || !strings.Contains(body, c.why) {
+			t.Errorf("%s %s: %d %s, want 501 with a reason naming %s", c.method, c.path, status, body, c.why)
 		}
 	}
 }

@@ -31,20 +31,25 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 				return
 			}
 		}
-		model, ok := validate(w, route, body)
+		var model, bodyType string
+		if route == transcriptions {
+			model, bodyType, ok = validateForm(w, r, body)
+		} else {
+			model, ok = validate(w, route, body)
+		}
 		if !ok || !s.allowModel(w, r, f, model) {
 			return
 		}
 		canonical, ok := s.resolveJob(w, r, route, f, model)
-		if !ok {
+		if !ok || s.unload(w, r, route, f, canonical, body) {
 			return
 		}
 		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {
 			return
 		}
 		key, hasKey := requestKey(r)
-		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait},
-			arrived: arrived}
+		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
+			Wait: s.opts.QueueWait}, arrived: arrived}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant
@@ -196,6 +201,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			last = rep.Data
 			frames++
 		case job.KindDone:
+			s.awaitRecords(r.Context(), rep) // A job that loaded or unloaded its model: /api/ps shows it after the answer.
 			if queued {
 				counted = rep.Usage != nil
 				s.finished(qj, rep.Usage)

@@ -61,7 +61,9 @@ func modelNotFound(route, name string) string {
 // resolveJob returns the canonical name of the model a job for route names,
 // or answers the request itself as Ollama would and returns ok=false: 400
 // for a name Ollama cannot take, 404 when no worker has the model or ever
-// served it (a model some worker served before waits in the queue).
+// served it (a model some worker served before waits in the queue), and
+// its router's 404 when live workers have the model but none's Ollama has
+// the route (docs/api.md, "Mixed fleets").
 func (s *Server) resolveJob(w http.ResponseWriter, r *http.Request, route string, f format, name string) (string, bool) {
 	canonical, err := job.CanonicalModel(name)
 	if msg := modelNameError(name); msg != "" || err != nil {
@@ -80,7 +82,31 @@ func (s *Server) resolveJob(w http.ResponseWriter, r *http.Request, route string
 		f.failForwarded(w, http.StatusNotFound, modelNotFound(route, name))
 		return "", false
 	}
+	if rt, ok := job.LookupRoute(route); ok && !s.routeServed(rt, canonical) {
+		notFound(w)
+		return "", false
+	}
 	return canonical, true
+}
+
+// routeServed tells whether a job for rt and the canonical model can find
+// a worker whose Ollama has the route: a route of every version can; a
+// newer one when no live worker has the model (the job waits for one, which
+// decides), or when one of those that have it runs an Ollama that has it.
+func (s *Server) routeServed(rt job.Route, canonical string) bool {
+	if rt.Since == "" && rt.Until == "" {
+		return true
+	}
+	have := 0
+	for _, n := range s.view.Nodes() {
+		if n.HasModel(canonical) {
+			if rt.In(n.OllamaVersion) {
+				return true
+			}
+			have++
+		}
+	}
+	return have == 0
 }
 
 // showNotFound is what Ollama's show handler answers for a model it does

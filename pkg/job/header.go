@@ -11,6 +11,10 @@ const (
 	HeaderRoute    = "Ollamaq-Route"    // Ollama route the body is for, e.g. /api/chat
 	HeaderReply    = "Ollamaq-Reply"    // reply subject for chunks
 	HeaderDeadline = "Ollamaq-Deadline" // RFC 3339 time after which the job must not start
+	// HeaderBodyType is the Content-Type of the body of a route whose body
+	// is a form (Route.Form: multipart/form-data with its boundary); other
+	// bodies are JSON and workers ignore it on them.
+	HeaderBodyType = "Ollamaq-Body-Type"
 	// HeaderLive says the requester answers resume requests for the job
 	// for as long as it wants the answer (value "1"): a worker asks before
 	// it runs the job and while it runs, and drops the job when the
@@ -38,6 +42,10 @@ const (
 	// usage.completion_tokens on OpenAI routes).
 	HeaderPromptTokens     = "Ollamaq-Prompt-Tokens"
 	HeaderCompletionTokens = "Ollamaq-Completion-Tokens"
+	// HeaderRecord is on done, with HeaderWorker, when the job or command
+	// changed the worker's models or which are loaded: the revision of the
+	// node record the worker wrote after it (Reply.Record).
+	HeaderRecord = "Ollamaq-Record"
 
 	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
 	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up

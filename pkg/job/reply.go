@@ -28,12 +28,17 @@ type Reply struct {
 	Seq         int
 	Status      int    // HTTP status, on the first data message and on error
 	ContentType string // on the first data message
-	Worker      string // on start
+	Worker      string // on start, and on done with Record
 	Ack         string // on start: the delivery's ack subject (HeaderAck)
 	Resumed     int    // on start: the attempt continues after this many data messages
 	Error       string // on error
 	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
 	Usage       *Usage // on done, when Ollama reported token counts
+	// Record, on done, is the revision of the worker's node record written
+	// after the job or command changed its models or which are loaded, so
+	// that a requester serving listings can wait for its view to hold it;
+	// 0 for none.
+	Record uint64
 }
 
 // Usage is what a job cost, as Ollama counts tokens.
@@ -69,6 +74,9 @@ func (r Reply) Header() map[string][]string {
 	if r.Usage != nil {
 		set(HeaderPromptTokens, strconv.Itoa(r.Usage.PromptTokens))
 		set(HeaderCompletionTokens, strconv.Itoa(r.Usage.CompletionTokens))
+	}
+	if r.Record != 0 {
+		set(HeaderRecord, strconv.FormatUint(r.Record, 10))
 	}
 	return h
 }
@@ -121,6 +129,13 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderCompletionTokens, get(h, HeaderCompletionTokens))
 		}
 		r.Usage = &u
+	}
+	if s := get(h, HeaderRecord); s != "" {
+		n, err := strconv.ParseUint(s, 10, 63)
+		if err != nil || n == 0 {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderRecord, s)
+		}
+		r.Record = n
 	}
 	return r, nil
 }

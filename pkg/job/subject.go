@@ -95,8 +95,9 @@ func JobFilter(canonical string, c Class) string {
 }
 
 // QueuedSubject is the doorbell of a job of requester for a model (canonical)
-// and class: where the stream rings it when the job is stored, and where a
-// dispatcher rings it again when it has a stalled job redelivered.
+// and class: where the stream rings it when the job is stored, where a
+// dispatcher rings it again when it has a stalled job redelivered, and
+// where a worker rings it when it hands back a job its Ollama cannot run.
 func QueuedSubject(canonical string, c Class, requester string) string {
 	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c) + "." + requester
 }

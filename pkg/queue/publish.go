@@ -18,6 +18,9 @@ type Job struct {
 	Route string    // Ollama route, e.g. /api/chat
 	Reply string    // reply subject
 	Body  []byte    // the Ollama request JSON as the client sent it
+	// BodyType is the Content-Type of a body that is a form, not JSON (a
+	// transcription's, job.Route.Form); "" for JSON.
+	BodyType string
 	// Wait bounds how long the job may wait in the queue. The stream deletes it
 	// after Wait (Nats-TTL, whole seconds) and workers refuse it after its
 	// deadline. Zero means no bound.
@@ -44,7 +47,7 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	msg.Header.Set(job.HeaderJob, j.ID)
 	msg.Header.Set(job.HeaderRoute, j.Route)
 	msg.Header.Set(job.HeaderReply, j.Reply)
-	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC} {
+	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC, job.HeaderBodyType: j.BodyType} {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}

@@ -121,10 +121,11 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		return nil, result{}
 	}
 	t.requester, t.model, t.class = requester, model, class
-	if rt, ok := job.LookupRoute(t.route); !ok || !rt.Queued {
+	rt, ok := job.LookupRoute(t.route)
+	if !ok || !rt.Queued {
 		return t, malformed(fmt.Sprintf("route %q cannot be queued", t.route))
 	}
-	if msg := checkModel(m.Data(), model); msg != "" {
+	if msg := checkJobModel(rt, h, m.Data(), model); msg != "" {
 		return t, malformed(msg)
 	}
 	if d := h.Get(job.HeaderDeadline); d != "" {
@@ -145,6 +146,9 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	w.mu.Unlock()
 	if canceled || w.batchCanceled(ctx, h) {
 		return t, result{kind: resCanceled}
+	}
+	if r, ok := w.passOn(ctx, t, rt); ok {
+		return t, r
 	}
 	return t, result{}
 }
@@ -221,7 +225,7 @@ func (t *task) execute(ctx context.Context) result {
 	defer t.watchRequester(ctx)()
 
 	sent := time.Now()
-	resp, err := t.w.ollama.Do(ctx, t.method, t.route, body)
+	resp, err := t.w.ollama.DoType(ctx, t.method, t.route, t.bodyType(), body)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
 			return r

@@ -190,6 +190,7 @@ func testConformance(t *testing.T, auth bool) {
 		{name: "show by name", status: 200, method: "POST", path: "/api/show", body: `{"name":"llama3.2:latest"}`},
 		{name: "show missing model", status: 400, method: "POST", path: "/api/show", body: `{}`},
 		{name: "show unknown", status: 404, method: "POST", path: "/api/show", body: `{"model":"nope"}`},
+		{name: "show unknown, another case", status: 404, method: "POST", path: "/api/show", body: `{"model":"Nope:LATEST"}`},
 		{name: "show invalid", status: 400, method: "POST", path: "/api/show", body: `{"model":"a b"}`},
 
 		{name: "openai chat", status: 200, method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2","messages":[{"role":"user","content":"Hi"}]}`},

@@ -57,15 +57,6 @@ var known = []difference{
 	{target: dispatcher, kind: deliberate, status: 200,
 		reason: "a setting of the test: the fleet's dispatcher runs without LoopbackOnly, which cmd/dispatcher turns on for a loopback --listen (pkg/dispatcher's tests cover the guard)",
 		cases:  []string{"foreign host"}},
-	{target: dispatcher, kind: toFix,
-		reason: "Ollama's gin router redirects a path with a trailing slash (301 for GET, 307 for other methods, Location without the slash); the dispatcher answers 404 (the simulator redirects as gin does)",
-		cases:  []string{"tags trailing slash", "generate trailing slash"}},
-	{target: dispatcher, kind: missing,
-		reason: "GET /api/status (Ollama 0.32: {\"cloud\":{...}}) is a node route in pkg/job's table, but the dispatcher does not serve it: 404",
-		cases:  []string{"status"}},
-	{target: dispatcher, kind: missing,
-		reason: "/v1/audio/transcriptions (queued) and the experimental web_search, web_fetch and model-recommendations (node routes) are in pkg/job's table, but the dispatcher does not serve them: 404",
-		cases:  []string{"transcriptions not multipart", "transcriptions on a text model", "web search", "web fetch", "model recommendations"}},
 
 	// The simulator, internal/ollamasim, which answers as Ollama 0.32.15 does.
 	{target: sim, kind: deliberate,
