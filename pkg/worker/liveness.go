@@ -42,24 +42,12 @@ func (t *task) heartbeats() func() {
 	if t.msg == nil {
 		return func() {}
 	}
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(queue.HeartbeatEvery / 2)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-				if err := t.sendIfQuiet(queue.HeartbeatEvery); err != nil {
-					t.w.log.Debug("send heartbeat", "job", t.id, "err", err)
-				}
-			}
+	return every(queue.HeartbeatEvery/2, func() bool {
+		if err := t.sendIfQuiet(queue.HeartbeatEvery); err != nil {
+			t.w.log.Debug("send heartbeat", "job", t.id, "err", err)
 		}
-	}()
-	return func() { close(done); <-stopped }
+		return true
+	})
 }
 
 // watchRequester probes a live requester every ProbeEvery while the job runs
@@ -70,28 +58,17 @@ func (t *task) watchRequester(ctx context.Context) func() {
 	if !t.live() {
 		return func() {}
 	}
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		tick := time.NewTicker(ProbeEvery)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if cause := t.probe(ctx); cause != nil {
-					t.w.log.Info("stopping job", "job", t.id, "attempt", t.attempt, "why", cause)
-					t.cancel(cause)
-					return
-				}
-			}
+	return every(ProbeEvery, func() bool {
+		if ctx.Err() != nil {
+			return false
 		}
-	}()
-	return func() { close(done); <-stopped }
+		if cause := t.probe(ctx); cause != nil {
+			t.w.log.Info("stopping job", "job", t.id, "attempt", t.attempt, "why", cause)
+			t.cancel(cause)
+			return false
+		}
+		return true
+	})
 }
 
 // probe asks the requester whether it still follows this attempt: nil when it

@@ -349,25 +349,36 @@ func (t *task) keepAlive() func() {
 	if t.msg == nil {
 		return func() {} // A node command is not queued: nothing to keep alive.
 	}
-	every := t.w.q.AckWait() / 3
+	return every(t.w.q.AckWait()/3, func() bool {
+		if err := t.msg.InProgress(); err != nil {
+			t.w.log.Warn("signal job in progress", "job", t.id, "err", err)
+		}
+		return true
+	})
+}
+
+// every calls fn every d on a goroutine of its own until fn returns false or
+// the returned func is called; that func waits for the goroutine to end.
+func every(d time.Duration, fn func() bool) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		tick := time.NewTicker(every)
+		tick := time.NewTicker(d)
 		defer tick.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-tick.C:
-				if err := t.msg.InProgress(); err != nil {
-					t.w.log.Warn("signal job in progress", "job", t.id, "err", err)
+				if !fn() {
+					return
 				}
 			}
 		}
 	}()
-	return func() { close(done); <-stopped }
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }); <-stopped }
 }
 
 // send publishes the next reply message of this attempt.
