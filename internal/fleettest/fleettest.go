@@ -544,6 +544,22 @@ func (f *Fleet) KillWorker(i int) {
 	rw.stop()
 }
 
+// ReconnectWorker makes worker i's NATS connection drop and reconnect, as
+// after a nats-server restart, and waits until it is back.
+func (f *Fleet) ReconnectWorker(i int) {
+	f.mu.Lock()
+	rw := f.workers[i]
+	f.mu.Unlock()
+	if rw == nil {
+		f.t.Fatalf("worker %d is not running", i)
+	}
+	before := rw.nc.Stats().Reconnects
+	if err := rw.nc.ForceReconnect(); err != nil {
+		f.t.Fatalf("reconnect worker %d: %v", i, err)
+	}
+	f.WaitFor(fmt.Sprintf("worker %d to reconnect", i), func() bool { return rw.nc.Stats().Reconnects > before && rw.nc.IsConnected() })
+}
+
 // SetOllamaDown makes simulated Ollama i drop every connection unanswered
 // (down=true), or answer again.
 func (f *Fleet) SetOllamaDown(i int, down bool) { f.down[i].Store(down) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,34 @@ var errSuperseded = errors.New("superseded by a later attempt")
 
 // errRequesterGone is the cause of a job context whose requester went away.
 var errRequesterGone = errors.New("requester gone")
+
+// ReconnectGrace is how long after this worker's NATS connection came back
+// "no responders" to a liveness question means nothing: a restarted
+// nats-server hears the workers and requesters reconnect one by one (a
+// client waits 2 s and a jitter before it tries again), so a live requester
+// may not be back yet.
+const ReconnectGrace = 10 * time.Second
+
+// reconnects remembers when the worker last saw its connection's reconnect
+// count change.
+type reconnects struct {
+	mu sync.Mutex
+	n  uint64
+	at time.Time
+}
+
+// noRespondersMeansGone tells whether a requester that has no responder now
+// is gone: not while the worker's own connection came back within
+// ReconnectGrace (or was seen to have come back only now).
+func (w *Worker) noRespondersMeansGone() bool {
+	n := w.nc.Stats().Reconnects
+	w.reconnects.mu.Lock()
+	defer w.reconnects.mu.Unlock()
+	if n != w.reconnects.n {
+		w.reconnects.n, w.reconnects.at = n, time.Now()
+	}
+	return w.reconnects.at.IsZero() || time.Since(w.reconnects.at) >= ReconnectGrace
+}
 
 // live tells whether the job's requester said it answers resume requests.
 func (t *task) live() bool {
@@ -80,7 +109,7 @@ func (t *task) probe(ctx context.Context) error {
 	defer cancel()
 	m, err := t.w.nc.RequestWithContext(pctx, job.ResumeSubject(t.requester, t.id), q)
 	switch {
-	case errors.Is(err, nats.ErrNoResponders):
+	case errors.Is(err, nats.ErrNoResponders) && t.w.noRespondersMeansGone():
 		return errRequesterGone
 	case err != nil:
 		return nil

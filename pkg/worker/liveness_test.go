@@ -129,3 +129,18 @@ func TestSupersededWorkerLeavesTheJob(t *testing.T) {
 		t.Errorf("%d jobs in the stream, want the superseded delivery left for its later attempt", n)
 	}
 }
+
+// TestNoRespondersJustAfterAReconnectIsNotDeath: right after a nats-server
+// restart a worker may be back before the requesters are; a job whose
+// requester does not answer then is run, not dropped for a dead requester
+// (it would be lost to a requester that is back a second later). The test
+// reconnects the worker and publishes a job for a requester nobody plays.
+func TestNoRespondersJustAfterAReconnectIsNotDeath(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.ReconnectWorker(0)
+	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
+		Reply: job.ReplySubject("notyetback", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"x","stream":false}`), Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFor("the job to run", func() bool { return f.Sims[0].Stats().Completed == 1 })
+}

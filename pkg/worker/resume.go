@@ -30,9 +30,14 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, sp splicer
 	m, err := t.w.nc.RequestWithContext(rctx, job.ResumeSubject(t.requester, t.id), q)
 	cancel()
 	switch {
-	case errors.Is(err, nats.ErrNoResponders) && t.live():
+	case errors.Is(err, nats.ErrNoResponders) && t.live() && t.w.noRespondersMeansGone():
 		// It said it answers for as long as it wants the answer: it is gone.
 		return nil, 0, nil, result{kind: resCanceled, msg: "requester gone"}, false
+	case errors.Is(err, nats.ErrNoResponders) && t.live():
+		// Just after this worker's reconnect it may not be back yet: run
+		// from the beginning, and let the probes tell.
+		t.w.log.Info("requester not back yet after a reconnect; running the job", "job", t.id, "attempt", t.attempt)
+		return t.body, 0, nil, result{}, true
 	case errors.Is(err, nats.ErrNoResponders):
 		// A requester that does not answer resume requests starts over on a
 		// higher attempt, as the protocol says: run from the beginning.

@@ -144,18 +144,19 @@ type Worker struct {
 	jobsDone, failed atomic.Int64
 	slotsChanged     atomic.Bool // the node record is behind on slots or counts
 
-	mu        sync.Mutex
-	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
-	bells     map[consumerKey]*nats.Subscription // their doorbells
-	healthy   bool
-	breaker   breaker
-	draining  bool
-	inventory ollama.Inventory
-	lastErr   string
-	running   map[string]*task          // in-flight jobs by ID
-	canceled  cancels                   // jobs canceled by their requester before they ran here
-	heldOff   map[consumerKey]time.Time // models not to pull until then (passon.go)
-	started   time.Time
+	mu         sync.Mutex
+	served     map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
+	bells      map[consumerKey]*nats.Subscription // their doorbells
+	healthy    bool
+	breaker    breaker
+	draining   bool
+	inventory  ollama.Inventory
+	lastErr    string
+	running    map[string]*task          // in-flight jobs by ID
+	canceled   cancels                   // jobs canceled by their requester before they ran here
+	reconnects reconnects                // when the connection last came back (liveness.go)
+	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
+	started    time.Time
 
 	peers *peers // the other workers' records, while a job needs them
 }
