@@ -37,6 +37,7 @@ type Transcript struct {
 	seam        Seam
 	hasSeam     bool
 	unresumable string
+	complete    bool          // the answer's final frame is here
 	started     time.Time     // the first attempt's start
 	segStart    time.Time     // the first generated frame of this attempt
 	segLast     time.Time     // the last generated frame of this attempt
@@ -55,6 +56,7 @@ func (t *Transcript) Start() {
 // Members whose type differs between routes are raw.
 type chunk struct {
 	// Native.
+	Done     bool            `json:"done"`     // the final chunk
 	Response json.RawMessage `json:"response"` // generate: the text; Responses: the response object
 	Thinking string          `json:"thinking"`
 	Message  *struct {
@@ -92,12 +94,19 @@ type chunk struct {
 func (t *Transcript) Add(frame []byte) {
 	t.frames++
 	line := Payload(frame)
+	if bytes.Equal(line, SSEDone) {
+		t.complete = true
+	}
 	if len(line) == 0 || line[0] != '{' {
 		return // [DONE], a comment, or not JSON.
 	}
 	var c chunk
 	if json.Unmarshal(line, &c) != nil {
 		return
+	}
+	switch {
+	case c.Type == "" && c.Done, c.Type == "message_stop", c.Type == "response.completed":
+		t.complete = true // The answer's last frame: nothing is left to continue.
 	}
 	var text, thinking string
 	if c.Type == "" {
@@ -314,6 +323,11 @@ type Progress struct {
 	// Unresumable, when set, says why no worker can continue the answer
 	// (tool calls, too long): the worker must answer an error instead.
 	Unresumable string `json:"unresumable,omitempty"`
+	// Complete says the requester has the answer's final frame (a native
+	// done:true chunk, [DONE], message_stop, response.completed): the
+	// earlier worker died between it and its done reply. The worker then
+	// only ends the job: start, done, nothing more.
+	Complete bool `json:"complete,omitempty"`
 }
 
 // Seam is what the client has seen of the envelope around a streamed
@@ -375,7 +389,7 @@ func (t *Transcript) Progress() Progress {
 		t.generating += t.segLast.Sub(t.segStart)
 		t.segStart = time.Time{}
 	}
-	p := Progress{Frames: t.frames, Tokens: t.tokens, Generating: t.generating, Unresumable: t.unresumable}
+	p := Progress{Frames: t.frames, Tokens: t.tokens, Generating: t.generating, Unresumable: t.unresumable, Complete: t.complete}
 	if !t.started.IsZero() {
 		p.Elapsed = now.Sub(t.started)
 	}

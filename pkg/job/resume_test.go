@@ -133,13 +133,17 @@ func TestTranscriptEvents(t *testing.T) {
 			`{"model":"m","response":"","thinking":"a","done":false}` + "\n",
 			`{"model":"m","response":"b","done":false}` + "\n",
 			`{"model":"m","response":"","done":true,"eval_count":2}` + "\n",
-		}, Progress{Frames: 3, Tokens: 2, Text: "b", Thinking: "a"}},
+		}, Progress{Frames: 3, Tokens: 2, Text: "b", Thinking: "a", Complete: true}},
 		{"chat completion reasoning", []string{
 			"data: " + `{"id":"c1","created":5,"choices":[{"index":0,"delta":{"role":"assistant","content":"","reasoning":"r"},"finish_reason":null}]}` + "\n\n",
 			"data: " + `{"id":"c1","created":5,"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}` + "\n\n",
 		}, Progress{Frames: 2, Tokens: 2, Text: "x", Thinking: "r", Seam: &Seam{ID: "c1", Created: 5}}},
 		{"not JSON, a comment, [DONE]", []string{": keep-alive\n\n", "data: [DONE]\n\n", "garbage\n"},
-			Progress{Frames: 3}},
+			Progress{Frames: 3, Complete: true}},
+		{"anthropic message_stop", []string{"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"},
+			Progress{Frames: 1, Complete: true}},
+		{"responses completed", []string{"event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":9,\"response\":{}}\n\n"},
+			Progress{Frames: 1, Complete: true, Seam: &Seam{Seq: 10}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

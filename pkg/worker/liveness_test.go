@@ -144,3 +144,52 @@ func TestNoRespondersJustAfterAReconnectIsNotDeath(t *testing.T) {
 	}
 	f.WaitFor("the job to run", func() bool { return f.Sims[0].Stats().Completed == 1 })
 }
+
+// TestWholeAnswerAtTheRequesterEndsTheJob: a worker that died after the
+// answer's final frame and before its done reply leaves a job whose
+// requester has everything; the next worker only ends it (start, done) and
+// runs nothing, so the client never gets a second ending. The test plays
+// that requester with plain NATS.
+func TestWholeAnswerAtTheRequesterEndsTheJob(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
+		b, _ := json.Marshal(job.Progress{Frames: 3, Text: "all of it", Complete: true})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resume.Unsubscribe()
+	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
+		Reply: job.ReplySubject("raw", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"x"}`), Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for len(kinds) < 2 {
+		m, err := replies.NextMsg(5 * time.Second)
+		if err != nil {
+			t.Fatalf("replies %v: %v", kinds, err)
+		}
+		rep, err := job.ParseReply(m.Header, m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Kind == job.KindStart && rep.Resumed != 3 {
+			t.Errorf("start resumes after %d frames, want the requester's 3", rep.Resumed)
+		}
+		if rep.Kind != job.KindHeartbeat {
+			kinds = append(kinds, string(rep.Kind))
+		}
+	}
+	if kinds[0] != string(job.KindStart) || kinds[1] != string(job.KindDone) {
+		t.Fatalf("replies %v, want start, done", kinds)
+	}
+	f.WaitFor("the job to be acked", func() bool { return jobsQueued(t, f) == 0 })
+	if s := f.Sims[0].Stats(); s.Requests != 0 {
+		t.Errorf("Ollama got %d requests for an answer the requester has whole", s.Requests)
+	}
+}

@@ -55,6 +55,10 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, sp splicer
 		return nil, 0, nil, result{kind: resCanceled, msg: "requester gone"}, false
 	case p.Frames == 0:
 		return t.body, 0, nil, result{}, true
+	case p.Complete:
+		// The answer is whole at the requester: end the job, run nothing.
+		t.w.log.Info("the requester has the whole answer; ending the job", "job", t.id, "attempt", t.attempt, "frames", p.Frames)
+		return nil, p.Frames, nil, result{kind: resDone}, false
 	}
 	body, err = t.continuation(ctx, p)
 	if err != nil {

@@ -210,10 +210,9 @@ func (t *task) execute(ctx context.Context) result {
 	stop := t.keepAlive()
 	defer stop()
 	body, resumed, sp, res, ok := t.resume(ctx)
-	if !ok {
+	if !ok && res.kind != resDone {
 		return res
 	}
-	body, hideUsage := askForUsage(t.route, body)
 	start := job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}
 	if t.msg != nil {
 		start.Ack = t.msg.Reply() // For a NAK from the requester should this worker fall silent.
@@ -221,6 +220,10 @@ func (t *task) execute(ctx context.Context) result {
 	if err := t.send(start); err != nil {
 		return result{kind: resHandBack, msg: err.Error()}
 	}
+	if !ok {
+		return res // The requester has the whole answer: start, then done.
+	}
+	body, hideUsage := askForUsage(t.route, body)
 	defer t.heartbeats()()
 	defer t.watchRequester(ctx)()
 
