@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,9 +36,6 @@ import (
 // connection, and the leaf maps its clients' $JS.API and $KV subjects there
 // (deploy/nats/leaf.conf does the same).
 const Domain = "ollamamax"
-
-// Name is the cluster's name.
-const Name = "ollamamax"
 
 // Wait bounds every wait of the package for the cluster or a leaf to be
 // ready: a fresh cluster elects its meta leader after nats-server's election
@@ -61,6 +59,7 @@ type Options struct {
 // Cluster is a running cluster. Everything stops when the test ends.
 type Cluster struct {
 	t       testing.TB
+	name    string
 	nodes   []*Node
 	account string // the account the OllamaMax streams are in
 	logger  *slog.Logger
@@ -92,7 +91,10 @@ func Start(t testing.TB, o Options) *Cluster {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{t: t, account: server.DEFAULT_GLOBAL_ACCOUNT, logger: logger}
+	// A name of its own: a route that reaches another test's node (a port
+	// reused between two processes' tests) is refused instead of joining
+	// the two clusters.
+	c := &Cluster{t: t, name: fmt.Sprintf("ollamamax-%x", rand.Uint64()), account: server.DEFAULT_GLOBAL_ACCOUNT, logger: logger}
 	var trust *auth.Trust
 	if o.AuthDir != "" {
 		var err error
@@ -119,7 +121,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	for _, n := range c.nodes {
 		conf := fmt.Sprintf(nodeConf, n.Name, n.ClientPort, filepath.ToSlash(n.StoreDir), Domain,
-			Name, n.ClusterPort, strings.Join(routes, ", "), n.LeafPort)
+			c.name, n.ClusterPort, strings.Join(routes, ", "), n.LeafPort)
 		if trust != nil {
 			// What ollamaq auth export prints for every server of a cluster.
 			conf += trust.ServerConfig(filepath.Join(n.StoreDir, "resolver"))
@@ -190,10 +192,10 @@ func run(path, name string, logger *slog.Logger) (*server.Server, error) {
 		s.WaitForShutdown()
 		return nil, fmt.Errorf("natscluster: start %s: %w", name, err)
 	}
-	if !s.ReadyForConnections(10 * time.Second) {
+	if !s.ReadyForConnections(Wait) {
 		s.Shutdown()
 		s.WaitForShutdown()
-		return nil, fmt.Errorf("natscluster: %s not ready for connections within 10s", name)
+		return nil, fmt.Errorf("natscluster: %s not ready for connections within %s", name, Wait)
 	}
 	return s, nil
 }
@@ -215,6 +217,9 @@ func (c *Cluster) shutdownAll() {
 		c.Shutdown(i)
 	}
 }
+
+// Name is the cluster's name, unique to it.
+func (c *Cluster) Name() string { return c.name }
 
 // Nodes are the cluster's nodes, in order.
 func (c *Cluster) Nodes() []*Node { return c.nodes }
