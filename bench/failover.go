@@ -53,7 +53,7 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 	}
 	s.design = []string{fmt.Sprintf(
 		"%d streams of %d tokens (`--tps %g`) run on three simulated Ollamas with %d slots each, so the fleet has room "+
-			"for half as many again. **OllamaMax**: dispatcher and three workers run with `--ack-wait %s`; the worker running "+
+			"for half as many again. **OllamaMax**: dispatcher and three workers run at the default settings (`--ack-wait %s`, `--stall 750ms`); the worker running "+
 			"the most jobs (by the node records) is killed with SIGKILL, and the other two have exactly enough free slots "+
 			"for its jobs. **nginx** (`least_conn`, defaults otherwise) has no worker process: the first simulator behind "+
 			"it is killed instead. "+
@@ -64,10 +64,11 @@ func runFailover(ctx context.Context, l *lab, p params, s *section) error {
 			"token, when its first token came more than %s after the prompt time. A stream counts as completed when its "+
 			"client got the done line after exactly the tokens asked for (`num_predict`), so that a continued stream "+
 			"neither lost nor repeated any. \"Heard nothing for\" is the time from "+
-			"the kill to the next byte the interrupted stream's client received: a token (of a redelivered job, which "+
-			"evaluates its prompt again), an error line, or the end of the response.",
+			"the kill to the next byte the interrupted stream's client received: a token, an error line, or the end "+
+			"of the response; before the first token, less the prompt time (%s), which the worker that takes the "+
+			"job over must spend again.",
 		p.foStreams, p.foTokens, p.foTPS, slots, p.foAckWait, p.foKillAfter, p.foPromptTTFT,
-		stallThreshold, time.Duration(float64(time.Second)/p.foTPS), lateThreshold)}
+		stallThreshold, time.Duration(float64(time.Second)/p.foTPS), lateThreshold, p.foPromptTTFT)}
 	if p.foPromptTTFT == 0 {
 		s.design[0] += " (Short mode runs the mid-stream case only.)"
 	}
@@ -279,6 +280,18 @@ func heardNothing(r result, kill time.Time) time.Duration {
 	return max(r.end.Sub(kill), 0)
 }
 
+// stall is what an interrupted stream's client waited for because of the
+// kill: mid-stream, the time from the kill to its next line; before the
+// first token, the same less the prompt time the new worker spends again
+// (work lost with the killed worker, which no failover can save).
+func (run failoverRun) stall(r result) time.Duration {
+	d := heardNothing(r, run.kill)
+	if !run.fc.midStream {
+		d = max(d-run.fc.ttft, 0)
+	}
+	return d
+}
+
 // interrupted lists the streams the kill interrupted.
 func (run failoverRun) interrupted() []result {
 	var out []result
@@ -319,7 +332,7 @@ func (run failoverRun) tally() failoverTally {
 	var waits []time.Duration
 	for _, r := range run.interrupted() {
 		t.hit++
-		waits = append(waits, heardNothing(r, run.kill))
+		waits = append(waits, run.stall(r))
 		t.outcomes[run.outcome(r)]++
 		if run.complete(r) {
 			t.hitCompleted++

@@ -108,7 +108,7 @@ func fullParams() params {
 		foStreams:    8,
 		foTPS:        50,
 		foTokens:     250,
-		foAckWait:    2 * time.Second,
+		foAckWait:    10 * time.Second, // the default: failover must not wait for it
 		foKillAfter:  time.Second,
 		foPromptTTFT: 3 * time.Second,
 
@@ -157,7 +157,7 @@ func shortParams() params {
 		foStreams:   4,
 		foTPS:       50,
 		foTokens:    100,
-		foAckWait:   2 * time.Second,
+		foAckWait:   10 * time.Second,
 		foKillAfter: 300 * time.Millisecond,
 
 		memStreams:     40,

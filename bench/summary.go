@@ -224,7 +224,11 @@ func (f *failoverFigures) row() []string {
 	if o.Interrupted > 0 {
 		cell += ", ~" + roughly(o.Pause) + " pause"
 	}
-	cell += fmt.Sprintf(" (ack wait %g s)", f.AckWait)
+	if f.AckWait == 10 {
+		cell += " (default settings: ack wait 10 s)"
+	} else {
+		cell += fmt.Sprintf(" (ack wait %g s)", f.AckWait)
+	}
 	base := "nginx " + notMeasured
 	switch {
 	case f.Nginx == nil:

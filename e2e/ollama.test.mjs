@@ -106,16 +106,44 @@ test('list models', async () => {
 test('unknown model', async (t) => {
   // ollama-js throws its ResponseError (not exported) with the HTTP status and Ollama's message.
   const want = { name: 'ResponseError', status_code: 404, error: `model '${unknownModel}' not found` }
+  // Ollama 0.32's embedding handlers say it as they fail to schedule the model.
+  const wantEmbed = { ...want, error: `model "${unknownModel}" not found, try pulling it first` }
   const calls = {
-    'chat': (c) => c.chat({ model: unknownModel, messages }),
-    'chat streamed': (c) => c.chat({ model: unknownModel, messages, stream: true }),
-    'generate': (c) => c.generate({ model: unknownModel, prompt: 'hi' }),
-    'embed': (c) => c.embed({ model: unknownModel, input: 'hi' }),
+    'chat': [(c) => c.chat({ model: unknownModel, messages }), want],
+    'chat streamed': [(c) => c.chat({ model: unknownModel, messages, stream: true }), want],
+    'generate': [(c) => c.generate({ model: unknownModel, prompt: 'hi' }), want],
+    'embed': [(c) => c.embed({ model: unknownModel, input: 'hi' }), wantEmbed],
   }
-  for (const [name, call] of Object.entries(calls)) {
+  for (const [name, [call, error]] of Object.entries(calls)) {
     await t.test(name, async () => {
-      await assert.rejects(call(ollama), want)
-      if (sim) await assert.rejects(call(sim), want)
+      await assert.rejects(call(ollama), error)
+      if (sim) await assert.rejects(call(sim), error)
     })
   }
+})
+
+test('load and unload: ps follows at once', async () => {
+  // A model of its own, which no other test file loads meanwhile: pulled
+  // to every worker, listed as soon as the pull is answered; or, where the
+  // workers cannot pull (real Ollamas offline), one they have, named by
+  // OLLAMAMAX_RESIDENCY_MODEL.
+  const given = process.env.OLLAMAMAX_RESIDENCY_MODEL
+  const model = given || 'e2e-residency:latest'
+  if (!given) await ollama.pull({ model, stream: false })
+  try {
+    assert.ok((await ollama.list()).models.some((m) => m.name === model), `${model} is not listed right after its pull`)
+    const running = async () => (await ollama.ps()).models.map((m) => m.name)
+    assert.ok(!(await running()).includes(model), 'loaded before anything used it')
+    // Ollama's way to load a model: a generate with an empty prompt.
+    const loaded = await ollama.generate({ model, prompt: '' })
+    assert.equal(loaded.done, true)
+    assert.ok((await running()).includes(model), `ps right after the load: ${await running()}`)
+    // ... and to unload it (ollama stop): keep_alive 0 as well.
+    const unloaded = await ollama.generate({ model, prompt: '', keep_alive: 0 })
+    assert.equal(unloaded.done_reason, 'unload')
+    assert.ok(!(await running()).includes(model), `ps right after the unload: ${await running()}`)
+  } finally {
+    if (!given) await ollama.delete({ model })
+  }
+  if (!given) assert.ok(!(await ollama.list()).models.some((m) => m.name === model), `${model} is listed right after its delete`)
 })

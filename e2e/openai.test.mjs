@@ -68,9 +68,13 @@ test('chat completion, streamed with usage', async () => {
   for (const c of deltas) {
     assert.equal(c.object, 'chat.completion.chunk')
     assert.equal(c.choices.length, 1)
-    assert.equal(c.choices[0].delta.role, 'assistant')
   }
+  // As Ollama 0.32's ChatWriter: the role in the first chunk only, the
+  // finish reason in a chunk of its own with an empty delta.
+  assert.equal(deltas[0].choices[0].delta.role, 'assistant')
+  assert.ok(deltas.slice(1).every((c) => c.choices[0].delta.role === undefined), 'the role only in the first chunk')
   assert.equal(deltas.at(-1).choices[0].finish_reason, 'stop')
+  assert.deepEqual(deltas.at(-1).choices[0].delta, {})
   assert.ok(deltas.slice(0, -1).every((c) => c.choices[0].finish_reason === null))
 
   const text = deltas.map((c) => c.choices[0].delta.content ?? '').join('')
@@ -148,24 +152,27 @@ test('models, listed and retrieved', async () => {
 })
 
 test('unknown model', async (t) => {
-  const isNotFound = (err) => {
+  // As Ollama 0.32: each handler's own words, and the OpenAI middleware
+  // types the error by its status, not_found_error.
+  const isNotFound = (message) => (err) => {
     assert.ok(err instanceof NotFoundError, `got ${err?.constructor?.name}: ${err}, want NotFoundError`)
     assert.equal(err.status, 404)
-    assert.equal(err.error?.message, `model '${unknownModel}' not found`)
-    assert.equal(err.type, 'api_error') // As Ollama: errors from the native handler are always api_error.
+    assert.equal(err.error?.message, message)
+    assert.equal(err.type, 'not_found_error')
     return true
   }
+  const notFound = `model '${unknownModel}' not found`
   const calls = {
-    'chat': (c) => c.chat.completions.create({ model: unknownModel, messages }),
-    'chat streamed': (c) => c.chat.completions.create({ model: unknownModel, messages, stream: true }),
-    'completion': (c) => c.completions.create({ model: unknownModel, prompt: 'hi' }),
-    'embeddings': (c) => c.embeddings.create({ model: unknownModel, input: 'hi' }),
-    'retrieve': (c) => c.models.retrieve(unknownModel),
+    'chat': [(c) => c.chat.completions.create({ model: unknownModel, messages }), notFound],
+    'chat streamed': [(c) => c.chat.completions.create({ model: unknownModel, messages, stream: true }), notFound],
+    'completion': [(c) => c.completions.create({ model: unknownModel, prompt: 'hi' }), notFound],
+    'embeddings': [(c) => c.embeddings.create({ model: unknownModel, input: 'hi' }), `model "${unknownModel}" not found, try pulling it first`],
+    'retrieve': [(c) => c.models.retrieve(unknownModel), `model '${unknownModel}:latest' not found`],
   }
-  for (const [name, call] of Object.entries(calls)) {
+  for (const [name, [call, message]] of Object.entries(calls)) {
     await t.test(name, async () => {
-      await assert.rejects(call(openai), isNotFound)
-      if (sim) await assert.rejects(call(sim), isNotFound)
+      await assert.rejects(call(openai), isNotFound(message))
+      if (sim) await assert.rejects(call(sim), isNotFound(message))
     })
   }
 })

@@ -18,6 +18,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 const synopsis = `Usage: dispatcher [flags]
@@ -77,6 +78,7 @@ func run() error {
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
 	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")
+	fs.DurationVar(&cfg.Stall, "stall", queue.DefaultStall, "ask for a started job's redelivery when its worker sends nothing, heartbeats included, this long; 0 leaves failover to --ack-wait [OLLAMAMAX_STALL]")
 	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long [OLLAMAMAX_MAX_SILENCE]")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time to receive a whole request, body included; a slower one gets 400 and its connection is closed (answers may stream for longer) [OLLAMAMAX_BODY_TIMEOUT]")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive HTTP connection idle this long [OLLAMAMAX_IDLE_TIMEOUT]")
@@ -91,6 +93,9 @@ func run() error {
 		return err
 	}
 	cfg.Logger = log
+	if cfg.Stall == 0 {
+		cfg.Stall = -1 // Off: the flag's 0 is the Options' negative.
+	}
 	if *origins != "" {
 		cfg.Origins = strings.Split(*origins, ",")
 	}

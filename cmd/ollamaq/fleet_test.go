@@ -45,7 +45,7 @@ func putNodes(t *testing.T, q *queue.Queue) {
 			SlotsTotal: 1, LastError: "connection refused", StartedAt: started, UpdatedAt: clock.Add(-5 * time.Second)},
 	}
 	for _, n := range nodes {
-		if err := fleet.Put(t.Context(), q.JetStream(), n, time.Minute); err != nil {
+		if _, err := fleet.Put(t.Context(), q.JetStream(), n, time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}

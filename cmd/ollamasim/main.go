@@ -23,16 +23,20 @@ import (
 
 const synopsis = `Usage: ollamasim [flags]
 
-Serves a simulated Ollama: /api/generate, /api/chat, /api/embed, /api/tags,
-/api/ps, /api/show, /api/version, /api/pull, /api/copy, /api/delete and the
-OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and
-/v1/models behave like Ollama on the wire, with deterministic text paced at
---tps tokens per second per stream. Models whose name contains "embed" are
-embedding models; the others generate text. Any name can be pulled, in --pull
-time, except those containing "missing", which fail like an unknown model.
-Like a model decoding greedily, it continues its own partial answers: a chat
-ending in an assistant message, or a raw prompt made of a _debug_render_only
-rendering and a partial answer, gets the rest of that answer.
+Serves a simulated Ollama 0.32.15: /api/generate, /api/chat, /api/embed,
+/api/embeddings, /api/tags, /api/ps, /api/show, /api/version, /api/status,
+/api/pull, /api/copy, /api/delete, the OpenAI-compatible /v1/chat/completions,
+/v1/completions, /v1/embeddings, /v1/models, /v1/responses and
+/v1/audio/transcriptions, and the Anthropic-compatible /v1/messages behave like
+Ollama on the wire, with deterministic text paced at --tps tokens per second
+per stream. Models whose name contains "embed" are embedding models; the others
+generate text. Any name can be pulled, in --pull time, except those containing
+"missing", which fail like an unknown model. Cloud models (name:cloud),
+/api/experimental/web_search and web_fetch fail as on an Ollama without
+internet. Like a model decoding greedily, it continues its own partial answers:
+a chat (or Messages or Responses request) ending in an assistant message, or a
+raw prompt made of a _debug_render_only rendering and a partial answer, gets
+the rest of that answer.
 
 Examples:
   ollamasim                                        # llama3.2 on 127.0.0.1:11534

@@ -31,6 +31,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,6 +73,19 @@ type Options struct {
 	// worker's credentials, and the worker connects to it with them. It
 	// needs Cluster.
 	LeafWorkers int
+	// Versions, if set, are the Ollama versions of the simulators, by
+	// worker (the rest keep Sim.Version): each reports its version and
+	// answers a route of job.Routes that version lacks with the 404 of
+	// that Ollama's router. A fleet of mixed Ollamas.
+	Versions []string
+	// Ollama, if set, wraps worker i's simulator: a test adds what a newer
+	// Ollama serves, or counts what reached which Ollama.
+	Ollama func(i int, sim http.Handler) http.Handler
+	// OllamaURLs puts one worker in front of each of these Ollamas (real
+	// ones, say) instead of simulators: Workers and Sim are then ignored,
+	// Sims is empty, SimURLs holds these URLs and SetOllamaDown does
+	// nothing.
+	OllamaURLs []*url.URL
 }
 
 // AuthModes are the two modes suites run in: a subtest each.
@@ -130,6 +144,9 @@ func Logger() *slog.Logger {
 // Start brings up the deployment and waits until every worker is in the node bucket.
 func Start(t testing.TB, o Options) *Fleet {
 	t.Helper()
+	if o.OllamaURLs != nil {
+		o.Workers = len(o.OllamaURLs)
+	}
 	if o.Workers == 0 {
 		o.Workers = 2
 	}
@@ -236,25 +253,40 @@ func Start(t testing.TB, o Options) *Fleet {
 	t.Cleanup(func() { cancel(); <-viewDone })
 
 	for i := 0; i < o.Workers; i++ {
-		sim := ollamasim.New(o.Sim)
 		down := new(atomic.Bool)
 		f.down = append(f.down, down)
-		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if down.Load() {
-				// Like a crashed Ollama: the connection closes without an answer.
-				if hj, ok := w.(http.Hijacker); ok {
-					if conn, _, err := hj.Hijack(); err == nil {
-						_ = conn.Close()
-						return
+		if o.OllamaURLs != nil {
+			f.SimURLs = append(f.SimURLs, o.OllamaURLs[i])
+		} else {
+			cfg := o.Sim
+			if i < len(o.Versions) {
+				cfg.Version = o.Versions[i]
+			}
+			sim := ollamasim.New(cfg)
+			var ollama http.Handler = sim
+			if i < len(o.Versions) {
+				ollama = ollamaOf(o.Versions[i], sim)
+			}
+			if o.Ollama != nil {
+				ollama = o.Ollama(i, ollama)
+			}
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if down.Load() {
+					// Like a crashed Ollama: the connection closes without an answer.
+					if hj, ok := w.(http.Hijacker); ok {
+						if conn, _, err := hj.Hijack(); err == nil {
+							_ = conn.Close()
+							return
+						}
 					}
 				}
-			}
-			sim.ServeHTTP(w, r)
-		}))
-		t.Cleanup(hs.Close)
-		u, _ := url.Parse(hs.URL) // httptest URLs always parse.
-		f.Sims = append(f.Sims, sim)
-		f.SimURLs = append(f.SimURLs, u)
+				ollama.ServeHTTP(w, r)
+			}))
+			t.Cleanup(hs.Close)
+			u, _ := url.Parse(hs.URL) // httptest URLs always parse.
+			f.Sims = append(f.Sims, sim)
+			f.SimURLs = append(f.SimURLs, u)
+		}
 		reg := new(atomic.Pointer[prometheus.Registry])
 		f.regs = append(f.regs, reg)
 		ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -270,6 +302,26 @@ func Start(t testing.TB, o Options) *Fleet {
 
 	f.WaitFor("all workers in the node bucket", func() bool { return len(view.Nodes()) == o.Workers })
 	return f
+}
+
+// ollamaOf is sim as an Ollama of version v: a route of job.Routes that
+// version does not have answers its router's 404.
+func ollamaOf(v string, sim http.Handler) http.Handler {
+	missing := map[string]bool{}
+	for _, rt := range job.Routes() {
+		if !rt.In(v) {
+			missing[rt.Path] = true
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if missing[r.URL.Path] {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = io.WriteString(w, "404 page not found")
+			return
+		}
+		sim.ServeHTTP(w, r)
+	})
 }
 
 // startDispatcher serves the dispatcher's HTTP shim as requester id on nc,
@@ -596,6 +648,22 @@ func (f *Fleet) KillWorker(i int) {
 	}
 	rw.nc.Close()
 	rw.stop()
+}
+
+// ReconnectWorker makes worker i's NATS connection drop and reconnect, as
+// after a nats-server restart, and waits until it is back.
+func (f *Fleet) ReconnectWorker(i int) {
+	f.mu.Lock()
+	rw := f.workers[i]
+	f.mu.Unlock()
+	if rw == nil {
+		f.t.Fatalf("worker %d is not running", i)
+	}
+	before := rw.nc.Stats().Reconnects
+	if err := rw.nc.ForceReconnect(); err != nil {
+		f.t.Fatalf("reconnect worker %d: %v", i, err)
+	}
+	f.WaitFor(fmt.Sprintf("worker %d to reconnect", i), func() bool { return rw.nc.Stats().Reconnects > before && rw.nc.IsConnected() })
 }
 
 // SetOllamaDown makes simulated Ollama i drop every connection unanswered

@@ -3,12 +3,15 @@ package fleettest_test
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
@@ -147,5 +150,39 @@ func TestClusterFleet(t *testing.T) {
 	})
 	if want := string(job.KindDone); err != nil || got != want {
 		t.Errorf("native job: %q, %v; want %q", got, err, want)
+	}
+}
+
+// TestOllamaURLs puts a worker in front of an Ollama the test started
+// itself (here a simulator on its own server; test/realollama uses a real
+// one): the fleet starts no simulator, and a job reaches that Ollama.
+func TestOllamaURLs(t *testing.T) {
+	cfg := ollamasim.DefaultConfig()
+	cfg.TokensPerSecond, cfg.TimeToFirstToken = -1, -1
+	sim := ollamasim.New(cfg)
+	hs := httptest.NewServer(sim)
+	t.Cleanup(hs.Close)
+	u, err := url.Parse(hs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fleettest.Start(t, fleettest.Options{OllamaURLs: []*url.URL{u}})
+	if got := len(f.Sims); got != 0 {
+		t.Errorf("%d simulators started, want 0", got)
+	}
+	if got := f.SimURLs; len(got) != 1 || got[0].String() != hs.URL {
+		t.Errorf("SimURLs %v, want [%s]", got, hs.URL)
+	}
+	resp, err := http.Post(f.URL+"/api/generate", "application/json", strings.NewReader(`{"model":"llama3.2","prompt":"hi","stream":false}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"done":true`) {
+		t.Fatalf("generate: %d %v\n%s", resp.StatusCode, err, b)
+	}
+	if got := sim.Stats().Completed; got != 1 {
+		t.Errorf("the Ollama completed %d generations, want 1", got)
 	}
 }

@@ -284,6 +284,51 @@ func TestListAndVersion(t *testing.T) {
 	}
 }
 
+// TestTagsShape checks the fields Ollama 0.32 added to /api/tags: the
+// capabilities, and the trained context length and embedding length in the
+// details, which /api/show and /api/ps do not repeat. Real Ollama 0.32.15
+// listed its tiny model as
+//
+//	{"name":"tiny:latest",...,"details":{...,"context_length":4096,"embedding_length":64},"capabilities":["completion"]}
+func TestTagsShape(t *testing.T) {
+	base, _ := start(t, ollamasim.New(fastConfig()))
+	r := do(t, base, "GET", "/api/tags", "")
+	for _, want := range []string{
+		`"details":{"parent_model":"","format":"gguf","family":"llama","families":["llama"],"parameter_size":"3.2B","quantization_level":"Q4_K_M","context_length":131072},"capabilities":["completion","tools","insert"]}`,
+		`"details":{"parent_model":"","format":"gguf","family":"nomic-bert","families":["nomic-bert"],"parameter_size":"137M","quantization_level":"F16","context_length":131072,"embedding_length":8},"capabilities":["embedding"]}`,
+		`"context_length":131072},"capabilities":["completion","thinking"]}`,
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("/api/tags = %s\nwant it to contain %s", r.body, want)
+		}
+	}
+	for _, path := range []string{"/api/ps"} {
+		if r := do(t, base, "GET", path, ""); strings.Contains(r.body, "context_length\":131072") || strings.Contains(r.body, "capabilities") {
+			t.Errorf("%s = %s, want neither the trained context nor capabilities", path, r.body)
+		}
+	}
+	r = do(t, base, "POST", "/api/show", `{"model":"nomic-embed-text"}`)
+	if !strings.Contains(r.body, `"details":{"parent_model":"","format":"gguf","family":"nomic-bert","families":["nomic-bert"],"parameter_size":"137M","quantization_level":"F16"},`) {
+		t.Errorf("/api/show = %s, want the details without lengths", r.body)
+	}
+}
+
+// TestShowForCopilot checks that /api/show echoes the requested name as
+// general.basename to GitHub Copilot Chat, as Ollama 0.32 does.
+func TestShowForCopilot(t *testing.T) {
+	base, _ := start(t, ollamasim.New(fastConfig()))
+	for _, tt := range []struct{ agent, want string }{
+		{"GitHubCopilotChat/0.30.0", "LLAMA3.2"},
+		{"curl/8", "llama3.2"},
+	} {
+		r := do(t, base, "POST", "/api/show", `{"model":"LLAMA3.2"}`, "User-Agent", tt.agent)
+		var show api.ShowResponse
+		if err := json.Unmarshal([]byte(r.body), &show); err != nil || show.ModelInfo["general.basename"] != tt.want {
+			t.Errorf("%s: general.basename = %v (%v), want %q", tt.agent, show.ModelInfo["general.basename"], err, tt.want)
+		}
+	}
+}
+
 func TestPsLoadAndUnload(t *testing.T) {
 	_, c := start(t, ollamasim.New(fastConfig()))
 	running := func() map[string]api.ProcessModelResponse {
@@ -585,5 +630,25 @@ func TestLogprobs(t *testing.T) {
 	req.Logprobs, req.TopLogprobs = false, 0
 	if plain := runChat(t, c, req).text; plain != text {
 		t.Errorf("asking for logprobs changed the text: %q vs %q", text, plain)
+	}
+}
+
+// TestEmbedTruncates checks that an input longer than the context is cut
+// to it, as Ollama 0.32's EmbedHandler does unless truncate is false (then
+// 400, in TestRoutesAndErrors).
+func TestEmbedTruncates(t *testing.T) {
+	_, c := start(t, ollamasim.New(fastConfig()))
+	embed := func(input string, opts map[string]any) *api.EmbedResponse {
+		t.Helper()
+		resp, err := c.Embed(t.Context(), &api.EmbedRequest{Model: "nomic-embed-text", Input: input, Options: opts})
+		if err != nil {
+			t.Fatalf("embed %q: %v", input, err)
+		}
+		return resp
+	}
+	long := embed("one two three four five", map[string]any{"num_ctx": 3})
+	short := embed("one two three", nil)
+	if long.PromptEvalCount != 3 || !slices.Equal(long.Embeddings[0], short.Embeddings[0]) {
+		t.Errorf("5 words with num_ctx 3: %d tokens, vector %v; want 3 and the vector of the first 3 words %v", long.PromptEvalCount, long.Embeddings[0], short.Embeddings[0])
 	}
 }

@@ -37,7 +37,9 @@ type Model struct {
 	// unloads when its keep-alive runs out, as in Ollama.
 	Loaded bool
 	// Capabilities defaults to ["completion"]. Known values are "completion",
-	// "embedding", "tools", "thinking", "insert" and "vision".
+	// "embedding", "tools", "thinking", "insert", "vision", "audio" (both
+	// take images and audio, which other models refuse) and "image" (image
+	// generation, which Ollama does not serve over HTTP).
 	Capabilities []string
 	// EmbeddingLength is the vector length served by /api/embed; the default
 	// is 8 for models with the "embedding" capability.
@@ -71,7 +73,8 @@ type Config struct {
 	DefaultTokens int
 	// Seed seeds the deterministic text and embeddings.
 	Seed int64
-	// Version is reported by /api/version; the default is "0.17.4".
+	// Version is reported by /api/version; the default is "0.32.15", the
+	// Ollama whose API the simulator answers.
 	Version string
 	// PullDuration is how long /api/pull takes from "pulling manifest" to
 	// "success"; the default is 200ms and a negative value means no delay.
@@ -87,7 +90,7 @@ const (
 	defaultParallel         = 1
 	defaultMaxQueue         = 512
 	defaultTokens           = 24
-	defaultVersion          = "0.17.4"
+	defaultVersion          = "0.32.15"
 	defaultKeepAlive        = 5 * time.Minute
 	defaultContextLength    = 4096
 	trainedContextLength    = 131072
@@ -162,6 +165,7 @@ var knownCapabilities = []model.Capability{
 	model.CapabilityEmbedding,
 	model.CapabilityThinking,
 	model.CapabilityImage,
+	model.CapabilityAudio,
 }
 
 // withDefaults fills the zero fields of c.

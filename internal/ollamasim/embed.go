@@ -1,22 +1,34 @@
 package ollamasim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/types/model"
 )
 
-// handleEmbed serves POST /api/embed: one L2-normalised vector per input.
+// handleEmbed serves POST /api/embed: one L2-normalised vector per input,
+// checking the request in the order Ollama's EmbedHandler does.
 func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	start := time.Now()
 	var req api.EmbedRequest
 	if !decodeBody(w, r, &req) {
+		return
+	}
+	ref, err := parseModelRef(req.Model)
+	if err != nil {
+		writeModelRefError(w, err, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		return
+	}
+	if ref.cloud {
+		cloudUnreachable(w, r, r.URL.Path)
 		return
 	}
 	var input []string
@@ -40,15 +52,16 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	e := s.lookup(req.Model)
+	e := s.lookup(ref.base)
 	if e == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found, try pulling it first", req.Model))
 		return
 	}
-	if !s.checkEmbedding(w, e, req.Options) {
+	_, numCtx, err := parseOptions(req.Options)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	_, numCtx, _ := parseOptions(req.Options) // checked by checkEmbedding
 	ka := keepAlive(req.KeepAlive)
 	release, loaded, ok := s.embedStart(r.Context(), w, e, ka, numCtx, len(input) > 0)
 	if !ok {
@@ -59,8 +72,23 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	limit := min(cmp.Or(numCtx, defaultContextLength), trainedContextLength)
 	resp := api.EmbedResponse{Model: req.Model, Embeddings: make([][]float32, len(input))}
 	for i, text := range input {
+		// Ollama truncates an input longer than the context unless told
+		// not to, and only then asks the runner, which may not embed.
+		words := strings.Fields(text)
+		if len(words) > limit {
+			if req.Truncate != nil && !*req.Truncate {
+				writeError(w, http.StatusBadRequest, "the input length exceeds the context length")
+				return
+			}
+			text = strings.Join(words[:limit], " ")
+		}
+		if !e.has(model.CapabilityEmbedding) {
+			writeError(w, http.StatusNotImplemented, errNoEmbeddings)
+			return
+		}
 		raw := s.embedding(e, text)
 		v := make([]float32, len(raw))
 		for j, x := range raw {
@@ -79,6 +107,11 @@ func (s *Server) handleEmbed(w http.ResponseWriter, r *http.Request) {
 	s.completed.Add(1)
 }
 
+// errNoEmbeddings is llama-server's answer to an embedding request for a
+// model whose GGUF declares no pooling type: Ollama 0.30+ loads any model
+// for /api/embed and passes this on, with 501 (500 on /api/embeddings).
+const errNoEmbeddings = "This server does not support embeddings. Start it with `--embeddings`"
+
 // handleEmbeddings serves the legacy POST /api/embeddings: one vector, not
 // normalised. Its direction equals /api/embed's for the same text.
 func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
@@ -87,19 +120,25 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if !model.ParseName(req.Model).IsValid() {
-		writeError(w, http.StatusBadRequest, "model is required")
+	ref, err := parseModelRef(req.Model)
+	if err != nil {
+		writeModelRefError(w, err, http.StatusBadRequest, "model is required")
 		return
 	}
-	e := s.lookup(req.Model)
+	if ref.cloud {
+		cloudUnreachable(w, r, r.URL.Path)
+		return
+	}
+	e := s.lookup(ref.base)
 	if e == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model %q not found, try pulling it first", req.Model))
 		return
 	}
-	if !s.checkEmbedding(w, e, req.Options) {
+	_, numCtx, err := parseOptions(req.Options)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	_, numCtx, _ := parseOptions(req.Options) // checked by checkEmbedding
 	release, _, ok := s.embedStart(r.Context(), w, e, keepAlive(req.KeepAlive), numCtx, req.Prompt != "")
 	if !ok {
 		return
@@ -109,23 +148,12 @@ func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	if !e.has(model.CapabilityEmbedding) {
+		writeError(w, http.StatusInternalServerError, errNoEmbeddings)
+		return
+	}
 	writeJSON(w, http.StatusOK, api.EmbeddingResponse{Embedding: s.embedding(e, req.Prompt)})
 	s.completed.Add(1)
-}
-
-// checkEmbedding answers 400 for a model without the embedding capability
-// (the checklist's text, "<full name> does not support embedding") and 500
-// for options of the wrong type.
-func (s *Server) checkEmbedding(w http.ResponseWriter, e *entry, options map[string]any) bool {
-	if !e.has(model.CapabilityEmbedding) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s does not support %s", e.fullName(), model.CapabilityEmbedding))
-		return false
-	}
-	if _, _, err := parseOptions(options); err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return false
-	}
-	return true
 }
 
 // embedStart applies the injected failure, loads the model and, when there

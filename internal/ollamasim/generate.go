@@ -25,9 +25,18 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "top_logprobs must be between 0 and 20")
 		return
 	}
-	e := s.lookup(req.Model)
+	ref, err := parseModelRef(req.Model)
+	if err != nil {
+		// Ollama answers 404 for an empty name.
+		writeModelRefError(w, err, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		return
+	}
+	if ref.cloud {
+		cloudUnreachable(w, r, r.URL.Path)
+		return
+	}
+	e := s.lookup(ref.base)
 	if e == nil {
-		// Ollama answers 404 even for an empty or invalid name.
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
 		return
 	}
@@ -38,17 +47,15 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	if e.has(model.CapabilityImage) {
+		writeError(w, http.StatusBadRequest, "image generation models are not currently supported")
+		return
+	}
 	if req.Raw && (req.Template != "" || req.System != "" || len(req.Context) > 0) {
 		writeError(w, http.StatusBadRequest, "raw mode does not support template, system, or context")
 		return
 	}
-	// Think levels are only for gpt-oss (harmony) models, which the
-	// simulator does not have.
-	if req.Think.IsString() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("think value %q is not supported for this model", req.Think.String()))
-		return
-	}
-	think, ok := thinkFor(w, e, req.Model, req.Think)
+	think, ok := thinkFor(w, r, e, req.Model, req.Think)
 	if !ok {
 		return
 	}
@@ -74,6 +81,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		keepAlive: keepAlive(req.KeepAlive),
 		numCtx:    numCtx,
 		format:    req.Format,
+		media:     len(req.Images),
 		loadResponse: func() any {
 			return api.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Done: true, DoneReason: "load"}
 		},
@@ -162,11 +170,16 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "top_logprobs must be between 0 and 20")
 		return
 	}
-	if !model.ParseName(req.Model).IsValid() {
-		writeError(w, http.StatusBadRequest, "model is required")
+	ref, err := parseModelRef(req.Model)
+	if err != nil {
+		writeModelRefError(w, err, http.StatusBadRequest, "model is required")
 		return
 	}
-	e := s.lookup(req.Model)
+	if ref.cloud {
+		cloudUnreachable(w, r, r.URL.Path)
+		return
+	}
+	e := s.lookup(ref.base)
 	if e == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
 		return
@@ -179,7 +192,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	think, ok := thinkFor(w, e, req.Model, req.Think)
+	think, ok := thinkFor(w, r, e, req.Model, req.Think)
 	if !ok {
 		return
 	}
@@ -196,12 +209,11 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	images := 0
+	for _, m := range req.Messages {
+		images += len(m.Images)
+	}
 	if len(req.Messages) > 0 && req.DebugRenderOnly {
-		// Ollama renders before it checks the think value.
-		images := 0
-		for _, m := range req.Messages {
-			images += len(m.Images)
-		}
 		rendered := renderChat(req.Messages, req.Tools)
 		g := &generation{entry: e, start: start, keepAlive: keepAlive(req.KeepAlive), numCtx: numCtx}
 		s.renderOnly(w, r, g, func() any {
@@ -213,10 +225,6 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	if len(req.Messages) > 0 && req.Think.IsString() {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("think value %q is not supported for this model", req.Think.String()))
-		return
-	}
 
 	g := &generation{
 		entry:     e,
@@ -226,6 +234,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		keepAlive: keepAlive(req.KeepAlive),
 		numCtx:    numCtx,
 		format:    req.Format,
+		media:     images,
 		loadResponse: func() any {
 			return api.ChatResponse{
 				Model: req.Model, CreatedAt: time.Now().UTC(), Message: api.Message{Role: "assistant"},
@@ -315,18 +324,24 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 }
 
 // thinkFor decides whether the model thinks, as Ollama does: thinking models
-// think unless told not to (v0.12.4+), and asking any other model to think is
-// a 400. It writes the error itself.
-func thinkFor(w http.ResponseWriter, e *entry, reqModel string, tv *api.ThinkValue) (think, ok bool) {
+// think unless told not to (v0.12.4+), at any level ("low" to "max": the
+// simulator's text does not depend on it), and asking any other model to
+// think is a 400, except through /v1/messages (relaxThinking), where Ollama
+// drops the request for Claude Code's sake. It writes the error itself.
+func thinkFor(w http.ResponseWriter, r *http.Request, e *entry, reqModel string, tv *api.ThinkValue) (think, ok bool) {
 	if e.has(model.CapabilityThinking) {
 		return tv == nil || tv.Bool(), true
 	}
-	if tv.Bool() {
+	if tv.Bool() && r.Context().Value(relaxThinking{}) == nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("%q does not support thinking", reqModel))
 		return false, false
 	}
 	return false, true
 }
+
+// relaxThinking is the context key of the Anthropic middleware's
+// "relax_thinking" flag.
+type relaxThinking struct{}
 
 // decodeCounted decodes the body of a generate or chat request and counts
 // it in Stats.Requests, unless it is a _debug_render_only request (read

@@ -29,6 +29,18 @@ func fastConfig() ollamasim.Config {
 	}
 }
 
+// mediaConfig is fastConfig with a vision model, an audio model and an
+// image generation model.
+func mediaConfig() ollamasim.Config {
+	cfg := fastConfig()
+	cfg.Models = append(cfg.Models,
+		ollamasim.Model{Name: "llava", Capabilities: []string{"completion", "vision"}},
+		ollamasim.Model{Name: "whisper-ish", Capabilities: []string{"completion", "audio"}},
+		ollamasim.Model{Name: "flux", Capabilities: []string{"image"}},
+	)
+	return cfg
+}
+
 // start serves sim on a test server and returns its URL and an official
 // Ollama client for it.
 func start(t *testing.T, sim *ollamasim.Server) (string, *api.Client) {
@@ -64,8 +76,9 @@ type rawResponse struct {
 	body        string
 }
 
-// do sends a raw request and reads the whole reply.
-func do(t *testing.T, base, method, path, body string) rawResponse {
+// do sends a raw request and reads the whole reply. header holds pairs of
+// header names and values to send.
+func do(t *testing.T, base, method, path, body string, header ...string) rawResponse {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -74,6 +87,9 @@ func do(t *testing.T, base, method, path, body string) rawResponse {
 	req, err := http.NewRequestWithContext(t.Context(), method, base+path, rd)
 	if err != nil {
 		t.Fatalf("new request: %v", err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)

@@ -3,6 +3,7 @@ package ollamasim
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -56,6 +57,16 @@ func (e *entry) details() api.ModelDetails {
 		ParameterSize:     e.ParameterSize,
 		QuantizationLevel: e.QuantizationLevel,
 	}
+}
+
+// listDetails are the details /api/tags gives in Ollama 0.32: those of
+// /api/show and /api/ps, and the GGUF's trained context length and, where
+// the model has one, its embedding length.
+func (e *entry) listDetails() api.ModelDetails {
+	d := e.details()
+	d.ContextLength = trainedContextLength
+	d.EmbeddingLength = e.EmbeddingLength
+	return d
 }
 
 // residency is a loaded model, as listed by /api/ps.
@@ -186,9 +197,13 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
-	n := model.ParseName(name)
-	if !n.IsValid() {
+	n, err := pullName(name)
+	switch {
+	case errors.Is(err, errInvalidName):
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if !s.remove(n) {
@@ -322,12 +337,13 @@ func (s *Server) handleTags(w http.ResponseWriter, _ *http.Request) {
 	models := make([]api.ListModelResponse, 0, len(s.models))
 	for _, e := range s.models {
 		models = append(models, api.ListModelResponse{
-			Name:       e.Name,
-			Model:      e.Name,
-			ModifiedAt: e.modifiedAt,
-			Size:       e.Size,
-			Digest:     e.Digest,
-			Details:    e.details(),
+			Name:         e.Name,
+			Model:        e.Name,
+			ModifiedAt:   e.modifiedAt,
+			Size:         e.Size,
+			Digest:       e.Digest,
+			Details:      e.listDetails(),
+			Capabilities: e.capabilities(),
 		})
 	}
 	s.mu.Unlock()

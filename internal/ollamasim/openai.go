@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/ollama/ollama/api"
 	"github.com/ollama/ollama/openai"
 	"github.com/ollamamax/ollamamax/pkg/job"
@@ -20,9 +21,9 @@ import (
 // the openai package, runs the native handler on it, and converts every
 // value the native handler writes with the same package. Nothing here
 // generates text, so /v1 answers are exactly what the native routes would
-// say, including Ollama's quirks: forwarded errors are always
-// "api_error", a mid-stream error becomes an empty chunk with no [DONE],
-// and an empty model list is "data":null.
+// say, including Ollama's quirks: a forwarded error keeps its status and
+// takes the error type of that status, a mid-stream error becomes an empty
+// chunk with no [DONE], and an empty model list is "data":null.
 
 // handleChatCompletions serves POST /v1/chat/completions (ChatMiddleware).
 func (s *Server) handleChatCompletions(w http.ResponseWriter, r *http.Request) {
@@ -113,9 +114,14 @@ func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
 
 // handleModel serves GET /v1/models/{model} (RetrieveMiddleware). The
 // model is one path segment, as in gin, so a name with a namespace cannot
-// be retrieved.
+// be retrieved. A cloud model goes to ollama.com, as
+// cloudModelPathPassthroughMiddleware sends it.
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("model")
+	if ref, err := parseModelRef(name); err == nil && ref.cloud {
+		cloudUnreachable(w, r, "/v1/models/"+ref.base)
+		return
+	}
 	convert := func(cw *compatWriter, data []byte) error {
 		var resp api.ShowResponse
 		if err := json.Unmarshal(data, &resp); err != nil {
@@ -127,8 +133,15 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 }
 
 // relay runs native with body as its request body and convert on
-// everything it writes with status 200.
+// everything it writes with status 200; what it writes with another status
+// is an OpenAI error.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, body any, convert func(*compatWriter, []byte) error, native http.HandlerFunc) {
+	s.relayErrors(w, r, body, convert, nil, native)
+}
+
+// relayErrors is relay with the error object of another API: errorBody
+// makes it from the native status and message (nil: OpenAI's).
+func (s *Server) relayErrors(w http.ResponseWriter, r *http.Request, body any, convert func(*compatWriter, []byte) error, errorBody func(int, string) any, native http.HandlerFunc) {
 	b, err := json.Marshal(body)
 	if err != nil {
 		writeCompatError(w, http.StatusInternalServerError, err.Error())
@@ -137,9 +150,56 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, body any, convert
 	r = r.Clone(r.Context())
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.ContentLength = int64(len(b))
-	cw := &compatWriter{w: w, status: http.StatusOK, convert: convert}
+	cw := &compatWriter{w: w, status: http.StatusOK, convert: convert, errorBody: errorBody}
 	native(cw, r)
 	cw.finish()
+}
+
+// maxDecompressedBody bounds a zstd request body once decompressed, as
+// Ollama's middleware does.
+const maxDecompressedBody = 20 << 20
+
+// maxRequestBody bounds the bodies the simulator reads whole before
+// decoding. Ollama has no such bound; this one is far above any request a
+// test sends.
+const maxRequestBody = 64 << 20
+
+// cloudPassthrough is Ollama's cloudPassthroughMiddleware, in front of the
+// POST /v1 inference routes: it decompresses a zstd-encoded body, and sends
+// a request for a cloud model to ollama.com, which the simulator answers as
+// an Ollama without internet does. Its own errors have the native shape.
+func cloudPassthrough(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body := io.Reader(http.MaxBytesReader(w, r.Body, maxRequestBody))
+		if r.Header.Get("Content-Encoding") == "zstd" {
+			dec, err := zstd.NewReader(body, zstd.WithDecoderMaxMemory(8<<20))
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "failed to decompress request body")
+				return
+			}
+			defer dec.Close()
+			body = http.MaxBytesReader(w, io.NopCloser(dec), maxDecompressedBody)
+			r.Header.Del("Content-Encoding")
+		}
+		b, err := io.ReadAll(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		r.ContentLength = int64(len(b))
+		var fields struct {
+			Model json.RawMessage `json:"model"`
+		}
+		var name string
+		if json.Unmarshal(b, &fields) == nil && json.Unmarshal(fields.Model, &name) == nil {
+			if ref, err := parseModelRef(name); err == nil && ref.cloud {
+				cloudUnreachable(w, r, r.URL.Path)
+				return
+			}
+		}
+		next(w, r)
+	}
 }
 
 // decodeCompat decodes r's body like gin's ShouldBindJSON; unlike the
@@ -162,13 +222,14 @@ func writeCompatError(w http.ResponseWriter, status int, msg string) {
 // wrapping gin's ResponseWriter. Like gin's writer it holds the status
 // until the first Write, so the conversion can still set the content type.
 // A Write with status 200 goes through convert; any other is a native
-// {"error": ...} and becomes an OpenAI error that keeps the status but is
-// always of type "api_error", as in Ollama's BaseWriter.writeError.
+// {"error": ...} and becomes the API's error with the same status, as in
+// Ollama's BaseWriter.writeError and AnthropicWriter.writeError.
 type compatWriter struct {
-	w       http.ResponseWriter
-	status  int
-	sent    bool // the status line has gone out
-	convert func(cw *compatWriter, data []byte) error
+	w         http.ResponseWriter
+	status    int
+	sent      bool // the status line has gone out
+	convert   func(cw *compatWriter, data []byte) error
+	errorBody func(status int, msg string) any // nil: openai.NewError
 }
 
 func (cw *compatWriter) Header() http.Header { return cw.w.Header() }
@@ -204,9 +265,13 @@ func (cw *compatWriter) FlushError() error {
 func (cw *compatWriter) writeError(data []byte) error {
 	var serr api.StatusError
 	if err := json.Unmarshal(data, &serr); err != nil {
-		return err
+		// As in Ollama: a body that is not JSON is the message itself.
+		serr = api.StatusError{ErrorMessage: string(data)}
 	}
-	return cw.send("application/json", encodeLine(openai.NewError(http.StatusInternalServerError, serr.Error())))
+	if cw.errorBody != nil {
+		return cw.send("application/json", encodeLine(cw.errorBody(cw.status, serr.Error())))
+	}
+	return cw.send("application/json", encodeLine(openai.NewError(cw.status, serr.Error())))
 }
 
 // sendJSON writes v as the middleware's json.NewEncoder does: plain

@@ -22,11 +22,19 @@ import (
 )
 
 // compatError is the exact body of an OpenAI error as Ollama's middleware
-// encodes it when the native handler failed: type api_error whatever the
-// status, and a trailing newline.
-func compatError(msg string) string {
+// encodes it when the native handler failed with status: since 0.32 the
+// type follows the status (invalid_request_error for 400, not_found_error
+// for 404, api_error for the rest), and there is a trailing newline.
+func compatError(status int, msg string) string {
 	b, _ := json.Marshal(msg)
-	return `{"error":{"message":` + string(b) + `,"type":"api_error","param":null,"code":null}}` + "\n"
+	typ := "api_error"
+	switch status {
+	case 400:
+		typ = "invalid_request_error"
+	case 404:
+		typ = "not_found_error"
+	}
+	return `{"error":{"message":` + string(b) + `,"type":"` + typ + `","param":null,"code":null}}` + "\n"
 }
 
 // requestError is the body of an error the middleware raises itself:
@@ -96,6 +104,7 @@ func TestOpenAIErrors(t *testing.T) {
 		wantContentType string
 		wantBody        string
 		wantAllow       string
+		header          string // "Name: value" to send
 	}{
 		// Raised by the middleware: 400 invalid_request_error, gin's c.JSON.
 		{name: "chat empty body", method: "POST", path: "/v1/chat/completions", wantStatus: 400, wantContentType: jsonUTF8, wantBody: requestError("EOF")},
@@ -103,8 +112,10 @@ func TestOpenAIErrors(t *testing.T) {
 		{name: "chat wrong type", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2",` + user + `,"temperature":"hot"}`, wantStatus: 400, wantContentType: jsonUTF8,
 			wantBody: requestError("json: cannot unmarshal string into Go struct field ChatCompletionRequest.temperature of type float64")},
 		{name: "chat no messages", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2","messages":[]}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: requestError("[] is too short - 'messages'")},
-		{name: "chat bad reasoning effort", method: "POST", path: "/v1/chat/completions", body: `{"model":"qwen3:8b",` + user + `,"reasoning_effort":"max"}`, wantStatus: 400, wantContentType: jsonUTF8,
-			wantBody: requestError(`invalid reasoning value: 'max' (must be "high", "medium", "low", or "none")`)},
+		{name: "chat bad reasoning effort", method: "POST", path: "/v1/chat/completions", body: `{"model":"qwen3:8b",` + user + `,"reasoning_effort":"bogus"}`, wantStatus: 400, wantContentType: jsonUTF8,
+			wantBody: requestError(`invalid reasoning value: "bogus" (must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")`)},
+		{name: "chat bad reasoning", method: "POST", path: "/v1/chat/completions", body: `{"model":"qwen3:8b",` + user + `,"reasoning":{"effort":"nah"}}`, wantStatus: 400, wantContentType: jsonUTF8,
+			wantBody: requestError(`invalid reasoning value: "nah" (must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")`)},
 		{name: "chat image url", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x/y.png"}}]}]}`, wantStatus: 400, wantContentType: jsonUTF8,
 			wantBody: requestError("image URLs are not currently supported, please use base64 encoded data instead")},
 		{name: "chat bad image", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2","messages":[{"role":"user","content":[{"type":"image_url","image_url":"data:image/gif;base64,AAAA"}]}]}`, wantStatus: 400, wantContentType: jsonUTF8,
@@ -124,19 +135,26 @@ func TestOpenAIErrors(t *testing.T) {
 
 		// Forwarded from the native handler: its status, always api_error,
 		// plain application/json and a trailing newline.
-		{name: "chat unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope",` + user + `}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError("model 'nope' not found")},
-		{name: "chat streaming unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope","stream":true,` + user + `}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError("model 'nope' not found")},
-		{name: "chat no model", method: "POST", path: "/v1/chat/completions", body: `{` + user + `}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError("model is required")},
-		{name: "chat on embedding model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nomic-embed-text",` + user + `}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(`"nomic-embed-text" does not support chat`)},
-		{name: "chat reasoning on plain model", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2",` + user + `,"reasoning":{"effort":"low"}}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(`"llama3.2" does not support thinking`)},
+		{name: "chat unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope",` + user + `}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'nope' not found")},
+		{name: "chat streaming unknown model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nope","stream":true,` + user + `}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'nope' not found")},
+		{name: "chat no model", method: "POST", path: "/v1/chat/completions", body: `{` + user + `}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, "model is required")},
+		{name: "chat invalid model", method: "POST", path: "/v1/chat/completions", body: `{"model":"a b",` + user + `}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, "invalid model name")},
+		{name: "chat max effort on plain model", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2",` + user + `,"reasoning_effort":"max"}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, `"llama3.2" does not support thinking`)},
+		{name: "chat on embedding model", method: "POST", path: "/v1/chat/completions", body: `{"model":"nomic-embed-text",` + user + `}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, `"nomic-embed-text" does not support chat`)},
+		{name: "chat reasoning on plain model", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2",` + user + `,"reasoning":{"effort":"low"}}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, `"llama3.2" does not support thinking`)},
 		{name: "chat bad format", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2",` + user + `,"response_format":{"type":"json_schema","json_schema":{"schema":"x"}}}`, wantStatus: 500, wantContentType: "application/json",
-			wantBody: compatError(`invalid format: "\"x\""; expected "json" or a valid JSON Schema object`)},
-		{name: "completions unknown model", method: "POST", path: "/v1/completions", body: `{"model":"nope","prompt":"a"}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError("model 'nope' not found")},
-		{name: "completions suffix without insert", method: "POST", path: "/v1/completions", body: `{"model":"qwen3:8b","prompt":"a","suffix":"b"}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError("registry.ollama.ai/library/qwen3:8b does not support insert")},
-		{name: "embeddings unknown model", method: "POST", path: "/v1/embeddings", body: `{"model":"nope","input":"a"}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError("model 'nope' not found")},
-		{name: "embeddings number input", method: "POST", path: "/v1/embeddings", body: `{"model":"nomic-embed-text","input":3}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError("invalid input type")},
-		{name: "embeddings on chat model", method: "POST", path: "/v1/embeddings", body: `{"model":"llama3.2","input":"a"}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError("registry.ollama.ai/library/llama3.2:latest does not support embedding")},
-		{name: "retrieve unknown model", method: "GET", path: "/v1/models/nope", wantStatus: 404, wantContentType: "application/json", wantBody: compatError("model 'nope' not found")},
+			wantBody: compatError(500, `invalid format: "\"x\""; expected "json" or a valid JSON Schema object`)},
+		{name: "completions unknown model", method: "POST", path: "/v1/completions", body: `{"model":"nope","prompt":"a"}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'nope' not found")},
+		{name: "completions suffix without insert", method: "POST", path: "/v1/completions", body: `{"model":"qwen3:8b","prompt":"a","suffix":"b"}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, "registry.ollama.ai/library/qwen3:8b does not support insert")},
+		{name: "embeddings unknown model", method: "POST", path: "/v1/embeddings", body: `{"model":"nope","input":"a"}`, wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, `model "nope" not found, try pulling it first`)},
+		{name: "embeddings number input", method: "POST", path: "/v1/embeddings", body: `{"model":"nomic-embed-text","input":3}`, wantStatus: 400, wantContentType: "application/json", wantBody: compatError(400, "invalid input type")},
+		{name: "embeddings on chat model", method: "POST", path: "/v1/embeddings", body: `{"model":"llama3.2","input":"a"}`, wantStatus: 501, wantContentType: "application/json", wantBody: compatError(501, "This server does not support embeddings. Start it with `--embeddings`")},
+		{name: "retrieve unknown model", method: "GET", path: "/v1/models/nope", wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'nope:latest' not found")},
+		{name: "retrieve unknown tag of a model", method: "GET", path: "/v1/models/LLAMA3.2:foo", wantStatus: 404, wantContentType: "application/json", wantBody: compatError(404, "model 'llama3.2:foo' not found")},
+
+		// Raised by the cloud passthrough in front of the POST routes: native errors.
+		{name: "chat bad zstd", method: "POST", path: "/v1/chat/completions", body: `{"model":"llama3.2"}`, header: "Content-Encoding: zstd", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid input: magic number mismatch"}`},
+		{name: "responses bad zstd", method: "POST", path: "/v1/responses", body: `notzstd`, header: "Content-Encoding: zstd", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid input: magic number mismatch"}`},
 
 		// Routing, as gin does it.
 		{name: "chat wrong method", method: "GET", path: "/v1/chat/completions", wantStatus: 405, wantContentType: "text/plain", wantBody: "405 method not allowed", wantAllow: "POST"},
@@ -144,11 +162,14 @@ func TestOpenAIErrors(t *testing.T) {
 		{name: "model wrong method", method: "DELETE", path: "/v1/models/llama3.2", wantStatus: 405, wantContentType: "text/plain", wantBody: "405 method not allowed", wantAllow: "GET"},
 		{name: "model with a namespace", method: "GET", path: "/v1/models/user/m", wantStatus: 404, wantContentType: "text/plain", wantBody: "404 page not found"},
 		{name: "model trailing slash", method: "GET", path: "/v1/models/llama3.2/", wantStatus: 301},
-		{name: "responses not served", method: "POST", path: "/v1/responses", wantStatus: 404, wantContentType: "text/plain", wantBody: "404 page not found"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := do(t, base, tt.method, tt.path, tt.body)
+			var header []string
+			if tt.header != "" {
+				header = strings.SplitN(tt.header, ": ", 2)
+			}
+			r := do(t, base, tt.method, tt.path, tt.body, header...)
 			if r.status != tt.wantStatus {
 				t.Errorf("status = %d, want %d (body %q)", r.status, tt.wantStatus, r.body)
 			}
@@ -188,6 +209,11 @@ func TestOpenAIChat(t *testing.T) {
 			api.ChatRequest{Model: "qwen3:8b", Messages: msgs}, "stop", true, false},
 		{"reasoning none", `{"model":"qwen3:8b","reasoning_effort":"none","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
 			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: false}}, "stop", false, false},
+		// 0.32 accepts max (and xhigh, ultra, minimal), and any level on a thinking model.
+		{"reasoning max", `{"model":"qwen3:8b","reasoning_effort":"xhigh","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
+			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: "max"}}, "stop", true, false},
+		{"reasoning minimal", `{"model":"qwen3:8b","reasoning":{"effort":"minimal"},"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
+			api.ChatRequest{Model: "qwen3:8b", Messages: msgs, Think: &api.ThinkValue{Value: "low"}}, "stop", true, false},
 		{"tools", `{"model":"llama3.2","tools":` + weather + `,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hello there"}]}`,
 			api.ChatRequest{Model: "llama3.2", Messages: msgs, Tools: decodeJSON[api.Tools](t, weather)}, "tool_calls", false, true},
 	}
@@ -293,16 +319,24 @@ func TestOpenAIChatStream(t *testing.T) {
 				if ch.Id != id || !chatID.MatchString(ch.Id) || ch.Object != "chat.completion.chunk" || ch.SystemFingerprint != "fp_ollama" || ch.Model != tt.native.Model || ch.Usage != nil {
 					t.Errorf("chunk %d envelope = %s", i, payloads[i])
 				}
-				if len(ch.Choices) != 1 || ch.Choices[0].Delta.Role != "assistant" {
-					t.Fatalf("chunk %d = %s, want one choice with role assistant", i, payloads[i])
+				if len(ch.Choices) != 1 {
+					t.Fatalf("chunk %d = %s, want one choice", i, payloads[i])
 				}
 				d := ch.Choices[0]
-				content.WriteString(d.Delta.Content.(string))
+				// Ollama 0.32's ChatWriter: the role in the first chunk
+				// only, and the finish reason in a chunk of its own with an
+				// empty delta, as real Ollama 0.32.15 streamed them.
+				if got := d.Delta.Role; (i == 0) != (got == "assistant") {
+					t.Errorf("chunk %d role = %q, want assistant in the first chunk only", i, got)
+				}
+				if c, ok := d.Delta.Content.(string); ok {
+					content.WriteString(c)
+				}
 				reasoning.WriteString(d.Delta.Reasoning)
 				calls = append(calls, d.Delta.ToolCalls...)
 				last := i == len(chunks)-1
-				if last && (d.FinishReason == nil || *d.FinishReason != tt.wantReason) {
-					t.Errorf("last chunk finish_reason = %v, want %q", d.FinishReason, tt.wantReason)
+				if last && (d.FinishReason == nil || *d.FinishReason != tt.wantReason || !strings.Contains(payloads[i], `"delta":{},"finish_reason":`)) {
+					t.Errorf("last chunk = %s, want an empty delta and finish_reason %q", payloads[i], tt.wantReason)
 				}
 				if !last && (d.FinishReason != nil || !strings.Contains(payloads[i], `"finish_reason":null`)) {
 					t.Errorf("chunk %d finish_reason = %v, want null", i, d.FinishReason)
@@ -325,8 +359,9 @@ func TestOpenAIChatStream(t *testing.T) {
 
 func TestOpenAIMidStreamError(t *testing.T) {
 	// Ollama decodes the native {"error": ...} line as a chat response, so
-	// the client gets one empty chunk and the stream ends without [DONE].
-	emptyChat := regexp.MustCompile(`^\{"id":"chatcmpl-\d{1,3}","object":"chat\.completion\.chunk","created":\d+,"model":"","system_fingerprint":"fp_ollama","choices":\[\{"index":0,"delta":\{"role":"assistant","content":""\},"finish_reason":null\}\]\}$`)
+	// the client gets one empty chunk (without the role, which only the
+	// first chunk has) and the stream ends without [DONE].
+	emptyChat := regexp.MustCompile(`^\{"id":"chatcmpl-\d{1,3}","object":"chat\.completion\.chunk","created":\d+,"model":"","system_fingerprint":"fp_ollama","choices":\[\{"index":0,"delta":\{"content":""\},"finish_reason":null\}\]\}$`)
 	emptyCompletion := regexp.MustCompile(`^\{"id":"cmpl-\d{1,3}","object":"text_completion","created":\d+,"choices":\[\{"text":"","index":0,"finish_reason":null\}\],"model":"","system_fingerprint":"fp_ollama","usage":\{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0\}\}$`)
 	tests := []struct {
 		name      string
@@ -358,8 +393,8 @@ func TestOpenAIMidStreamError(t *testing.T) {
 			}
 
 			r = do(t, base, "POST", tt.path, strings.Replace(tt.body, `"stream":true`, `"stream":false`, 1))
-			if r.status != 500 || r.contentType != "application/json" || r.body != compatError("runner died") {
-				t.Errorf("stream:false = %d %q %q, want 500 application/json %q", r.status, r.contentType, r.body, compatError("runner died"))
+			if r.status != 500 || r.contentType != "application/json" || r.body != compatError(500, "runner died") {
+				t.Errorf("stream:false = %d %q %q, want 500 application/json %q", r.status, r.contentType, r.body, compatError(500, "runner died"))
 			}
 		})
 	}
@@ -369,8 +404,8 @@ func TestOpenAIMidStreamError(t *testing.T) {
 		base, _ := start(t, sim)
 		sim.SetFailure(ollamasim.Failure{Status: 503, Message: "busy"})
 		r := do(t, base, "POST", "/v1/chat/completions", `{"model":"llama3.2","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
-		if r.status != 503 || r.contentType != "application/json" || r.body != compatError("busy") {
-			t.Errorf("got %d %q %q, want 503 application/json %q", r.status, r.contentType, r.body, compatError("busy"))
+		if r.status != 503 || r.contentType != "application/json" || r.body != compatError(503, "busy") {
+			t.Errorf("got %d %q %q, want 503 application/json %q", r.status, r.contentType, r.body, compatError(503, "busy"))
 		}
 	})
 }

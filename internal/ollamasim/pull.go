@@ -34,9 +34,10 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	n := model.ParseName(cmp.Or(req.Model, req.Name))
-	if !n.IsValid() {
-		writeError(w, http.StatusBadRequest, "invalid model name")
+	// A cloud name is pulled as Ollama's legacy stub, "name:tag-cloud".
+	n, err := pullName(cmp.Or(req.Model, req.Name))
+	if err != nil {
+		writeModelRefError(w, err, http.StatusBadRequest, errInvalidName.Error())
 		return
 	}
 	n = s.canonicalName(n)
@@ -62,7 +63,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	lw := lineWriter{w: w, rc: http.NewResponseController(w)}
 	written := false
-	err := s.pull(r.Context(), n, func(p api.ProgressResponse) error {
+	err = s.pull(r.Context(), n, func(p api.ProgressResponse) error {
 		written = true
 		return lw.write(p)
 	})

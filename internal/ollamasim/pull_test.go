@@ -168,6 +168,7 @@ func TestPullWire(t *testing.T) {
 		{name: "bad json", body: `{"model":`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"unexpected EOF"}`},
 		{name: "no name", body: `{}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid model name"}`},
 		{name: "invalid name", body: `{"model":"bad name!"}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"invalid model name"}`},
+		{name: "local and cloud", body: `{"model":"x:cloud:local"}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"use either :local or :cloud, not both: \"x:cloud:local\""}`}, // as Ollama 0.32.15 answered
 		{name: "stream false", body: `{"model":"gemma3","stream":false}`, wantStatus: 200, wantContentType: "application/json", wantBody: `{"status":"success"}`},
 		{name: "stream false missing", body: `{"model":"missing-model","stream":false}`, wantStatus: 500, wantContentType: "application/json", wantBody: missing},
 		{name: "missing fails mid-stream", body: `{"model":"user/Missing:7b"}`, wantStatus: 200, wantContentType: "application/x-ndjson",
@@ -279,7 +280,7 @@ func TestDelete(t *testing.T) {
 		{name: "by name, any case", body: `{"name":"QWEN3:8B"}`, wantStatus: 200, wantGone: "qwen3:8b"},
 		{name: "unknown", body: `{"model":"nope"}`, wantStatus: 404, wantContentType: jsonUTF8, wantBody: `{"error":"model 'nope' not found"}`},
 		{name: "invalid", body: `{"model":"bad name!"}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"name \"bad name!\" is invalid"}`},
-		{name: "no name", body: `{}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"name \"\" is invalid"}`},
+		{name: "no name", body: `{}`, wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"model is required"}`}, // Ollama 0.32.15 answered so
 		{name: "empty body", wantStatus: 400, wantContentType: jsonUTF8, wantBody: `{"error":"missing request body"}`},
 	}
 	for _, tt := range tests {

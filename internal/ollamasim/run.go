@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ollama/ollama/api"
+	"github.com/ollama/ollama/types/model"
 )
 
 // generation is a validated generate or chat request, ready to run. The
@@ -21,6 +22,7 @@ type generation struct {
 	keepAlive    time.Duration
 	numCtx       int
 	format       json.RawMessage
+	media        int        // images (or audio) in the request
 	loadResponse func() any // the done_reason "load" object, or the _debug_info one
 
 	plan         plan
@@ -77,6 +79,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, g *generation) {
 	}
 	if err := checkFormat(g.format); err != nil {
 		s.failEarly(w, g, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if g.media > 0 && !g.entry.has(model.CapabilityVision) && !g.entry.has(model.CapabilityAudio) {
+		s.failEarly(w, g, http.StatusBadRequest, errNoMultimodal)
 		return
 	}
 	release, err := s.acquireSlot(ctx)
@@ -177,6 +183,10 @@ func (s *Server) generate(ctx context.Context, w http.ResponseWriter, g *generat
 	}
 	s.completed.Add(1)
 }
+
+// errNoMultimodal is llama-server's answer to images or audio for a model
+// that takes neither, which Ollama 0.30+ passes on whole, JSON and all.
+const errNoMultimodal = `{"error":{"code":400,"message":"Multimodal data provided, but model does not support multimodal requests.","type":"invalid_request_error"}}`
 
 // failEarly answers a runner-side error before the first byte. Ollama's
 // streamResponse sets plain "application/json" for these on streaming

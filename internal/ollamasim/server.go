@@ -1,14 +1,18 @@
-// Package ollamasim is an HTTP server that behaves like Ollama on the wire,
-// for tests, demos and benchmarks.
+// Package ollamasim is an HTTP server that behaves like Ollama 0.32.15 on
+// the wire, for tests, demos and benchmarks.
 //
 // It serves the native endpoints a queue in front of Ollama relies on (/,
-// /api/version, /api/tags, /api/ps, /api/show, /api/generate, /api/chat,
-// /api/embed, /api/embeddings, /api/pull, /api/delete and /api/copy) with
-// Ollama's status codes, error texts, content types and NDJSON streaming,
-// using the types of Ollama's own api package. The OpenAI-compatible routes
-// (/v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models and
-// /v1/models/{model}) wrap the native handlers with Ollama's own openai
-// package, the way Ollama's middleware does, quirks included. Text is
+// /api/version, /api/status, /api/tags, /api/ps, /api/show, /api/generate,
+// /api/chat, /api/embed, /api/embeddings, /api/pull, /api/delete and
+// /api/copy) with Ollama's status codes, error texts, content types and
+// NDJSON streaming, using the types of Ollama's own api package. The
+// OpenAI-compatible routes (/v1/chat/completions, /v1/completions,
+// /v1/embeddings, /v1/models, /v1/models/{model}, /v1/responses and
+// /v1/audio/transcriptions) and the Anthropic-compatible /v1/messages wrap
+// the native handlers with Ollama's own openai and anthropic packages, the
+// way Ollama's middleware does, quirks included. What Ollama forwards to
+// ollama.com (cloud models, /api/experimental/web_search and web_fetch, the
+// account routes) fails as it does on an Ollama with no internet. Text is
 // deterministic: the same request to any simulator with the same
 // Config.Seed yields byte-identical output, and like a model decoding
 // greedily the simulator continues its own partial answers (see resume.go),
@@ -69,6 +73,7 @@ func New(cfg Config) *Server {
 	s.routes = map[string]map[string]http.HandlerFunc{
 		"/":               {http.MethodHead: s.handleRoot, http.MethodGet: s.handleRoot},
 		"/api/version":    {http.MethodHead: s.handleVersion, http.MethodGet: s.handleVersion},
+		"/api/status":     {http.MethodGet: s.handleStatus},
 		"/api/tags":       {http.MethodHead: s.handleTags, http.MethodGet: s.handleTags},
 		"/api/ps":         {http.MethodGet: s.handlePs},
 		"/api/show":       {http.MethodPost: s.handleShow},
@@ -79,24 +84,41 @@ func New(cfg Config) *Server {
 		"/api/pull":       {http.MethodPost: s.handlePull},
 		"/api/delete":     {http.MethodDelete: s.handleDelete},
 		"/api/copy":       {http.MethodPost: s.handleCopy},
+		"/api/me":         {http.MethodPost: s.handleMe},
+		"/api/signout":    {http.MethodPost: s.handleSignout},
+		keysRoute:         {http.MethodDelete: s.handleSignout},
 
-		"/v1/chat/completions": {http.MethodPost: s.handleChatCompletions},
-		"/v1/completions":      {http.MethodPost: s.handleCompletions},
-		"/v1/embeddings":       {http.MethodPost: s.handleEmbeddingsCompat},
-		"/v1/models":           {http.MethodGet: s.handleModels},
-		modelRoute:             {http.MethodGet: s.handleModel},
+		"/api/experimental/web_search":            {http.MethodPost: s.handleWebSearch},
+		"/api/experimental/web_fetch":             {http.MethodPost: s.handleWebFetch},
+		"/api/experimental/model-recommendations": {http.MethodGet: s.handleModelRecommendations},
+
+		"/v1/chat/completions":     {http.MethodPost: cloudPassthrough(s.handleChatCompletions)},
+		"/v1/completions":          {http.MethodPost: cloudPassthrough(s.handleCompletions)},
+		"/v1/embeddings":           {http.MethodPost: cloudPassthrough(s.handleEmbeddingsCompat)},
+		"/v1/models":               {http.MethodGet: s.handleModels},
+		modelRoute:                 {http.MethodGet: s.handleModel},
+		"/v1/responses":            {http.MethodPost: cloudPassthrough(s.handleResponses)},
+		"/v1/audio/transcriptions": {http.MethodPost: s.handleTranscriptions},
+		"/v1/messages":             {http.MethodPost: cloudPassthrough(s.handleMessages)},
 	}
 	return s
 }
 
-// modelRoute is the one route with a parameter, gin's /v1/models/:model.
-const modelRoute = "/v1/models/:model"
+// The routes with a parameter, gin's /v1/models/:model and
+// /api/user/keys/:encodedKey.
+const (
+	modelRoute = "/v1/models/:model"
+	keysRoute  = "/api/user/keys/:encodedKey"
+)
 
 // routeOf returns the routes key for path and the value of its parameter,
 // which like gin's is exactly one non-empty path segment.
 func routeOf(path string) (key, param string) {
-	if rest, ok := strings.CutPrefix(path, "/v1/models/"); ok && rest != "" && !strings.Contains(rest, "/") {
-		return modelRoute, rest
+	for _, route := range []string{modelRoute, keysRoute} {
+		prefix := route[:strings.LastIndex(route, "/")+1]
+		if rest, ok := strings.CutPrefix(path, prefix); ok && rest != "" && !strings.Contains(rest, "/") {
+			return route, rest
+		}
 	}
 	return path, ""
 }
@@ -113,7 +135,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key, param := routeOf(path)
 	if h := s.routes[key][r.Method]; h != nil {
 		if param != "" {
-			r.SetPathValue("model", param)
+			r.SetPathValue(key[strings.LastIndex(key, ":")+1:], param)
 		}
 		h(w, r)
 		return
@@ -195,9 +217,10 @@ func (s *Server) currentFailure() Failure {
 }
 
 // Stats counts what the server has done since New. Requests through the
-// OpenAI routes count as the native generate, chat or embed request they
-// become; those the OpenAI layer rejects itself, and model management
-// (pull, copy, delete), are not counted.
+// OpenAI and Anthropic routes count as the native generate, chat or embed
+// request they become; those the compatibility layer answers itself (bad
+// input, cloud models), and model management (pull, copy, delete), are not
+// counted.
 type Stats struct {
 	Requests  int64 // generate/chat/embed requests received, valid or not, except _debug_render_only ones
 	Active    int64 // generations (and embedding calls) holding a slot now

@@ -22,19 +22,33 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "model is required")
 		return
 	}
-	if n := model.ParseName(req.Model); !n.IsValid() {
-		// Ollama's GetModelInfo returns model.Unqualified, which no case of
-		// ShowHandler matches, so it falls through to 500.
-		writeError(w, http.StatusInternalServerError, model.Unqualified(n).Error())
+	ref, err := parseModelRef(req.Model)
+	if err != nil {
+		writeModelRefError(w, err, http.StatusBadRequest, err.Error())
 		return
 	}
-	e := s.lookup(req.Model)
+	if ref.cloud {
+		cloudUnreachable(w, r, r.URL.Path)
+		return
+	}
+	e := s.lookup(ref.base)
 	if e == nil {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", req.Model))
+		// Named as Ollama's getExistingName spells it: "TINY:foo" is
+		// 'tiny:foo' when a model tiny is installed.
+		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", s.canonicalName(ref.name).DisplayShortest()))
 		return
 	}
-	writeJSON(w, http.StatusOK, showResponse(e, req.System))
+	resp := showResponse(e, req.System)
+	if strings.HasPrefix(r.UserAgent(), copilotChatUserAgent) {
+		// Ollama echoes the requested name, which Copilot Chat shows.
+		resp.ModelInfo["general.basename"] = req.Model
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
+
+// copilotChatUserAgent starts the User-Agent of GitHub Copilot Chat, which
+// Ollama's ShowHandler treats specially.
+const copilotChatUserAgent = "GitHubCopilotChat/"
 
 // license is the LICENSE of every simulated model.
 const license = "Simulated model served by ollamasim for tests, demos and benchmarks. It has no weights and no license terms."

@@ -78,11 +78,22 @@ func TestPermissionMatrix(t *testing.T) {
 		{"alice", "read jobs from the stream", request(jsAPI("STREAM.MSG.GET."+job.Stream), `{"seq":1}`, nil, jsOK), "refused"},
 		{"alice", "read the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "refused"},
 		{"gpu1", "hear the doorbells", subscribe("ollamaq.queued.>", job.QueuedPrefix+"."+model+".interactive.bob"), "allowed"},
+		// A worker that hands back a job its Ollama cannot run rings for the others.
+		{"gpu1", "ring the doorbell of any requester's job", publish(job.QueuedSubject("llama3.2:latest", job.Interactive, "bob")), "allowed"},
 
 		// Taking jobs.
 		{"alice", "take jobs (fetch) as a client", request(nextJob, fetchOne, nil, nil), "refused"},
 		{"dispatcher", "take jobs (fetch) as a dispatcher", request(nextJob, fetchOne, nil, nil), "refused"},
 		{"gpu2", "take a job (fetch) as a worker", fetchAndAck(cons.CachedInfo().Name), "allowed"},
+
+		// Stalled deliveries: a dispatcher NAKs the delivery of a job whose
+		// worker fell silent; a client may not touch any delivery.
+		{"dispatcher", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "allowed"},
+		{"alice", "NAK a job delivery", publish("$JS.ACK." + job.Stream + ".c.1.2.3.4.5"), "refused"},
+		{"dispatcher", "ack a delivery of another stream", publish("$JS.ACK." + job.DLQStream + ".c.1.2.3.4.5"), "refused"},
+		{"dispatcher", "ring the doorbell of its own job", publish(job.QueuedPrefix + "." + model + ".interactive.dispatcher"), "allowed"},
+		{"dispatcher", "ring the doorbell of alice's job", publish(job.QueuedPrefix + "." + model + ".interactive.alice"), "refused"},
+		{"alice", "ring a doorbell", publish(job.QueuedPrefix + "." + model + ".interactive.alice"), "refused"},
 
 		// Replies: only the requester reads them; only workers write them.
 		{"alice", "read every answer (ollamaq.reply.>)", subscribe("ollamaq.reply.>", "ollamaq.reply.bob.j1"), "refused"},
@@ -133,6 +144,7 @@ func TestPermissionMatrix(t *testing.T) {
 		{"gpu1", "take every node's commands", subscribe(job.NodePrefix+".>", job.NodeSubject("gpu2")), "refused"},
 		{"dispatcher", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "allowed"},
 		{"alice", "read the node bucket", watchBucket(job.NodeBucket, "node.>"), "refused"},
+		{"gpu1", "read the node bucket (its peers' Ollama versions)", watchBucket(job.NodeBucket, "node.>"), "allowed"},
 
 		// HTTP API keys: dispatchers read them and the MAC secret; only
 		// the admin writes keys (ollamaq keys).

@@ -20,7 +20,8 @@ const (
 	// name), and reads only its own replies, resume requests and PubAcks.
 	Client Role = "client"
 	// Worker pulls jobs, relays Ollama's answers to any requester, writes
-	// only its own node record and takes only its own node commands.
+	// only its own node record, reads the others' and takes only its own
+	// node commands.
 	Worker Role = "worker"
 	// Dispatcher is a client for many HTTP users under its own requester
 	// token, reads the fleet, sends node commands and applies streams/.
@@ -131,6 +132,13 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			api("CONSUMER.LIST."+job.Stream),      // the queue metrics
 			api("STREAM.MSG.GET."+job.Stream),     // the age of the oldest job, for the metrics
 			api("STREAM.MSG.DELETE."+job.Stream),  // withdraw a job its HTTP client abandoned
+			// NAK the delivery of a job whose worker fell silent, heartbeats
+			// included, so another worker continues it at once
+			// (docs/protocol.md, "Heartbeats"). Not for clients: an ack
+			// subject names no requester, and ack or term would drop
+			// another's job.
+			"$JS.ACK."+job.Stream+".>", "$JS.ACK.*.*."+job.Stream+".>",
+			job.QueuedPrefix+".*.*."+name, // and ring its doorbell, which a redelivery does not
 			// Reading the node bucket: a KV watch is an ordered push consumer,
 			// replaced on a gap and deleted at the end, with flow control.
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"),
@@ -164,7 +172,12 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			job.ResumePrefix+".>",                      // ask any requester how much it has
 			job.DLQPrefix+".>",                         // bury jobs
 			job.AuditPrefix+"."+job.AuditJob+".>",      // the audit record of each job it ends
-			nodeKey(name))                              // its own node record only
+			nodeKey(name),                              // its own node record only
+			// A job its Ollama lacks the route of goes back to the queue
+			// for another worker: it reads the others' records (a KV
+			// watch, as the dispatcher's) and rings the model's doorbell.
+			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"), "$JS.FC.>",
+			job.QueuedPrefix+".>")
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...) // binding, and checking the definitions
 		p.Pub.Allow.Add(viaLeaf(p.Pub.Allow)...)                   // the same from behind a leaf node
 		p.Sub.Allow.Add(job.QueuedPrefix+".>", job.CancelPrefix+".>", job.NodePrefix+"."+name, inbox)

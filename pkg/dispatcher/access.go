@@ -22,13 +22,22 @@ import (
 // send anything (/ and /api/version) and the probes of orchestrators.
 var publicRoutes = map[string]bool{"/": true, "/api/version": true, "/healthz": true, "/readyz": true}
 
-// adminRoutes need an admin key: they change every worker's models, or are
-// refused anyway, or expose the fleet's metrics.
-func adminRoute(path string) bool {
-	if rt, ok := job.LookupRoute(path); ok {
-		return rt.Changes
+// adminRoute tells whether a route needs an admin key: the route table
+// says which (they change every worker's models, spend the workers'
+// ollama.com identity, or are refused anyway); and /metrics exposes the
+// fleet's.
+func (s *Server) adminRoute(r *http.Request) bool {
+	if r.URL.Path == "/metrics" {
+		return true
 	}
-	return path == "/metrics" || path == "/api/create" || path == "/api/push" || strings.HasPrefix(path, "/api/blobs/")
+	_, pattern := s.mux.Handler(r)
+	_, path, _ := strings.Cut(pattern, " ")
+	for _, rt := range job.Routes() {
+		if rt.Path == path {
+			return rt.Admin
+		}
+	}
+	return false
 }
 
 type keyContext struct{}
@@ -76,7 +85,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (*http.Req
 		f.refuse(w, http.StatusUnauthorized, unauthorizedMessage(err))
 		return r, false
 	}
-	if adminRoute(r.URL.Path) && k.Role != apikey.Admin {
+	if s.adminRoute(r) && k.Role != apikey.Admin {
 		s.metrics.refused.WithLabelValues("forbidden").Inc()
 		f.refuse(w, http.StatusForbidden, fmt.Sprintf("%s %s needs an admin API key; key %s has the role %s", r.Method, r.URL.Path, k.ID, k.Role))
 		return r, false

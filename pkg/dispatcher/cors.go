@@ -9,15 +9,18 @@ import (
 )
 
 // Ollama's CORS settings (server/routes.go with gin-contrib/cors defaults):
-// loopback origins on any port, app and editor schemes, browser extensions,
-// plus OLLAMA_ORIGINS.
+// loopback origins on any port, app and editor schemes, plus OLLAMA_ORIGINS.
+// Browser extensions are not among the defaults: gin-contrib/cors's
+// AllowBrowserExtensions, which Ollama sets, only lets OLLAMA_ORIGINS name
+// extension origins (chrome-extension://*, moz-extension://abc); any other
+// extension gets 403 like any foreign site, so that no installed extension
+// can drive the fleet unless the operator says so.
 var (
 	corsMethods = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 	corsHeaders = "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,Openai-Beta," +
 		"X-Stainless-Arch,X-Stainless-Async,X-Stainless-Custom-Poll-Interval,X-Stainless-Helper-Method," +
 		"X-Stainless-Lang,X-Stainless-Os,X-Stainless-Package-Version,X-Stainless-Poll-Helper," +
 		"X-Stainless-Retry-Count,X-Stainless-Runtime,X-Stainless-Runtime-Version,X-Stainless-Timeout"
-	extensionSchemes = []string{"chrome-extension://", "safari-extension://", "moz-extension://", "ms-browser-extension://"}
 )
 
 // allowedOrigins returns Ollama's default origins plus extra.
@@ -30,12 +33,9 @@ func allowedOrigins(extra []string) []string {
 	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 }
 
+// originAllowed reports whether origin is one of s.origins, where a * in
+// an allowed origin matches any run of characters.
 func (s *Server) originAllowed(origin string) bool {
-	for _, p := range extensionSchemes {
-		if strings.HasPrefix(origin, p) {
-			return true
-		}
-	}
 	for _, o := range s.origins {
 		if o == "*" || o == origin {
 			return true
@@ -85,7 +85,10 @@ func (s *Server) cors(next http.Handler) http.Handler {
 }
 
 // guardHost is Ollama's DNS-rebinding guard: when the API listens on loopback
-// only, a request naming a non-local host is refused with 403.
+// only, a request naming a non-local host is refused with 403. Like
+// Ollama's it answers an OPTIONS request for a local host name (not an
+// address) itself, 204, whatever the path: such a request reaches it only
+// without a CORS Origin (cors answers preflights first).
 func (s *Server) guardHost(next http.Handler) http.Handler {
 	if !s.opts.LoopbackOnly {
 		return next
@@ -95,31 +98,35 @@ func (s *Server) guardHost(next http.Handler) http.Handler {
 		if err != nil {
 			host = r.Host
 		}
-		if localHost(host) {
+		switch local, name := localHost(host); {
+		case local && name && r.Method == http.MethodOptions:
+			w.WriteHeader(http.StatusNoContent)
+		case local:
 			next.ServeHTTP(w, r)
-			return
+		default:
+			w.WriteHeader(http.StatusForbidden)
 		}
-		w.WriteHeader(http.StatusForbidden)
 	})
 }
 
 // localHost reports whether a Host header names this machine or a local
-// network, as Ollama's allowedHost does.
-func localHost(host string) bool {
+// network, as Ollama's allowedHostsMiddleware does, and whether it does so
+// by name rather than by address.
+func localHost(host string) (local, name bool) {
 	host = strings.ToLower(host)
 	if addr, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return addr.IsLoopback() || addr.IsPrivate() || addr.IsUnspecified()
+		return addr.IsLoopback() || addr.IsPrivate() || addr.IsUnspecified(), false
 	}
 	if host == "" || host == "localhost" {
-		return true
+		return true, true
 	}
-	if name, err := os.Hostname(); err == nil && host == strings.ToLower(name) {
-		return true
+	if h, err := os.Hostname(); err == nil && host == strings.ToLower(h) {
+		return true, true
 	}
 	for _, tld := range []string{".localhost", ".local", ".internal"} {
 		if strings.HasSuffix(host, tld) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return false, false
 }

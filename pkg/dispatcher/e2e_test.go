@@ -115,8 +115,8 @@ func TestOllamaClientThroughQueue(t *testing.T) {
 			return err == nil && len(ps.Models) == 1 && ps.Models[0].Name == "llama3.2:latest"
 		})
 		v, err := viaQueue.Version(t.Context())
-		if err != nil || v != "0.17.4" {
-			t.Errorf("version = %q, %v; want the workers' Ollama version 0.17.4", v, err)
+		if want := ollamasim.DefaultConfig().Version; err != nil || v != want {
+			t.Errorf("version = %q, %v; want the workers' Ollama version %s", v, err, want)
 		}
 		if err := viaQueue.Heartbeat(t.Context()); err != nil {
 			t.Errorf("heartbeat (HEAD /): %v", err)
@@ -137,7 +137,7 @@ func TestBadRequestsAreNotQueued(t *testing.T) {
 		{"missing model chat", "/api/chat", `{"messages":[]}`, 400, "model is required"},
 		{"missing model generate", "/api/generate", `{"prompt":"x"}`, 400, "model is required"},
 		{"unknown model", "/api/generate", `{"model":"nope","prompt":"x"}`, 404, "model 'nope' not found"},
-		{"invalid model name", "/api/chat", `{"model":"a b"}`, 404, "model 'a b' not found"},
+		{"invalid model name", "/api/chat", `{"model":"a b"}`, 400, "invalid model name"}, // As Ollama 0.32.
 		{"too large", "/api/generate", `{"model":"llama3.2","prompt":"` + strings.Repeat("x", 2<<20) + `"}`, 413, "request body too large: the limit is 1048576 bytes"},
 	}
 	for _, tt := range tests {

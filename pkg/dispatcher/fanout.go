@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/pkg/fleet"
@@ -63,7 +64,8 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		nodes = s.targets(r, func(n *fleet.Node) bool { return n.HasModel(c) })
 	}
 	if len(nodes) == 0 {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", name))
+		status, msg := showNotFound(name, s.listedNames())
+		writeError(w, status, msg)
 		return
 	}
 	n := nodes[rand.IntN(len(nodes))]
@@ -151,15 +153,37 @@ func (s *Server) fanoutAll(w http.ResponseWriter, r *http.Request, route string,
 }
 
 // fanoutErrors runs a fan-out that answers with an empty body on success
-// (delete, copy) and returns the failures by node.
+// (delete, copy) and returns the failures by node, once the view holds the
+// node records the workers wrote after the change.
 func (s *Server) fanoutErrors(ctx context.Context, nodes []*fleet.Node, route string, body []byte) map[string]job.Reply {
 	failed := map[string]job.Reply{}
+	var done []job.Reply
 	for nr := range s.fanout(ctx, nodes, route, body) {
-		if nr.rep.Kind == job.KindError {
+		switch nr.rep.Kind {
+		case job.KindError:
 			failed[nr.node] = nr.rep
+		case job.KindDone:
+			done = append(done, nr.rep)
 		}
 	}
+	s.awaitRecords(ctx, done...)
 	return failed
+}
+
+// recordWait bounds how long a response waits for the view to hold a node
+// record a worker named in its done reply: the worker wrote it before it
+// replied, so the view has it within milliseconds unless NATS is in trouble.
+const recordWait = time.Second
+
+// awaitRecords waits until the fleet view holds the node records that done
+// replies name (job.Reply.Record), so that a listing asked for after the
+// response shows what the job or command changed.
+func (s *Server) awaitRecords(ctx context.Context, done ...job.Reply) {
+	for _, rep := range done {
+		if rep.Record != 0 && rep.Worker != "" && !s.view.WaitRevision(ctx, rep.Worker, rep.Record, recordWait) && ctx.Err() == nil {
+			s.log.Warn("node record not seen", "worker", rep.Worker, "revision", rep.Record, "waited", recordWait)
+		}
+	}
 }
 
 // writeFanoutResult answers a delete or copy: 200 with an empty body when
@@ -206,6 +230,10 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := cmp.Or(req.Model, req.Name)
+	if strings.TrimSpace(name) == "" {
+		writeError(w, http.StatusBadRequest, "model is required") // As Ollama 0.32.
+		return
+	}
 	if _, err := job.CanonicalModel(name); err != nil {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("name %q is invalid", name))
 		return
@@ -283,11 +311,16 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+	var done []job.Reply
 	for nr := range s.fanout(r.Context(), nodes, "/api/pull", workerBody) {
+		if nr.rep.Kind == job.KindDone {
+			done = append(done, nr.rep)
+		}
 		for _, v := range p.add(nr) {
 			emit(v)
 		}
 	}
+	s.awaitRecords(r.Context(), done...) // Before "success": /api/tags then lists the model.
 	if r.Context().Err() != nil {
 		return
 	}

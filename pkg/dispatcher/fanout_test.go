@@ -143,18 +143,39 @@ func TestShowAnsweredByAWorker(t *testing.T) {
 	if got.Modelfile != want.Modelfile || got.Details.Family != want.Details.Family || len(got.ModelInfo) == 0 {
 		t.Errorf("show through the dispatcher differs from Ollama's: %+v", got)
 	}
-	var se api.StatusError
-	if _, err := c.Show(t.Context(), &api.ShowRequest{Model: "nope"}); !errors.As(err, &se) || se.StatusCode != 404 {
-		t.Errorf("show unknown: %v, want 404", err)
+	// As Ollama 0.32.15 answers (asked of a real one): the name in its
+	// shortest form, each part in the case of a model it has.
+	for _, tt := range []struct {
+		name   string
+		status int
+		msg    string
+	}{
+		{"nope", 404, "model 'nope:latest' not found"},
+		{"Nope:LATEST", 404, "model 'Nope:latest' not found"},
+		{"registry.ollama.ai/library/nope", 404, "model 'nope:latest' not found"},
+		{" nope ", 404, "model 'nope:latest' not found"},
+		{"bad name!", 400, "invalid model name"},
+	} {
+		var se api.StatusError
+		if _, err := c.Show(t.Context(), &api.ShowRequest{Model: tt.name}); !errors.As(err, &se) || se.StatusCode != tt.status || se.ErrorMessage != tt.msg {
+			t.Errorf("show %q: %v, want %d %s", tt.name, err, tt.status, tt.msg)
+		}
 	}
 }
 
 func TestRefusedRoutesSayWhy(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1})
-	for _, path := range []string{"/api/create", "/api/push", "/api/blobs/sha256:abc"} {
-		status, _, body := post(t, f.URL+path, `{"model":"x"}`)
-		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") {
-			t.Errorf("POST %s: %d %s, want 501 with a reason", path, status, body)
+	for _, c := range []struct{ method, path, why string }{
+		{"POST", "/api/create", "/api/pull or /api/copy"},
+		{"POST", "/api/push", "/api/pull or /api/copy"},
+		{"POST", "/api/blobs/sha256:abc", "/api/pull or /api/copy"},
+		{"POST", "/api/me", "ollama signin"},
+		{"POST", "/api/signout", "ollama signin"},
+		{"DELETE", "/api/user/keys/abc", "ollama signin"},
+	} {
+		status, _, body := call(t, c.method, f.URL+c.path, "", `{"model":"x"}`)
+		if status != http.StatusNotImplemented || !strings.Contains(body, "not supported by OllamaMax") || !strings.Contains(body, c.why) {
+			t.Errorf("%s %s: %d %s, want 501 with a reason naming %s", c.method, c.path, status, body, c.why)
 		}
 	}
 }
@@ -167,7 +188,7 @@ func TestCORSAndHostGuard(t *testing.T) {
 	}
 	defer req.Close()
 	srv, err := dispatcher.NewServer(f.Queue, req, f.View, dispatcher.Options{MaxBody: 1 << 20, LoopbackOnly: true,
-		Origins: []string{"https://*.example.com"}, Logger: fleettest.Logger()})
+		Origins: []string{"https://*.example.com", "moz-extension://abc"}, Logger: fleettest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +200,11 @@ func TestCORSAndHostGuard(t *testing.T) {
 		{"same host", "GET", "127.0.0.1:11435", "", 200, ""},
 		{"localhost origin", "GET", "localhost:11435", "http://localhost:3000", 200, "http://localhost:3000"},
 		{"preflight", "OPTIONS", "localhost:11435", "http://127.0.0.1:8080", 204, "http://127.0.0.1:8080"},
-		{"extension", "GET", "localhost", "chrome-extension://abc", 200, "chrome-extension://abc"},
+		// Ollama 0.32 allows browser extensions only when OLLAMA_ORIGINS names them.
+		{"extension", "GET", "localhost", "chrome-extension://abc", 403, ""},
+		{"extension preflight", "OPTIONS", "localhost", "safari-extension://abc", 403, ""},
+		{"configured extension", "GET", "localhost", "moz-extension://abc", 200, "moz-extension://abc"},
+		{"another extension of a configured scheme", "GET", "localhost", "moz-extension://abd", 403, ""},
 		{"configured wildcard", "GET", "localhost", "https://app.example.com", 200, "https://app.example.com"},
 		{"foreign origin", "GET", "localhost", "https://evil.test", 403, ""},
 		{"rebinding host", "GET", "evil.test", "", 403, ""},

@@ -24,6 +24,7 @@ type metrics struct {
 	firstByte    *prometheus.HistogramVec // route
 	submitted    *prometheus.CounterVec   // model, class
 	resumed      prometheus.Counter
+	stalled      prometheus.Counter
 	refused      *prometheus.CounterVec // reason: unauthorized, forbidden, rate_limited
 	tenantJobs   *prometheus.CounterVec // tenant
 	tenantTokens *prometheus.CounterVec // tenant, type: prompt or completion
@@ -78,6 +79,9 @@ func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
 	for _, reason := range []string{"unauthorized", "forbidden", "rate_limited"} {
 		m.refused.WithLabelValues(reason)
 	}
+	m.stalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_jobs_stalled_total",
+		Help: "Started jobs whose worker fell silent (no reply, no heartbeat, for the stall bound), whose delivery the dispatcher NAKed for another worker."})
+	reg.MustRegister(m.stalled)
 	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed, m.refused, m.tenantJobs, m.tenantTokens)
 	if q != nil {
 		reg.MustRegister(&queueCollector{q: q})

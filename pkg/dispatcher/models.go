@@ -37,11 +37,15 @@ func writeOpenAIJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v) // A failed write means the client left.
 }
 
+// handleOpenAIModel answers /v1/models/{model} as Ollama's show handler
+// behind its retrieve middleware does: the model as named, or show's error
+// with the OpenAI type of its status.
 func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("model")
 	c, err := job.CanonicalModel(name)
-	if err == nil && visible(r, name) { // A model the key may not use is one it cannot see.
-		for _, m := range s.view.Models() {
+	listed := visibleModels(r, s.view.Models(), listedName) // A model the key may not use is one it cannot see.
+	if err == nil {
+		for _, m := range listed {
 			if mc, err := job.CanonicalModel(m.Model); err == nil && mc == c {
 				writeOpenAIJSON(w, openai.Model{Id: name, Object: "model", Created: m.ModifiedAt.Unix(),
 					OwnedBy: model.ParseName(name).Namespace})
@@ -49,5 +53,10 @@ func (s *Server) handleOpenAIModel(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	openAI.failForwarded(w, http.StatusNotFound, "model '"+name+"' not found")
+	names := make([]string, len(listed))
+	for i, m := range listed {
+		names[i] = m.Model
+	}
+	status, msg := showNotFound(name, names)
+	openAI.failForwarded(w, status, msg)
 }

@@ -1,14 +1,13 @@
 package dispatcher
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,26 +26,30 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if !ok {
 			return
 		}
-		model, ok := validate(w, route, body)
+		if strings.HasPrefix(route, "/v1/") && r.Header.Get("Content-Encoding") == "zstd" {
+			if body, ok = decompress(w, f, body, s.opts.MaxBody); !ok {
+				return
+			}
+		}
+		var model, bodyType string
+		if route == transcriptions {
+			model, bodyType, ok = validateForm(w, r, body)
+		} else {
+			model, ok = validate(w, route, body)
+		}
 		if !ok || !s.allowModel(w, r, f, model) {
 			return
 		}
-		canonical, known, err := s.resolveModel(r, model)
-		if err != nil {
-			w.Header().Set("Retry-After", "1")
-			f.failForwarded(w, http.StatusServiceUnavailable, "queue unavailable: "+err.Error())
-			return
-		}
-		if !known {
-			f.failForwarded(w, http.StatusNotFound, fmt.Sprintf("model '%s' not found", model))
+		canonical, ok := s.resolveJob(w, r, route, f, model)
+		if !ok || s.unload(w, r, route, f, canonical, body) {
 			return
 		}
 		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {
 			return
 		}
 		key, hasKey := requestKey(r)
-		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, Wait: s.opts.QueueWait},
-			arrived: arrived}
+		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
+			Wait: s.opts.QueueWait}, arrived: arrived}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant
@@ -136,7 +139,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		wrote       bool
 		attempt     int
 		contentType string
-		last        []byte // the last frame, to tell an SSE stream that ended without [DONE]
+		first, last []byte // the first and last frames, to tell an SSE stream that ended early and how to end it
 		frames      int    // data messages written to the client
 		counted     bool   // the done reply carried Ollama's token counts
 	)
@@ -158,7 +161,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				if rep.Kind != job.KindError {
 					msg = "the worker serving this request was lost mid-response"
 				}
-				failMidStream(w, contentType, msg)
+				f.failMidStream(w, contentType, msg, first, last)
 				return false
 			}
 			if wrote {
@@ -172,6 +175,13 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			if !wrote {
 				contentType = cmp.Or(rep.ContentType, "application/json; charset=utf-8")
 				w.Header().Set("Content-Type", contentType)
+				if (f == anthropicAPI || f == responses) && isSSE(contentType) {
+					// As Ollama's Anthropic and Responses middleware send a stream.
+					w.Header().Set("Cache-Control", "no-cache")
+					if r.ProtoMajor == 1 {
+						w.Header().Set("Connection", "keep-alive") // HTTP/2 has no such header.
+					}
+				}
 				w.WriteHeader(cmp.Or(rep.Status, http.StatusOK))
 				wrote = true
 				if queued {
@@ -185,19 +195,23 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			if flusher != nil {
 				flusher.Flush()
 			}
+			if first == nil {
+				first = rep.Data
+			}
 			last = rep.Data
 			frames++
 		case job.KindDone:
+			s.awaitRecords(r.Context(), rep) // A job that loaded or unloaded its model: /api/ps shows it after the answer.
 			if queued {
 				counted = rep.Usage != nil
 				s.finished(qj, rep.Usage)
 			}
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
-			} else if isSSE(contentType) && f == openAI && !bytes.Equal(job.Payload(last), job.SSEDone) {
-				// Ollama ends an OpenAI stream that failed without [DONE] and
-				// without saying why; tell the client it broke off.
-				failMidStream(w, contentType, "the response ended before it was complete")
+			} else if isSSE(contentType) && !f.complete(last) {
+				// Ollama ends a stream that failed without its final event
+				// and without saying why; tell the client it broke off.
+				f.failMidStream(w, contentType, "the response ended before it was complete", first, last)
 			}
 			return false
 		case job.KindError:
@@ -206,7 +220,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			}
 			switch {
 			case wrote:
-				failMidStream(w, contentType, rep.Error)
+				f.failMidStream(w, contentType, rep.Error, first, last)
 			case rep.ContentType != "" && len(rep.Data) > 0:
 				// Ollama's own error response, in the shape of the route it came from.
 				w.Header().Set("Content-Type", rep.ContentType)
@@ -234,20 +248,15 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		s.abandon(r, st, qj, attempt > 0, "worker silent")
 		msg := fmt.Sprintf("the worker went silent: nothing for %s", s.opts.MaxSilence)
 		if wrote {
-			failMidStream(w, contentType, msg)
+			f.failMidStream(w, contentType, msg, first, last)
 		} else {
 			f.failForwarded(w, http.StatusGatewayTimeout, msg)
 		}
 	case wrote:
-		failMidStream(w, contentType, "reply stream ended: "+err.Error())
+		f.failMidStream(w, contentType, "reply stream ended: "+err.Error(), first, last)
 	default:
 		f.failForwarded(w, http.StatusServiceUnavailable, "reply stream ended: "+err.Error())
 	}
-}
-
-func isSSE(contentType string) bool {
-	mt, _, _ := mime.ParseMediaType(contentType)
-	return mt == "text/event-stream"
 }
 
 // cancel tells the worker, if any, to stop the job.

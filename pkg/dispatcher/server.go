@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/apikey"
@@ -21,9 +22,9 @@ import (
 )
 
 // APIVersion is the Ollama API version the dispatcher reports when no worker
-// is up to tell its Ollama's version: the version of the Ollama api package
-// OllamaMax is built and tested against.
-const APIVersion = "0.17.4"
+// is up to tell its Ollama's version: the version of the Ollama module
+// OllamaMax is built and tested against (go.mod; a test holds them equal).
+const APIVersion = "0.32.15"
 
 // Options configure the HTTP shim. Zero durations and sizes mean the
 // defaults of DefaultOptions.
@@ -46,6 +47,12 @@ type Options struct {
 	// line mid-stream) and the job is canceled. Loading a model can take
 	// minutes before the first token.
 	MaxSilence time.Duration
+	// Stall is how long a started job may go without any reply message,
+	// heartbeats included, before the dispatcher NAKs its delivery so that
+	// another worker continues it at once (docs/protocol.md, "Heartbeats");
+	// 0 means queue.DefaultStall, negative turns it off (failover then waits
+	// for the ack wait).
+	Stall time.Duration
 	// Origins are extra CORS origins allowed besides Ollama's defaults, like
 	// OLLAMA_ORIGINS (wildcards allowed, e.g. https://*.example.com).
 	Origins []string
@@ -118,6 +125,7 @@ type Server struct {
 	view    *fleet.View
 	log     *slog.Logger
 	mux     *http.ServeMux
+	router  router
 	origins []string
 	handler http.Handler
 	metrics *metrics
@@ -140,6 +148,11 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
+	stall := cmp.Or(o.Stall, queue.DefaultStall)
+	req.SetStall(max(stall, 0), func(id string, attempt int) {
+		s.metrics.stalled.Inc()
+		s.log.Info("worker silent: asked for the job's redelivery", "job", id, "attempt", attempt, "after", stall)
+	})
 	if o.Keys != nil {
 		if len(o.MACSecret) < 32 {
 			return nil, errors.New("dispatcher: API keys need a MAC secret of at least 32 bytes (apikey.MACSecret)")
@@ -149,31 +162,43 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 			return nil, err
 		}
 	}
-	m := s.mux
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	m.HandleFunc("GET /readyz", s.handleReady)
+	get := func(p string, h http.HandlerFunc) { s.handle(http.MethodGet, p, h) }
+	getHead := func(p string, h http.HandlerFunc) { get(p, h); s.handle(http.MethodHead, p, h) }
+	getHead("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	getHead("/readyz", s.handleReady)
 	if o.Gatherer != nil {
-		m.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+		get("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	}
-	m.HandleFunc("GET /{$}", s.handleRoot)
-	m.HandleFunc("GET /api/version", s.handleVersion)
-	m.HandleFunc("GET /api/tags", s.handleTags)
-	m.HandleFunc("GET /api/ps", s.handlePS)
+	// HEAD only where Ollama serves it (Route.Head): a GET route of the
+	// ServeMux also serves HEAD, Ollama's others answer HEAD with 405.
+	getHead("/", s.handleRoot)
+	byPath := map[string]http.HandlerFunc{
+		"/api/version": s.handleVersion, "/api/tags": s.handleTags, "/api/ps": s.handlePS,
+		"/v1/models": s.handleOpenAIModels, "/v1/models/{model}": s.handleOpenAIModel,
+		"/api/show": s.handleShow, "/api/pull": s.audited("pull", s.handlePull),
+		"/api/delete": s.audited("delete", s.handleDelete), "/api/copy": s.audited("copy", s.handleCopy),
+	}
 	for _, rt := range job.Routes() {
-		if rt.Serve == job.Queued && rt.Path != "/v1/audio/transcriptions" {
-			m.HandleFunc(rt.Method+" "+rt.Path, s.handleJob(rt.Path, formatOf(rt.Path)))
+		h := byPath[rt.Path]
+		switch {
+		case rt.Serve == job.Queued:
+			h = s.handleJob(rt.Path, formatOf(rt.Path))
+		case rt.Serve == job.Node && rt.ModelField == "":
+			h = s.handleNodeRoute(rt)
+		case rt.Serve == job.Refused:
+			h = s.handleRefused
+		case rt.Serve == job.Removed:
+			continue // Not registered: they answer 404, as current Ollama.
+		}
+		if h == nil {
+			return nil, fmt.Errorf("dispatcher: no handler for %s %s", rt.Method, rt.Path) // A programming error.
+		}
+		s.handle(rt.Method, rt.Path, h)
+		if rt.Head {
+			s.handle(http.MethodHead, rt.Path, h)
 		}
 	}
-	m.HandleFunc("GET /v1/models", s.handleOpenAIModels)
-	m.HandleFunc("GET /v1/models/{model...}", s.handleOpenAIModel)
-	m.HandleFunc("POST /api/show", s.handleShow)
-	m.HandleFunc("POST /api/pull", s.audited("pull", s.handlePull))
-	m.HandleFunc("DELETE /api/delete", s.audited("delete", s.handleDelete))
-	m.HandleFunc("POST /api/copy", s.audited("copy", s.handleCopy))
-	for _, p := range []string{"POST /api/create", "POST /api/push", "HEAD /api/blobs/{digest}", "POST /api/blobs/{digest}"} {
-		m.HandleFunc(p, s.handleRefused)
-	}
-	s.handler = s.metrics.observe(s.mux, s.guardHost(s.cors(s.withRequestID(http.HandlerFunc(s.route)))))
+	s.handler = s.metrics.observe(s.mux, s.ginRoute(s.cors(s.guardHost(s.withRequestID(http.HandlerFunc(s.route))))))
 	return s, nil
 }
 
@@ -202,38 +227,39 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.limits.run(ctx)
 }
 
-// route dispatches to the mux and answers unknown routes and wrong methods
-// with gin's plain-text bodies, which is what Ollama sends.
+// handle serves h on method and path (ServeMux wildcards of one segment).
+// HEAD of a GET route is left to the ServeMux's GET pattern, which serves
+// HEAD too: the router says which of them Ollama has.
+func (s *Server) handle(method, path string, h http.HandlerFunc) {
+	if !(method == http.MethodHead && s.router.match(http.MethodGet, path)) {
+		pattern := path
+		if path == "/" {
+			pattern = "/{$}" // "/" alone would match every path.
+		}
+		s.mux.HandleFunc(method+" "+pattern, h)
+	}
+	s.router.add(method, path)
+}
+
+// route serves a request that ginRoute let through: its handler, after the
+// key check, or gin's plain-text 405 (ginRoute set Allow) or 404, which is
+// what Ollama sends.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	h, pattern := s.mux.Handler(r)
-	if pattern != "" {
+	if s.router.match(r.Method, r.URL.Path) {
 		r, ok := s.authenticate(w, r)
 		if ok {
-			s.mux.ServeHTTP(w, r) // Not h: the mux sets the path values.
+			s.mux.ServeHTTP(w, r)
 		}
 		return
 	}
-	rec := &statusRecorder{header: http.Header{}}
-	h.ServeHTTP(rec, r) // The mux's own 404 or 405 handler: learn which.
-	w.Header().Set("Content-Type", "text/plain")
-	if rec.status == http.StatusMethodNotAllowed {
-		w.Header().Set("Allow", rec.header.Get("Allow"))
+	if len(s.router.allowed(r.Method, r.URL.Path)) > 0 {
+		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(http.StatusMethodNotAllowed)
 		_, _ = io.WriteString(w, "405 method not allowed") // A failed write means the client left.
 		return
 	}
-	w.WriteHeader(http.StatusNotFound)
-	_, _ = io.WriteString(w, "404 page not found")
+	notFound(w)
 }
-
-type statusRecorder struct {
-	header http.Header
-	status int
-}
-
-func (r *statusRecorder) Header() http.Header         { return r.header }
-func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
-func (r *statusRecorder) WriteHeader(status int)      { r.status = status }
 
 // withRequestID gives every response an X-Request-Id; job routes replace it
 // with the job ID, which also names the job in the logs.
@@ -278,9 +304,11 @@ func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
 
 // handleRefused answers routes that cannot mean anything for a fleet.
 func (s *Server) handleRefused(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotImplemented, fmt.Sprintf(
-		"%s is not supported by OllamaMax: create, push and upload models on each worker's Ollama, then use /api/pull or /api/copy through OllamaMax to spread them (see docs/api.md)",
-		r.URL.Path))
+	why := "create, push and upload models on each worker's Ollama, then use /api/pull or /api/copy through OllamaMax to spread them"
+	if r.URL.Path == "/api/me" || r.URL.Path == "/api/signout" || strings.HasPrefix(r.URL.Path, "/api/user/") {
+		why = "each worker's Ollama has its own ollama.com account: sign it in or out on the worker's machine (ollama signin, ollama signout)"
+	}
+	writeError(w, http.StatusNotImplemented, fmt.Sprintf("%s is not supported by OllamaMax: %s (see docs/api.md)", r.URL.Path, why))
 }
 
 // writeJSON writes v the way Ollama's gin handlers do (c.JSON), keeping a
@@ -346,18 +374,4 @@ func readRequest[T any](w http.ResponseWriter, r *http.Request, max int64) ([]by
 // gets the same error text for malformed JSON and wrong field types.
 func decode(body []byte, v any) error {
 	return json.NewDecoder(bytes.NewReader(body)).Decode(v)
-}
-
-// resolveModel returns the canonical name of a model some worker has or has
-// served; ok=false means no worker knows it.
-func (s *Server) resolveModel(r *http.Request, name string) (string, bool, error) {
-	c, err := job.CanonicalModel(name)
-	if err != nil {
-		return "", false, nil
-	}
-	if s.view.HasModel(c) {
-		return c, true, nil
-	}
-	ok, err := s.q.HasConsumer(r.Context(), c)
-	return c, ok, err
 }

@@ -57,6 +57,14 @@ func FuzzValidate(f *testing.F) {
 	f.Add(uint8(4), []byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:,"}}]}]}`))
 	f.Add(uint8(5), []byte(`{"model":"m","prompt":"x","suffix":"y","stop":["a"]}`))
 	f.Add(uint8(6), []byte(`{"model":"m","input":[[1,2]]}`))
+	for i, r := range queued {
+		switch r {
+		case "/v1/messages":
+			f.Add(uint8(i), []byte(`{"model":"m","max_tokens":5,"system":[{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","data":"aGk="}},{"type":"tool_result","content":[{"type":"text","text":"x"}]}]}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"thinking":{"type":"enabled"}}`))
+		case "/v1/responses":
+			f.Add(uint8(i), []byte(`{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{}"},{"type":"function_call_output","call_id":"c","output":"ok"},{"type":"reasoning","encrypted_content":"r"}],"reasoning":{"effort":"high"},"tools":[{"type":"namespace","name":"n","tools":[{"type":"function","name":"g"}]}]}`))
+		}
+	}
 	f.Fuzz(func(t *testing.T, i uint8, body []byte) {
 		route := queued[int(i)%len(queued)]
 		rec := httptest.NewRecorder()

@@ -60,6 +60,16 @@ func (n *Node) HasModel(canonical string) bool {
 	return false
 }
 
+// IsLoaded reports whether the node has the canonical model in memory.
+func (n *Node) IsLoaded(canonical string) bool {
+	for _, m := range n.Loaded {
+		if c, err := job.CanonicalModel(m.Model); err == nil && c == canonical {
+			return true
+		}
+	}
+	return false
+}
+
 // RecordHeartbeats is how many heartbeats a node record outlives the last
 // refresh by: a worker may miss two refreshes in a row (a busy machine, an
 // Ollama slow to list its models: the inventory call may take a whole
@@ -76,28 +86,31 @@ func RecordTTL(heartbeat time.Duration) time.Duration {
 }
 
 // Put writes the node record with a time to live of ttl (whole seconds, at
-// least one; see RecordTTL): a worker that stops refreshing it disappears
-// from the bucket after ttl, and watchers see it go.
-func Put(ctx context.Context, js jetstream.JetStream, n *Node, ttl time.Duration) error {
+// least one; see RecordTTL) and returns its revision: a worker that stops
+// refreshing it disappears from the bucket after ttl, and watchers see it go.
+func Put(ctx context.Context, js jetstream.JetStream, n *Node, ttl time.Duration) (uint64, error) {
 	b, err := json.Marshal(n)
 	if err != nil {
-		return fmt.Errorf("encode node %s: %w", n.ID, err)
+		return 0, fmt.Errorf("encode node %s: %w", n.ID, err)
 	}
 	ttl = max(ttl.Round(time.Second), time.Second)
 	// A raw publish to the key's subject: KV's Put cannot set a per-key TTL.
-	if _, err := js.Publish(ctx, "$KV."+job.NodeBucket+"."+Key(n.ID), b, jetstream.WithMsgTTL(ttl)); err != nil {
-		return fmt.Errorf("put node %s: %w", n.ID, err)
+	ack, err := js.Publish(ctx, "$KV."+job.NodeBucket+"."+Key(n.ID), b, jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		return 0, fmt.Errorf("put node %s: %w", n.ID, err)
 	}
-	return nil
+	return ack.Sequence, nil
 }
 
 // View is a live copy of the bucket kept current by a KV watcher, so reads
 // cost no round trip. It is safe for concurrent use.
 type View struct {
-	w     jetstream.KeyWatcher
-	mu    sync.RWMutex
-	nodes map[string]*Node
-	ready chan struct{}
+	w       jetstream.KeyWatcher
+	mu      sync.RWMutex
+	nodes   map[string]*Node
+	revs    map[string]uint64 // the revision of each node's last record seen
+	changed chan struct{}     // closed and replaced on every update
+	ready   chan struct{}
 }
 
 // Watch starts watching the bucket. Run applies the updates.
@@ -106,7 +119,8 @@ func Watch(ctx context.Context, kv jetstream.KeyValue) (*View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watch nodes: %w", err)
 	}
-	return &View{w: w, nodes: make(map[string]*Node), ready: make(chan struct{})}, nil
+	return &View{w: w, nodes: make(map[string]*Node), revs: make(map[string]uint64), changed: make(chan struct{}),
+		ready: make(chan struct{})}, nil
 }
 
 // Run keeps the view current until ctx is done or the watcher fails.
@@ -140,16 +154,45 @@ func (v *View) apply(e jetstream.KeyValueEntry) {
 	id := strings.TrimPrefix(e.Key(), "node.")
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	close(v.changed)
+	v.changed = make(chan struct{})
 	if e.Operation() != jetstream.KeyValuePut {
 		delete(v.nodes, id) // Deleted, purged, or expired (TTL marker).
+		delete(v.revs, id)  // Nobody waits on a gone node for long (WaitRevision's timeout).
 		return
 	}
+	v.revs[id] = e.Revision()
 	var n Node
 	if err := json.Unmarshal(e.Value(), &n); err != nil {
 		delete(v.nodes, id) // A record we cannot read is a node we cannot use.
 		return
 	}
 	v.nodes[id] = &n
+}
+
+// WaitRevision waits until the view has seen revision rev of node id's
+// record, or a later one, for at most timeout or until ctx is done; it
+// reports whether it has. A worker's reply names the revision of the
+// record it wrote after a change of its models, so that a listing served
+// after the reply shows the change.
+func (v *View) WaitRevision(ctx context.Context, id string, rev uint64, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		v.mu.RLock()
+		seen, changed := v.revs[id], v.changed
+		v.mu.RUnlock()
+		if seen >= rev {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // Ready is closed once the view holds the bucket's initial contents.
@@ -181,9 +224,33 @@ func (v *View) HasModel(canonical string) bool {
 
 // Models merges the installed models of all live nodes: each model once, the
 // most recently modified copy, newest first, as Ollama's /api/tags orders them.
+// What only a newer Ollama lists (0.32's capabilities, details.context_length
+// and embedding_length) comes from another copy of the same digest when the
+// chosen one lacks it: in a fleet of mixed versions the listing shows what
+// the newest Ollama knows of each model.
 func (v *View) Models() []api.ListModelResponse {
-	return merge(v.Nodes(), func(n *Node) []api.ListModelResponse { return n.Models },
+	nodes := v.Nodes()
+	out := merge(nodes, func(n *Node) []api.ListModelResponse { return n.Models },
 		func(m api.ListModelResponse) (string, time.Time) { return m.Model, m.ModifiedAt })
+	for i := range out {
+		m := &out[i]
+		if len(m.Capabilities) > 0 && m.Details.ContextLength != 0 && m.Details.EmbeddingLength != 0 {
+			continue
+		}
+		for _, n := range nodes {
+			for _, o := range n.Models {
+				if o.Digest != m.Digest || o.Digest == "" {
+					continue
+				}
+				if len(m.Capabilities) == 0 && len(o.Capabilities) > 0 {
+					m.Capabilities = o.Capabilities
+				}
+				m.Details.ContextLength = cmp.Or(m.Details.ContextLength, o.Details.ContextLength)
+				m.Details.EmbeddingLength = cmp.Or(m.Details.EmbeddingLength, o.Details.EmbeddingLength)
+			}
+		}
+	}
+	return out
 }
 
 // Loaded merges the loaded models of all live nodes, each model once with the

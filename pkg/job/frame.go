@@ -127,3 +127,38 @@ func SSEEvent(data []byte) []byte {
 
 // SSEDone is the payload of the event that ends an OpenAI stream.
 var SSEDone = []byte("[DONE]")
+
+// EventName returns the event type of a server-sent event frame (its event:
+// field), "" when it has none or the frame is not an event.
+func EventName(frame []byte) string {
+	t := bytes.TrimLeft(frame, " \t\r\n")
+	if !isEvent(t) {
+		return ""
+	}
+	for len(t) > 0 {
+		var line []byte
+		line, t, _ = bytes.Cut(t, []byte("\n"))
+		if v, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r"), []byte("event:")); ok {
+			return string(bytes.TrimPrefix(v, []byte(" ")))
+		}
+		if len(bytes.TrimRight(line, "\r")) == 0 {
+			break // The event's end.
+		}
+	}
+	return ""
+}
+
+// SSENamedEvent frames data as one server-sent event of type event, as
+// Ollama's Anthropic and Responses middleware write them:
+// "event: <event>\ndata: <data>\n\n". An empty event is SSEEvent.
+func SSENamedEvent(event string, data []byte) []byte {
+	if event == "" {
+		return SSEEvent(data)
+	}
+	ev := make([]byte, 0, len(event)+len(data)+16)
+	ev = append(ev, "event: "...)
+	ev = append(ev, event...)
+	ev = append(ev, "\ndata: "...)
+	ev = append(ev, data...)
+	return append(ev, '\n', '\n')
+}

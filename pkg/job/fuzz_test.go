@@ -9,14 +9,17 @@ import (
 )
 
 func FuzzParseReply(f *testing.F) {
-	f.Add("data", "j1", "1", "1", "200", "application/x-ndjson", "", "", "", []byte("{}\n"))
-	f.Add("start", "j1", "2", "1", "", "", "w1", "5", "", []byte(nil))
-	f.Add("error", "j1", "1", "1073741824", "502", "", "", "", "gone", []byte(`{"error":"gone"}`))
-	f.Add("error", "j1", "1", "3", "9999", "", "", "", "x", []byte(nil))
-	f.Add("done", "j", "-1", "0", "abc", "", "", "-3", "", []byte(nil))
-	f.Fuzz(func(t *testing.T, kind, id, attempt, seq, status, ct, worker, resumed, msg string, data []byte) {
+	f.Add("data", "j1", "1", "1", "200", "application/x-ndjson", "", "", "", "", []byte("{}\n"))
+	f.Add("start", "j1", "2", "1", "", "", "w1", "5", "", "", []byte(nil))
+	f.Add("error", "j1", "1", "1073741824", "502", "", "", "", "gone", "", []byte(`{"error":"gone"}`))
+	f.Add("error", "j1", "1", "3", "9999", "", "", "", "x", "", []byte(nil))
+	f.Add("done", "j", "-1", "0", "abc", "", "", "-3", "", "0", []byte(nil))
+	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "42", []byte(nil))
+	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "9223372036854775808", []byte(nil))
+	f.Fuzz(func(t *testing.T, kind, id, attempt, seq, status, ct, worker, resumed, msg, record string, data []byte) {
 		h := map[string][]string{HeaderKind: {kind}, HeaderJob: {id}, HeaderAttempt: {attempt}, HeaderSeq: {seq}}
-		for k, v := range map[string]string{HeaderStatus: status, HeaderContentType: ct, HeaderWorker: worker, HeaderResumed: resumed, HeaderError: msg} {
+		for k, v := range map[string]string{HeaderStatus: status, HeaderContentType: ct, HeaderWorker: worker, HeaderResumed: resumed, HeaderError: msg,
+			HeaderRecord: record} {
 			if v != "" {
 				h[k] = []string{v}
 			}

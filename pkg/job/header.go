@@ -11,6 +11,15 @@ const (
 	HeaderRoute    = "Ollamaq-Route"    // Ollama route the body is for, e.g. /api/chat
 	HeaderReply    = "Ollamaq-Reply"    // reply subject for chunks
 	HeaderDeadline = "Ollamaq-Deadline" // RFC 3339 time after which the job must not start
+	// HeaderBodyType is the Content-Type of the body of a route whose body
+	// is a form (Route.Form: multipart/form-data with its boundary); other
+	// bodies are JSON and workers ignore it on them.
+	HeaderBodyType = "Ollamaq-Body-Type"
+	// HeaderLive says the requester answers resume requests for the job
+	// for as long as it wants the answer (value "1"): a worker asks before
+	// it runs the job and while it runs, and drops the job when the
+	// requester is gone (docs/protocol.md, "Requester liveness").
+	HeaderLive = "Ollamaq-Live"
 	// Who the job is for, as its requester states it: the dispatcher puts
 	// the HTTP client's API key ID and tenant here, with a MAC over both
 	// that readers of the audit trail verify (docs/security.md).
@@ -19,12 +28,13 @@ const (
 	HeaderKeyMAC = "Ollamaq-Key-Mac" // the dispatchers' MAC over job, requester, key and tenant
 
 	// Reply headers.
-	HeaderKind        = "Ollamaq-Kind"         // start, data, done or error
+	HeaderKind        = "Ollamaq-Kind"         // start, data, heartbeat, done or error
 	HeaderAttempt     = "Ollamaq-Attempt"      // delivery attempt, from 1
 	HeaderSeq         = "Ollamaq-Seq"          // message number within the attempt, from 1
 	HeaderStatus      = "Ollamaq-Status"       // HTTP status: on the first data message and on error
 	HeaderContentType = "Ollamaq-Content-Type" // Ollama's Content-Type: on the first data message
 	HeaderWorker      = "Ollamaq-Worker"       // worker ID: on start
+	HeaderAck         = "Ollamaq-Ack"          // on start: the delivery's JetStream ack subject, for a NAK when the worker falls silent
 	HeaderResumed     = "Ollamaq-Resumed"      // on start: continues after this many data messages of earlier attempts
 	HeaderError       = "Ollamaq-Error"        // error text: on error
 	// Token counts as Ollama reported them, on done when it reported them:
@@ -32,6 +42,10 @@ const (
 	// usage.completion_tokens on OpenAI routes).
 	HeaderPromptTokens     = "Ollamaq-Prompt-Tokens"
 	HeaderCompletionTokens = "Ollamaq-Completion-Tokens"
+	// HeaderRecord is on done, with HeaderWorker, when the job or command
+	// changed the worker's models or which are loaded: the revision of the
+	// node record the worker wrote after it (Reply.Record).
+	HeaderRecord = "Ollamaq-Record"
 
 	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
 	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up
@@ -52,6 +66,10 @@ const (
 	// KindData carries Ollama's response bytes: one NDJSON line, one SSE event,
 	// or a whole non-streamed JSON body.
 	KindData Kind = "data"
+	// KindHeartbeat says the worker still holds the job although nothing
+	// else was sent for a while (docs/protocol.md, "Heartbeats"); it
+	// carries no body and takes its place in the Seq order.
+	KindHeartbeat Kind = "heartbeat"
 	// KindDone ends a successful job; it carries no body.
 	KindDone Kind = "done"
 	// KindError ends a failed job; HeaderStatus and HeaderError say why and the

@@ -25,8 +25,14 @@ const (
 //
 // Ollama looks names up case-insensitively, so lower-casing loses nothing when
 // matching; the name sent to Ollama in a job body is the client's, unchanged.
+// Like Ollama 0.32 it drops surrounding whitespace and a ":local" suffix,
+// which says where to run the model, not which ("llama3.2:8b:local" is
+// "llama3.2:8b").
 func CanonicalModel(name string) (string, error) {
 	n := strings.ToLower(strings.TrimSpace(name))
+	if i := strings.LastIndexByte(n, ':'); i >= 0 && strings.TrimSpace(n[i+1:]) == "local" {
+		n = strings.TrimSpace(n[:i])
+	}
 	if n == "" {
 		return "", fmt.Errorf("%w: empty", ErrInvalidModel)
 	}

@@ -18,6 +18,9 @@ func TestCanonicalModel(t *testing.T) {
 		{"hf", "hf.co/Org/Repo:Q4_K_M", "hf.co/org/repo:q4_k_m"},
 		{"host port", "localhost:5000/ns/model", "localhost:5000/ns/model:latest"},
 		{"spaces", "  phi3  ", "phi3:latest"},
+		{"tab and newline", "\tphi3\n", "phi3:latest"},
+		{"local source", "llama3.2:8b:local", "llama3.2:8b"},
+		{"local source of the default tag", "Tiny:LOCAL ", "tiny:latest"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -30,7 +33,7 @@ func TestCanonicalModel(t *testing.T) {
 }
 
 func TestCanonicalModelRejects(t *testing.T) {
-	for _, in := range []string{"", "a b", "x:", ":tag", "a/b/c/d", ".hidden", "m*", "m>", "a//b", "m:t.a g"} {
+	for _, in := range []string{"", "a b", "x:", ":tag", "a/b/c/d", ".hidden", "m*", "m>", "a//b", "m:t.a g", ":local", "x::local"} {
 		if got, err := CanonicalModel(in); !errors.Is(err, ErrInvalidModel) {
 			t.Errorf("CanonicalModel(%q) = %q, %v; want ErrInvalidModel", in, got, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // ErrInvalidReply is returned for a reply message that does not follow
@@ -27,11 +28,17 @@ type Reply struct {
 	Seq         int
 	Status      int    // HTTP status, on the first data message and on error
 	ContentType string // on the first data message
-	Worker      string // on start
+	Worker      string // on start, and on done with Record
+	Ack         string // on start: the delivery's ack subject (HeaderAck)
 	Resumed     int    // on start: the attempt continues after this many data messages
 	Error       string // on error
 	Data        []byte // Ollama's bytes, on data; {"error": ...} on error
 	Usage       *Usage // on done, when Ollama reported token counts
+	// Record, on done, is the revision of the worker's node record written
+	// after the job or command changed its models or which are loaded, so
+	// that a requester serving listings can wait for its view to hold it;
+	// 0 for none.
+	Record uint64
 }
 
 // Usage is what a job cost, as Ollama counts tokens.
@@ -59,6 +66,7 @@ func (r Reply) Header() map[string][]string {
 	}
 	set(HeaderContentType, r.ContentType)
 	set(HeaderWorker, r.Worker)
+	set(HeaderAck, r.Ack)
 	if r.Resumed > 0 {
 		set(HeaderResumed, strconv.Itoa(r.Resumed))
 	}
@@ -66,6 +74,9 @@ func (r Reply) Header() map[string][]string {
 	if r.Usage != nil {
 		set(HeaderPromptTokens, strconv.Itoa(r.Usage.PromptTokens))
 		set(HeaderCompletionTokens, strconv.Itoa(r.Usage.CompletionTokens))
+	}
+	if r.Record != 0 {
+		set(HeaderRecord, strconv.FormatUint(r.Record, 10))
 	}
 	return h
 }
@@ -80,11 +91,12 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 		Job:         get(h, HeaderJob),
 		ContentType: get(h, HeaderContentType),
 		Worker:      get(h, HeaderWorker),
+		Ack:         get(h, HeaderAck),
 		Error:       get(h, HeaderError),
 		Data:        data,
 	}
 	switch r.Kind {
-	case KindStart, KindData, KindDone, KindError:
+	case KindStart, KindData, KindHeartbeat, KindDone, KindError:
 	default:
 		return Reply{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidReply, r.Kind)
 	}
@@ -94,6 +106,9 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 	}
 	if r.Seq, ok = number(h, HeaderSeq, 1, SeqFinal); !ok {
 		return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderSeq, get(h, HeaderSeq))
+	}
+	if r.Ack != "" && !ValidAckSubject(r.Ack) {
+		return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderAck, r.Ack)
 	}
 	if s := get(h, HeaderResumed); s != "" {
 		if r.Resumed, ok = number(h, HeaderResumed, 0, SeqFinal); !ok {
@@ -114,6 +129,13 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderCompletionTokens, get(h, HeaderCompletionTokens))
 		}
 		r.Usage = &u
+	}
+	if s := get(h, HeaderRecord); s != "" {
+		n, err := strconv.ParseUint(s, 10, 63)
+		if err != nil || n == 0 {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderRecord, s)
+		}
+		r.Record = n
 	}
 	return r, nil
 }
@@ -141,4 +163,28 @@ func ErrorBody(msg string) []byte {
 		Error string `json:"error"`
 	}{msg}) // A struct of one string always marshals.
 	return b
+}
+
+// ValidAckSubject tells whether s is a JetStream ack subject of a job
+// delivery: $JS.ACK.<stream>.… (or the v2 form with a domain and account hash
+// first) for the job stream, and nothing a requester should publish on
+// otherwise.
+func ValidAckSubject(s string) bool {
+	rest, ok := strings.CutPrefix(s, "$JS.ACK.")
+	if !ok || len(s) > 512 || strings.ContainsAny(s, " \t\r\n*>") {
+		return false
+	}
+	tokens := strings.Split(rest, ".")
+	for _, t := range tokens {
+		if t == "" {
+			return false
+		}
+	}
+	switch {
+	case len(tokens) >= 7 && tokens[0] == Stream: // v1: stream, consumer, delivered, sseq, dseq, ts, pending
+		return true
+	case len(tokens) >= 9 && tokens[2] == Stream: // v2: domain, account hash, stream, …
+		return true
+	}
+	return false
 }

@@ -47,7 +47,8 @@ const (
 	// (listings, version, status).
 	Fleet
 	// Refused routes get 501 with the reason: they cannot mean anything for
-	// a fleet (creating, pushing and uploading models on one machine).
+	// a fleet (creating, pushing and uploading models on one machine; the
+	// ollama.com account each worker's Ollama is signed in to).
 	Refused
 	// Removed routes are gone from current Ollama; they answer its 404.
 	Removed
@@ -57,6 +58,7 @@ const (
 type Route struct {
 	Path   string
 	Method string // the HTTP method Ollama expects
+	Head   bool   // Ollama serves HEAD on it too
 	API    API
 	Serve  Serving
 	// ModelField is the body field naming the model ("source" for copy;
@@ -72,6 +74,13 @@ type Route struct {
 	Queued, Node bool
 	// Changes tells whether a node command changes the worker's models.
 	Changes bool
+	// Admin tells whether an HTTP API key needs the admin role for the
+	// route: it changes every worker's models, or spends the workers'
+	// ollama.com identity (docs/security.md).
+	Admin bool
+	// Form tells whether the route's body is a multipart/form-data form, not
+	// JSON; a job for it states its Content-Type in HeaderBodyType.
+	Form bool
 	// Streams tells whether the route streams unless the body says
 	// "stream": false (for /v1 routes: unless it says "stream": true).
 	Streams bool
@@ -94,23 +103,26 @@ var routes = []Route{
 	{Path: "/v1/embeddings", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Queued: true, Batch: true},
 	{Path: "/v1/messages", Method: "POST", API: Anthropic, Serve: Queued, ModelField: "model", Since: "0.14.0", Queued: true, Streams: true, Continue: ContinueMessages},
 	{Path: "/v1/responses", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.13.0", Queued: true, Streams: true, Continue: ContinueResponses},
-	{Path: "/v1/audio/transcriptions", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.20.0", Queued: true},
+	{Path: "/v1/audio/transcriptions", Method: "POST", API: OpenAI, Serve: Queued, ModelField: "model", Since: "0.20.0", Queued: true, Form: true},
 	{Path: "/api/show", Method: "POST", API: Native, Serve: Node, ModelField: "model", Queued: true, Node: true},
-	{Path: "/api/pull", Method: "POST", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true, Streams: true},
-	{Path: "/api/delete", Method: "DELETE", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true},
-	{Path: "/api/copy", Method: "POST", API: Native, Serve: Node, ModelField: "source", Node: true, Changes: true},
+	{Path: "/api/pull", Method: "POST", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true, Admin: true, Streams: true},
+	{Path: "/api/delete", Method: "DELETE", API: Native, Serve: Node, ModelField: "model", Node: true, Changes: true, Admin: true},
+	{Path: "/api/copy", Method: "POST", API: Native, Serve: Node, ModelField: "source", Node: true, Changes: true, Admin: true},
 	{Path: "/api/status", Method: "GET", API: Native, Serve: Node, Node: true},
-	{Path: "/api/experimental/web_search", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true},
-	{Path: "/api/experimental/web_fetch", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true},
+	{Path: "/api/experimental/web_search", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true, Admin: true},
+	{Path: "/api/experimental/web_fetch", Method: "POST", API: Native, Serve: Node, Since: "0.18.0", Node: true, Admin: true},
 	{Path: "/api/experimental/model-recommendations", Method: "GET", API: Native, Serve: Node, Since: "0.22.1", Node: true},
-	{Path: "/api/tags", Method: "GET", API: Native, Serve: Fleet},
+	{Path: "/api/tags", Method: "GET", Head: true, API: Native, Serve: Fleet},
 	{Path: "/api/ps", Method: "GET", API: Native, Serve: Fleet},
-	{Path: "/api/version", Method: "GET", API: Native, Serve: Fleet},
+	{Path: "/api/version", Method: "GET", Head: true, API: Native, Serve: Fleet},
 	{Path: "/v1/models", Method: "GET", API: OpenAI, Serve: Fleet},
 	{Path: "/v1/models/{model}", Method: "GET", API: OpenAI, Serve: Fleet},
-	{Path: "/api/create", Method: "POST", API: Native, Serve: Refused},
-	{Path: "/api/push", Method: "POST", API: Native, Serve: Refused},
-	{Path: "/api/blobs/{digest}", Method: "POST", API: Native, Serve: Refused},
+	{Path: "/api/create", Method: "POST", API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/push", Method: "POST", API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/blobs/{digest}", Method: "POST", Head: true, API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/me", Method: "POST", API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/signout", Method: "POST", API: Native, Serve: Refused, Admin: true},
+	{Path: "/api/user/keys/{encodedKey}", Method: "DELETE", API: Native, Serve: Refused, Admin: true},
 	{Path: "/api/experimental/aliases", Method: "GET", API: Native, Serve: Removed, Until: "0.18.0"},
 	{Path: "/v1/images/generations", Method: "POST", API: OpenAI, Serve: Removed, Until: "0.32.6"},
 	{Path: "/v1/images/edits", Method: "POST", API: OpenAI, Serve: Removed, Until: "0.32.6"},

@@ -94,6 +94,14 @@ func JobFilter(canonical string, c Class) string {
 	return JobsPrefix + "." + EncodeModel(canonical) + "." + string(c) + ".*"
 }
 
+// QueuedSubject is the doorbell of a job of requester for a model (canonical)
+// and class: where the stream rings it when the job is stored, where a
+// dispatcher rings it again when it has a stalled job redelivered, and
+// where a worker rings it when it hands back a job its Ollama cannot run.
+func QueuedSubject(canonical string, c Class, requester string) string {
+	return QueuedPrefix + "." + EncodeModel(canonical) + "." + string(c) + "." + requester
+}
+
 // QueuedFilter is where the stream rings the doorbell for each job stored
 // for the canonical model and class (a header-only republish to
 // ollamaq.queued.<model>.<class>.<requester>).

@@ -63,14 +63,19 @@ func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 	return inv, nil
 }
 
-// Do sends body to route with method and returns Ollama's response, whatever
-// its status. The caller closes the body.
+// Do sends the JSON body to route with method and returns Ollama's
+// response, whatever its status. The caller closes the body.
 func (c *Client) Do(ctx context.Context, method, route string, body []byte) (*http.Response, error) {
+	return c.DoType(ctx, method, route, "application/json", body)
+}
+
+// DoType is Do for a body of the given Content-Type (a multipart form).
+func (c *Client) DoType(ctx context.Context, method, route, contentType string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, c.base.JoinPath(route).String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)
@@ -98,6 +103,22 @@ func ErrorMessage(body []byte) string {
 		return ""
 	}
 	return string(bytes.TrimSpace(body))
+}
+
+// Unloads tells whether body, for route, asks Ollama to unload its model
+// rather than run it: a generate with an empty prompt, or a chat with no
+// messages, and keep_alive 0 (its GenerateHandler and ChatHandler answer
+// such a request with done_reason "unload" and nothing else).
+func Unloads(route string, body []byte) bool {
+	switch route {
+	case "/api/generate":
+		var req api.GenerateRequest
+		return json.Unmarshal(body, &req) == nil && req.Prompt == "" && req.KeepAlive != nil && req.KeepAlive.Duration == 0
+	case "/api/chat":
+		var req api.ChatRequest
+		return json.Unmarshal(body, &req) == nil && len(req.Messages) == 0 && req.KeepAlive != nil && req.KeepAlive.Duration == 0
+	}
+	return false
 }
 
 // ModelNames returns the names of the installed models.

@@ -110,7 +110,9 @@ func (q *Queue) Requeue(ctx context.Context, seq uint64) error {
 	}
 	m := nats.NewMsg(d.Subject)
 	for k, v := range d.Header {
-		if strings.HasPrefix(k, "Ollamaq-") && !strings.HasPrefix(k, "Ollamaq-Dlq-") && k != job.HeaderDeadline {
+		// Not the deadline, nor Live: an operator who requeues a job wants
+		// it run, whether or not its requester still listens.
+		if strings.HasPrefix(k, "Ollamaq-") && !strings.HasPrefix(k, "Ollamaq-Dlq-") && k != job.HeaderDeadline && k != job.HeaderLive {
 			m.Header[k] = v
 		}
 	}

@@ -18,6 +18,9 @@ type Job struct {
 	Route string    // Ollama route, e.g. /api/chat
 	Reply string    // reply subject
 	Body  []byte    // the Ollama request JSON as the client sent it
+	// BodyType is the Content-Type of a body that is a form, not JSON (a
+	// transcription's, job.Route.Form); "" for JSON.
+	BodyType string
 	// Wait bounds how long the job may wait in the queue. The stream deletes it
 	// after Wait (Nats-TTL, whole seconds) and workers refuse it after its
 	// deadline. Zero means no bound.
@@ -26,6 +29,10 @@ type Job struct {
 	// key ID and tenant, and the dispatchers' MAC over them (audit.Sign).
 	// Empty when the requester has no API key to state.
 	Key, Tenant, MAC string
+	// Live says the requester answers resume requests for the job while it
+	// wants the answer (job.HeaderLive), so workers drop the job once it is
+	// gone. Requester.Submit sets it.
+	Live bool
 }
 
 // Publish stores the job in the stream and returns once JetStream has it. The
@@ -40,10 +47,13 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	msg.Header.Set(job.HeaderJob, j.ID)
 	msg.Header.Set(job.HeaderRoute, j.Route)
 	msg.Header.Set(job.HeaderReply, j.Reply)
-	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC} {
+	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC, job.HeaderBodyType: j.BodyType} {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}
+	}
+	if j.Live {
+		msg.Header.Set(job.HeaderLive, "1")
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {

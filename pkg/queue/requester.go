@@ -29,6 +29,29 @@ type Requester struct {
 	mu      sync.Mutex
 	streams map[string]*Stream
 	closed  bool
+	stall   time.Duration
+	onStall func(id string, attempt int)
+}
+
+// DefaultStall is how long a started job may go without any reply message,
+// heartbeats included, before the requester asks JetStream to redeliver it:
+// a worker sends a heartbeat after HeartbeatEvery without other replies, so
+// three missed heartbeats mean it died or hangs.
+const DefaultStall = 750 * time.Millisecond
+
+// HeartbeatEvery is how long a worker that holds a job lets pass without a
+// reply message before it sends a heartbeat (docs/protocol.md, "Heartbeats").
+const HeartbeatEvery = 250 * time.Millisecond
+
+// SetStall sets how long a started job may go silent, heartbeats included,
+// before the requester NAKs its delivery so that another worker continues it
+// at once (DefaultStall unless set; 0 turns it off and leaves failover to the
+// ack wait). onStall, if not nil, is told of each such NAK. Set it before the
+// first Submit.
+func (r *Requester) SetStall(d time.Duration, onStall func(id string, attempt int)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stall, r.onStall = d, onStall
 }
 
 // NewRequester subscribes to the reply subjects of requester id, which must be
@@ -37,7 +60,7 @@ func NewRequester(nc *nats.Conn, q *Queue, id string) (*Requester, error) {
 	if !job.ValidToken(id) {
 		return nil, fmt.Errorf("queue: requester id %q is not a subject token", id)
 	}
-	r := &Requester{id: id, nc: nc, q: q, streams: make(map[string]*Stream)}
+	r := &Requester{id: id, nc: nc, q: q, streams: make(map[string]*Stream), stall: DefaultStall}
 	sub, err := nc.Subscribe(job.ReplyPrefix+"."+id+".>", r.route)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe replies: %w", err)
@@ -49,6 +72,13 @@ func NewRequester(nc *nats.Conn, q *Queue, id string) (*Requester, error) {
 	if r.resume, err = nc.Subscribe(job.ResumePrefix+"."+id+".>", r.answerResume); err != nil {
 		_ = sub.Unsubscribe() // Undo the half-made requester.
 		return nil, fmt.Errorf("subscribe resume requests: %w", err)
+	}
+	// The server must know both subscriptions before a job is submitted,
+	// even on another connection: a worker that finds no responder for a
+	// job's resume question drops the job (job.HeaderLive).
+	if err := nc.Flush(); err != nil {
+		_ = errors.Join(sub.Unsubscribe(), r.resume.Unsubscribe()) // Undo the half-made requester.
+		return nil, fmt.Errorf("subscribe replies: %w", err)
 	}
 	return r, nil
 }
@@ -68,7 +98,10 @@ func (r *Requester) answerResume(m *nats.Msg) {
 	s := r.streams[id]
 	r.mu.Unlock()
 	p := job.Progress{Gone: true}
-	if s != nil {
+	switch {
+	case s != nil && req.Probe:
+		p = s.probe()
+	case s != nil:
 		p = s.freeze(req.Attempt)
 	}
 	b, _ := json.Marshal(p) // A struct of strings and ints always marshals.
@@ -102,6 +135,7 @@ func (r *Requester) route(m *nats.Msg) {
 // of its replies. The caller must Close the stream.
 func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 	j.Reply = job.ReplySubject(r.id, j.ID)
+	j.Live = true // answerResume answers for it until the stream is closed
 	s, err := r.open(j.ID)
 	if err != nil {
 		return nil, err
@@ -112,6 +146,7 @@ func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 		return nil, err
 	}
 	s.seq = ack.Sequence
+	s.bell = job.QueuedSubject(j.Model, j.Class, r.id)
 	return s, nil
 }
 
@@ -140,6 +175,7 @@ func (r *Requester) open(id string) (*Stream, error) {
 	s := &Stream{r: r, id: id, notify: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	s.stall, s.onStall = r.stall, r.onStall
 	if r.closed {
 		return nil, ErrClosed
 	}
@@ -184,6 +220,13 @@ type Stream struct {
 	ended    bool // a done or error was queued; nothing after it counts
 	closed   bool
 	got      job.Transcript // data received from all attempts so far
+
+	stall   time.Duration // see Requester.SetStall
+	onStall func(id string, attempt int)
+	heard   time.Time // when the last reply of the current attempt came, heartbeats included
+	ack     string    // the current attempt's ack subject, from its start
+	naked   int       // the last attempt this stream NAKed
+	bell    string    // the job's doorbell subject; "" for a node command
 }
 
 // MaxBuffered bounds the reply bytes a stream holds for a reader that does
@@ -221,8 +264,18 @@ func (s *Stream) push(rep job.Reply) {
 		rep = localError(fmt.Sprintf("the client is not reading the response: more than %d bytes of it are waiting", MaxBuffered))
 	}
 	s.next = rep.Seq + 1
-	s.ended = rep.Kind == job.KindDone || rep.Kind == job.KindError
 	s.attempt = rep.Attempt
+	if rep.Seq != 0 {
+		s.heard = time.Now()
+	}
+	switch rep.Kind {
+	case job.KindHeartbeat:
+		return // Heard, and nothing to read.
+	case job.KindStart:
+		s.ack = rep.Ack
+		s.got.Start()
+	}
+	s.ended = rep.Kind == job.KindDone || rep.Kind == job.KindError
 	if rep.Kind == job.KindData {
 		s.got.Add(rep.Data)
 	}
@@ -232,6 +285,56 @@ func (s *Stream) push(rep job.Reply) {
 	case s.notify <- struct{}{}:
 	default:
 	}
+}
+
+// stallAt returns when the current attempt counts as stalled if nothing more
+// is heard, or ok=false when there is nothing to NAK: no ack subject, already
+// NAKed, ended, or stall detection off.
+func (s *Stream) stallAt() (at time.Time, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stall <= 0 || s.ack == "" || s.naked >= s.attempt || s.ended || s.closed {
+		return time.Time{}, false
+	}
+	return s.heard.Add(s.stall), true
+}
+
+// nakIfStalled NAKs the current attempt's delivery when it has been silent
+// for the stall bound: JetStream then redelivers the job at once, and the
+// next worker continues it where the requester's answer ends.
+func (s *Stream) nakIfStalled() {
+	s.mu.Lock()
+	if s.stall <= 0 || s.ack == "" || s.naked >= s.attempt || s.ended || s.closed || time.Since(s.heard) < s.stall {
+		s.mu.Unlock()
+		return
+	}
+	s.naked = s.attempt
+	ack, attempt, onStall, bell := s.ack, s.attempt, s.onStall, s.bell
+	s.mu.Unlock()
+	if err := s.r.nc.Publish(ack, []byte("-NAK")); err != nil {
+		return // The ack wait redelivers it later.
+	}
+	if bell != "" {
+		// A redelivery rings no doorbell: ring it, so an idle worker takes
+		// the job now rather than at its next poll. Once flushed, the NAK is
+		// at the server first.
+		_ = s.r.nc.Flush()
+		_ = s.r.nc.Publish(bell, nil) // Without it, the poll finds the job.
+	}
+	if onStall != nil {
+		onStall(s.id, attempt)
+	}
+}
+
+// probe answers a worker's liveness probe: the attempt followed now, or
+// Gone when the stream has ended. It changes nothing.
+func (s *Stream) probe() job.Progress {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.closed {
+		return job.Progress{Gone: true}
+	}
+	return job.Progress{Attempt: s.attempt}
 }
 
 // freeze answers a resume request for attempt: what was received so far;
@@ -245,8 +348,11 @@ func (s *Stream) freeze(attempt int) job.Progress {
 	}
 	if attempt > s.attempt {
 		s.attempt, s.next = attempt, 1
+		s.heard, s.ack = time.Now(), "" // A new delivery: heard from, its ack subject to come.
 	}
-	return s.got.Progress()
+	p := s.got.Progress()
+	p.Attempt = s.attempt
+	return p
 }
 
 // ID returns the job ID.
@@ -294,24 +400,36 @@ var ErrSilent = errors.New("queue: the worker went silent")
 func (s *Stream) Follow(ctx context.Context, wait, silence time.Duration, fn func(job.Reply) bool) error {
 	startBy := time.Now().Add(wait)
 	started := false
+	last := time.Now() // the last reply handed to fn
 	for {
-		next, stop, timeout := ctx, context.CancelFunc(func() {}), ErrSilent
-		switch {
-		case !started:
-			next, stop = context.WithDeadline(ctx, startBy)
-			timeout = ErrNotStarted
-		case silence > 0:
-			next, stop = context.WithTimeout(ctx, silence)
+		deadline, timeout := startBy, ErrNotStarted
+		if started {
+			deadline, timeout = time.Time{}, ErrSilent
+			if silence > 0 {
+				deadline = last.Add(silence)
+			}
+		}
+		stallCheck := false
+		if at, ok := s.stallAt(); ok && (deadline.IsZero() || at.Before(deadline)) {
+			deadline, stallCheck = at, true
+		}
+		next, stop := ctx, context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			next, stop = context.WithDeadline(ctx, deadline)
 		}
 		rep, err := s.Next(next)
 		stop()
 		switch {
+		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && stallCheck:
+			s.nakIfStalled()
+			continue
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			return timeout
 		case err != nil:
 			return err
 		}
 		started = started || rep.Kind == job.KindStart
+		last = time.Now()
 		if !fn(rep) {
 			return nil
 		}

@@ -313,6 +313,9 @@ func TestNoAuditRecordForNodeCommands(t *testing.T) {
 		t.Fatalf("job ended with %s %q", rep.Kind, rep.Error)
 	}
 	waitSettled(t, f)
+	// The record and the ack go to two streams, which the server stores
+	// in either order: wait for the job's record, then look at them all.
+	f.WaitFor("the job's audit record", func() bool { return len(auditRecords(t, f.Queue.JetStream())) > 0 })
 	if records := auditRecords(t, f.Queue.JetStream()); len(records) != 1 || records[0].rec.Route != "/api/generate" {
 		t.Errorf("records %+v, want only the job's", records)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/ollama"
 )
 
 // command runs one node command (docs/protocol.md): an Ollama route that is
@@ -23,10 +24,13 @@ func (w *Worker) command(ctx context.Context, m *nats.Msg) {
 	}
 	t.requester, _, _ = job.ParseReplySubject(t.reply) // ValidReply said it parses.
 	rt, ok := job.LookupRoute(t.route)
-	if !ok || !rt.Node {
-		t.answer(failed(http.StatusBadRequest, fmt.Sprintf("route %q is not a node command", t.route)))
+	// A queued route is a node command only to unload a model: the
+	// dispatcher sends that to every worker that has it loaded. Anything
+	// else it runs must take a slot, in the queue.
+	if !ok || !rt.Node && !ollama.Unloads(t.route, t.body) {
+		t.answer(ctx, failed(http.StatusBadRequest, fmt.Sprintf("route %q is not a node command", t.route)))
 		return
 	}
 	t.method = rt.Method
-	t.answer(t.executeTracked(ctx))
+	t.answer(ctx, t.executeTracked(ctx))
 }

@@ -18,6 +18,7 @@ const recordEvery = 500 * time.Millisecond
 // at once when a job finds Ollama unreachable; between heartbeats it rewrites
 // the record when slots change. It returns when ctx is done.
 func (w *Worker) maintain(ctx context.Context) {
+	defer close(w.maintained)
 	t := time.NewTicker(w.cfg.Heartbeat)
 	defer t.Stop()
 	rec := time.NewTicker(recordEvery)
@@ -28,6 +29,23 @@ func (w *Worker) maintain(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-w.refresh:
+		case req := <-w.recordNow:
+			// One look at Ollama answers every job that asked meanwhile:
+			// each asked after its change was done.
+			reqs := []chan uint64{req}
+			for more := true; more; {
+				select {
+				case req := <-w.recordNow:
+					reqs = append(reqs, req)
+				default:
+					more = false
+				}
+			}
+			rev := w.check(ctx)
+			for _, req := range reqs {
+				req <- rev // Buffered: never blocks.
+			}
+			continue
 		case <-rec.C:
 			if w.slotsChanged.Swap(false) {
 				w.putNode(ctx)
@@ -38,14 +56,42 @@ func (w *Worker) maintain(ctx context.Context) {
 	}
 }
 
+// recordChange has the inventory and the node record refreshed now, after
+// a job or command changed Ollama's models or which are loaded, and returns
+// the record's revision for the done reply (job.Reply.Record); 0 when that
+// did not happen within a heartbeat (the next heartbeat writes it).
+func (w *Worker) recordChange(ctx context.Context) uint64 {
+	t := time.NewTimer(w.cfg.Heartbeat)
+	defer t.Stop()
+	done := make(chan uint64, 1)
+	select {
+	case w.recordNow <- done:
+	case <-w.maintained:
+		return 0
+	case <-t.C:
+		return 0
+	case <-ctx.Done():
+		return 0
+	}
+	select {
+	case rev := <-done:
+		return rev
+	case <-t.C:
+		return 0
+	case <-ctx.Done():
+		return 0
+	}
+}
+
 // check asks Ollama for its inventory, binds the consumers of its models,
-// updates health and writes the node record.
-func (w *Worker) check(ctx context.Context) {
+// updates health and writes the node record, whose revision it returns (0
+// when the write failed or ctx ended).
+func (w *Worker) check(ctx context.Context) uint64 {
 	cctx, cancel := context.WithTimeout(ctx, w.cfg.Heartbeat)
 	inv, err := w.ollama.Inventory(cctx)
 	cancel()
 	if ctx.Err() != nil {
-		return
+		return 0
 	}
 	w.mu.Lock()
 	wasHealthy := w.healthy
@@ -67,8 +113,9 @@ func (w *Worker) check(ctx context.Context) {
 	if err == nil {
 		w.bind(ctx, inv)
 	}
-	w.putNode(ctx)
+	rev := w.putNode(ctx)
 	w.pruneCanceled()
+	return rev
 }
 
 // bind makes sure a consumer exists for each model and class Ollama has, and
@@ -130,8 +177,9 @@ func (w *Worker) bind(ctx context.Context, inv ollama.Inventory) {
 	}
 }
 
-// putNode writes the node record. A failure is logged: the next heartbeat retries.
-func (w *Worker) putNode(ctx context.Context) {
+// putNode writes the node record and returns its revision. A failure is
+// logged (and 0 returned): the next heartbeat retries.
+func (w *Worker) putNode(ctx context.Context) uint64 {
 	w.mu.Lock()
 	n := &fleet.Node{
 		ID:            w.cfg.ID,
@@ -160,9 +208,11 @@ func (w *Worker) putNode(ctx context.Context) {
 		n.LastError = w.breaker.reason
 	}
 	w.mu.Unlock()
-	if err := fleet.Put(ctx, w.q.JetStream(), n, fleet.RecordTTL(w.cfg.Heartbeat)); err != nil && ctx.Err() == nil {
+	rev, err := fleet.Put(ctx, w.q.JetStream(), n, fleet.RecordTTL(w.cfg.Heartbeat))
+	if err != nil && ctx.Err() == nil {
 		w.log.Warn("write node record", "err", err)
 	}
+	return rev
 }
 
 func (w *Worker) pruneCanceled() {

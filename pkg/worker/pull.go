@@ -115,11 +115,17 @@ func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)
 }
 
 // consumers returns the consumers of class for the models Ollama has, in a
-// stable order.
+// stable order, but for the models it holds off.
 func (w *Worker) consumers(class job.Class) []jetstream.Consumer {
+	now := time.Now()
 	w.mu.Lock()
 	keys := make([]consumerKey, 0, len(w.served))
 	for k := range w.served {
+		if until, held := w.heldOff[k]; held && now.Before(until) {
+			continue // It handed a job of the model back for another worker (passon.go).
+		} else if held {
+			delete(w.heldOff, k)
+		}
 		if k.class == class {
 			keys = append(keys, k)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,8 +35,11 @@ type task struct {
 	class     job.Class // from the subject
 	taken     time.Time // when this worker took the job
 	attempt   int
-	seq       int
 	cancel    context.CancelCauseFunc
+
+	sendMu sync.Mutex // send and the heartbeats
+	seq    int
+	sent   time.Time // when the last reply was sent
 }
 
 // run executes one delivered job and settles it. It owns the job's slot.
@@ -117,10 +121,11 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		return nil, result{}
 	}
 	t.requester, t.model, t.class = requester, model, class
-	if rt, ok := job.LookupRoute(t.route); !ok || !rt.Queued {
+	rt, ok := job.LookupRoute(t.route)
+	if !ok || !rt.Queued {
 		return t, malformed(fmt.Sprintf("route %q cannot be queued", t.route))
 	}
-	if msg := checkModel(m.Data(), model); msg != "" {
+	if msg := checkJobModel(rt, h, m.Data(), model); msg != "" {
 		return t, malformed(msg)
 	}
 	if d := h.Get(job.HeaderDeadline); d != "" {
@@ -141,6 +146,9 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	w.mu.Unlock()
 	if canceled || w.batchCanceled(ctx, h) {
 		return t, result{kind: resCanceled}
+	}
+	if r, ok := w.passOn(ctx, t, rt); ok {
+		return t, r
 	}
 	return t, result{}
 }
@@ -201,17 +209,23 @@ func bodyModel(body []byte) (name string, ok bool) {
 func (t *task) execute(ctx context.Context) result {
 	stop := t.keepAlive()
 	defer stop()
-	body, resumed, res, ok := t.resume(ctx)
+	body, resumed, sp, res, ok := t.resume(ctx)
 	if !ok {
 		return res
 	}
 	body, hideUsage := askForUsage(t.route, body)
-	if err := t.send(job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}); err != nil {
+	start := job.Reply{Kind: job.KindStart, Worker: t.w.cfg.ID, Resumed: resumed}
+	if t.msg != nil {
+		start.Ack = t.msg.Reply() // For a NAK from the requester should this worker fall silent.
+	}
+	if err := t.send(start); err != nil {
 		return result{kind: resHandBack, msg: err.Error()}
 	}
+	defer t.heartbeats()()
+	defer t.watchRequester(ctx)()
 
 	sent := time.Now()
-	resp, err := t.w.ollama.Do(ctx, t.method, t.route, body)
+	resp, err := t.w.ollama.DoType(ctx, t.method, t.route, t.bodyType(), body)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
 			return r
@@ -244,10 +258,10 @@ func (t *task) execute(ctx context.Context) result {
 
 	ct := resp.Header.Get("Content-Type")
 	rt, _ := job.LookupRoute(t.route) // Checked in accept, or a node command's.
-	meter := newUsageMeter(rt.API, ct)
+	meter := newUsageMeter(schemaOf(rt), ct)
 	first := true
 	var sendErr error
-	err = job.Frames(resp.Body, ct, func(b []byte) error {
+	relay := func(b []byte) error {
 		if meter.frame(b) && hideUsage && usageOnlyChunk(b) {
 			return nil // Asked for by the worker, not the client: read, not relayed.
 		}
@@ -258,6 +272,17 @@ func (t *task) execute(ctx context.Context) result {
 		}
 		sendErr = t.send(r)
 		return sendErr
+	}
+	err = job.Frames(resp.Body, ct, func(b []byte) error {
+		if sp == nil {
+			return relay(b)
+		}
+		for _, out := range sp.frame(b) {
+			if err := relay(out); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	usage := t.observeUsage(meter)
 	if err == nil && first {
@@ -307,8 +332,13 @@ func (t *task) interrupted(ctx context.Context) (result, bool) {
 	if ctx.Err() == nil {
 		return result{}, false
 	}
-	if errors.Is(context.Cause(ctx), errCanceled) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCanceled):
 		return result{kind: resCanceled}, true
+	case errors.Is(cause, errRequesterGone):
+		return result{kind: resCanceled, msg: "requester gone"}, true
+	case errors.Is(cause, errSuperseded):
+		return result{kind: resSuperseded}, true
 	}
 	return result{kind: resHandBack, msg: "worker stopping"}, true
 }
@@ -319,31 +349,59 @@ func (t *task) keepAlive() func() {
 	if t.msg == nil {
 		return func() {} // A node command is not queued: nothing to keep alive.
 	}
-	every := t.w.q.AckWait() / 3
+	return every(t.w.q.AckWait()/3, func() bool {
+		if err := t.msg.InProgress(); err != nil {
+			t.w.log.Warn("signal job in progress", "job", t.id, "err", err)
+		}
+		return true
+	})
+}
+
+// every calls fn every d on a goroutine of its own until fn returns false or
+// the returned func is called; that func waits for the goroutine to end.
+func every(d time.Duration, fn func() bool) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		tick := time.NewTicker(every)
+		tick := time.NewTicker(d)
 		defer tick.Stop()
 		for {
 			select {
 			case <-done:
 				return
 			case <-tick.C:
-				if err := t.msg.InProgress(); err != nil {
-					t.w.log.Warn("signal job in progress", "job", t.id, "err", err)
+				if !fn() {
+					return
 				}
 			}
 		}
 	}()
-	return func() { close(done); <-stopped }
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }); <-stopped }
 }
 
 // send publishes the next reply message of this attempt.
 func (t *task) send(r job.Reply) error {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	return t.sendLocked(r)
+}
+
+// sendIfQuiet sends a heartbeat if nothing was sent for quiet.
+func (t *task) sendIfQuiet(quiet time.Duration) error {
+	t.sendMu.Lock()
+	defer t.sendMu.Unlock()
+	if time.Since(t.sent) < quiet {
+		return nil
+	}
+	return t.sendLocked(job.Reply{Kind: job.KindHeartbeat})
+}
+
+func (t *task) sendLocked(r job.Reply) error {
 	t.seq++
 	r.Job, r.Attempt, r.Seq = t.id, t.attempt, t.seq
+	t.sent = time.Now()
 	if err := t.w.nc.PublishMsg(queue.ReplyMsg(t.reply, r)); err != nil {
 		return fmt.Errorf("publish reply: %w", err)
 	}

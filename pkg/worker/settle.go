@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ollamamax/ollamamax/pkg/audit"
 	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/ollama"
 )
 
 type resultKind int
@@ -20,6 +22,11 @@ const (
 	resRetry                          // transient failure: nak with delay, or fail on the last attempt
 	resCanceled                       // the requester canceled: term
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
+	resPassOn                         // its Ollama lacks the route: nak for another worker (passon.go)
+	// resSuperseded: the requester follows a later delivery of the job (it
+	// took this worker for dead); that delivery is not this worker's to
+	// settle, answer or audit.
+	resSuperseded
 )
 
 // retryDelay is how long a transiently failed job waits before its next
@@ -93,13 +100,13 @@ func (t *task) settle(ctx context.Context, r result) {
 	w := t.w
 	log := w.log.With("job", t.id, "model", t.model, "attempt", t.attempt)
 	if t.msg == nil {
-		t.answer(r)
+		t.answer(ctx, r)
 		return
 	}
 	m, labels := w.metrics, []string{t.model, string(t.class)}
-	if t.model != "" {
+	if t.model != "" && r.kind != resPassOn {
 		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
-	} else {
+	} else if t.model == "" {
 		labels = []string{"", ""} // A job whose subject did not parse.
 	}
 	if r.kind == resRetry && t.attempt >= w.q.MaxDeliver() {
@@ -108,7 +115,8 @@ func (t *task) settle(ctx context.Context, r result) {
 		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
 		r.bury = true
 	}
-	if r.kind != resRetry && r.kind != resHandBack && t.mayChangeResidency() {
+	residency := r.kind != resRetry && r.kind != resHandBack && r.kind != resPassOn && t.mayChangeResidency()
+	if residency && r.kind != resDone {
 		// A job can load its model, or unload it (keep_alive): tell the
 		// fleet now, not a heartbeat later, so /api/ps is fresh.
 		defer poke(w.refresh)
@@ -116,7 +124,20 @@ func (t *task) settle(ctx context.Context, r result) {
 	var err error
 	switch r.kind {
 	case resDone:
-		if err = t.send(job.Reply{Kind: job.KindDone, Usage: r.usage}); err == nil {
+		done := job.Reply{Kind: job.KindDone, Usage: r.usage}
+		if residency {
+			// Before the done reply, which names the record: the requester
+			// (the dispatcher) ends the response once its view has it, so
+			// that an /api/ps right after the answer shows the change.
+			// Heartbeats meanwhile, or the requester would take this
+			// worker for dead and have the job redelivered.
+			stop := t.heartbeats()
+			if done.Record = w.recordChange(ctx); done.Record != 0 {
+				done.Worker = w.cfg.ID
+			}
+			stop()
+		}
+		if err = t.send(done); err == nil {
 			audited := t.audit(ctx, r)
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
@@ -154,14 +175,27 @@ func (t *task) settle(ctx context.Context, r result) {
 			log.Debug("send job cancel", "err", serr)
 		}
 		audited := t.audit(ctx, r)
-		err = t.msg.TermWithReason("canceled by requester")
+		err = t.msg.TermWithReason(cmp.Or(r.msg, "canceled by requester"))
 		audited()
 		m.canceled.WithLabelValues(labels...).Inc()
-		log.Info("job canceled by requester")
+		log.Info("job canceled", "why", cmp.Or(r.msg, "canceled by requester"))
+	case resSuperseded:
+		log.Info("job left to its later delivery: the requester follows another worker now")
 	case resHandBack:
 		err = t.msg.Nak()
 		m.retried.WithLabelValues(labels...).Inc()
 		log.Info("job handed back", "reason", r.msg)
+	case resPassOn:
+		delay := passOnDelay(w.cfg.Poll, t.attempt)
+		w.holdOff(consumerKey{t.model, t.class}, time.Now().Add(holdOffFor(w.cfg.Poll, t.attempt)))
+		if err = t.msg.NakWithDelay(delay); err == nil && delay == 0 {
+			// The others look now rather than at their next poll.
+			if berr := w.nc.Publish(job.QueuedSubject(t.model, t.class, t.requester), nil); berr != nil {
+				log.Debug("ring the doorbell", "err", berr)
+			}
+		}
+		m.passedOn.WithLabelValues(labels...).Inc()
+		log.Debug("job left to a worker whose Ollama has its route", "route", t.route, "why", r.msg, "delay", delay)
 	default:
 		err = fmt.Errorf("no outcome for job (kind %d)", r.kind)
 	}
@@ -171,9 +205,16 @@ func (t *task) settle(ctx context.Context, r result) {
 }
 
 // answer ends a node command, which has no JetStream message to settle: the
-// requester hears done or an error, and nothing is retried.
-func (t *task) answer(r result) {
+// requester hears done or an error, and nothing is retried. A command that
+// changed the models, or unloaded one, has the node record written first,
+// and its done reply names the record's revision.
+func (t *task) answer(ctx context.Context, r result) {
 	rep := job.Reply{Kind: job.KindDone}
+	if r.kind == resDone && t.changesModels() {
+		if rep.Record = t.w.recordChange(ctx); rep.Record != 0 {
+			rep.Worker = t.w.cfg.ID
+		}
+	}
 	switch r.kind {
 	case resDone:
 	case resCanceled:
@@ -187,9 +228,14 @@ func (t *task) answer(r result) {
 	if err := t.send(rep); err != nil {
 		t.w.log.Warn("answer node command", "route", t.route, "err", err)
 	}
-	if rt, _ := job.LookupRoute(t.route); r.kind == resDone && rt.Changes {
-		poke(t.w.refresh) // The models changed: tell the fleet soon.
-	}
+}
+
+// changesModels tells whether a node command changes which models the
+// worker's Ollama has (pull, delete, copy), or which it has loaded (an
+// unload).
+func (t *task) changesModels() bool {
+	rt, _ := job.LookupRoute(t.route)
+	return rt.Changes || ollama.Unloads(t.route, t.body)
 }
 
 // mayChangeResidency tells whether running t may have changed which models

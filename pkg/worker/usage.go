@@ -15,7 +15,10 @@ import (
 // Ollama reports what a request cost in its final response: native routes
 // as prompt_eval_count and eval_count (/api/embed only prompt_eval_count),
 // OpenAI routes as a usage object (usage.prompt_tokens and
-// usage.completion_tokens). A streamed response's final frame is one small
+// usage.completion_tokens), Anthropic Messages and OpenAI Responses as a
+// usage object of input_tokens and output_tokens (streamed: on
+// message_delta, and in response.completed's response). A streamed
+// response's final frame is one small
 // JSON object; a non-streamed response is the whole body, which the worker
 // relays in pieces (job.Frames) and which can be megabytes of embeddings
 // with the counts at the end. So the counts are read by a scanner that sees
@@ -32,28 +35,62 @@ type counts struct {
 	evalDuration time.Duration
 }
 
-// The members a countScanner reads: top-level numbers, and numbers of the
-// top-level object "usage". Zero is no member.
+// The members a countScanner reads: top-level numbers, numbers of the
+// top-level object "usage", and of the object "usage" in the top-level
+// object "response" (a Responses event's). Zero is no member.
 const (
 	keyPromptEvalCount = iota + 1
 	keyEvalCount
 	keyEvalDuration
 	keyPromptTokens
 	keyCompletionTokens
-	keyUsage // the member "usage" itself, whose value holds the last two
+	keyInputTokens
+	keyOutputTokens
+	keyUsage    // the member "usage" itself, whose value holds the counts
+	keyResponse // the member "response" itself, which may hold "usage"
 	numKeys
 )
 
+// Where a member is read.
+const (
+	atTop = iota
+	inUsage
+	inResponse
+)
+
 var countKeys = [numKeys]struct {
-	inUsage bool
-	name    string
+	at   int
+	name string
 }{
-	keyPromptEvalCount:  {false, "prompt_eval_count"},
-	keyEvalCount:        {false, "eval_count"},
-	keyEvalDuration:     {false, "eval_duration"},
-	keyPromptTokens:     {true, "prompt_tokens"},
-	keyCompletionTokens: {true, "completion_tokens"},
-	keyUsage:            {false, "usage"},
+	keyPromptEvalCount:  {atTop, "prompt_eval_count"},
+	keyEvalCount:        {atTop, "eval_count"},
+	keyEvalDuration:     {atTop, "eval_duration"},
+	keyPromptTokens:     {inUsage, "prompt_tokens"},
+	keyCompletionTokens: {inUsage, "completion_tokens"},
+	keyInputTokens:      {inUsage, "input_tokens"},
+	keyOutputTokens:     {inUsage, "output_tokens"},
+	keyUsage:            {atTop, "usage"},
+	keyResponse:         {atTop, "response"},
+}
+
+// schema is how a route reports its token counts.
+type schema int
+
+const (
+	nativeCounts      schema = iota // prompt_eval_count, eval_count
+	openAICounts                    // usage.prompt_tokens, usage.completion_tokens
+	inputOutputCounts               // usage.input_tokens, usage.output_tokens
+)
+
+// schemaOf returns how route rt reports token counts.
+func schemaOf(rt job.Route) schema {
+	switch {
+	case rt.API == job.Anthropic || rt.Path == "/v1/responses":
+		return inputOutputCounts
+	case rt.API == job.OpenAI:
+		return openAICounts
+	}
+	return nativeCounts
 }
 
 const (
@@ -66,21 +103,22 @@ const (
 // countKeys, at their depth, with integer values: anything else, valid JSON
 // or not, it skips. Its zero value is ready; it reads one document.
 type countScanner struct {
-	depth    int
-	inUsage  bool // inside the top-level member "usage", an object
-	inString bool
-	escaped  bool
-	str      [maxKey]byte // the start of the last string
-	strLen   int
-	tooLong  bool // the last string was longer than str
-	strKey   bool // the last token was a string that may name a member: a ':' makes it one
-	next     int  // the member whose value comes next, or 0
-	inNumber bool
-	number   [maxNumber]byte
-	numLen   int
-	numKey   int
-	val      [numKeys]int64
-	has      [numKeys]bool
+	depth      int
+	usageDepth int  // the depth of the usage object being read, or 0
+	inResponse bool // inside the top-level member "response", an object
+	inString   bool
+	escaped    bool
+	str        [maxKey]byte // the start of the last string
+	strLen     int
+	tooLong    bool // the last string was longer than str
+	strKey     bool // the last token was a string that may name a member: a ':' makes it one
+	next       int  // the member whose value comes next, or 0
+	inNumber   bool
+	number     [maxNumber]byte
+	numLen     int
+	numKey     int
+	val        [numKeys]int64
+	has        [numKeys]bool
 }
 
 // Write scans p; it never fails.
@@ -91,10 +129,18 @@ func (s *countScanner) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// memberDepth reports whether a string at the current depth may name a
-// member of interest.
-func (s *countScanner) memberDepth() bool {
-	return s.depth == 1 || s.depth == 2 && s.inUsage
+// where returns which members a string at the current depth may name, or
+// -1 for none.
+func (s *countScanner) where() int {
+	switch {
+	case s.depth == 1:
+		return atTop
+	case s.usageDepth != 0 && s.depth == s.usageDepth:
+		return inUsage
+	case s.depth == 2 && s.inResponse:
+		return inResponse
+	}
+	return -1
 }
 
 func (s *countScanner) step(c byte) {
@@ -106,7 +152,7 @@ func (s *countScanner) step(c byte) {
 			s.escaped = true
 		case c == '"':
 			s.inString = false
-			s.strKey = s.memberDepth() && !s.tooLong
+			s.strKey = s.where() >= 0 && !s.tooLong
 			return
 		}
 		if s.strLen < maxKey {
@@ -145,29 +191,40 @@ func (s *countScanner) step(c byte) {
 		s.inString, s.strLen, s.tooLong = true, 0, false
 	case '{', '[':
 		s.depth++
-		if s.depth == 2 && c == '{' && next == keyUsage {
-			s.inUsage = true
+		switch {
+		case c != '{':
+		case next == keyUsage && s.usageDepth == 0:
+			s.usageDepth = s.depth
+		case next == keyResponse && s.depth == 2:
+			s.inResponse = true
 		}
 	case '}', ']':
 		if s.depth > 0 {
 			s.depth--
 		}
+		if s.depth < s.usageDepth {
+			s.usageDepth = 0
+		}
 		if s.depth < 2 {
-			s.inUsage = false
+			s.inResponse = false
 		}
 	default:
-		if next != 0 && next != keyUsage && (c == '-' || c >= '0' && c <= '9') {
+		if next != 0 && next != keyUsage && next != keyResponse && (c == '-' || c >= '0' && c <= '9') {
 			s.inNumber, s.numKey, s.numLen = true, next, 1
 			s.number[0] = c
 		}
 	}
 }
 
-// lookup returns the member the complete string str names at this depth.
+// lookup returns the member the complete string str names where it stands.
 func (s *countScanner) lookup() int {
-	name := s.str[:s.strLen]
+	name, at := s.str[:s.strLen], s.where()
 	for i := 1; i < numKeys; i++ {
-		if k := countKeys[i]; k.inUsage == (s.depth == 2) && string(name) == k.name {
+		k := countKeys[i]
+		if string(name) != k.name {
+			continue
+		}
+		if k.at == at || at == inResponse && i == keyUsage {
 			return i
 		}
 	}
@@ -192,33 +249,35 @@ func (s *countScanner) endNumber() {
 	s.val[s.numKey], s.has[s.numKey] = v, true
 }
 
-// counts returns what the document reported, read as the route family api
-// reports it: top-level counts on native routes, a usage object on OpenAI
-// routes. ok is false when it reported neither count.
-func (s *countScanner) counts(api job.API) (c counts, ok bool) {
+// counts returns what the document reported, read as routes of schema sc
+// report it. ok is false when it reported neither count.
+func (s *countScanner) counts(sc schema) (c counts, ok bool) {
 	if s.inNumber {
 		s.endNumber() // A document that is a bare number, or that broke off.
 	}
 	prompt, completion := keyPromptEvalCount, keyEvalCount
-	if api == job.OpenAI {
+	switch sc {
+	case openAICounts:
 		prompt, completion = keyPromptTokens, keyCompletionTokens
+	case inputOutputCounts:
+		prompt, completion = keyInputTokens, keyOutputTokens
 	}
 	if !s.has[prompt] && !s.has[completion] {
 		return counts{}, false
 	}
 	c = counts{prompt: int(s.val[prompt]), completion: int(s.val[completion])}
-	if api == job.Native {
+	if sc == nativeCounts {
 		c.evalDuration = time.Duration(s.val[keyEvalDuration])
 	}
 	return c, true
 }
 
 // usageOf reads the token counts from one whole frame (an NDJSON line, an
-// SSE event or a whole JSON body) of a response on a route of family api. It
+// SSE event or a whole JSON body) of a response on a route of schema sc. It
 // skips frames that cannot carry them cheaply.
-func usageOf(frame []byte, api job.API) (counts, bool) {
+func usageOf(frame []byte, sc schema) (counts, bool) {
 	mark := []byte(`eval_count"`)
-	if api == job.OpenAI {
+	if sc != nativeCounts {
 		mark = []byte(`"usage"`)
 	}
 	if !bytes.Contains(frame, mark) {
@@ -226,23 +285,23 @@ func usageOf(frame []byte, api job.API) (counts, bool) {
 	}
 	var s countScanner
 	_, _ = s.Write(job.Payload(frame)) // Never fails.
-	return s.counts(api)
+	return s.counts(sc)
 }
 
 // usageMeter reads the token counts of one response as the worker relays
 // its frames: of each streamed frame (NDJSON, SSE) on its own, the last to
 // report them winning; of any other body across all its pieces.
 type usageMeter struct {
-	api     job.API
+	schema  schema
 	whole   bool // the body is one document in pieces
 	scanner countScanner
 	last    counts
 	ok      bool
 }
 
-func newUsageMeter(api job.API, contentType string) *usageMeter {
+func newUsageMeter(sc schema, contentType string) *usageMeter {
 	mt, _, _ := mime.ParseMediaType(contentType)
-	return &usageMeter{api: api, whole: mt != "application/x-ndjson" && mt != "text/event-stream"}
+	return &usageMeter{schema: sc, whole: mt != "application/x-ndjson" && mt != "text/event-stream"}
 }
 
 // frame reads one relayed frame and reports whether it carried counts (for
@@ -252,7 +311,7 @@ func (m *usageMeter) frame(b []byte) bool {
 		_, _ = m.scanner.Write(b) // Never fails.
 		return false
 	}
-	c, ok := usageOf(b, m.api)
+	c, ok := usageOf(b, m.schema)
 	if ok {
 		m.last, m.ok = c, true
 	}
@@ -262,7 +321,7 @@ func (m *usageMeter) frame(b []byte) bool {
 // result returns the counts the response reported, if any.
 func (m *usageMeter) result() (counts, bool) {
 	if m.whole {
-		return m.scanner.counts(m.api)
+		return m.scanner.counts(m.schema)
 	}
 	return m.last, m.ok
 }

@@ -13,49 +13,70 @@ import (
 func TestUsageOf(t *testing.T) {
 	tests := []struct {
 		name   string
-		api    job.API
+		sc     schema
 		frame  string
 		want   counts
 		wantOK bool
 	}{
-		{"generate final line", job.Native,
+		{"generate final line", nativeCounts,
 			`{"model":"m","response":"","done":true,"prompt_eval_count":12,"prompt_eval_duration":5,"eval_count":24,"eval_duration":480000000}` + "\n",
 			counts{12, 24, 480000000}, true},
-		{"chat final line, keys in another order", job.Native,
+		{"chat final line, keys in another order", nativeCounts,
 			`{"eval_count":3,"message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":7}` + "\n", counts{7, 3, 0}, true},
-		{"embed", job.Native, `{"model":"m","embeddings":[[0.1,-2e-3]],"total_duration":1,"prompt_eval_count":4}`, counts{4, 0, 0}, true},
-		{"no prompt count", job.Native, `{"done":true,"eval_count":5}`, counts{0, 5, 0}, true},
-		{"a chunk before the end", job.Native, `{"response":"eval_count","done":false}` + "\n", counts{}, false},
-		{"a count in a string", job.Native, `{"response":"\"eval_count\":99","done":true}`, counts{}, false},
-		{"a count in a nested object", job.Native,
+		{"embed", nativeCounts, `{"model":"m","embeddings":[[0.1,-2e-3]],"total_duration":1,"prompt_eval_count":4}`, counts{4, 0, 0}, true},
+		{"no prompt count", nativeCounts, `{"done":true,"eval_count":5}`, counts{0, 5, 0}, true},
+		{"a chunk before the end", nativeCounts, `{"response":"eval_count","done":false}` + "\n", counts{}, false},
+		{"a count in a string", nativeCounts, `{"response":"\"eval_count\":99","done":true}`, counts{}, false},
+		{"a count in a nested object", nativeCounts,
 			`{"message":{"tool_calls":[{"function":{"arguments":{"eval_count":99,"prompt_eval_count":98}}}]},"done":true}`, counts{}, false},
-		{"nested and top-level", job.Native, `{"message":{"eval_count":99},"eval_count":2}`, counts{0, 2, 0}, true},
-		{"negative", job.Native, `{"eval_count":-1}`, counts{}, false},
-		{"fraction", job.Native, `{"eval_count":1.5}`, counts{}, false},
-		{"exponent", job.Native, `{"eval_count":1e3}`, counts{}, false},
-		{"more than a reply may carry", job.Native, `{"eval_count":1073741825}`, counts{}, false},
-		{"huge number", job.Native, `{"eval_count":123456789012345678901234567890}`, counts{}, false},
-		{"the limit", job.Native, `{"eval_count":1073741824}`, counts{0, 1 << 30, 0}, true},
-		{"escaped key", job.Native, `{"eval\u005fcount":5}`, counts{}, false},
-		{"native counts on an OpenAI route", job.OpenAI, `{"eval_count":5,"prompt_eval_count":2}`, counts{}, false},
-		{"openai chat", job.OpenAI,
+		{"nested and top-level", nativeCounts, `{"message":{"eval_count":99},"eval_count":2}`, counts{0, 2, 0}, true},
+		{"negative", nativeCounts, `{"eval_count":-1}`, counts{}, false},
+		{"fraction", nativeCounts, `{"eval_count":1.5}`, counts{}, false},
+		{"exponent", nativeCounts, `{"eval_count":1e3}`, counts{}, false},
+		{"more than a reply may carry", nativeCounts, `{"eval_count":1073741825}`, counts{}, false},
+		{"huge number", nativeCounts, `{"eval_count":123456789012345678901234567890}`, counts{}, false},
+		{"the limit", nativeCounts, `{"eval_count":1073741824}`, counts{0, 1 << 30, 0}, true},
+		{"escaped key", nativeCounts, `{"eval\u005fcount":5}`, counts{}, false},
+		{"native counts on an OpenAI route", openAICounts, `{"eval_count":5,"prompt_eval_count":2}`, counts{}, false},
+		{"openai chat", openAICounts,
 			`{"id":"chatcmpl-1","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}` + "\n",
 			counts{9, 4, 0}, true},
-		{"openai usage chunk", job.OpenAI,
+		{"openai usage chunk", openAICounts,
 			"data: " + `{"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}` + "\n\n",
 			counts{9, 4, 0}, true},
-		{"openai embeddings", job.OpenAI, `{"object":"list","data":[{"embedding":[0.5]}],"usage":{"prompt_tokens":6,"total_tokens":6}}`, counts{6, 0, 0}, true},
-		{"openai chunk", job.OpenAI, "data: " + `{"choices":[{"delta":{"content":"usage"}}]}` + "\n\n", counts{}, false},
-		{"usage counts at the top", job.OpenAI, `{"usage":null,"prompt_tokens":3}`, counts{}, false},
-		{"usage counts deeper", job.OpenAI, `{"usage":{"details":{"prompt_tokens":3}}}`, counts{}, false},
-		{"usage not an object", job.OpenAI, `{"usage":[{"prompt_tokens":3}]}`, counts{}, false},
-		{"usage in a choice", job.OpenAI, `{"choices":[{"usage":{"prompt_tokens":3}}]}`, counts{}, false},
-		{"done event", job.OpenAI, "data: [DONE]\n\n", counts{}, false},
-		{"not JSON", job.Native, "eval_count\": 5", counts{}, false},
+		{"openai embeddings", openAICounts, `{"object":"list","data":[{"embedding":[0.5]}],"usage":{"prompt_tokens":6,"total_tokens":6}}`, counts{6, 0, 0}, true},
+		{"openai chunk", openAICounts, "data: " + `{"choices":[{"delta":{"content":"usage"}}]}` + "\n\n", counts{}, false},
+		{"usage counts at the top", openAICounts, `{"usage":null,"prompt_tokens":3}`, counts{}, false},
+		{"usage counts deeper", openAICounts, `{"usage":{"details":{"prompt_tokens":3}}}`, counts{}, false},
+		{"usage not an object", openAICounts, `{"usage":[{"prompt_tokens":3}]}`, counts{}, false},
+		{"usage in a choice", openAICounts, `{"choices":[{"usage":{"prompt_tokens":3}}]}`, counts{}, false},
+		{"done event", openAICounts, "data: [DONE]\n\n", counts{}, false},
+		{"not JSON", nativeCounts, "eval_count\": 5", counts{}, false},
+		{"anthropic message", inputOutputCounts,
+			`{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"sKM"}],"stop_reason":"max_tokens","usage":{"input_tokens":20,"output_tokens":8}}`,
+			counts{20, 8, 0}, true},
+		{"anthropic message_start: an estimate, not counted", inputOutputCounts,
+			"event: message_start\ndata: " + `{"type":"message_start","message":{"id":"msg_1","usage":{"input_tokens":1,"output_tokens":0}}}` + "\n\n",
+			counts{}, false},
+		{"anthropic message_delta", inputOutputCounts,
+			"event: message_delta\ndata: " + `{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"input_tokens":34,"output_tokens":5}}` + "\n\n",
+			counts{34, 5, 0}, true},
+		{"responses body", inputOutputCounts,
+			`{"id":"resp_1","object":"response","max_output_tokens":4,"usage":{"input_tokens":20,"output_tokens":4,"total_tokens":24,"input_tokens_details":{"cached_tokens":0},"output_tokens_details":{"reasoning_tokens":0}}}`,
+			counts{20, 4, 0}, true},
+		{"responses created: usage null", inputOutputCounts,
+			"event: response.created\ndata: " + `{"response":{"id":"resp_1","max_output_tokens":4,"output":[],"usage":null},"sequence_number":0,"type":"response.created"}` + "\n\n",
+			counts{}, false},
+		{"responses completed", inputOutputCounts,
+			"event: response.completed\ndata: " + `{"response":{"id":"resp_1","output":[{"content":[{"text":"\"usage\":{\"input_tokens\":9}","type":"output_text"}]}],"usage":{"input_tokens":20,"input_tokens_details":{"cached_tokens":0},"output_tokens":4,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":24}},"sequence_number":11,"type":"response.completed"}` + "\n\n",
+			counts{20, 4, 0}, true},
+		{"counts deeper in the response", inputOutputCounts, `{"response":{"output":[{"usage":{"input_tokens":3}}]}}`, counts{}, false},
+		{"a response member not at the top", inputOutputCounts, `{"item":{"response":{"usage":{"input_tokens":3}}}}`, counts{}, false},
+		{"chat counts on a Responses route", inputOutputCounts, `{"usage":{"prompt_tokens":3,"completion_tokens":1}}`, counts{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := usageOf([]byte(tt.frame), tt.api)
+			got, ok := usageOf([]byte(tt.frame), tt.sc)
 			if ok != tt.wantOK || got != tt.want {
 				t.Errorf("usageOf(%s) = %+v, %v; want %+v, %v", tt.frame, got, ok, tt.want, tt.wantOK)
 			}
@@ -75,7 +96,7 @@ func TestUsageMeterReadsABodyInPieces(t *testing.T) {
 		fmt.Fprintf(&b, `[%d.125,"prompt_eval_count",{"prompt_eval_count":1}]`, i)
 	}
 	b.WriteString(`],"total_duration":5,"prompt_eval_count":42}`)
-	m := newUsageMeter(job.Native, "application/json; charset=utf-8")
+	m := newUsageMeter(nativeCounts, "application/json; charset=utf-8")
 	pieces := 0
 	if err := job.Frames(bytes.NewReader(b.Bytes()), "application/json; charset=utf-8", func(p []byte) error {
 		pieces++
@@ -98,7 +119,7 @@ func TestUsageMeterReadsABodyInPieces(t *testing.T) {
 // with include_usage, Ollama puts a zeroed usage on every chunk; the real
 // one comes last.
 func TestUsageMeterStreamedTakesTheLastReport(t *testing.T) {
-	m := newUsageMeter(job.OpenAI, "text/event-stream")
+	m := newUsageMeter(openAICounts, "text/event-stream")
 	for _, ev := range []string{
 		`{"choices":[{"text":"a"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`,
 		`{"choices":[{"text":"b"}],"usage":{"prompt_tokens":0,"completion_tokens":0,"total_tokens":0}}`,
@@ -110,15 +131,15 @@ func TestUsageMeterStreamedTakesTheLastReport(t *testing.T) {
 	if got, ok := m.result(); !ok || got != (counts{prompt: 5, completion: 2}) {
 		t.Errorf("counts %+v, %v; want 5 and 2", got, ok)
 	}
-	if _, ok := newUsageMeter(job.Native, "application/x-ndjson").result(); ok {
+	if _, ok := newUsageMeter(nativeCounts, "application/x-ndjson").result(); ok {
 		t.Error("a meter that read nothing has counts")
 	}
 }
 
 // TestCountScannerPieces: however the bytes are cut, the counts are the same.
 func TestCountScannerPieces(t *testing.T) {
-	doc := `{"a":"x\"y\\","b":[1,{"eval_count":7}],"prompt_eval_count" : 31 ,"usage":{"prompt_tokens":8,"completion_tokens":9},"eval_count":12,"eval_duration":600}`
-	for _, api := range []job.API{job.Native, job.OpenAI} {
+	doc := `{"a":"x\"y\\","b":[1,{"eval_count":7}],"prompt_eval_count" : 31 ,"usage":{"prompt_tokens":8,"completion_tokens":9},"eval_count":12,"eval_duration":600,"response":{"usage":{"input_tokens":3,"output_tokens":4}}}`
+	for _, api := range []schema{nativeCounts, openAICounts, inputOutputCounts} {
 		var whole countScanner
 		_, _ = whole.Write([]byte(doc))
 		want, wantOK := whole.counts(api)
@@ -254,12 +275,14 @@ func FuzzCountScanner(f *testing.F) {
 	f.Add([]byte(`{"a":"\\\"","usage":{"x":[{"prompt_tokens":1}]},"eval_count":-0}`), uint16(7), uint16(40))
 	f.Add([]byte(`data: {"choices":[],"usage":{"prompt_tokens":1}}`+"\n\n"), uint16(0), uint16(5))
 	f.Add([]byte(`}}]]{"eval_count":"5":6,"eval_count"::7`), uint16(2), uint16(9))
+	f.Add([]byte(`{"response":{"usage":{"input_tokens":20,"output_tokens":4}},"usage":{"output_tokens":1}}`), uint16(4), uint16(50))
+	f.Add([]byte(`{"type":"message_delta","usage":{"input_tokens":34,"output_tokens":5}}`), uint16(1), uint16(60))
 	f.Fuzz(func(t *testing.T, data []byte, i, j uint16) {
 		a, b := min(int(i), len(data)), min(int(j), len(data))
 		if a > b {
 			a, b = b, a
 		}
-		for _, api := range []job.API{job.Native, job.OpenAI} {
+		for _, api := range []schema{nativeCounts, openAICounts, inputOutputCounts} {
 			var whole, cut countScanner
 			_, _ = whole.Write(data)
 			_, _ = cut.Write(data[:a])

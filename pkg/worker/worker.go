@@ -133,6 +133,10 @@ type Worker struct {
 	wake     chan struct{} // new work may be queued; capacity 1
 	released chan struct{} // a slot became free; capacity Slots
 	refresh  chan struct{} // re-check Ollama now; capacity 1
+	// recordNow asks for a check at once, answered with the node record's
+	// revision (recordChange); maintained is closed when nobody answers.
+	recordNow  chan chan uint64
+	maintained chan struct{}
 
 	metrics *metrics
 
@@ -140,17 +144,21 @@ type Worker struct {
 	jobsDone, failed atomic.Int64
 	slotsChanged     atomic.Bool // the node record is behind on slots or counts
 
-	mu        sync.Mutex
-	served    map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
-	bells     map[consumerKey]*nats.Subscription // their doorbells
-	healthy   bool
-	breaker   breaker
-	draining  bool
-	inventory ollama.Inventory
-	lastErr   string
-	running   map[string]*task // in-flight jobs by ID
-	canceled  cancels          // jobs canceled by their requester before they ran here
-	started   time.Time
+	mu         sync.Mutex
+	served     map[consumerKey]jetstream.Consumer // the consumers of the models Ollama has
+	bells      map[consumerKey]*nats.Subscription // their doorbells
+	healthy    bool
+	breaker    breaker
+	draining   bool
+	inventory  ollama.Inventory
+	lastErr    string
+	running    map[string]*task          // in-flight jobs by ID
+	canceled   cancels                   // jobs canceled by their requester before they ran here
+	reconnects reconnects                // when the connection last came back (liveness.go)
+	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
+	started    time.Time
+
+	peers *peers // the other workers' records, while a job needs them
 }
 
 type consumerKey struct {
@@ -165,13 +173,17 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID),
-		wake:     make(chan struct{}, 1),
-		released: make(chan struct{}, cfg.Slots),
-		refresh:  make(chan struct{}, 1),
-		served:   make(map[consumerKey]jetstream.Consumer),
-		bells:    make(map[consumerKey]*nats.Subscription),
-		running:  make(map[string]*task),
-		started:  time.Now(),
+		wake:       make(chan struct{}, 1),
+		released:   make(chan struct{}, cfg.Slots),
+		refresh:    make(chan struct{}, 1),
+		recordNow:  make(chan chan uint64),
+		maintained: make(chan struct{}),
+		served:     make(map[consumerKey]jetstream.Consumer),
+		bells:      make(map[consumerKey]*nats.Subscription),
+		running:    make(map[string]*task),
+		heldOff:    make(map[consumerKey]time.Time),
+		started:    time.Now(),
+		peers:      newPeers(),
 	}
 	reg := cfg.Metrics
 	if reg == nil {
@@ -254,6 +266,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops.Go(func() { w.maintain(ctx) })
 	loops.Go(func() { w.reap(ctx) })
 	loops.Go(func() { w.scanUnserved(ctx) })
+	loops.Go(func() { w.peers.run(ctx, w.q.Nodes(), w.log) })
 	loops.Go(func() {
 		for {
 			select {

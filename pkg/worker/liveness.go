@@ -1,0 +1,128 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// Liveness, both ways (docs/protocol.md, "Heartbeats" and "Requester
+// liveness"): a worker that holds a job sends a heartbeat whenever it has
+// sent nothing for queue.HeartbeatEvery, so its requester can tell a dead or
+// hung worker within a second and NAK the delivery; and a worker that runs a
+// job whose requester answers resume requests (job.HeaderLive) asks it every
+// ProbeEvery whether it still wants the answer, and stops the job when it is
+// gone or follows a later attempt.
+
+// ProbeEvery is how often a worker asks a live requester whether it is still
+// there while it runs one of its jobs.
+const ProbeEvery = time.Second
+
+// errSuperseded is the cause of a job context whose requester follows a later
+// attempt: the job was redelivered (this worker was taken for dead) and the
+// new delivery is not this worker's to settle.
+var errSuperseded = errors.New("superseded by a later attempt")
+
+// errRequesterGone is the cause of a job context whose requester went away.
+var errRequesterGone = errors.New("requester gone")
+
+// ReconnectGrace is how long after this worker's NATS connection came back
+// "no responders" to a liveness question means nothing: a restarted
+// nats-server hears the workers and requesters reconnect one by one (a
+// client waits 2 s and a jitter before it tries again), so a live requester
+// may not be back yet.
+const ReconnectGrace = 10 * time.Second
+
+// reconnects remembers when the worker last saw its connection's reconnect
+// count change.
+type reconnects struct {
+	mu sync.Mutex
+	n  uint64
+	at time.Time
+}
+
+// noRespondersMeansGone tells whether a requester that has no responder now
+// is gone: not while the worker's own connection came back within
+// ReconnectGrace (or was seen to have come back only now).
+func (w *Worker) noRespondersMeansGone() bool {
+	n := w.nc.Stats().Reconnects
+	w.reconnects.mu.Lock()
+	defer w.reconnects.mu.Unlock()
+	if n != w.reconnects.n {
+		w.reconnects.n, w.reconnects.at = n, time.Now()
+	}
+	return w.reconnects.at.IsZero() || time.Since(w.reconnects.at) >= ReconnectGrace
+}
+
+// live tells whether the job's requester said it answers resume requests.
+func (t *task) live() bool {
+	return t.msg != nil && t.msg.Headers().Get(job.HeaderLive) == "1"
+}
+
+// heartbeats sends a heartbeat whenever nothing was sent for
+// queue.HeartbeatEvery, until the returned func is called.
+func (t *task) heartbeats() func() {
+	if t.msg == nil {
+		return func() {}
+	}
+	return every(queue.HeartbeatEvery/2, func() bool {
+		if err := t.sendIfQuiet(queue.HeartbeatEvery); err != nil {
+			t.w.log.Debug("send heartbeat", "job", t.id, "err", err)
+		}
+		return true
+	})
+}
+
+// watchRequester probes a live requester every ProbeEvery while the job runs
+// and cancels the job (cancel, with the cause) when the requester is gone or
+// follows a later attempt. A probe that times out changes nothing: a busy
+// requester is not a dead one.
+func (t *task) watchRequester(ctx context.Context) func() {
+	if !t.live() {
+		return func() {}
+	}
+	return every(ProbeEvery, func() bool {
+		if ctx.Err() != nil {
+			return false
+		}
+		if cause := t.probe(ctx); cause != nil {
+			t.w.log.Info("stopping job", "job", t.id, "attempt", t.attempt, "why", cause)
+			t.cancel(cause)
+			return false
+		}
+		return true
+	})
+}
+
+// probe asks the requester whether it still follows this attempt: nil when it
+// does (or does not answer in time), errRequesterGone or errSuperseded when
+// the job must stop.
+func (t *task) probe(ctx context.Context) error {
+	q, _ := json.Marshal(job.ResumeRequest{Attempt: t.attempt, Probe: true}) // Always marshals.
+	pctx, cancel := context.WithTimeout(ctx, ProbeEvery)
+	defer cancel()
+	m, err := t.w.nc.RequestWithContext(pctx, job.ResumeSubject(t.requester, t.id), q)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders) && t.w.noRespondersMeansGone():
+		return errRequesterGone
+	case err != nil:
+		return nil
+	}
+	var p job.Progress
+	if json.Unmarshal(m.Data, &p) != nil {
+		return nil
+	}
+	switch {
+	case p.Gone:
+		return errRequesterGone
+	case p.Attempt > t.attempt:
+		return errSuperseded
+	}
+	return nil
+}

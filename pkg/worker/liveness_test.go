@@ -1,0 +1,146 @@
+package worker_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+)
+
+// jobsQueued is the number of jobs in the job stream.
+func jobsQueued(t *testing.T, f *fleettest.Fleet) uint64 {
+	t.Helper()
+	s, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
+// TestDeadRequestersQueuedJobsNeverRun: jobs queued by a requester that then
+// died (its connection gone) are dropped by the worker that takes them, not
+// run for nobody.
+func TestDeadRequestersQueuedJobsNeverRun(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.StopWorker(0)
+	nc, err := nats.Connect(f.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := queue.NewRequester(nc, f.Queue, "doomed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+			Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"for nobody"}`), Wait: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close() // The requester dies with its jobs queued.
+	f.StartWorker(0)
+	f.WaitFor("the dead requester's jobs to leave the queue", func() bool { return jobsQueued(t, f) == 0 })
+	if s := f.Sims[0].Stats(); s.Requests != 0 {
+		t.Fatalf("Ollama got %d requests for a requester that was gone, want none", s.Requests)
+	}
+}
+
+// TestRequesterDeathStopsTheJobWithin2s: a job running for a requester whose
+// connection drops stops on the GPU within two seconds (the worker's probe
+// every second finds no responder).
+func TestRequesterDeathStopsTheJobWithin2s(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.Sims[0].SetFailure(ollamasim.Failure{Hang: true}) // A generation that would run forever.
+	nc, err := nats.Connect(f.Broker.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := queue.NewRequester(nc, f.Queue, "mortal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"long"}`), Wait: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFor("Ollama to be generating", func() bool { return f.Sims[0].Stats().Active == 1 })
+	died := time.Now()
+	nc.Close()
+	fleettest.WaitFor(t, 2*time.Second, "Ollama's request to be canceled within 2s of the requester's death",
+		func() bool { return f.Sims[0].Stats().Canceled == 1 })
+	t.Logf("stopped %s after the requester died", time.Since(died).Round(time.Millisecond))
+	f.WaitFor("the job to leave the queue", func() bool { return jobsQueued(t, f) == 0 })
+}
+
+// TestSupersededWorkerLeavesTheJob: a worker whose requester follows a later
+// attempt (it took the worker for dead and had the job redelivered) stops
+// the job on its Ollama and leaves the delivery alone: no ack, no term, no
+// reply, so the later delivery is the one that ends it. The test plays a
+// requester with plain NATS that answers the worker's probe so.
+func TestSupersededWorkerLeavesTheJob(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, AckWait: 30 * time.Second})
+	f.Sims[0].SetFailure(ollamasim.Failure{Hang: true})
+	probes := make(chan job.ResumeRequest, 16)
+	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
+		var r job.ResumeRequest
+		_ = json.Unmarshal(m.Data, &r)
+		probes <- r
+		p := job.Progress{Attempt: r.Attempt}
+		if r.Probe {
+			p.Attempt = r.Attempt + 1 // Following a later delivery now.
+		}
+		b, _ := json.Marshal(p)
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resume.Unsubscribe()
+	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
+		Reply: job.ReplySubject("raw", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"long"}`), Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	fleettest.WaitFor(t, 5*time.Second, "Ollama's request to be canceled once the probe says superseded",
+		func() bool { return f.Sims[0].Stats().Canceled == 1 })
+	if first := <-probes; first.Probe || first.Attempt != 1 {
+		t.Errorf("first question %+v, want the before-run question for attempt 1", first)
+	}
+	// Only start and heartbeats: no error reply, which would end the
+	// client's answer.
+	for {
+		m, err := replies.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		if k := m.Header.Get(job.HeaderKind); k != string(job.KindStart) && k != string(job.KindHeartbeat) {
+			t.Errorf("a superseded worker sent a %s reply", k)
+		}
+	}
+	if n := jobsQueued(t, f); n != 1 {
+		t.Errorf("%d jobs in the stream, want the superseded delivery left for its later attempt", n)
+	}
+}
+
+// TestNoRespondersJustAfterAReconnectIsNotDeath: right after a nats-server
+// restart a worker may be back before the requesters are; a job whose
+// requester does not answer then is run, not dropped for a dead requester
+// (it would be lost to a requester that is back a second later). The test
+// reconnects the worker and publishes a job for a requester nobody plays.
+func TestNoRespondersJustAfterAReconnectIsNotDeath(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	f.ReconnectWorker(0)
+	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
+		Reply: job.ReplySubject("notyetback", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"x","stream":false}`), Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.WaitFor("the job to run", func() bool { return f.Sims[0].Stats().Completed == 1 })
+}
