@@ -1,23 +1,31 @@
 // Package deploy_test checks that the files in deploy/ match the binaries
-// and that nats-server accepts the cluster configuration.
+// and that nats-server accepts the cluster and leaf node configurations.
 package deploy_test
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
+	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/ollamamax/ollamamax/internal/natscluster"
+	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/testcert"
 	"github.com/ollamamax/ollamamax/pkg/auth"
+	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
 // unit is what the test reads from a systemd unit.
@@ -129,40 +137,62 @@ func TestSystemdUnits(t *testing.T) {
 	}
 }
 
-// TestClusterConf fills in the placeholders of nats/cluster.conf with an
-// auth directory and certificates made here, parses it with nats-server's
-// own parser, and starts a server from it (on loopback, without its peers):
-// a worker's credentials with the CA get in, a client without the CA does not.
-func TestClusterConf(t *testing.T) {
-	src, err := os.ReadFile("nats/cluster.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
+// deployment is what the tests fill the placeholders of the configurations
+// in deploy/nats with: an auth directory with a worker and an admin, and a
+// CA with a server certificate for localhost.
+type deployment struct {
+	dir         *auth.Dir
+	trust       *auth.Trust
+	workerCreds string // gpu7, role worker
+	adminCreds  string // root, role admin
+	tlsDir      string // server.pem, server-key.pem, ca.pem
+	caFile      string
+	state       string // stands for /var/lib/nats
+}
+
+func newDeployment(t *testing.T) *deployment {
+	t.Helper()
 	dir, err := auth.Init(filepath.Join(t.TempDir(), "auth"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	credsFile := filepath.Join(t.TempDir(), "gpu7.creds")
-	if _, _, err := dir.AddUser("gpu7", auth.UserOptions{Role: auth.Worker, CredsFile: credsFile}); err != nil {
+	d := &deployment{dir: dir, tlsDir: t.TempDir(), state: t.TempDir()}
+	for _, u := range []struct {
+		name string
+		role auth.Role
+		file *string
+	}{{"gpu7", auth.Worker, &d.workerCreds}, {"root", auth.Admin, &d.adminCreds}} {
+		*u.file = filepath.Join(t.TempDir(), u.name+".creds")
+		if _, _, err := dir.AddUser(u.name, auth.UserOptions{Role: u.role, CredsFile: *u.file}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d.trust, err = auth.LoadTrust(dir.Path()); err != nil {
 		t.Fatal(err)
 	}
-	trust, err := auth.LoadTrust(dir.Path())
+	ca := testcert.NewCA(t, "nats")
+	ca.Server(d.tlsDir)
+	d.caFile = filepath.Join(d.tlsDir, "ca.pem")
+	if err := os.Rename(ca.File, d.caFile); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// clusterConf is nats/cluster.conf with the placeholders filled in, and with
+// its commented tls block of the leaf nodes turned on if leafTLS.
+func (d *deployment) clusterConf(t *testing.T, leafTLS bool) string {
+	t.Helper()
+	src, err := os.ReadFile("nats/cluster.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsDir, state := t.TempDir(), t.TempDir()
-	ca := testcert.NewCA(t, "nats")
-	ca.Server(tlsDir)
-	if err := os.Rename(ca.File, filepath.Join(tlsDir, "ca.pem")); err != nil {
-		t.Fatal(err)
-	}
-	caFile := filepath.Join(tlsDir, "ca.pem")
 	repl := []string{
-		"OPERATOR_JWT", trust.OperatorJWT,
-		"/etc/nats/tls/", tlsDir + "/",
-		"/var/lib/nats/", state + "/",
+		"OPERATOR_JWT", d.trust.OperatorJWT,
+		"/etc/nats/tls/", d.tlsDir + "/",
+		"/var/lib/nats/", d.state + "/",
 	}
-	for _, a := range trust.Accounts {
+	for _, a := range d.trust.Accounts {
 		switch a.Name {
 		case "SYS":
 			repl = append(repl, "SYSTEM_ACCOUNT_JWT", a.JWT, "SYSTEM_ACCOUNT", a.PublicKey)
@@ -176,29 +206,105 @@ func TestClusterConf(t *testing.T) {
 			t.Fatalf("placeholder %s left after filling in", p)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "cluster.conf")
+	if leafTLS {
+		conf = uncommentBlock(t, conf, "leafnodes {", "tls {")
+	}
+	return conf
+}
+
+// uncommentBlock turns on the commented block that opens with "# "+open
+// after the line after: one level of "# " comes off each of its lines, so
+// that comments inside it stay comments.
+func uncommentBlock(t *testing.T, conf, after, open string) string {
+	t.Helper()
+	lines := strings.Split(conf, "\n")
+	seen, depth := false, 0
+	for i, l := range lines {
+		trimmed := strings.TrimSpace(l)
+		switch {
+		case !seen && trimmed == after:
+			seen = true
+		case seen && depth == 0 && trimmed == "# "+open:
+			depth = 1
+			lines[i] = strings.Replace(l, "# ", "", 1)
+		case depth > 0:
+			if !strings.HasPrefix(trimmed, "#") {
+				t.Fatalf("line %q of the commented %s block is not commented", l, open)
+			}
+			lines[i] = strings.Replace(l, "# ", "", 1)
+			if strings.TrimSpace(lines[i]) == "}" {
+				return strings.Join(lines, "\n")
+			}
+		}
+	}
+	t.Fatalf("no commented %q block after %q", open, after)
+	return ""
+}
+
+// parse writes conf to a file and parses it with nats-server's parser.
+func parse(t *testing.T, name, conf string) *server.Options {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	opts, err := server.ProcessConfigFile(path)
 	if err != nil {
-		t.Fatalf("nats-server cannot parse cluster.conf: %v", err)
+		t.Fatalf("nats-server cannot parse %s: %v", name, err)
 	}
 	if opts.AccountResolver != nil {
 		t.Cleanup(opts.AccountResolver.Close)
 	}
+	return opts
+}
+
+// run starts a server with opts and stops it when the test ends.
+func run(t *testing.T, name string, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.NoSigs, opts.NoLog = true, true
+	s, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("start a server from %s: %v", name, err)
+	}
+	go s.Start()
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("server from %s not ready within 10s", name)
+	}
+	return s
+}
+
+// alone makes the options of cluster.conf run on loopback without the
+// cluster (its peers do not exist here, and JetStream would wait for them),
+// with its leaf node port at leafPort.
+func alone(opts *server.Options, leafPort int) {
+	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
+	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
+	opts.LeafNode.Host, opts.LeafNode.Port = "127.0.0.1", leafPort
+}
+
+// TestClusterConf fills in the placeholders of nats/cluster.conf with an
+// auth directory and certificates made here, parses it with nats-server's
+// own parser, and starts a server from it (on loopback, without its peers):
+// a worker's credentials with the CA get in, a client without the CA does not.
+func TestClusterConf(t *testing.T) {
+	d := newDeployment(t)
+	opts := parse(t, "cluster.conf", d.clusterConf(t, false))
 	checks := []struct {
 		name      string
 		got, want any
 	}{
 		{"trusted operators", len(opts.TrustedOperators), 1},
-		{"system account", opts.SystemAccount, trust.SystemAccount},
+		{"system account", opts.SystemAccount, d.trust.SystemAccount},
 		{"plain users", len(opts.Users) + len(opts.Nkeys), 0},
 		{"resolver", opts.AccountResolver != nil, true},
 		{"client TLS", opts.TLSConfig != nil, true},
 		{"route TLS", opts.Cluster.TLSConfig != nil, true},
 		{"route TLS verifies", opts.Cluster.TLSConfig != nil && opts.Cluster.TLSConfig.ClientAuth == tls.RequireAndVerifyClientCert, true},
 		{"JetStream", opts.JetStream, true},
+		// The domain the leaf nodes of leaf.conf and of the tests reach.
+		{"JetStream domain", opts.JetStreamDomain, natscluster.Domain},
+		{"leaf node port", opts.LeafNode.Port, 7422},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -209,25 +315,13 @@ func TestClusterConf(t *testing.T) {
 		return
 	}
 
-	// Run it alone on loopback without its cluster: the peers do not exist
-	// here, and JetStream would wait for them.
-	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", -1, 0
-	opts.Cluster, opts.Routes = server.ClusterOpts{}, nil
-	opts.NoSigs, opts.NoLog = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("start a server from cluster.conf: %v", err)
-	}
-	go s.Start()
-	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server from cluster.conf not ready within 10s")
-	}
-	creds, err := auth.ReadCreds(credsFile)
+	alone(opts, -1)
+	s := run(t, "cluster.conf", opts)
+	creds, err := auth.ReadCreds(d.workerCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(s.ClientURL(), append(creds.Options(), nats.RootCAs(caFile), nats.Timeout(5*time.Second))...)
+	nc, err := nats.Connect(s.ClientURL(), append(creds.Options(), nats.RootCAs(d.caFile), nats.Timeout(5*time.Second))...)
 	if err != nil {
 		t.Fatalf("worker credentials with the CA: %v", err)
 	}
@@ -236,8 +330,122 @@ func TestClusterConf(t *testing.T) {
 		nc.Close()
 		t.Error("a client that does not trust the CA got in")
 	}
-	if nc, err := nats.Connect(s.ClientURL(), nats.RootCAs(caFile), nats.Timeout(5*time.Second)); err == nil {
+	if nc, err := nats.Connect(s.ClientURL(), nats.RootCAs(d.caFile), nats.Timeout(5*time.Second)); err == nil {
 		nc.Close()
 		t.Error("a client without credentials got in")
+	}
+}
+
+// TestLeafConf fills in nats/leaf.conf, parses it with nats-server's parser,
+// and starts it against a server from cluster.conf (alone on loopback), with
+// their commented TLS blocks as they are and turned on: the leaf connects
+// with the worker's credentials, and a worker beside it, on the same
+// credentials, binds the queue and writes its node record through it, but
+// not another node's.
+func TestLeafConf(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls %v", tlsOn), func(t *testing.T) {
+			d := newDeployment(t)
+			hubOpts := parse(t, "cluster.conf", d.clusterConf(t, tlsOn))
+			leafPort, err := strconv.Atoi(natstest.FreePort(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			alone(hubOpts, leafPort)
+			if got := hubOpts.LeafNode.TLSConfig != nil; got != tlsOn {
+				t.Fatalf("leaf node TLS of cluster.conf: %v, want %v", got, tlsOn)
+			}
+			hub := run(t, "cluster.conf", hubOpts)
+
+			src, err := os.ReadFile("nats/leaf.conf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			conf := strings.NewReplacer(
+				"nats-1:7422", fmt.Sprintf("127.0.0.1:%d", leafPort),
+				"nats-2:7422", fmt.Sprintf("localhost:%d", leafPort),
+				"nats-3:7422", fmt.Sprintf("127.0.0.1:%d", leafPort),
+				"/etc/ollamamax/gpu7.creds", d.workerCreds,
+				"/etc/ollamamax/tls/ca.pem", d.caFile,
+			).Replace(string(src))
+			if tlsOn {
+				conf = uncommentBlock(t, conf, "credentials: \""+d.workerCreds+"\"", "tls {")
+			}
+			opts := parse(t, "leaf.conf", conf)
+			var remote *server.RemoteLeafOpts
+			if len(opts.LeafNode.Remotes) == 1 {
+				remote = opts.LeafNode.Remotes[0]
+			}
+			checks := []struct {
+				name      string
+				got, want any
+			}{
+				{"remotes", len(opts.LeafNode.Remotes), 1},
+				{"nodes in the remote", strings.Count(string(src), `"nats-leaf://`), 3},
+				{"remote URLs on the hub's leaf port", remote != nil && len(remote.URLs) > 0 && !slices.ContainsFunc(remote.URLs, func(u *url.URL) bool {
+					return u.Port() != strconv.Itoa(leafPort)
+				}), true},
+				{"remote credentials", remote != nil && remote.Credentials == d.workerCreds, true},
+				{"remote TLS", remote != nil && remote.TLSConfig != nil, tlsOn},
+				{"client listener on loopback", opts.Host, "127.0.0.1"},
+				{"JetStream of its own", opts.JetStream, false},
+				{"auth of its own", len(opts.Users) + len(opts.Nkeys) + len(opts.TrustedOperators), 0},
+			}
+			for _, c := range checks {
+				if c.got != c.want {
+					t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
+				}
+			}
+			if t.Failed() {
+				return
+			}
+			opts.Port = -1
+			leaf := run(t, "leaf.conf", opts)
+			deadline := time.Now().Add(10 * time.Second)
+			for hub.NumLeafNodes() != 1 || leaf.NumLeafNodes() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the leaf did not connect within 10s")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+
+			// The dispatcher's part, done by the admin on the cluster.
+			admin, err := auth.ReadCreds(d.adminCreds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			anc, err := nats.Connect(hub.ClientURL(), append(admin.Options(), nats.RootCAs(d.caFile))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer anc.Close()
+			if _, err := queue.SetupConn(t.Context(), anc, queue.Options{}); err != nil {
+				t.Fatal(err)
+			}
+			// The worker's, on the leaf, as cmd/worker --nats-creds does.
+			creds, err := auth.ReadCreds(d.workerCreds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nc, err := nats.Connect(leaf.ClientURL(), creds.Options()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			q, err := queue.SetupConn(ctx, nc, queue.Options{BindOnly: true})
+			if err != nil {
+				t.Fatalf("bind the queue through the leaf: %v", err)
+			}
+			if _, err := q.Nodes().Put(ctx, "node.gpu7", []byte(`{}`)); err != nil {
+				t.Errorf("write its node record through the leaf: %v", err)
+			}
+			short, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			defer cancel()
+			if _, err := q.Nodes().Put(short, "node.gpu8", []byte(`{}`)); err == nil {
+				t.Error("wrote another node's record through the leaf")
+			}
+		})
 	}
 }

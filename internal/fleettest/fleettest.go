@@ -1,5 +1,6 @@
 // Package fleettest starts a whole OllamaMax deployment inside a test: a real
-// in-process nats-server with JetStream, simulated Ollamas on real HTTP
+// in-process nats-server with JetStream (or a three-node cluster, with
+// workers attached through leaf nodes), simulated Ollamas on real HTTP
 // servers, workers in front of them, and the dispatcher's HTTP shim.
 package fleettest
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/internal/natscluster"
 	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/apikey"
@@ -57,6 +59,20 @@ type Options struct {
 	// Keys makes the dispatcher require HTTP API keys (pkg/apikey);
 	// CreateKey makes them.
 	Keys bool
+	// Cluster runs the fleet on a three-node nats-server cluster
+	// (internal/natscluster; in operator mode with Auth) instead of one
+	// server: the streams and the node bucket get three replicas
+	// (queue.Options.Replicas), the dispatcher and NC connect to node 0,
+	// worker i to node (i+1)%3, further dispatchers and clients round the
+	// nodes, all over TCP with the list of every node, so that each
+	// reconnects to another when its node goes down. Broker is then nil.
+	Cluster bool
+	// LeafWorkers attaches the last LeafWorkers workers each through a leaf
+	// node of its own (natscluster.Leaf) that dials into the cluster, as a
+	// GPU box that can only dial out does; with Auth the leaf presents the
+	// worker's credentials, and the worker connects to it with them. It
+	// needs Cluster.
+	LeafWorkers int
 	// Versions, if set, are the Ollama versions of the simulators, by
 	// worker (the rest keep Sim.Version): each reports its version and
 	// answers a route of job.Routes that version lacks with the 404 of
@@ -84,8 +100,9 @@ const AdminUser = "fleet-admin"
 // Fleet is a running deployment. Everything stops when the test ends.
 type Fleet struct {
 	t       testing.TB
-	Broker  *broker.Broker
-	NC      *nats.Conn // a client connection for the test itself
+	Broker  *broker.Broker       // the single server; nil with Options.Cluster
+	Cluster *natscluster.Cluster // with Options.Cluster
+	NC      *nats.Conn           // a client connection for the test itself
 	Queue   *queue.Queue
 	View    *fleet.View
 	URL     string // the dispatcher's base URL; /metrics serves its metrics
@@ -106,6 +123,8 @@ type Fleet struct {
 	down    []*atomic.Bool
 	mu      sync.Mutex
 	workers []*runningWorker
+	leaves  []*natscluster.Leaf // by worker; nil for a worker on a cluster node
+	conns   int                 // connections placed round the cluster's nodes, guarded by mu
 }
 
 type runningWorker struct {
@@ -151,6 +170,12 @@ func Start(t testing.TB, o Options) *Fleet {
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 500 * time.Millisecond
 	}
+	if o.LeafWorkers > 0 && !o.Cluster {
+		t.Fatal("fleettest: LeafWorkers needs Cluster")
+	}
+	if o.LeafWorkers > o.Workers {
+		t.Fatalf("fleettest: LeafWorkers %d > Workers %d", o.LeafWorkers, o.Workers)
+	}
 	f := &Fleet{t: t, opts: o}
 	requester := "dtest"
 	var dnc *nats.Conn // the dispatcher's connection
@@ -161,16 +186,29 @@ func Start(t testing.TB, o Options) *Fleet {
 		if f.auth, err = auth.Init(filepath.Join(t.TempDir(), "auth")); err != nil {
 			t.Fatalf("auth init: %v", err)
 		}
+		f.issue(AdminUser, auth.Admin)
+	}
+	switch {
+	case o.Cluster:
+		co := natscluster.Options{Logger: Logger()}
+		if f.auth != nil {
+			co.AuthDir = f.auth.Path()
+		}
+		f.Cluster = natscluster.Start(t, co)
+	case o.Auth:
 		cfg := broker.DefaultConfig(t.TempDir())
 		cfg.Listen = "127.0.0.1:-1"
 		cfg.AuthDir = f.auth.Path()
 		f.Broker = natstest.StartWith(t, cfg)
-		f.NC = f.connect(f.issue(AdminUser, auth.Admin))
-		dnc = f.connect(auth.DispatcherUser)
+	default:
+		f.Broker = natstest.Start(t)
+	}
+	if o.Auth {
+		f.NC = f.connectAt(0, AdminUser)
+		dnc = f.connectAt(0, auth.DispatcherUser)
 		requester = auth.DispatcherUser
 	} else {
-		f.Broker = natstest.Start(t)
-		f.NC = natstest.Connect(t, f.Broker)
+		f.NC = f.connectAt(0, "")
 		dnc = f.NC
 	}
 	// The dispatcher applies streams/, as in a deployment: workers with
@@ -179,7 +217,7 @@ func Start(t testing.TB, o Options) *Fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dq, err := queue.Setup(t.Context(), djs, queue.Options{AckWait: o.AckWait})
+	dq, err := queue.Setup(t.Context(), djs, f.queueOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,9 +228,19 @@ func Start(t testing.TB, o Options) *Fleet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Queue, err = queue.Setup(t.Context(), js, queue.Options{AckWait: o.AckWait}); err != nil {
+		if f.Queue, err = queue.Setup(t.Context(), js, f.queueOptions()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	f.leaves = make([]*natscluster.Leaf, o.Workers)
+	for i := o.Workers - o.LeafWorkers; i < o.Workers; i++ {
+		// One leaf per GPU box; in operator mode it presents the box's
+		// worker credentials.
+		lo := natscluster.LeafOptions{}
+		if f.auth != nil {
+			lo.Credentials = f.CredsPath(f.issue(workerID(i), auth.Worker))
+		}
+		f.leaves[i] = f.Cluster.StartLeaf(t, lo)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	view, err := fleet.Watch(ctx, dq.Nodes())
@@ -343,14 +391,17 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 func (f *Fleet) StartDispatcher(id string) string {
 	f.t.Helper()
 	nc := f.NC
-	if f.auth != nil {
+	switch {
+	case f.auth != nil:
 		nc = f.connect(f.issue(id, auth.Dispatcher))
+	case f.Cluster != nil:
+		nc = f.connect("") // Its own node.
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait})
+	q, err := queue.Setup(f.t.Context(), js, f.queueOptions())
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -390,17 +441,15 @@ func (f *Fleet) Keys() *apikey.Store { return f.keys }
 // StartWorker starts worker i (again) in front of simulator i, on its own connection.
 func (f *Fleet) StartWorker(i int) {
 	f.t.Helper()
-	id := fmt.Sprintf("w%d", i)
-	var nc *nats.Conn
-	var err error
+	id := workerID(i)
+	user := ""
 	if f.auth != nil {
 		if _, uerr := f.auth.User(id); uerr != nil { // A restarted worker keeps its credentials.
 			f.issue(id, auth.Worker)
 		}
-		nc, err = f.Broker.Connect(f.options(id)...)
-	} else {
-		nc, err = f.Broker.Connect()
+		user = id
 	}
+	nc, err := f.dial(f.WorkerNode(i), f.leaves[i], user)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -411,7 +460,8 @@ func (f *Fleet) StartWorker(i int) {
 		f.t.Fatal(err)
 	}
 	// With worker credentials it may not manage streams: it binds them, as
-	// cmd/worker does with such credentials.
+	// cmd/worker does with such credentials. Replicas 0 keeps what the
+	// dispatcher chose.
 	q, err := queue.Setup(f.t.Context(), js, queue.Options{AckWait: f.opts.AckWait, BindOnly: f.auth != nil})
 	if err != nil {
 		f.t.Fatal(err)
@@ -475,15 +525,71 @@ func (f *Fleet) options(name string) []nats.Option {
 	}))
 }
 
-// connect opens an in-process connection as user name, closed when the test ends.
-func (f *Fleet) connect(name string) *nats.Conn {
+// workerID is worker i's ID, and in operator mode its user's name.
+func workerID(i int) string { return fmt.Sprintf("w%d", i) }
+
+// queueOptions are the queue options of the processes that apply streams/.
+func (f *Fleet) queueOptions() queue.Options {
+	o := queue.Options{AckWait: f.opts.AckWait}
+	if f.Cluster != nil {
+		o.Replicas = len(f.Cluster.Nodes())
+	}
+	return o
+}
+
+// WorkerNode is the cluster node worker i connects to (-1 without
+// Options.Cluster, or for a worker behind a leaf node).
+func (f *Fleet) WorkerNode(i int) int {
+	if f.Cluster == nil || f.leaves[i] != nil {
+		return -1
+	}
+	return (i + 1) % len(f.Cluster.Nodes())
+}
+
+// Leaf is the leaf node worker i connects through, or nil.
+func (f *Fleet) Leaf(i int) *natscluster.Leaf { return f.leaves[i] }
+
+// dial opens a connection as user name ("" without Options.Auth): to the
+// leaf if not nil, else to cluster node node, else in-process to the
+// single server.
+func (f *Fleet) dial(node int, leaf *natscluster.Leaf, name string) (*nats.Conn, error) {
+	var opts []nats.Option
+	if name != "" {
+		opts = f.options(name)
+	}
+	switch {
+	case leaf != nil:
+		return leaf.Connect(opts...)
+	case f.Cluster != nil:
+		return f.Cluster.Connect(node, opts...)
+	}
+	return f.Broker.Connect(opts...)
+}
+
+// connectAt opens a connection as user name ("" without Options.Auth) to
+// cluster node node (the single server without Options.Cluster), closed
+// when the test ends.
+func (f *Fleet) connectAt(node int, name string) *nats.Conn {
 	f.t.Helper()
-	nc, err := f.Broker.Connect(f.options(name)...)
+	nc, err := f.dial(node, nil, name)
 	if err != nil {
-		f.t.Fatalf("connect as %s: %v", name, err)
+		f.t.Fatalf("connect as %q: %v", name, err)
 	}
 	f.t.Cleanup(nc.Close)
 	return nc
+}
+
+// connect is connectAt on the next node round the cluster.
+func (f *Fleet) connect(name string) *nats.Conn {
+	f.t.Helper()
+	node := 0
+	if f.Cluster != nil {
+		f.mu.Lock()
+		f.conns++
+		node = f.conns % len(f.Cluster.Nodes())
+		f.mu.Unlock()
+	}
+	return f.connectAt(node, name)
 }
 
 func (f *Fleet) checkViolations() {

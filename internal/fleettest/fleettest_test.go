@@ -83,6 +83,76 @@ func TestAuthFleet(t *testing.T) {
 	}
 }
 
+// TestClusterFleet runs a fleet in operator mode on the three-node cluster,
+// one of its workers behind a leaf node: each process is on the node its
+// options say, a generate through a second dispatcher (on another node)
+// completes, and so does a job of a NATS-native client.
+func TestClusterFleet(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 3, LeafWorkers: 1, Cluster: true, Auth: true})
+	if f.Broker != nil || f.Cluster == nil {
+		t.Fatalf("Broker %v, Cluster %v; want only a cluster", f.Broker, f.Cluster)
+	}
+	for i, want := range []int{1, 2, -1} {
+		if got := f.WorkerNode(i); got != want {
+			t.Errorf("worker %d on node %d, want %d", i, got, want)
+		}
+		if got := f.Leaf(i) != nil; got != (want < 0) {
+			t.Errorf("worker %d behind a leaf: %v, want %v", i, got, want < 0)
+		}
+	}
+	if got, want := f.NC.ConnectedUrl(), f.Cluster.Node(0).URL(); got != want {
+		t.Errorf("NC on %s, want node 0 at %s", got, want)
+	}
+	base := f.StartDispatcher("d2")
+	resp, err := http.Post(base+"/api/generate", "application/json", strings.NewReader(`{"model":"llama3.2","prompt":"hi"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"done":true`) {
+		t.Fatalf("generate through d2: %d %v\n%s", resp.StatusCode, err, b)
+	}
+	s, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.Replicas; got != 3 {
+		t.Errorf("job stream with %d replicas, want 3", got)
+	}
+	nc := f.ClientConn("alice")
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := queue.NewRequester(nc, q, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = req.Close() }()
+	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"hi"}`), Wait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got := ""
+	err = st.Follow(t.Context(), 30*time.Second, 0, func(r job.Reply) bool {
+		if r.Kind == job.KindDone || r.Kind == job.KindError {
+			got = string(r.Kind)
+			return false
+		}
+		return true
+	})
+	if want := string(job.KindDone); err != nil || got != want {
+		t.Errorf("native job: %q, %v; want %q", got, err, want)
+	}
+}
+
 // TestOllamaURLs puts a worker in front of an Ollama the test started
 // itself (here a simulator on its own server; test/realollama uses a real
 // one): the fleet starts no simulator, and a job reaches that Ollama.

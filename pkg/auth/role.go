@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -70,6 +71,26 @@ func nodeKey(id string) string { return "$KV." + job.NodeBucket + ".node." + id 
 // or applies (STREAM.CREATE, STREAM.UPDATE).
 var streamNames = []string{job.Stream, "KV_" + job.NodeBucket, job.DLQStream, job.AdvisoryStream, job.ResultsStream, "KV_" + job.BatchBucket,
 	"KV_" + job.KeyBucket, job.AuditStream, job.LimitsStream}
+
+// viaLeaf returns the JetStream subjects among subjects as a client of a
+// leaf node publishes them: nats-server lets no $JS.API subject of an
+// account other than the system account cross a leaf connection, so the
+// leaf maps its clients' $JS.API.x to the cluster's JetStream domain,
+// $JS.<domain>.API.x, and $KV.x to $JS.<domain>.API.$KV.x
+// (deploy/nats/leaf.conf), and the cluster checks the mapped subject. The
+// domain is a wildcard: the template does not know the cluster's, and a
+// subject of another domain reaches nothing but this account's JetStream.
+func viaLeaf(subjects []string) []string {
+	var out []string
+	for _, s := range subjects {
+		if rest, ok := strings.CutPrefix(s, "$JS.API."); ok {
+			out = append(out, "$JS.*.API."+rest)
+		} else if strings.HasPrefix(s, "$KV.") {
+			out = append(out, "$JS.*.API."+s)
+		}
+	}
+	return out
+}
 
 func each(prefix string, names []string) []string {
 	out := make([]string, len(names))
@@ -158,6 +179,7 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"), "$JS.FC.>",
 			job.QueuedPrefix+".>")
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...) // binding, and checking the definitions
+		p.Pub.Allow.Add(viaLeaf(p.Pub.Allow)...)                   // the same from behind a leaf node
 		p.Sub.Allow.Add(job.QueuedPrefix+".>", job.CancelPrefix+".>", job.NodePrefix+"."+name, inbox)
 	case Admin:
 		p.Pub.Allow.Add(">")
