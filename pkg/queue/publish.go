@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -60,9 +62,50 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 		msg.Header.Set(job.HeaderDeadline, time.Now().Add(j.Wait).UTC().Format(time.RFC3339Nano))
 		opts = append(opts, jetstream.WithMsgTTL(j.Wait.Round(time.Second)+time.Second))
 	}
-	ack, err := q.js.PublishMsg(ctx, msg, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("publish job %s: %w", j.ID, err)
+	// A publish JetStream refused for now is tried again, as long as the
+	// job may wait: the job ID makes a second copy impossible.
+	retryUntil := time.Now().Add(cmp.Or(j.Wait, publishRetry))
+	for wait := publishBackoff; ; wait = min(2*wait, time.Second) {
+		ack, err := q.js.PublishMsg(ctx, msg, opts...)
+		if err == nil {
+			return ack, nil
+		}
+		if !retryable(ctx, err) || time.Now().Add(wait).After(retryUntil) {
+			return nil, fmt.Errorf("publish job %s: %w", j.ID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("publish job %s: %w", j.ID, errors.Join(err, ctx.Err()))
+		case <-time.After(wait):
+		}
 	}
-	return ack, nil
+}
+
+// errTooManyRequests is JetStream's 429 "too many requests" on a publish:
+// the stream holds more publishes not yet stored than the server buffers
+// (its jetstream max_buffered_size, 128 MiB by default), as when many
+// requests of several MiB arrive at once (docs/operations.md, "Large
+// requests").
+const errTooManyRequests jetstream.ErrorCode = 10167
+
+// publishBackoff is the first wait before a refused publish is tried again;
+// it doubles up to a second. publishRetry bounds the retries of a job with
+// no queue wait.
+const (
+	publishBackoff = 50 * time.Millisecond
+	publishRetry   = 10 * time.Second
+)
+
+// retryable tells a publish that may succeed if tried again: JetStream's
+// 429, or no answer in the library's own time bound while ctx goes on (the
+// job may then be stored already; the job ID deduplicates the retry).
+func retryable(ctx context.Context, err error) bool {
+	var api *jetstream.APIError
+	switch {
+	case ctx.Err() != nil:
+		return false
+	case errors.As(err, &api):
+		return api.ErrorCode == errTooManyRequests
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
