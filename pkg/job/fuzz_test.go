@@ -3,6 +3,7 @@ package job
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -140,4 +141,85 @@ func FuzzCheckModelKeys(f *testing.F) {
 			t.Fatalf("%s names model %s, re-encoded %s names %s", b, before.Model, re, after.Model)
 		}
 	})
+}
+
+// checkModelKeysDecoder is what CheckModelKeys does, the slow way: with
+// encoding/json's Decoder, token by token.
+func checkModelKeysDecoder(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	var models, names int
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := t.(string)
+		switch {
+		case strings.EqualFold(key, "model"):
+			models++
+		case strings.EqualFold(key, "name"):
+			names++
+		}
+		if models > 1 || names > 1 {
+			return fmt.Errorf("%w (%q appears twice, in some case)", ErrAmbiguousModel, key)
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// FuzzCheckModelKeysAsDecoder: CheckModelKeys's own scanner judges every
+// body as encoding/json's Decoder does, invalid ones included, error text
+// and all.
+func FuzzCheckModelKeysAsDecoder(f *testing.F) {
+	for _, s := range []string{`{"model":"a","Model":"b"}`, `{"model":"a"}`, `{"MoDeL":"x","stream":true}`, `[]`,
+		`{"name":"a"}`, `{"a":1x,"model":1,"model":2}`, `{"a":01,"model":1,"model":2}`, `{"a":"\u00zz","model":1,"model":2}`,
+		`{"mod\u0065l":1,"model":2}`, `{"a":[1,2,{"b":null}],"model":-1.5e+3,"MODEL":true}`, `{"a":"` + "\x01" + `","model":1,"model":2}`,
+		`{"model":1,"model"`, ` {"x":{},"name":[],"NAME":{}}`, `{"a":tru,"model":1,"model":2}`, `{"a":1,}`, `{"a" 1,"model":1,"model":2}`,
+		`{"a":"\xff","model":1,"model":2}`, `{"\xff":1,"name":1,"name":2}`, `{"a":1.,"model":1,"model":2}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, want := CheckModelKeys(b), checkModelKeysDecoder(b)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("CheckModelKeys(%q) = %v, the Decoder says %v", b, got, want)
+		}
+	})
+}
+
+// TestCheckModelKeysDepth: at encoding/json's nesting bound and one past it,
+// CheckModelKeys judges as the Decoder does.
+func TestCheckModelKeysDepth(t *testing.T) {
+	for _, depth := range []int{9999, 10000, 10001} {
+		for _, open := range []string{"[", `{"a":`} {
+			closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
+			b := []byte(`{"x":` + strings.Repeat(open, depth) + "1" + strings.Repeat(closing, depth) + `,"model":1,"MODEL":2}`)
+			if got, want := CheckModelKeys(b), checkModelKeysDecoder(b); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("depth %d of %s: CheckModelKeys says %v, the Decoder %v", depth, open, got, want)
+			}
+		}
+	}
+}
+
+func BenchmarkCheckModelKeys(b *testing.B) {
+	body := []byte(`{"model":"llava","messages":[{"role":"user","content":"hi","images":["` + strings.Repeat("QUJD", 2<<20) + `"]}]}`)
+	for _, c := range []struct {
+		name  string
+		check func([]byte) error
+	}{{"scanner", CheckModelKeys}, {"decoder", checkModelKeysDecoder}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if err := c.check(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

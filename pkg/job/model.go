@@ -1,8 +1,6 @@
 package job
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -171,17 +169,9 @@ var ErrAmbiguousModel = errors.New("the request names its model more than once")
 // that was checked must be the model that runs. A body that is not a JSON
 // object passes: the decoders that read it next say what is wrong with it.
 func CheckModelKeys(body []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil
-	}
 	var models, names int
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil
-		}
-		key, _ := t.(string)
+	var err error
+	topKeys(body, func(key string) bool {
 		switch {
 		case strings.EqualFold(key, "model"):
 			models++
@@ -189,12 +179,9 @@ func CheckModelKeys(body []byte) error {
 			names++
 		}
 		if models > 1 || names > 1 {
-			return fmt.Errorf("%w (%q appears twice, in some case)", ErrAmbiguousModel, key)
+			err = fmt.Errorf("%w (%q appears twice, in some case)", ErrAmbiguousModel, key)
 		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil
-		}
-	}
-	return nil
+		return err == nil
+	})
+	return err
 }
