@@ -49,6 +49,7 @@ func run() error {
 	clientTLS := cli.ClientTLSFlags(fs)
 	ollamaURL := fs.String("ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once [OLLAMA_NUM_PARALLEL]")
+	fs.Int64Var(&cfg.FetchBytes, "fetch-bytes", cfg.FetchBytes, "bytes of jobs one pull may bring at once, at least the largest NATS message; large requests then wait their turn instead of flooding the connection [OLLAMAMAX_FETCH_BYTES]")
 	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: the credentials' name, else hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
 	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable, or comma-separated) [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
 		return addLabels(&cfg, v)

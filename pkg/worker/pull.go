@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -81,16 +82,21 @@ func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstrea
 	return took
 }
 
-// pullFrom takes up to n jobs from one consumer without waiting, in requests
-// no larger than the consumer's max_batch, and starts each.
+// pullFrom takes up to n jobs from one consumer without waiting, and starts
+// each. A pull asks for no more jobs than fit the fetch budget
+// (Config.FetchBytes) if each were as large as the connection carries, nor
+// more than the consumer's max_batch: a pull for 16 jobs of 8 MiB would
+// flood the connection that carries this worker's replies, heartbeats and
+// resume questions, and the server would cut it as a slow consumer
+// (docs/operations.md, "Large requests").
 func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)) int {
 	took := 0
-	limit := c.CachedInfo().Config.MaxRequestBatch
+	per := w.pullBatch()
+	if limit := c.CachedInfo().Config.MaxRequestBatch; limit > 0 {
+		per = min(per, limit)
+	}
 	for took < n {
-		want := n - took
-		if limit > 0 {
-			want = min(want, limit)
-		}
+		want := min(n-took, per)
 		batch, err := c.FetchNoWait(want)
 		if err != nil {
 			w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
@@ -112,6 +118,20 @@ func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)
 		}
 	}
 	return took
+}
+
+// fetchBytes returns the fetch budget: Config.FetchBytes, and never less
+// than the largest message the connection carries, so that every job fits.
+func (w *Worker) fetchBytes() int64 {
+	return max(cmp.Or(w.cfg.FetchBytes, DefaultFetchBytes), w.nc.MaxPayload())
+}
+
+// pullBatch returns how many jobs one pull may ask for: as many of the
+// largest size the connection carries (headers and body) as fit the fetch
+// budget, at least one. The jobs' subjects and ack replies, a few hundred
+// bytes each, come on top.
+func (w *Worker) pullBatch() int {
+	return int(w.fetchBytes() / w.nc.MaxPayload())
 }
 
 // consumers returns the consumers of class for the models Ollama has, in a

@@ -51,6 +51,15 @@ type Config struct {
 	Ollama *url.URL
 	// Slots is how many jobs run at once, like OLLAMA_NUM_PARALLEL.
 	Slots int
+	// FetchBytes bounds the bytes of jobs one pull brings at once (and of
+	// node commands waiting to run), so that a burst of large jobs, such as
+	// requests with images, never floods the connection that carries this
+	// worker's replies, heartbeats and resume questions, nor makes the
+	// server cut it as a slow consumer (docs/operations.md, "Large
+	// requests"). It is raised to the largest message the connection
+	// carries, so that every job fits in a pull; 0 means the default,
+	// DefaultFetchBytes.
+	FetchBytes int64
 	// Labels describe the worker (gpu=a100, zone=eu); fleet operations such as
 	// /api/pull?label=gpu=a100 choose workers by them.
 	Labels map[string]string
@@ -83,10 +92,15 @@ type Config struct {
 	Metrics prometheus.Registerer
 }
 
+// DefaultFetchBytes is the default of Config.FetchBytes: two jobs of the
+// largest size the default NATS payload (8 MiB) carries, a quarter of what
+// nats-server lets wait for one connection before it cuts it (64 MiB).
+const DefaultFetchBytes = 16 << 20
+
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
-		ID: id, Ollama: u, Slots: 1, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
+		ID: id, Ollama: u, Slots: 1, FetchBytes: DefaultFetchBytes, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
 		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
 }
 
@@ -99,6 +113,8 @@ func (c Config) Validate() error {
 		return errors.New("worker: Ollama URL is required")
 	case c.Slots < 1:
 		return fmt.Errorf("worker: Slots must be at least 1, got %d", c.Slots)
+	case c.FetchBytes < 0:
+		return fmt.Errorf("worker: FetchBytes must not be negative (0 is the default), got %d", c.FetchBytes)
 	case c.Heartbeat <= 0 || c.Heartbeat > 5*time.Second:
 		return fmt.Errorf("worker: Heartbeat must be in (0, 5s], got %s", c.Heartbeat)
 	case c.Poll <= 0:
@@ -247,12 +263,22 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("subscribe cancels: %w", err)
 	}
 	defer func() { _ = cancels.Unsubscribe() }()
-	commands := make(chan *nats.Msg, 64)
-	cmdSub, err := w.nc.ChanSubscribe(job.NodeSubject(w.cfg.ID), commands)
+	commands := make(chan *nats.Msg)
+	cmdSub, err := w.nc.Subscribe(job.NodeSubject(w.cfg.ID), func(m *nats.Msg) {
+		select {
+		case commands <- m:
+		case <-ctx.Done():
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe node commands: %w", err)
 	}
 	defer func() { _ = cmdSub.Unsubscribe() }()
+	// Commands carry bodies as large as jobs: those waiting for the loop
+	// below are bounded like a pull.
+	if err := cmdSub.SetPendingLimits(64, int(w.fetchBytes())); err != nil {
+		return fmt.Errorf("subscribe node commands: %w", err)
+	}
 
 	// Jobs outlive ctx by up to Grace, so they get their own context.
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
