@@ -75,6 +75,7 @@ func run() error {
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
 	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
+	fs.Int64Var(&cfg.BodyBudget, "body-budget", dispatcher.DefaultBodyBudget, "bytes of large request bodies (over 64 KiB) held at once, read or queued and not yet started by a worker; beyond it requests wait unread, up to --queue-wait, then get 503; -1 for no bound [OLLAMAMAX_BODY_BUDGET]")
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
 	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")

@@ -5,6 +5,7 @@
 package fleettest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,10 @@ type Options struct {
 	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
 	Heartbeat time.Duration    // workers' inventory and node-record refresh; default 500ms
 	Silence   time.Duration    // dispatcher bound on a started answer's silence; default its own
+	MaxBody   int64            // dispatcher's largest request body; default 1 MiB
+	// BodyBudget is the dispatcher's bound on large request bodies held
+	// (dispatcher.Options.BodyBudget); default its own.
+	BodyBudget int64
 	// Auth runs the broker in operator mode on a fresh auth directory
 	// (pkg/auth) and connects everything with role credentials: the
 	// dispatcher as auth.DispatcherUser (its requester ID), worker i as the
@@ -335,8 +340,8 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 	}
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
-	opts := dispatcher.Options{MaxBody: 1 << 20, QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, Metrics: reg, Gatherer: reg}
+	opts := dispatcher.Options{MaxBody: cmp.Or(o.MaxBody, 1<<20), QueueWait: o.QueueWait, Logger: Logger(),
+		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Metrics: reg, Gatherer: reg}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })

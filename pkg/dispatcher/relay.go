@@ -22,10 +22,16 @@ import (
 func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		arrived := time.Now()
+		hold, ok := s.waitTurn(w, r, f)
+		if !ok {
+			return
+		}
+		defer hold.release()
 		body, ok := readBody(w, r, s.opts.MaxBody, f)
 		if !ok {
 			return
 		}
+		hold.shrink(int64(len(body)))
 		if strings.HasPrefix(route, "/v1/") && r.Header.Get("Content-Encoding") == "zstd" {
 			if body, ok = decompress(w, f, body, s.opts.MaxBody); !ok {
 				return
@@ -49,7 +55,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		}
 		key, hasKey := requestKey(r)
 		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
-			Wait: s.opts.QueueWait}, arrived: arrived}
+			Wait: s.opts.QueueWait}, arrived: arrived, hold: hold}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant
@@ -68,6 +74,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		defer st.Close()
+		qj.Body = nil // JetStream has it; the hold stands for it until a worker starts the job.
 		s.metrics.submitted.WithLabelValues(canonical, string(qj.Class)).Inc()
 		if hasKey {
 			s.metrics.tenantJobs.WithLabelValues(s.tenants.label(key.Tenant)).Inc()
@@ -111,6 +118,7 @@ type queuedJob struct {
 	arrived time.Time // when the request came, for the time-to-first-token metric
 	key     apikey.Key
 	hasKey  bool
+	hold    *bodyHold // the body's bytes of the body budget, given back when a worker starts the job
 }
 
 // finished accounts for the tokens a job used: the tenant's metrics and its
@@ -151,6 +159,9 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		}()
 	}
 	err := st.Follow(r.Context(), wait, s.opts.MaxSilence, func(rep job.Reply) bool {
+		if queued && rep.Kind == job.KindStart {
+			qj.hold.release() // The body is with a worker now.
+		}
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
 			// continues exactly where they end may go on (it asked this

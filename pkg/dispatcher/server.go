@@ -31,6 +31,12 @@ const APIVersion = "0.32.15"
 type Options struct {
 	// MaxBody is the largest request body accepted, in bytes; larger ones get 413.
 	MaxBody int64
+	// BodyBudget bounds the bytes of large request bodies (over 64 KiB)
+	// the dispatcher holds: being read, or queued and not yet started by a
+	// worker. A request beyond it waits, unread, up to QueueWait for its
+	// turn, then gets 503 (bodies.go). Zero is DefaultBodyBudget, negative
+	// no bound; it is raised to MaxBody, so that any body fits.
+	BodyBudget int64
 	// QueueWait bounds how long a job waits for a worker to take it. After it,
 	// the client gets 503 and the job is dropped from the queue.
 	QueueWait time.Duration
@@ -108,6 +114,9 @@ func (o Options) Validate() error {
 func (o Options) withDefaults() Options {
 	d := DefaultOptions()
 	o.MaxBody = cmp.Or(o.MaxBody, d.MaxBody)
+	if o.BodyBudget >= 0 {
+		o.BodyBudget = max(cmp.Or(o.BodyBudget, DefaultBodyBudget), o.MaxBody)
+	}
 	o.QueueWait = cmp.Or(o.QueueWait, d.QueueWait)
 	o.CommandWait = cmp.Or(o.CommandWait, d.CommandWait)
 	o.MaxSilence = cmp.Or(o.MaxSilence, d.MaxSilence)
@@ -131,6 +140,7 @@ type Server struct {
 	metrics *metrics
 	depth   pendingCache
 	limits  *limiter // nil without keys
+	bodies  *bodyBudget
 	tenants tenantLabels
 }
 
@@ -148,6 +158,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
+	s.bodies = newBodyBudget(o.BodyBudget, reg)
 	stall := cmp.Or(o.Stall, queue.DefaultStall)
 	req.SetStall(max(stall, 0), func(id string, attempt int) {
 		s.metrics.stalled.Inc()
@@ -339,7 +350,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // response itself (with f's error shape) and returns ok=false when the body
 // is missing or too large.
 func readBody(w http.ResponseWriter, r *http.Request, max int64, f format) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	body, err := readAll(http.MaxBytesReader(w, r.Body, max), min(r.ContentLength, max))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
