@@ -82,29 +82,57 @@ func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstrea
 	return took
 }
 
-// pullFrom takes up to n jobs from one consumer without waiting, and starts
-// each. A pull asks for no more jobs than fit the fetch budget
-// (Config.FetchBytes) if each were as large as the connection carries, nor
-// more than the consumer's max_batch: a pull for 16 jobs of 8 MiB would
-// flood the connection that carries this worker's replies, heartbeats and
-// resume questions, and the server would cut it as a slow consumer
-// (docs/operations.md, "Large requests").
+// pullFrom takes up to n jobs from one consumer and starts each, in pulls
+// that never bring more than the fetch budget (Config.FetchBytes): a pull
+// for 16 jobs of 8 MiB would flood the connection that carries this
+// worker's replies, heartbeats and resume questions, and the server would
+// cut it as a slow consumer (docs/operations.md, "Large requests").
+//
+// The first pull asks, without waiting, for as many jobs as fit the budget
+// if each were as large as the connection carries. Its last job tells how
+// many more the consumer holds; if the slots want more than that first
+// pull could ask for, the next pulls ask for them with the server capping
+// the bytes. Such a pull cannot ask not to wait (nats.go has no byte cap
+// without a wait), so it asks only for jobs the consumer holds, and waits
+// (fetchWait) only when another worker took them first.
 func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)) int {
 	took := 0
 	per := w.pullBatch()
-	if limit := c.CachedInfo().Config.MaxRequestBatch; limit > 0 {
-		per = min(per, limit)
-	}
+	budget := int(w.fetchBytes()) + deliveryOverhead // A job of the largest size, with its subject and reply, always fits.
+	limit := c.CachedInfo().Config.MaxRequestBatch
+	pending := -1 // jobs the consumer holds beyond those taken; unknown before the first pull
 	for took < n {
-		want := min(n-took, per)
-		batch, err := c.FetchNoWait(want)
+		want := n - took
+		if limit > 0 {
+			want = min(want, limit)
+		}
+		if pending < 0 {
+			want = min(want, per)
+		} else {
+			want = min(want, pending)
+		}
+		if want == 0 {
+			return took
+		}
+		capped := want > per
+		var batch jetstream.MessageBatch
+		var err error
+		if capped {
+			batch, err = c.Fetch(want, jetstream.FetchMaxBytes(budget), jetstream.FetchMaxWait(fetchWait))
+		} else {
+			batch, err = c.FetchNoWait(want)
+		}
 		if err != nil {
 			w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
 			return took
 		}
-		got := 0
+		got, size := 0, 0
 		for m := range batch.Messages() {
 			got++
+			size += deliverySize(m)
+			if md, err := m.Metadata(); err == nil {
+				pending = int(min(md.NumPending, uint64(n)))
+			}
 			w.startedJob()
 			start(m)
 		}
@@ -113,11 +141,35 @@ func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)
 			w.log.Warn("pull jobs", "consumer", c.CachedInfo().Name, "err", err)
 			return took
 		}
-		if got < want {
-			return took // The consumer has no more for now.
+		switch {
+		case got == 0 && capped:
+			pending = -1 // Taken by another worker, or the pull expired unserved: ask as the first pull does.
+		case got < want && (!capped || size+int(w.nc.MaxPayload())+deliveryOverhead <= budget):
+			return took // The consumer has no more for now (the budget did not end the pull).
 		}
 	}
 	return took
+}
+
+// fetchWait is how long a pull whose bytes the server caps waits for the
+// jobs it asked for, which the consumer held a moment before: they can only
+// be missing if another worker took them.
+const fetchWait = 10 * time.Millisecond
+
+// deliveryOverhead is what nats-server counts against a pull's byte cap for
+// a job besides its headers and body, at most: its subject and ack reply.
+const deliveryOverhead = 1024
+
+// deliverySize is about what nats-server counted for m against a pull's
+// byte cap: subject, ack reply, headers and body.
+func deliverySize(m jetstream.Msg) int {
+	n := len(m.Subject()) + len(m.Reply()) + len(m.Data()) + len("NATS/1.0\r\n\r\n")
+	for k, vs := range m.Headers() {
+		for _, v := range vs {
+			n += len(k) + len(v) + len(": \r\n")
+		}
+	}
+	return n
 }
 
 // fetchBytes returns the fetch budget: Config.FetchBytes, and never less
