@@ -55,6 +55,9 @@ type Options struct {
 	// BodyBudget is the dispatcher's bound on large request bodies held
 	// (dispatcher.Options.BodyBudget); default its own.
 	BodyBudget int64
+	// Stall is how long a started job may be silent before the dispatcher
+	// NAKs it (dispatcher.Options.Stall); default its own, 750ms.
+	Stall time.Duration
 	// Auth runs the broker in operator mode on a fresh auth directory
 	// (pkg/auth) and connects everything with role credentials: the
 	// dispatcher as auth.DispatcherUser (its requester ID), worker i as the
@@ -341,7 +344,7 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
 	opts := dispatcher.Options{MaxBody: cmp.Or(o.MaxBody, 1<<20), QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Metrics: reg, Gatherer: reg}
+		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Stall: o.Stall, Metrics: reg, Gatherer: reg}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
