@@ -68,6 +68,7 @@ var scenarios = []scenario{
 	{"scheduling", "Scheduling on a mixed fleet: OllamaMax vs. nginx", runScheduling},
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
+	{"large", "Large requests: 8 MiB bodies at once beside streaming answers", runLarge},
 	{"security", "Auth and TLS: the cost of NATS operator mode and TLS", runSecurity},
 	{"keys", "API keys: the cost of HTTP API keys and rate limits", runKeys},
 }

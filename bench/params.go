@@ -59,6 +59,10 @@ type params struct {
 	// Keys: HTTP API keys off and on; the throughput sizes, secTTFT
 	// one-stream requests per level per round, and this many rounds.
 	keysRounds int
+
+	// Large requests: this many bodies of largeBytes at once beside
+	// 2×largeOrdinary streams, on two workers of largeSlots slots.
+	largeRequests, largeOrdinary, largeSlots, largeBytes int
 }
 
 // simSpec is one simulated Ollama of the mixed fleet.
@@ -120,6 +124,11 @@ func fullParams() params {
 		secTTFT: 200,
 
 		keysRounds: 3,
+
+		largeRequests: 60,
+		largeOrdinary: 8,
+		largeSlots:    16,
+		largeBytes:    8<<20 - 4096 - 256, // under the dispatcher's --max-body on the default 8 MiB payload
 	}
 }
 
@@ -168,5 +177,10 @@ func shortParams() params {
 		secTTFT: 10,
 
 		keysRounds: 1,
+
+		largeRequests: 6,
+		largeOrdinary: 2,
+		largeSlots:    4,
+		largeBytes:    1 << 20,
 	}
 }
