@@ -62,9 +62,10 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 		msg.Header.Set(job.HeaderDeadline, time.Now().Add(j.Wait).UTC().Format(time.RFC3339Nano))
 		opts = append(opts, jetstream.WithMsgTTL(j.Wait.Round(time.Second)+time.Second))
 	}
-	// A publish JetStream refused for now is tried again, as long as the
-	// job may wait: the job ID makes a second copy impossible.
-	retryUntil := time.Now().Add(cmp.Or(j.Wait, publishRetry))
+	// A publish JetStream refused for now is tried again for a while, no
+	// longer than the job may wait: the job ID makes a second copy
+	// impossible.
+	retryUntil := time.Now().Add(min(cmp.Or(j.Wait, publishRetry), publishRetry))
 	for wait := publishBackoff; ; wait = min(2*wait, time.Second) {
 		ack, err := q.js.PublishMsg(ctx, msg, opts...)
 		if err == nil {
@@ -89,8 +90,9 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 const errTooManyRequests jetstream.ErrorCode = 10167
 
 // publishBackoff is the first wait before a refused publish is tried again;
-// it doubles up to a second. publishRetry bounds the retries of a job with
-// no queue wait.
+// it doubles up to a second. publishRetry bounds the retries, or the job's
+// queue wait if that is shorter: a server that does not answer for that
+// long is down, not busy.
 const (
 	publishBackoff = 50 * time.Millisecond
 	publishRetry   = 10 * time.Second
