@@ -19,7 +19,10 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // streamResult is what a client read from one streamed answer.
@@ -123,13 +126,46 @@ func heapPeak() (stop func() uint64) {
 	return func() uint64 { close(done); <-finished; return peak }
 }
 
+// bodyGauges scrapes the dispatcher's body gauges every 200 ms until stop is
+// called, and returns their highest values: bytes held, requests waiting.
+func bodyGauges(ctx context.Context, url string) (stop func() (held, waiting int64)) {
+	var maxHeld, maxWaiting float64
+	ctx, cancel := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil) // A valid URL always makes a request.
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				parser := expfmt.NewTextParser(model.UTF8Validation)
+				families, err := parser.TextToMetricFamilies(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					maxHeld = max(maxHeld, sum(families, "ollamamax_http_body_bytes_in_flight", nil))
+					maxWaiting = max(maxWaiting, sum(families, "ollamamax_http_body_waiting", nil))
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() (int64, int64) { cancel(); <-finished; return int64(maxHeld), int64(maxWaiting) }
+}
+
 // TestLargeRequestsWaitTheirTurn: 60 requests of almost 8 MiB each (a
 // base64 image, the largest body the default NATS payload carries) come at
 // once while ordinary answers stream. Every one of them gets its whole,
 // right answer: none is run twice, redelivered or dead-lettered, no
 // ordinary stream breaks, nobody gets 503, and the workers' connections
-// are never cut as slow consumers. The peak heap of the whole process
-// (server, dispatcher, workers and simulators together) is logged.
+// are never cut as slow consumers. The large ones wait their turn: the
+// dispatcher never holds more bodies than its budget. The peak heap of the
+// whole process (server, dispatcher, workers and simulators together) is
+// logged; the benchmark's "large" scenario measures the dispatcher's alone.
 func TestLargeRequestsWaitTheirTurn(t *testing.T) {
 	const (
 		ordinary = 8
@@ -184,6 +220,7 @@ func TestLargeRequestsWaitTheirTurn(t *testing.T) {
 		Heartbeat: 2 * time.Second, Stall: 2 * time.Second})
 	ctx := t.Context()
 	peak := heapPeak()
+	bodies := bodyGauges(ctx, f.URL+"/metrics")
 	var wg sync.WaitGroup
 	ordinaryRes := make([]streamResult, 2*ordinary)
 	largeRes := make([]streamResult, large)
@@ -207,6 +244,15 @@ func TestLargeRequestsWaitTheirTurn(t *testing.T) {
 	wg.Wait()
 	took := time.Since(began)
 	heap := peak()
+	held, waiting := bodies()
+	// The ordinary bodies are small: they are counted, but never wait.
+	if limit := int64(dispatcher.DefaultBodyBudget + 2*ordinary*1024); held > limit {
+		t.Errorf("the dispatcher held %d bytes of bodies at once, more than its budget (%d) and the small ones", held, int64(dispatcher.DefaultBodyBudget))
+	}
+	if waiting == 0 {
+		t.Errorf("no large request was seen waiting for its turn under the body budget")
+	}
+	t.Logf("at most %d MiB of bodies held and %d requests waiting at once", held>>20, waiting)
 	t.Logf("%d large requests (%d bytes each) and %d ordinary streams in %s; peak heap of the whole process %d MiB",
 		large, chat(0).len(), 2*ordinary, took.Round(time.Millisecond), heap>>20)
 
