@@ -122,10 +122,10 @@ func (s *Server) waitTurn(w http.ResponseWriter, r *http.Request, f format) (*bo
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.QueueWait)
 	defer cancel()
 	h, err := s.bodies.take(ctx, n)
-	switch {
-	case r.Context().Err() != nil:
-		return nil, false // The client left.
-	case err != nil:
+	if err != nil {
+		if r.Context().Err() != nil {
+			return nil, false // The client left.
+		}
 		s.log.Info("large request refused: the body budget stayed full", "bytes", n, "waited", time.Since(began).Round(time.Millisecond))
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.opts.QueueWait.Seconds()))))
 		f.failForwarded(w, http.StatusServiceUnavailable, busyMessage)
