@@ -395,8 +395,9 @@ var ErrSilent = errors.New("queue: the worker went silent")
 // Follow calls fn with each reply of the stream until fn returns false. It
 // returns ErrNotStarted when no worker has started the job within wait
 // (counted from the call), ErrSilent when, once started, no reply came for
-// silence (zero: no bound), and otherwise the error of Next: ctx's error, or
-// ErrClosed.
+// silence (zero: no bound; heartbeats are not replies here), and otherwise
+// the error of Next: ctx's error, or ErrClosed. Meanwhile it NAKs an attempt
+// silent, heartbeats included, for the stall bound (Requester.SetStall).
 func (s *Stream) Follow(ctx context.Context, wait, silence time.Duration, fn func(job.Reply) bool) error {
 	startBy := time.Now().Add(wait)
 	started := false
