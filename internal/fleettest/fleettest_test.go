@@ -44,38 +44,7 @@ func TestAuthFleet(t *testing.T) {
 	if got, want := f.CredsPath("w1") != "", true; got != want {
 		t.Errorf("CredsPath(w1) set: %v, want %v", got, want)
 	}
-	nc := f.ClientConn("alice")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.Open(t.Context(), js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := queue.NewRequester(nc, q, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = req.Close() }()
-	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
-		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"hi"}`), Wait: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	got := ""
-	err = st.Follow(t.Context(), 30*time.Second, 0, func(r job.Reply) bool {
-		switch r.Kind {
-		case job.KindDone, job.KindError:
-			got = string(r.Kind)
-			return false
-		}
-		return true
-	})
-	if want := string(job.KindDone); err != nil || got != want {
-		t.Errorf("native job: %q, %v; want %q", got, err, want)
-	}
+	nativeJob(t, f, "alice")
 
 	// The test's own connection is an admin's: it inspects the streams.
 	if _, err := f.Queue.JetStream().Stream(t.Context(), job.Stream); err != nil {
@@ -120,37 +89,7 @@ func TestClusterFleet(t *testing.T) {
 	if got := s.CachedInfo().Config.Replicas; got != 3 {
 		t.Errorf("job stream with %d replicas, want 3", got)
 	}
-	nc := f.ClientConn("alice")
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := queue.Open(t.Context(), js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req, err := queue.NewRequester(nc, q, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = req.Close() }()
-	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
-		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"hi"}`), Wait: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	got := ""
-	err = st.Follow(t.Context(), 30*time.Second, 0, func(r job.Reply) bool {
-		if r.Kind == job.KindDone || r.Kind == job.KindError {
-			got = string(r.Kind)
-			return false
-		}
-		return true
-	})
-	if want := string(job.KindDone); err != nil || got != want {
-		t.Errorf("native job: %q, %v; want %q", got, err, want)
-	}
+	nativeJob(t, f, "alice")
 }
 
 // TestOllamaURLs puts a worker in front of an Ollama the test started
@@ -184,5 +123,43 @@ func TestOllamaURLs(t *testing.T) {
 	}
 	if got := sim.Stats().Completed; got != 1 {
 		t.Errorf("the Ollama completed %d generations, want 1", got)
+	}
+}
+
+// nativeJob runs one job as the NATS-native client name, on its own
+// credentials, and fails the test unless it ends with done.
+func nativeJob(t *testing.T, f *fleettest.Fleet, name string) {
+	t.Helper()
+	nc := f.ClientConn(name)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := queue.NewRequester(nc, q, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = req.Close() }()
+	st, err := req.Submit(t.Context(), queue.Job{ID: job.NewID(), Model: "llama3.2:latest", Class: job.Interactive,
+		Route: "/api/generate", Body: []byte(`{"model":"llama3.2","prompt":"hi"}`), Wait: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got := ""
+	err = st.Follow(t.Context(), 30*time.Second, 0, func(r job.Reply) bool {
+		switch r.Kind {
+		case job.KindDone, job.KindError:
+			got = string(r.Kind)
+			return false
+		}
+		return true
+	})
+	if want := string(job.KindDone); err != nil || got != want {
+		t.Errorf("native job: %q, %v; want %q", got, err, want)
 	}
 }
