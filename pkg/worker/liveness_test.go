@@ -86,29 +86,14 @@ func TestSupersededWorkerLeavesTheJob(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1, AckWait: 30 * time.Second})
 	f.Sims[0].SetFailure(ollamasim.Failure{Hang: true})
 	probes := make(chan job.ResumeRequest, 16)
-	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
-		var r job.ResumeRequest
-		_ = json.Unmarshal(m.Data, &r)
+	replies := rawLiveJob(t, f, `{"model":"llama3.2","prompt":"long"}`, func(r job.ResumeRequest) job.Progress {
 		probes <- r
 		p := job.Progress{Attempt: r.Attempt}
 		if r.Probe {
 			p.Attempt = r.Attempt + 1 // Following a later delivery now.
 		}
-		b, _ := json.Marshal(p)
-		_ = m.Respond(b)
+		return p
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resume.Unsubscribe()
-	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
-		Reply: job.ReplySubject("raw", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"long"}`), Live: true}); err != nil {
-		t.Fatal(err)
-	}
 	fleettest.WaitFor(t, 5*time.Second, "Ollama's request to be canceled once the probe says superseded",
 		func() bool { return f.Sims[0].Stats().Canceled == 1 })
 	if first := <-probes; first.Probe || first.Attempt != 1 {
@@ -152,22 +137,9 @@ func TestNoRespondersJustAfterAReconnectIsNotDeath(t *testing.T) {
 // that requester with plain NATS.
 func TestWholeAnswerAtTheRequesterEndsTheJob(t *testing.T) {
 	f := fleettest.Start(t, fleettest.Options{Workers: 1})
-	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
-		b, _ := json.Marshal(job.Progress{Frames: 3, Text: "all of it", Complete: true})
-		_ = m.Respond(b)
+	replies := rawLiveJob(t, f, `{"model":"llama3.2","prompt":"x"}`, func(job.ResumeRequest) job.Progress {
+		return job.Progress{Frames: 3, Text: "all of it", Complete: true}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resume.Unsubscribe()
-	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
-		Reply: job.ReplySubject("raw", "j1"), Body: []byte(`{"model":"llama3.2","prompt":"x"}`), Live: true}); err != nil {
-		t.Fatal(err)
-	}
 	var kinds []string
 	for len(kinds) < 2 {
 		m, err := replies.NextMsg(5 * time.Second)
@@ -192,4 +164,30 @@ func TestWholeAnswerAtTheRequesterEndsTheJob(t *testing.T) {
 	if s := f.Sims[0].Stats(); s.Requests != 0 {
 		t.Errorf("Ollama got %d requests for an answer the requester has whole", s.Requests)
 	}
+}
+
+// rawLiveJob plays a requester with plain NATS: it answers the worker's
+// resume questions with answer, publishes job j1 with body and
+// Ollamaq-Live, and returns the subscription to its replies.
+func rawLiveJob(t *testing.T, f *fleettest.Fleet, body string, answer func(job.ResumeRequest) job.Progress) *nats.Subscription {
+	t.Helper()
+	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
+		var r job.ResumeRequest
+		_ = json.Unmarshal(m.Data, &r)
+		b, _ := json.Marshal(answer(r))
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resume.Unsubscribe() })
+	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
+		Reply: job.ReplySubject("raw", "j1"), Body: []byte(body), Live: true}); err != nil {
+		t.Fatal(err)
+	}
+	return replies
 }
