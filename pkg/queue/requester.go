@@ -293,10 +293,16 @@ func (s *Stream) push(rep job.Reply) {
 func (s *Stream) stallAt() (at time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stall <= 0 || s.ack == "" || s.naked >= s.attempt || s.ended || s.closed {
+	if !s.nakable() {
 		return time.Time{}, false
 	}
 	return s.heard.Add(s.stall), true
+}
+
+// nakable tells whether the current attempt may be NAKed for a stall at
+// all. The caller holds s.mu.
+func (s *Stream) nakable() bool {
+	return s.stall > 0 && s.ack != "" && s.naked < s.attempt && !s.ended && !s.closed
 }
 
 // nakIfStalled NAKs the current attempt's delivery when it has been silent
@@ -304,7 +310,7 @@ func (s *Stream) stallAt() (at time.Time, ok bool) {
 // next worker continues it where the requester's answer ends.
 func (s *Stream) nakIfStalled() {
 	s.mu.Lock()
-	if s.stall <= 0 || s.ack == "" || s.naked >= s.attempt || s.ended || s.closed || time.Since(s.heard) < s.stall {
+	if !s.nakable() || time.Since(s.heard) < s.stall {
 		s.mu.Unlock()
 		return
 	}
