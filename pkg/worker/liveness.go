@@ -39,6 +39,12 @@ var errRequesterGone = errors.New("requester gone")
 // may not be back yet.
 const ReconnectGrace = 10 * time.Second
 
+// LiveRetry is how long a worker keeps asking a live requester that has no
+// responder before it takes it for gone and drops a job it has not run: a
+// client whose connection moves to another server is back within nats.go's
+// reconnect wait (2 s) and its jitter.
+const LiveRetry = 3 * time.Second
+
 // reconnects remembers when the worker last saw its connection's reconnect
 // count change.
 type reconnects struct {

@@ -26,9 +26,19 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, sp splicer
 		return t.body, 0, nil, result{}, true
 	}
 	q, _ := json.Marshal(job.ResumeRequest{Attempt: t.attempt}) // Always marshals.
-	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	m, err := t.w.nc.RequestWithContext(rctx, job.ResumeSubject(t.requester, t.id), q)
-	cancel()
+	ask := func() (*nats.Msg, error) {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		return t.w.nc.RequestWithContext(rctx, job.ResumeSubject(t.requester, t.id), q)
+	}
+	m, err := ask()
+	// A live requester whose connection moves to another server (a
+	// cluster node went down) has no responder for a moment: ask again for
+	// up to LiveRetry before taking it for gone.
+	for retryUntil := time.Now().Add(LiveRetry); errors.Is(err, nats.ErrNoResponders) && t.live() && time.Now().Before(retryUntil) && ctx.Err() == nil; {
+		time.Sleep(250 * time.Millisecond)
+		m, err = ask()
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && t.live() && t.w.noRespondersMeansGone():
 		// It said it answers for as long as it wants the answer: it is gone.
