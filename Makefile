@@ -23,7 +23,8 @@ fuzz:
 	@for dir in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go') | xargs -n1 dirname | sort -u); do \
 	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -c6-); do \
 	    echo "fuzz ./$$dir $$f $(FUZZTIME)"; \
-	    $(GO) test ./$$dir -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) | tail -1 || exit 1; \
+	    out=$$($(GO) test ./$$dir -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) 2>&1) || { echo "$$out"; exit 1; }; \
+	    echo "$$out" | tail -1; \
 	  done; \
 	done
 

@@ -118,7 +118,7 @@ func FuzzFrames(f *testing.F) {
 // model after the worker re-encodes it (as it does to ask for usage or to
 // continue a stream), so the model a key was checked for is the one that runs.
 func FuzzCheckModelKeys(f *testing.F) {
-	for _, s := range []string{`{"model":"a","Model":"b"}`, `{"model":"a"}`, `{"MoDeL":"x","stream":true}`, `[]`, `{"name":"a"}`} {
+	for _, s := range []string{`{"model":"a","Model":"b"}`, `{"model":"a"}`, `{"MoDeL":"x","stream":true}`, `[]`, `{"name":"a"}`, `{"nAme":"&"}`, `{"model":"<a>"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -133,12 +133,14 @@ func FuzzCheckModelKeys(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var before, after struct{ Model, Name json.RawMessage }
+		// Compare decoded values: json.Marshal re-escapes strings ("&"
+		// becomes "\u0026"), which names the same model.
+		var before, after struct{ Model, Name any }
 		if json.Unmarshal(b, &before) != nil || json.Unmarshal(re, &after) != nil {
 			return
 		}
-		if string(before.Model) != string(after.Model) || string(before.Name) != string(after.Name) {
-			t.Fatalf("%s names model %s, re-encoded %s names %s", b, before.Model, re, after.Model)
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("%s names model %v / name %v, re-encoded %s names %v / %v", b, before.Model, before.Name, re, after.Model, after.Name)
 		}
 	})
 }
