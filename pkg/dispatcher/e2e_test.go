@@ -256,7 +256,7 @@ func TestQueueWaitEndsWithAClearError(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "no worker took the job within 1s") {
 		t.Fatalf("got %d %s, want 503 saying no worker took the job", status, body)
 	}
-	// The job is not run later for a client that is gone: the stream drops it (Nats-TTL).
+	// The job is not run later for a client that is gone: the dispatcher withdrew it.
 	f.WaitFor("the expired job to leave the stream", func() bool {
 		si, err := f.Queue.JetStream().Stream(t.Context(), job.Stream)
 		return err == nil && si.CachedInfo().State.Msgs == 0

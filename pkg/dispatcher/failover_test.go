@@ -64,3 +64,43 @@ func TestKilledWorkerIsReplacedWithinASecond(t *testing.T) {
 	}
 	t.Logf("longest wait between chunks across the kill: %s", longest.Round(time.Millisecond))
 }
+
+// TestJobRunningPastItsQueueWaitStillFailsOver: the queue wait bounds how
+// long a job waits for a worker, not how long it may run. JetStream deletes a
+// message at its TTL whether or not a worker holds it, so a job's TTL must
+// outlast its run: here the worker dies 2.5 s into an answer whose queue
+// wait was 1 s, and the other worker still continues it.
+func TestJobRunningPastItsQueueWaitStillFailsOver(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.TokensPerSecond = 20
+	sim.DefaultTokens = 80 // Four seconds of streaming.
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Sim: sim, QueueWait: time.Second})
+	req := &api.GenerateRequest{Model: "llama3.2", Prompt: "a long answer"}
+	want, _ := generateText(t, client(t, f.SimURLs[0].String()), req)
+
+	var text strings.Builder
+	chunks, killed := 0, false
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := client(t, f.URL).Generate(ctx, req, func(r api.GenerateResponse) error {
+		text.WriteString(r.Response)
+		if chunks++; chunks == 50 {
+			for i := range 2 {
+				if f.Sims[i].Stats().Active == 1 {
+					f.KillWorker(i)
+					killed = true
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the answer failed after its worker died past the queue wait: %v", err)
+	}
+	if !killed {
+		t.Fatal("no worker was running the job at chunk 50")
+	}
+	if text.String() != strings.Join(want, "") {
+		t.Fatalf("continued answer\n%q\nwant\n%q", text.String(), strings.Join(want, ""))
+	}
+}

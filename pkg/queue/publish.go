@@ -23,9 +23,9 @@ type Job struct {
 	// BodyType is the Content-Type of a body that is a form, not JSON (a
 	// transcription's, job.Route.Form); "" for JSON.
 	BodyType string
-	// Wait bounds how long the job may wait in the queue. The stream deletes it
-	// after Wait (Nats-TTL, whole seconds) and workers refuse it after its
-	// deadline. Zero means no bound.
+	// Wait bounds how long the job may wait in the queue: workers refuse it
+	// after its deadline, and the stream deletes it RunMargin later (JobTTL).
+	// Zero means no bound.
 	Wait time.Duration
 	// Key, Tenant and MAC are who the job is for: the HTTP client's API
 	// key ID and tenant, and the dispatchers' MAC over them (audit.Sign).
@@ -60,14 +60,19 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {
 		msg.Header.Set(job.HeaderDeadline, time.Now().Add(j.Wait).UTC().Format(time.RFC3339Nano))
-		opts = append(opts, jetstream.WithMsgTTL(j.Wait.Round(time.Second)+time.Second))
+		opts = append(opts, jetstream.WithMsgTTL(JobTTL(j.Wait)))
 	}
 	// A publish JetStream refused for now is tried again for a while, no
 	// longer than the job may wait: the job ID makes a second copy
 	// impossible.
 	retryUntil := time.Now().Add(min(cmp.Or(j.Wait, publishRetry), publishRetry))
 	for wait := publishBackoff; ; wait = min(2*wait, time.Second) {
-		ack, err := q.js.PublishMsg(ctx, msg, opts...)
+		// Each try gets its own bound: a publish whose answer was lost (the
+		// stream's leader went away before it answered) would otherwise
+		// wait for all of ctx.
+		actx, cancel := context.WithTimeout(ctx, publishTry)
+		ack, err := q.js.PublishMsg(actx, msg, opts...)
+		cancel()
 		if err == nil {
 			return ack, nil
 		}
@@ -93,10 +98,28 @@ const errTooManyRequests jetstream.ErrorCode = 10167
 // it doubles up to a second. publishRetry bounds the retries, or the job's
 // queue wait if that is shorter: a server that does not answer for that
 // long is down, not busy.
+// publishTry bounds one try: nats.go's own default for a request without
+// a deadline.
 const (
 	publishBackoff = 50 * time.Millisecond
 	publishRetry   = 10 * time.Second
+	publishTry     = 5 * time.Second
 )
+
+// RunMargin is how long a job stays in the stream after its queue wait
+// ends, for a job taken by then to run and fail over: JetStream deletes a
+// message at its TTL whether or not a worker holds it, and a job no longer
+// in the stream cannot be redelivered when its worker dies (its requester
+// then ends it with an error, see Stream.Follow).
+const RunMargin = time.Hour
+
+// JobTTL is the Nats-TTL of a job that may wait for wait: the wait and
+// RunMargin, in whole seconds. Workers refuse a job once its deadline
+// (Ollamaq-Deadline) has passed, so the TTL only clears out the jobs
+// nobody took.
+func JobTTL(wait time.Duration) time.Duration {
+	return wait.Round(time.Second) + RunMargin
+}
 
 // retryable tells a publish that may succeed if tried again: JetStream's
 // 429, or no answer in the library's own time bound while ctx goes on (the

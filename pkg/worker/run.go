@@ -133,7 +133,12 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 		if err != nil {
 			return t, malformed(fmt.Sprintf("bad %s %q", job.HeaderDeadline, d))
 		}
-		if time.Now().After(deadline) {
+		// The deadline bounds the wait for a worker. A redelivery of a live
+		// requester's job was taken in time (or handed back): whether it is
+		// still wanted is the requester's to say, in answer to the resume
+		// question, so that an answer running past the queue wait can still
+		// fail over.
+		if time.Now().After(deadline) && (t.attempt == 1 || !t.live()) {
 			if h.Get(job.HeaderBatch) != "" {
 				// A batch job's deadline is the end of its batch's completion window.
 				return t, expired(http.StatusRequestTimeout, "batch expired: the request did not start within the batch's completion window; not run")
