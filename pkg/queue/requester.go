@@ -227,6 +227,9 @@ type Stream struct {
 	ack     string    // the current attempt's ack subject, from its start
 	naked   int       // the last attempt this stream NAKed
 	bell    string    // the job's doorbell subject; "" for a node command
+	// lostCheck is when to look whether the job NAKed for a stall is still
+	// in the stream (zero: no look due); see checkLost.
+	lostCheck time.Time
 }
 
 // MaxBuffered bounds the reply bytes a stream holds for a reader that does
@@ -293,10 +296,19 @@ func (s *Stream) push(rep job.Reply) {
 func (s *Stream) stallAt() (at time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.nakable() {
-		return time.Time{}, false
+	switch {
+	case s.nakable():
+		return s.heard.Add(s.stall), true
+	case s.lostCheckDue():
+		return s.lostCheck, true
 	}
-	return s.heard.Add(s.stall), true
+	return time.Time{}, false
+}
+
+// lostCheckDue tells whether a look for a NAKed job is still to come: no
+// later attempt began and the stream goes on. The caller holds s.mu.
+func (s *Stream) lostCheckDue() bool {
+	return !s.lostCheck.IsZero() && s.naked == s.attempt && !s.ended && !s.closed
 }
 
 // nakable tells whether the current attempt may be NAKed for a stall at
@@ -315,6 +327,9 @@ func (s *Stream) nakIfStalled() {
 		return
 	}
 	s.naked = s.attempt
+	if s.seq != 0 {
+		s.lostCheck = time.Now().Add(s.stall)
+	}
 	ack, attempt, onStall, bell := s.ack, s.attempt, s.onStall, s.bell
 	s.mu.Unlock()
 	if err := s.r.nc.Publish(ack, []byte("-NAK")); err != nil {
@@ -329,6 +344,40 @@ func (s *Stream) nakIfStalled() {
 	}
 	if onStall != nil {
 		onStall(s.id, attempt)
+	}
+}
+
+// checkLost looks, once a stall bound after a stall NAK that no later
+// attempt followed, whether the job is still in the stream. A job that is
+// gone was settled by its worker: it finished (or failed) and acked while
+// its last replies were lost on the way, as when the NATS connection of
+// requester or worker was interrupted (a nats-server restart). Nothing will
+// redeliver it, so the stream ends with an explicit error rather than wait
+// forever. A requester whose credentials may not read the stream
+// (STREAM.MSG.GET) learns nothing here and waits as before.
+func (s *Stream) checkLost() {
+	s.mu.Lock()
+	if !s.lostCheckDue() || time.Now().Before(s.lostCheck) {
+		s.mu.Unlock()
+		return
+	}
+	s.lostCheck = time.Time{}
+	attempt, next, seq := s.attempt, s.next, s.seq
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := s.r.q.js.Stream(ctx, job.Stream)
+	if err == nil {
+		_, err = st.GetMsg(ctx, seq)
+	}
+	if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return // Still queued for its redelivery, or nothing to tell.
+	}
+	s.mu.Lock()
+	gone := s.naked == attempt && s.attempt == attempt && !s.ended && !s.closed
+	s.mu.Unlock()
+	if gone {
+		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted): the job ended at its worker", next, attempt)))
 	}
 }
 
@@ -429,6 +478,7 @@ func (s *Stream) Follow(ctx context.Context, wait, silence time.Duration, fn fun
 		switch {
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && stallCheck:
 			s.nakIfStalled()
+			s.checkLost()
 			continue
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			return timeout
