@@ -172,10 +172,26 @@ func applyStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Stre
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		if !errors.Is(err, context.DeadlineExceeded) && !storeFailed(err) || ctx.Err() != nil {
 			return fmt.Errorf("apply stream %s: %w", cfg.Name, err)
 		}
+		if storeFailed(err) {
+			select {
+			case <-ctx.Done():
+			case <-time.After(bindPoll):
+			}
+		}
 	}
+}
+
+// storeFailed tells JetStream's "error creating store for stream" (10049):
+// a node of a cluster failed to create its replica, and the meta leader
+// dropped the assignment; created again, the stream is made afresh. Seen
+// once in a CI run of test/cluster, on a freshly started three-node
+// cluster.
+func storeFailed(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == 10049 && api.Description == "error creating store for stream"
 }
 
 // awaitStream waits until the stream of cfg exists and covers cfg, changing
