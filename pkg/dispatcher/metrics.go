@@ -25,6 +25,7 @@ type metrics struct {
 	submitted    *prometheus.CounterVec   // model, class
 	resumed      prometheus.Counter
 	stalled      prometheus.Counter
+	repliesLost  prometheus.Counter
 	refused      *prometheus.CounterVec // reason: unauthorized, forbidden, rate_limited
 	tenantJobs   *prometheus.CounterVec // tenant
 	tenantTokens *prometheus.CounterVec // tenant, type: prompt or completion
@@ -81,7 +82,9 @@ func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
 	}
 	m.stalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_jobs_stalled_total",
 		Help: "Started jobs whose worker fell silent (no reply, no heartbeat, for the stall bound), whose delivery the dispatcher NAKed for another worker."})
-	reg.MustRegister(m.stalled)
+	m.repliesLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_jobs_replies_lost_total",
+		Help: "Started jobs some of whose replies NATS lost on the way (a reconnect), whose delivery the dispatcher NAKed so that another worker continues the answer from what it has."})
+	reg.MustRegister(m.stalled, m.repliesLost)
 	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed, m.refused, m.tenantJobs, m.tenantTokens)
 	if q != nil {
 		reg.MustRegister(&queueCollector{q: q})

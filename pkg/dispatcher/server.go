@@ -160,7 +160,12 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	s.metrics = newMetrics(reg, q)
 	s.bodies = newBodyBudget(o.BodyBudget, reg)
 	stall := cmp.Or(o.Stall, queue.DefaultStall)
-	req.SetStall(max(stall, 0), func(id string, attempt int) {
+	req.SetStall(max(stall, 0), func(id string, attempt int, why string) {
+		if why == queue.NakLost {
+			s.metrics.repliesLost.Inc()
+			s.log.Info("replies lost on the way: asked for the job's redelivery", "job", id, "attempt", attempt)
+			return
+		}
 		s.metrics.stalled.Inc()
 		s.log.Info("worker silent: asked for the job's redelivery", "job", id, "attempt", attempt, "after", stall)
 	})

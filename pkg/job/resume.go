@@ -328,6 +328,11 @@ type Progress struct {
 	// earlier worker died between it and its done reply. The worker then
 	// only ends the job: start, done, nothing more.
 	Complete bool `json:"complete,omitempty"`
+	// Lost, in the answer to a probe: replies of the asking worker's
+	// attempt were lost on the way, and the requester (which may not NAK)
+	// follows a later attempt; the worker hands the job back at once so
+	// that another continues it from what the requester has.
+	Lost bool `json:"lost,omitempty"`
 }
 
 // Seam is what the client has seen of the envelope around a streamed

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,7 +31,7 @@ type Requester struct {
 	streams map[string]*Stream
 	closed  bool
 	stall   time.Duration
-	onStall func(id string, attempt int)
+	onStall func(id string, attempt int, why string)
 }
 
 // DefaultStall is how long a started job may go without any reply message,
@@ -43,12 +44,18 @@ const DefaultStall = 750 * time.Millisecond
 // reply message before it sends a heartbeat (docs/protocol.md, "Heartbeats").
 const HeartbeatEvery = 250 * time.Millisecond
 
+// Why a requester NAKed a delivery, as onStall is told.
+const (
+	NakSilent = "silent"       // no reply for the stall bound, heartbeats included
+	NakLost   = "lost replies" // replies of the attempt were lost on the way
+)
+
 // SetStall sets how long a started job may go silent, heartbeats included,
 // before the requester NAKs its delivery so that another worker continues it
 // at once (DefaultStall unless set; 0 turns it off and leaves failover to the
-// ack wait). onStall, if not nil, is told of each such NAK. Set it before the
-// first Submit.
-func (r *Requester) SetStall(d time.Duration, onStall func(id string, attempt int)) {
+// ack wait, and lost replies end the answer). onStall, if not nil, is told of
+// each NAK and why (NakSilent, NakLost). Set it before the first Submit.
+func (r *Requester) SetStall(d time.Duration, onStall func(id string, attempt int, why string)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stall, r.onStall = d, onStall
@@ -121,6 +128,9 @@ func (r *Requester) route(m *nats.Msg) {
 	s := r.streams[id]
 	r.mu.Unlock()
 	if s == nil {
+		if m.Reply != "" {
+			_ = m.Respond(confirmGone) // The requester is done with this job.
+		}
 		return // The requester gave up on this job.
 	}
 	rep, err := job.ParseReply(m.Header, m.Data)
@@ -129,7 +139,20 @@ func (r *Requester) route(m *nats.Msg) {
 		return
 	}
 	s.push(rep)
+	if m.Reply != "" {
+		// A worker whose connection was interrupted sends its last reply
+		// again and asks whether the answer is whole here now: in order
+		// with the replies before it, on this one subscription. The answer
+		// is a probe's: gone once the stream ended (whole, or given up
+		// on), else the attempt followed, later than the worker's when
+		// its replies were lost.
+		b, _ := json.Marshal(s.probe()) // A struct of a bool and an int always marshals.
+		_ = m.Respond(b)                // Unanswered, the worker settles as before.
+	}
 }
+
+// confirmGone answers a confirmation for a job this requester no longer follows.
+var confirmGone, _ = json.Marshal(job.Progress{Gone: true})
 
 // Submit publishes j with this requester's reply subject and returns the stream
 // of its replies. The caller must Close the stream.
@@ -222,14 +245,20 @@ type Stream struct {
 	got      job.Transcript // data received from all attempts so far
 
 	stall   time.Duration // see Requester.SetStall
-	onStall func(id string, attempt int)
+	onStall func(id string, attempt int, why string)
 	heard   time.Time // when the last reply of the current attempt came, heartbeats included
 	ack     string    // the current attempt's ack subject, from its start
 	naked   int       // the last attempt this stream NAKed
+	broken  int       // the last attempt whose replies were lost: its later ones are dropped
 	bell    string    // the job's doorbell subject; "" for a node command
 	// lostCheck is when to look whether the job NAKed for a stall is still
 	// in the stream (zero: no look due); see checkLost.
 	lostCheck time.Time
+	// giveUp is when a broken attempt that no later one followed ends the
+	// answer with an error.
+	giveUp time.Time
+	// rearm tells Follow to compute its deadline again (see wake).
+	rearm bool
 }
 
 // MaxBuffered bounds the reply bytes a stream holds for a reader that does
@@ -252,16 +281,36 @@ func IsLocal(r job.Reply) bool { return r.Seq == 0 }
 func (s *Stream) push(rep job.Reply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.ended || rep.Attempt < s.attempt {
-		return // Done, or output of an attempt superseded by a redelivery.
+	if s.closed || s.ended || rep.Attempt < s.attempt || rep.Seq != 0 && rep.Attempt <= s.broken {
+		return // Done, or output of an attempt superseded by a redelivery or broken.
 	}
 	if rep.Attempt > s.attempt || rep.Seq == 0 {
 		s.next = 1
 	}
 	switch {
+	case rep.Seq != s.next && rep.Seq != job.SeqFinal && rep.Seq != 0 && rep.Attempt == s.attempt && s.seq != 0 && s.ack != "":
+		// Core NATS lost replies (a reconnect, a slow consumer). The answer
+		// so far is whole up to them: have the job redelivered, and the
+		// next worker continues it from there. The rest of this attempt
+		// is dropped; its worker learns from its next probe that it is
+		// superseded and leaves the delivery alone. The redelivery comes
+		// at once when this requester may NAK, else at the ack wait; if
+		// none comes (the worker finished first), the answer ends with an
+		// error at giveUp.
+		s.broken = s.attempt
+		s.giveUp = time.Now().Add(s.r.q.AckWait() + 2*time.Second + s.stall)
+		if s.nakable() {
+			// Marked now, so that a probe answered meanwhile does not tell
+			// the worker to hand the job back too: a second NAK would have
+			// JetStream deliver it once more.
+			go s.publishNak(s.markNaked(), NakLost)
+		}
+		s.wake()
+		return
 	case rep.Seq != s.next && rep.Seq != job.SeqFinal && rep.Seq != 0:
-		// Core NATS lost replies (a reconnect, a slow consumer): the answer
-		// would be silently incomplete. End it with an explicit error.
+		// Lost replies with no delivery to NAK (no start seen, stall
+		// detection off, already NAKed): the answer would be silently
+		// incomplete. End it with an explicit error.
 		rep = localError(fmt.Sprintf("lost reply messages %d to %d of attempt %d (NATS connection interrupted)", s.next, rep.Seq-1, rep.Attempt))
 	case s.buffered+len(rep.Data) > MaxBuffered:
 		rep = localError(fmt.Sprintf("the client is not reading the response: more than %d bytes of it are waiting", MaxBuffered))
@@ -296,13 +345,47 @@ func (s *Stream) push(rep job.Reply) {
 func (s *Stream) stallAt() (at time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case s.nakable():
-		return s.heard.Add(s.stall), true
-	case s.lostCheckDue():
-		return s.lostCheck, true
+	var times []time.Time
+	if s.nakable() {
+		times = append(times, s.heard.Add(s.stall))
 	}
-	return time.Time{}, false
+	if s.lostCheckDue() {
+		times = append(times, s.lostCheck)
+	}
+	if s.giveUpDue() {
+		times = append(times, s.giveUp)
+	}
+	if len(times) == 0 {
+		return time.Time{}, false
+	}
+	return slices.MinFunc(times, time.Time.Compare), true
+}
+
+// giveUpDue tells whether the current attempt is broken and no later one
+// began. The caller holds s.mu.
+func (s *Stream) giveUpDue() bool {
+	return s.broken == s.attempt && s.broken > 0 && !s.ended && !s.closed
+}
+
+// wake makes Follow compute its deadline again. The caller holds s.mu.
+func (s *Stream) wake() {
+	s.rearm = true
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+}
+
+// giveUpIfBroken ends the answer with an error when its attempt broke and
+// no redelivery followed by giveUp.
+func (s *Stream) giveUpIfBroken() {
+	s.mu.Lock()
+	due := s.giveUpDue() && !time.Now().Before(s.giveUp)
+	attempt, next := s.attempt, s.next
+	s.mu.Unlock()
+	if due {
+		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted)", next, attempt)))
+	}
 }
 
 // lostCheckDue tells whether a look for a NAKed job is still to come: no
@@ -322,16 +405,46 @@ func (s *Stream) nakable() bool {
 // next worker continues it where the requester's answer ends.
 func (s *Stream) nakIfStalled() {
 	s.mu.Lock()
-	if !s.nakable() || time.Since(s.heard) < s.stall {
+	stalled := s.nakable() && time.Since(s.heard) >= s.stall
+	s.mu.Unlock()
+	if stalled {
+		s.nak(NakSilent)
+	}
+}
+
+// nak NAKs the current attempt's delivery, once: JetStream redelivers the
+// job at once, and the next worker continues it where the requester's
+// answer ends.
+func (s *Stream) nak(why string) {
+	s.mu.Lock()
+	if s.ack == "" || s.naked >= s.attempt || s.ended || s.closed {
 		s.mu.Unlock()
 		return
 	}
+	n := s.markNaked()
+	s.mu.Unlock()
+	s.publishNak(n, why)
+}
+
+// nakOf is what publishNak needs of the attempt NAKed.
+type nakOf struct {
+	ack, bell string
+	attempt   int
+	onStall   func(id string, attempt int, why string)
+}
+
+// markNaked records that the current attempt is NAKed. The caller holds s.mu.
+func (s *Stream) markNaked() nakOf {
 	s.naked = s.attempt
 	if s.seq != 0 {
 		s.lostCheck = time.Now().Add(s.stall)
 	}
-	ack, attempt, onStall, bell := s.ack, s.attempt, s.onStall, s.bell
-	s.mu.Unlock()
+	return nakOf{ack: s.ack, bell: s.bell, attempt: s.attempt, onStall: s.onStall}
+}
+
+// publishNak sends the NAK markNaked recorded, and rings the doorbell.
+func (s *Stream) publishNak(n nakOf, why string) {
+	ack, attempt, onStall, bell := n.ack, n.attempt, n.onStall, n.bell
 	if err := s.r.nc.Publish(ack, []byte("-NAK")); err != nil {
 		return // The ack wait redelivers it later.
 	}
@@ -343,7 +456,7 @@ func (s *Stream) nakIfStalled() {
 		_ = s.r.nc.Publish(bell, nil) // Without it, the poll finds the job.
 	}
 	if onStall != nil {
-		onStall(s.id, attempt)
+		onStall(s.id, attempt, why)
 	}
 }
 
@@ -377,19 +490,24 @@ func (s *Stream) checkLost() {
 	gone := s.naked == attempt && s.attempt == attempt && !s.ended && !s.closed
 	s.mu.Unlock()
 	if gone {
-		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted): the job ended at its worker", next, attempt)))
+		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted)", next, attempt)))
 	}
 }
 
-// probe answers a worker's liveness probe: the attempt followed now, or
-// Gone when the stream has ended. It changes nothing.
+// probe answers a worker's liveness probe, or its confirmation of a last
+// reply: the attempt followed now, or Gone when the stream has ended. It
+// changes nothing.
 func (s *Stream) probe() job.Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended || s.closed {
 		return job.Progress{Gone: true}
 	}
-	return job.Progress{Attempt: s.attempt}
+	// A worker whose attempt lost replies is superseded: it stops, and
+	// leaves the delivery to the redelivery the NAK asked for, or, when
+	// this requester could not NAK, hands the job back itself (Lost).
+	broken := s.broken > 0 && s.broken == s.attempt
+	return job.Progress{Attempt: max(s.attempt, s.broken+1), Lost: broken && s.naked < s.broken}
 }
 
 // freeze answers a resume request for attempt: what was received so far;
@@ -417,6 +535,15 @@ func (s *Stream) ID() string { return s.id }
 // seen are dropped. It blocks until a reply arrives, ctx is done or the stream
 // is closed.
 func (s *Stream) Next(ctx context.Context) (job.Reply, error) {
+	return s.nextReply(ctx, false)
+}
+
+// errRearm is what next returns to Follow when the stream's deadlines
+// changed with nothing to read (wake).
+var errRearm = errors.New("queue: deadlines changed")
+
+// nextReply is Next; with rearm, it returns errRearm when woken by wake.
+func (s *Stream) nextReply(ctx context.Context, rearm bool) (job.Reply, error) {
 	for {
 		s.mu.Lock()
 		if len(s.buf) > 0 {
@@ -427,10 +554,16 @@ func (s *Stream) Next(ctx context.Context) (job.Reply, error) {
 			s.mu.Unlock()
 			return rep, nil
 		}
-		closed := s.closed
+		closed, rearmed := s.closed, rearm && s.rearm
+		if rearmed {
+			s.rearm = false
+		}
 		s.mu.Unlock()
 		if closed {
 			return job.Reply{}, ErrClosed
+		}
+		if rearmed {
+			return job.Reply{}, errRearm
 		}
 		select {
 		case <-s.notify:
@@ -473,12 +606,15 @@ func (s *Stream) Follow(ctx context.Context, wait, silence time.Duration, fn fun
 		if !deadline.IsZero() {
 			next, stop = context.WithDeadline(ctx, deadline)
 		}
-		rep, err := s.Next(next)
+		rep, err := s.nextReply(next, true)
 		stop()
 		switch {
+		case errors.Is(err, errRearm):
+			continue
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && stallCheck:
 			s.nakIfStalled()
 			s.checkLost()
+			s.giveUpIfBroken()
 			continue
 		case err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
 			return timeout

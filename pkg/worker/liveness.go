@@ -32,6 +32,12 @@ var errSuperseded = errors.New("superseded by a later attempt")
 // errRequesterGone is the cause of a job context whose requester went away.
 var errRequesterGone = errors.New("requester gone")
 
+// errRepliesLost is the cause of a job context whose requester lost some of
+// its replies on the way and could not NAK the delivery itself
+// (job.Progress.Lost): the worker hands the job back, and the next worker
+// continues from what the requester has.
+var errRepliesLost = errors.New("replies lost on the way")
+
 // ReconnectGrace is how long after this worker's NATS connection came back
 // "no responders" to a liveness question means nothing: a restarted
 // nats-server hears the workers and requesters reconnect one by one (a
@@ -127,8 +133,61 @@ func (t *task) probe(ctx context.Context) error {
 	switch {
 	case p.Gone:
 		return errRequesterGone
+	case p.Lost:
+		return errRepliesLost
 	case p.Attempt > t.attempt:
 		return errSuperseded
 	}
 	return nil
+}
+
+// interruptedSince tells whether the worker's NATS connection went down at
+// some time since the job was taken, or is down now: replies sent meanwhile
+// may not have reached the requester.
+func (t *task) interruptedSince() bool {
+	return t.w.nc.Stats().Reconnects != t.reconnects || !t.w.nc.IsConnected()
+}
+
+// confirmEnd is for a job whose done reply went out while the worker's
+// connection was interrupted: the done may have been lost, or replies
+// before it. Once connected again it sends the done once more, as a request
+// on the reply subject (the requester takes it in order with the replies
+// before it, ignores it if it has the done, and answers like a probe). It
+// returns how to settle: resDone when the answer is whole at the requester
+// (or it does not say), resHandBack when replies were lost and the
+// requester could not NAK, resSuperseded when it follows a later attempt.
+func (t *task) confirmEnd(ctx context.Context, done job.Reply) resultKind {
+	if !t.live() || !t.interruptedSince() {
+		return resDone
+	}
+	if !t.w.nc.IsConnected() {
+		ch := t.w.nc.StatusChanged(nats.CONNECTED)
+		defer t.w.nc.RemoveStatusListener(ch)
+		select {
+		case <-ch:
+		case <-time.After(ReconnectGrace):
+		case <-ctx.Done():
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	t.sendMu.Lock()
+	done.Job, done.Attempt, done.Seq = t.id, t.attempt, t.seq
+	m := queue.ReplyMsg(t.reply, done)
+	t.sendMu.Unlock()
+	a, err := t.w.nc.RequestMsgWithContext(cctx, m)
+	if err != nil {
+		return resDone // An older requester, or none: settle as ever.
+	}
+	var p job.Progress
+	if json.Unmarshal(a.Data, &p) != nil {
+		return resDone
+	}
+	switch {
+	case p.Lost:
+		return resHandBack
+	case !p.Gone && p.Attempt > t.attempt:
+		return resSuperseded
+	}
+	return resDone
 }

@@ -171,6 +171,17 @@ func TestWholeAnswerAtTheRequesterEndsTheJob(t *testing.T) {
 // Ollamaq-Live, and returns the subscription to its replies.
 func rawLiveJob(t *testing.T, f *fleettest.Fleet, body string, answer func(job.ResumeRequest) job.Progress) *nats.Subscription {
 	t.Helper()
+	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawLiveJobWith(t, f, body, answer)
+	return replies
+}
+
+// rawLiveJobWith is rawLiveJob for a test that reads the replies itself.
+func rawLiveJobWith(t *testing.T, f *fleettest.Fleet, body string, answer func(job.ResumeRequest) job.Progress) {
+	t.Helper()
 	resume, err := f.NC.Subscribe(job.ResumePrefix+".raw.>", func(m *nats.Msg) {
 		var r job.ResumeRequest
 		_ = json.Unmarshal(m.Data, &r)
@@ -181,13 +192,99 @@ func rawLiveJob(t *testing.T, f *fleettest.Fleet, body string, answer func(job.R
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = resume.Unsubscribe() })
-	replies, err := f.NC.SubscribeSync(job.ReplyPrefix + ".raw.>")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := f.Queue.Publish(t.Context(), queue.Job{ID: "j1", Model: "llama3.2:latest", Class: job.Interactive, Route: "/api/generate",
 		Reply: job.ReplySubject("raw", "j1"), Body: []byte(body), Live: true}); err != nil {
 		t.Fatal(err)
 	}
-	return replies
+}
+
+// TestDoneSentAcrossAReconnectIsConfirmed: a worker whose NATS connection
+// dropped while it held a job cannot know whether its replies arrived, so
+// before it settles the job it sends its done reply again as a request on
+// the reply subject. A requester that has the whole answer says gone, and
+// the job is acked; one that lost replies and could not NAK says lost, and
+// the worker hands the job back at once for another to continue.
+func TestDoneSentAcrossAReconnectIsConfirmed(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answer    job.Progress
+		redeliver bool
+	}{
+		{"whole at the requester", job.Progress{Gone: true}, false},
+		{"replies lost", job.Progress{Attempt: 2, Lost: true}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := ollamasim.DefaultConfig()
+			sim.TokensPerSecond, sim.DefaultTokens = 20, 20 // A second of streaming.
+			f := fleettest.Start(t, fleettest.Options{Workers: 1, Sim: sim})
+			type confirmation struct {
+				kind job.Kind
+				seq  int
+			}
+			confirms := make(chan confirmation, 4)
+			data := make(chan struct{}, 64)
+			var lastSeq int
+			redelivered := make(chan int, 4)
+			replies, err := f.NC.Subscribe(job.ReplyPrefix+".raw.>", func(m *nats.Msg) {
+				rep, err := job.ParseReply(m.Header, m.Data)
+				if err != nil {
+					t.Errorf("reply: %v", err)
+					return
+				}
+				if m.Reply == "" {
+					lastSeq = rep.Seq
+					if rep.Kind == job.KindData {
+						data <- struct{}{}
+					}
+					return
+				}
+				confirms <- confirmation{rep.Kind, rep.Seq}
+				b, _ := json.Marshal(tc.answer)
+				_ = m.Respond(b)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = replies.Unsubscribe() }()
+			rawLiveJobWith(t, f, `{"model":"llama3.2","prompt":"across a reconnect"}`, func(r job.ResumeRequest) job.Progress {
+				if r.Attempt > 1 && !r.Probe {
+					redelivered <- r.Attempt
+					return job.Progress{Gone: true}
+				}
+				return job.Progress{Attempt: 1}
+			})
+			select {
+			case <-data:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no data reply")
+			}
+			f.ReconnectWorker(0)
+			select {
+			case c := <-confirms:
+				if c.kind != job.KindDone || c.seq != lastSeq {
+					t.Fatalf("confirmation was %s seq %d, want the done reply again (seq %d)", c.kind, c.seq, lastSeq)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the worker did not confirm its done reply after its reconnect")
+			}
+			if tc.redeliver {
+				select {
+				case a := <-redelivered:
+					if a != 2 {
+						t.Fatalf("redelivered as attempt %d, want 2", a)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("the job was not handed back after the requester said its replies were lost")
+				}
+			}
+			f.WaitFor("the job to leave the stream", func() bool { return jobsQueued(t, f) == 0 })
+			select {
+			case a := <-redelivered:
+				if !tc.redeliver {
+					t.Fatalf("the job was delivered again (attempt %d) though the requester had it whole", a)
+				}
+			default:
+			}
+		})
+	}
 }

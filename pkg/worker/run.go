@@ -34,8 +34,11 @@ type task struct {
 	model     string    // canonical, from the subject
 	class     job.Class // from the subject
 	taken     time.Time // when this worker took the job
-	attempt   int
-	cancel    context.CancelCauseFunc
+	// reconnects is the connection's reconnect count when the job was
+	// taken (interruptedSince).
+	reconnects uint64
+	attempt    int
+	cancel     context.CancelCauseFunc
 
 	sendMu sync.Mutex // send and the heartbeats
 	seq    int
@@ -79,6 +82,7 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	t := &task{w: w, msg: m, method: http.MethodPost, body: m.Data(), id: h.Get(job.HeaderJob), route: h.Get(job.HeaderRoute),
 		reply: h.Get(job.HeaderReply), cancel: cancel}
 	t.taken = time.Now()
+	t.reconnects = w.nc.Stats().Reconnects
 	if md, err := m.Metadata(); err == nil {
 		t.attempt = int(md.NumDelivered)
 		if model, class, _, err := job.ParseJobSubject(m.Subject()); err == nil {
@@ -347,6 +351,8 @@ func (t *task) interrupted(ctx context.Context) (result, bool) {
 		return result{kind: resCanceled, msg: "requester gone"}, true
 	case errors.Is(cause, errSuperseded):
 		return result{kind: resSuperseded}, true
+	case errors.Is(cause, errRepliesLost):
+		return result{kind: resHandBack, msg: "its requester lost replies on the way"}, true
 	}
 	return result{kind: resHandBack, msg: "worker stopping"}, true
 }

@@ -138,6 +138,14 @@ func (t *task) settle(ctx context.Context, r result) {
 			stop()
 		}
 		if err = t.send(done); err == nil {
+			switch t.confirmEnd(ctx, done) {
+			case resHandBack:
+				t.handBack("its requester lost replies on the way")
+				return
+			case resSuperseded:
+				log.Info("job left to its later delivery: the requester follows another worker now")
+				return
+			}
 			audited := t.audit(ctx, r)
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			err = t.msg.DoubleAck(actx)
@@ -182,9 +190,7 @@ func (t *task) settle(ctx context.Context, r result) {
 	case resSuperseded:
 		log.Info("job left to its later delivery: the requester follows another worker now")
 	case resHandBack:
-		err = t.msg.Nak()
-		m.retried.WithLabelValues(labels...).Inc()
-		log.Info("job handed back", "reason", r.msg)
+		t.handBack(r.msg)
 	case resPassOn:
 		delay := passOnDelay(w.cfg.Poll, t.attempt)
 		w.holdOff(consumerKey{t.model, t.class}, time.Now().Add(holdOffFor(w.cfg.Poll, t.attempt)))
@@ -202,6 +208,22 @@ func (t *task) settle(ctx context.Context, r result) {
 	if err != nil {
 		log.Warn("settle job", "err", err)
 	}
+}
+
+// handBack NAKs the delivery for another worker at once and rings the
+// doorbell, so that an idle worker takes it now rather than at its next poll.
+func (t *task) handBack(why string) {
+	w := t.w
+	log := w.log.With("job", t.id, "model", t.model, "attempt", t.attempt)
+	w.metrics.retried.WithLabelValues(t.model, string(t.class)).Inc()
+	if err := t.msg.Nak(); err != nil {
+		log.Warn("settle job", "err", err)
+		return
+	}
+	if err := w.nc.Publish(job.QueuedSubject(t.model, t.class, t.requester), nil); err != nil {
+		log.Debug("ring the doorbell", "err", err)
+	}
+	log.Info("job handed back", "reason", why)
 }
 
 // answer ends a node command, which has no JetStream message to settle: the
