@@ -74,13 +74,21 @@ func readUnit(t *testing.T, path string) unit {
 
 var helpFlag = regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
 
-// help builds the command and returns its flags and its --help text.
-func help(t *testing.T, cmd string) (map[string]bool, string) {
+// build builds the command into the test's temporary directory and
+// returns the binary's path.
+func build(t *testing.T, cmd string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), cmd)
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/"+cmd).CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", cmd, err, out)
 	}
+	return bin
+}
+
+// help builds the command and returns its flags and its --help text.
+func help(t *testing.T, cmd string) (map[string]bool, string) {
+	t.Helper()
+	bin := build(t, cmd)
 	var out bytes.Buffer
 	c := exec.Command(bin, "--help")
 	c.Stdout, c.Stderr = &out, &out

@@ -82,9 +82,10 @@ type trigger struct {
 }
 
 // jetStreamMetadata is every metadata key of KEDA's nats-jetstream scaler
-// (pkg/scalers/nats_jetstream_scaler.go): a key it does not read is a typo.
+// (pkg/scalers/nats_jetstream_scaler.go, KEDA 2.17 and later): a key it
+// does not read is a typo.
 var jetStreamMetadata = map[string]bool{
-	"natsServerMonitoringEndpoint": true, "account": true, "stream": true, "consumer": true,
+	"natsServerMonitoringEndpoint": true, "account": true, "accountID": true, "stream": true, "consumer": true,
 	"lagThreshold": true, "activationLagThreshold": true, "useHttps": true,
 }
 
@@ -899,18 +900,20 @@ func checkScaledObjects(t *testing.T, o *objects, values natsValues, secrets map
 				}
 			}
 			switch a := tr.AuthenticationRef; {
-			case md["account"] != "":
-				t.Errorf("%s: account in the metadata: it is the site's OLLAMAMAX account key, from a TriggerAuthentication", tname)
+			case md["account"] != "" || md["accountID"] != "":
+				t.Errorf("%s: the account in the metadata: it is the site's OLLAMAMAX account key, from a TriggerAuthentication", tname)
 			case a == nil || auths[a.Name] == nil:
-				t.Errorf("%s: no TriggerAuthentication of the set gives its account", tname)
+				t.Errorf("%s: no TriggerAuthentication of the set gives its accountID", tname)
 			case !slices.ContainsFunc(auths[a.Name].Spec.SecretTargetRef, func(r struct {
 				Parameter string `json:"parameter"`
 				Name      string `json:"name"`
 				Key       string `json:"key"`
 			}) bool {
-				return r.Parameter == "account"
+				return r.Parameter == "accountID"
 			}):
-				t.Errorf("%s: TriggerAuthentication %s gives no account", tname, a.Name)
+				// Not account: /jsz names an operator-mode account by its
+				// JWT's name, which the scaler matches account against.
+				t.Errorf("%s: TriggerAuthentication %s gives no accountID (the OLLAMAMAX account's public key)", tname, a.Name)
 			}
 			got = append(got, md["consumer"])
 			names = append(names, tr.Name)
