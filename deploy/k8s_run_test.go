@@ -546,6 +546,27 @@ func TestKubernetesFleet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ollamaq keys create: %v", err)
 	}
+	// At zero the listings show no models (they list what live workers
+	// report), though requests for them are queued.
+	waitFor(t, "/api/tags empty once the worker left", 30*time.Second, func() error {
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+d.ports["http"]+"/api/tags", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(key)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var tags struct {
+			Models []json.RawMessage `json:"models"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&tags); err != nil || resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %v", resp.Status, err)
+		}
+		if len(tags.Models) != 0 {
+			return fmt.Errorf("%d models listed", len(tags.Models))
+		}
+		return nil
+	})
 	type answer struct {
 		status int
 		lines  []map[string]any
