@@ -330,7 +330,12 @@ func runChaos(t *testing.T, bins map[string]string, sc scenario) {
 	}
 	go func() { _ = view.Run(ctx) }()
 	nnc := c.connect("chaos-native", nativeID, 1)
-	nq, err := openQueue(ctx, nnc)
+	njs, err := jetstream.New(nnc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client role may read only the job stream: Open, not Setup.
+	nq, err := queue.Open(ctx, njs)
 	if err != nil {
 		t.Fatal(err)
 	}
