@@ -174,7 +174,7 @@ var errKinds = []errKind{
 // deadline. With it set, such endings of jobs sent within a nats-server
 // restart's window are logged as KNOWN BUG instead of failing the test;
 // every other check stands.
-const knownRestartDrop = true
+const knownRestartDrop = false
 
 // knownDropped tells whether o ended as that bug ends a job.
 func knownDropped(o *outcome, faults []fault) bool {
