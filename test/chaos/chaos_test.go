@@ -158,7 +158,7 @@ var errKinds = []errKind{
 		[]string{"nats-restart", "leader-kill"}},
 	// A requester's connection was interrupted mid-answer and the server
 	// dropped reply messages: the requester ends the answer explicitly.
-	{"lost reply messages", regexp.MustCompile(`lost reply messages \d+ to \d+ of attempt \d+ \(NATS connection interrupted\)`),
+	{"lost reply messages", regexp.MustCompile(`lost reply messages \d+ to (\d+|the end) of attempt \d+ \(NATS connection interrupted\)`),
 		[]string{"nats-restart", "leader-kill"}},
 	// Every delivery of the job went to a worker that died or hung.
 	{"dead-lettered", regexp.MustCompile(`the workers that took it died or hung`),
