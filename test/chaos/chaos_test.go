@@ -807,11 +807,9 @@ func runNative(ctx context.Context, req *queue.Requester, o *outcome) {
 	defer st.Close()
 	var last time.Time
 	var text strings.Builder
-	for {
-		rep, err := st.Next(jctx)
-		if err != nil {
-			return // No ending at all: counted as lost.
-		}
+	// As ollamaq run follows a job: Follow NAKs a silent worker's delivery
+	// where the role may, and has lost replies continued.
+	err = st.Follow(jctx, time.Minute+5*time.Second, 0, func(rep job.Reply) bool {
 		switch rep.Kind {
 		case job.KindStart:
 			if rep.Resumed > 0 {
@@ -830,13 +828,20 @@ func runNative(ctx context.Context, req *queue.Requester, o *outcome) {
 		case job.KindDone:
 			o.terminal++
 			o.text.WriteString(text.String())
-			return
+			return false
 		case job.KindError:
 			o.terminal++
 			o.err, o.errAt = rep.Error, time.Now()
-			return
+			return false
 		}
+		return true
+	})
+	if err != nil && o.terminal == 0 && jctx.Err() == nil {
+		// Follow's own ending (no worker started it in time): explicit.
+		o.terminal++
+		o.err, o.errAt = "follow: "+err.Error(), time.Now()
 	}
+	// No ending at all (jctx's deadline): counted as lost.
 }
 
 // reference is the answer an uninterrupted run gives to the same request.
