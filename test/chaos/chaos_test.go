@@ -165,35 +165,6 @@ var errKinds = []errKind{
 		[]string{"worker-kill", "worker-hang"}},
 }
 
-// knownRestartDrop turns the failures of bug "requester taken for gone
-// after a nats-server restart" into logs: a worker that reconnects before
-// the job's requester asks its liveness question, gets no responders, takes
-// the requester for gone and drops the job (docs/failures.md, "Chaos test").
-// Its requester, alive, hears nothing: an HTTP client gets 503 "no worker
-// took the job" after --queue-wait, a NATS-native one waits to its own
-// deadline. With it set, such endings of jobs sent within a nats-server
-// restart's window are logged as KNOWN BUG instead of failing the test;
-// every other check stands.
-const knownRestartDrop = false
-
-// knownDropped tells whether o ended as that bug ends a job.
-func knownDropped(o *outcome, faults []fault) bool {
-	if !knownRestartDrop {
-		return false
-	}
-	stuck := o.terminal == 0 || strings.Contains(o.err, "no worker took the job within") ||
-		o.err == "context deadline exceeded" || strings.HasSuffix(o.err, ": context deadline exceeded") && o.errAt.Sub(o.sent) > time.Minute
-	if !stuck {
-		return false
-	}
-	for _, f := range faults {
-		if (f.kind == "nats-restart" || f.kind == "leader-kill") && !o.sent.Before(f.start.Add(-2*time.Second)) && !o.sent.After(f.end.Add(recovery[f.kind])) {
-			return true
-		}
-	}
-	return false
-}
-
 // margin is how long before a fault an error it explains may show: the
 // fault's timestamp is taken just before the signal or shutdown.
 const margin = 250 * time.Millisecond
@@ -411,15 +382,8 @@ func runChaos(t *testing.T, bins map[string]string, sc scenario) {
 	var lost, dup, failed, wrong, migrated, refused, unexplained int
 	var nativeStalls, httpStalls []time.Duration
 	kinds := map[string]int{}
-	known := 0
 	for _, o := range jobs {
 		refused += o.refused
-		if (o.terminal == 0 || o.err != "") && knownDropped(o, faults) {
-			known++
-			t.Logf("KNOWN BUG requester taken for gone after a nats-server restart: %s job %d sent %s, ended %s: %q; %s",
-				o.kind, o.n, c.at(started, o.sent), c.at(started, o.end), o.err, nearest(o.sent, faults, started))
-			continue
-		}
 		switch {
 		case o.terminal == 0:
 			lost++
@@ -508,9 +472,6 @@ func runChaos(t *testing.T, bins map[string]string, sc scenario) {
 
 	if lost != 0 || dup != 0 || wrong != 0 || unexplained != 0 {
 		t.Errorf("lost %d, duplicated %d, wrong %d, unexplained errors %d: want 0, 0, 0, 0", lost, dup, wrong, unexplained)
-	}
-	if known > 0 {
-		t.Logf("chaos %s: KNOWN BUG: %d jobs dropped by workers that took their live requester for gone after a nats-server restart (not counted above)", sc.name, known)
 	}
 	if limit := int(maxErrorShare * float64(len(jobs))); failed > limit {
 		t.Errorf("%d explicit errors: want at most %d (%.0f%% of %d jobs)", failed, limit, 100*maxErrorShare, len(jobs))
