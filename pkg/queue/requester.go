@@ -339,9 +339,10 @@ func (s *Stream) push(rep job.Reply) {
 	}
 }
 
-// stallAt returns when the current attempt counts as stalled if nothing more
-// is heard, or ok=false when there is nothing to NAK: no ack subject, already
-// NAKed, ended, or stall detection off.
+// stallAt returns the next time Follow must look at the attempt without a
+// reply: when it counts as stalled if nothing more is heard, when a NAKed
+// job is to be looked up (checkLost), or when a broken attempt is given up
+// on (giveUpIfBroken); ok=false when none is due.
 func (s *Stream) stallAt() (at time.Time, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -538,7 +539,7 @@ func (s *Stream) Next(ctx context.Context) (job.Reply, error) {
 	return s.nextReply(ctx, false)
 }
 
-// errRearm is what next returns to Follow when the stream's deadlines
+// errRearm is what nextReply returns to Follow when the stream's deadlines
 // changed with nothing to read (wake).
 var errRearm = errors.New("queue: deadlines changed")
 
