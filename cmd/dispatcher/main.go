@@ -40,6 +40,9 @@ The API listens on loopback by default; a non-loopback --listen needs --keys
 --insecure. With --tls-cert and --tls-key it serves HTTPS. SIGHUP reads every
 certificate file again, for rotation without a restart.
 
+'dispatcher healthcheck' exits 0 when the dispatcher's /readyz answers 200,
+for a container's health check (see dispatcher healthcheck --help).
+
 Examples:
   dispatcher                                   # embedded NATS on 127.0.0.1:4222, API on 127.0.0.1:11435
   ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
@@ -51,6 +54,10 @@ Flags (each also read from the environment variable in brackets):
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		cli.Exit("dispatcher healthcheck", healthcheck(context.Background(), os.Args[2:]))
+		return
+	}
 	cli.Exit("dispatcher", run())
 }
 

@@ -26,6 +26,9 @@ for them only as far as it has free slots, streams Ollama's answers back to the
 requester, and reports its health and inventory to the node bucket. If Ollama
 stops answering, the worker stops pulling and resumes by itself when it answers.
 
+'worker healthcheck' exits 0 when the worker's /readyz answers 200, for a
+container's health check (see worker healthcheck --help).
+
 Examples:
   worker                                          # Ollama at $OLLAMA_HOST, NATS at 127.0.0.1:4222
   worker --nats-url nats://gateway:4222 --ollama http://127.0.0.1:11434 --slots 4
@@ -36,6 +39,10 @@ Flags (each also read from the environment variable in brackets):
 `
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		cli.Exit("worker healthcheck", healthcheck(context.Background(), os.Args[2:]))
+		return
+	}
 	cli.Exit("worker", run())
 }
 
