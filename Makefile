@@ -36,6 +36,17 @@ run: build
 demo: build
 	BIN=$(BIN) scripts/demo.sh
 
+# The container image (docs/deploy.md): static binaries in IMAGE_BIN, then
+# scripts/image.sh has buildah build Containerfile's final stage FROM scratch
+# from them, with no builder image and no registry (docker build . compiles
+# them in its own stage instead). IMAGE names it.
+IMAGE     ?= localhost/ollamamax:latest
+IMAGE_BIN ?= $(BIN)/static
+.PHONY: image
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(IMAGE_BIN)/ ./cmd/dispatcher ./cmd/worker ./cmd/ollamaq
+	BIN=$(IMAGE_BIN) IMAGE=$(IMAGE) scripts/image.sh
+
 # Every benchmark scenario side by side with its baseline, in under ten minutes on
 # two cores: prints a table, saves the results in docs/benchmarks.json and renders
 # docs/benchmarks.md, docs/bench-scheduling.svg and README.md's summary table from them.

@@ -1,0 +1,569 @@
+package deploy_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ollamamax/ollamamax/internal/natstest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
+)
+
+// imageUser is the image's user, numeric: the image has no /etc/passwd.
+const imageUser = "65532:65532"
+
+// imageFiles is everything in the image: the three binaries, the CA bundle,
+// /tmp and the user's directory; no shell, no libc.
+var imageFiles = map[string]string{ // path: "owner mode"
+	"etc":                               "0:0 drwxr-xr-x",
+	"etc/ssl":                           "0:0 drwxr-xr-x",
+	"etc/ssl/certs":                     "0:0 drwxr-xr-x",
+	"etc/ssl/certs/ca-certificates.crt": "0:0 -rw-r--r--",
+	"tmp":                               "0:0 dtrwxrwxrwx",
+	"usr":                               "0:0 drwxr-xr-x",
+	"usr/local":                         "0:0 drwxr-xr-x",
+	"usr/local/bin":                     "0:0 drwxr-xr-x",
+	"usr/local/bin/dispatcher":          "0:0 -rwxr-xr-x",
+	"usr/local/bin/ollamaq":             "0:0 -rwxr-xr-x",
+	"usr/local/bin/worker":              "0:0 -rwxr-xr-x",
+	"var":                               "0:0 drwxr-xr-x",
+	"var/lib":                           "0:0 drwxr-xr-x",
+	"var/lib/ollamamax":                 imageUser + " drwxr-xr-x",
+}
+
+// containers is a private store of buildah and podman in a temporary
+// directory (vfs: no mounts to clean up), so that the test neither sees nor
+// touches the machine's images and containers.
+type containers struct {
+	t   *testing.T
+	env []string // the test's environment with CONTAINERS_STORAGE_CONF
+	// podmanFlags come before every podman command: what a machine
+	// without systemd needs, and the runtime chosen.
+	podmanFlags []string
+	// runFlags go to every podman run: host networking (the test's
+	// servers are on loopback) and limits the sandbox can set.
+	runFlags []string
+}
+
+func newContainers(t *testing.T) *containers {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "omx-image-") // Short: podman's socket paths have a limit.
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "storage.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
+		filepath.Join(dir, "root"), filepath.Join(dir, "run")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &containers{t: t, env: append(os.Environ(), "CONTAINERS_STORAGE_CONF="+conf),
+		podmanFlags: []string{"--cgroup-manager", "cgroupfs", "--events-backend", "file"},
+		// Podman's default limits for root (1048576 open files, 4194304
+		// processes) need CAP_SYS_RESOURCE, which a sandbox may not give.
+		runFlags: []string{"--network", "host", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"}}
+	t.Cleanup(func() {
+		if out, err := c.podman("rm", "--all", "--force"); err != nil {
+			t.Logf("podman rm --all: %v\n%s", err, out)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("remove the container store: %v", err)
+		}
+	})
+	return c
+}
+
+// podman runs podman with args and returns its combined output.
+func (c *containers) podman(args ...string) (string, error) {
+	cmd := exec.Command("podman", append(slices.Clone(c.podmanFlags), args...)...)
+	cmd.Env = c.env
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// must runs podman with args and fails the test if it fails.
+func (c *containers) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.podman(args...)
+	if err != nil {
+		c.t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// chooseRuntime finds an OCI runtime that can run image here: podman's
+// default, else runc or crun. crun 1.8 refuses hybrid cgroups (a v2
+// hierarchy holding controllers beside v1), as on this project's machines;
+// runc runs there. It returns why none could.
+func (c *containers) chooseRuntime(image string) error {
+	var why []string
+	for _, rt := range []string{"", "runc", "crun"} {
+		if rt != "" {
+			if _, err := exec.LookPath(rt); err != nil {
+				continue
+			}
+		}
+		saved := c.podmanFlags
+		if rt != "" {
+			c.podmanFlags = append(slices.Clip(saved), "--runtime", rt)
+		}
+		out, err := c.podman(append(append([]string{"run", "--rm"}, c.runFlags...), image, "ollamaq", "--help")...)
+		if err == nil {
+			return nil
+		}
+		c.podmanFlags = saved
+		name := rt
+		if name == "" {
+			name = "podman's default runtime"
+		}
+		why = append(why, fmt.Sprintf("%s: %v: %s", name, err, lastLine(out)))
+	}
+	return errors.New(strings.Join(why, "; "))
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// process is a dispatcher or worker from the image, and how to check it.
+type process struct {
+	name string
+	// healthcheck runs the container's health check (or, without
+	// containers, the same command from the image's files) and returns
+	// its output and whether it passed.
+	healthcheck func() (string, bool)
+	// uids is the real, effective, saved and file-system user IDs of its
+	// main process.
+	uids func() []string
+}
+
+// imageRunner starts processes from the image: as containers, or where
+// podman cannot run any, from the image's files on this machine as the
+// image's user. env is added to the image's; healthCmd, if not nil,
+// replaces the image's health check command; args replace its command.
+type imageRunner interface {
+	start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process
+}
+
+type podmanRunner struct {
+	c     *containers
+	image string
+}
+
+func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
+	t.Helper()
+	run := append([]string{"run", "--detach", "--name", name}, r.c.runFlags...)
+	for _, e := range env {
+		run = append(run, "--env", e)
+	}
+	if healthCmd != nil {
+		// Podman 4.3's --health-cmd, like docker's, takes a shell
+		// command only, which the image cannot run: the worker's
+		// health check is given where an exec form can be (compose's
+		// healthcheck.test, Kubernetes probes), and run here as they do.
+		run = append(run, "--no-healthcheck")
+	}
+	r.c.must(append(append(run, r.image), args...)...)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := r.c.podman("logs", name)
+			t.Logf("podman logs %s:\n%s", name, out)
+		}
+	})
+	return process{
+		name: name,
+		healthcheck: func() (string, bool) {
+			if healthCmd != nil {
+				out, err := r.c.podman(append([]string{"exec", name}, healthCmd...)...)
+				return out, err == nil
+			}
+			out, err := r.c.podman("healthcheck", "run", name)
+			return out, err == nil
+		},
+		uids: func() []string {
+			pid := r.c.must("inspect", "--format", "{{.State.Pid}}", name)
+			return procUIDs(t, pid)
+		},
+	}
+}
+
+// rootfsRunner runs the binaries of the image's files directly, with the
+// image's environment and user: the fallback where podman cannot run
+// containers.
+type rootfsRunner struct {
+	rootfs string
+	env    []string // the image's
+	uid    uint32
+	health []string // the image's health check command
+}
+
+func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
+	t.Helper()
+	if len(args) == 0 {
+		args = []string{"dispatcher"}
+	}
+	if healthCmd == nil {
+		healthCmd = r.health
+	}
+	// The image's user's directory, in /tmp, which that user can reach.
+	home, err := os.MkdirTemp("", "omx-home-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	if err := os.Chown(home, int(r.uid), int(r.uid)); err != nil {
+		t.Fatal(err)
+	}
+	command := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(filepath.Join(r.rootfs, "usr/local/bin", args[0]), args[1:]...)
+		cmd.Env = append(slices.Clone(r.env), "HOME="+home, "OLLAMAMAX_STORE_DIR="+filepath.Join(home, "jetstream"))
+		cmd.Env = append(cmd.Env, env...)
+		cmd.Dir = home
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.uid, Gid: r.uid}}
+		return cmd
+	}
+	cmd := command(args...)
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // Its state is in a temporary directory.
+		<-exited
+		if t.Failed() {
+			t.Logf("%s's output:\n%s", name, logs.String())
+		}
+	})
+	return process{
+		name: name,
+		healthcheck: func() (string, bool) {
+			out, err := command(healthCmd...).CombinedOutput()
+			return strings.TrimSpace(string(out)), err == nil
+		},
+		uids: func() []string { return procUIDs(t, strconv.Itoa(cmd.Process.Pid)) },
+	}
+}
+
+// procUIDs reads the Uid line of /proc/PID/status.
+func procUIDs(t *testing.T, pid string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
+			return strings.Fields(rest)
+		}
+	}
+	t.Fatalf("no Uid line in /proc/%s/status", pid)
+	return nil
+}
+
+// imageConfig is what the test reads of podman image inspect.
+type imageConfig struct {
+	Size   int64
+	Config struct {
+		User       string
+		Env        []string
+		Cmd        []string
+		Entrypoint []string
+		WorkingDir string
+	}
+	Healthcheck *struct { // Podman puts it beside Config.
+		Test []string
+	}
+}
+
+// TestImage builds the image with `make image` (static binaries, then
+// buildah builds Containerfile's final stage FROM scratch from them), checks
+// what is in it (the three binaries, statically linked, the CA bundle, no
+// shell) and that it runs as a numeric non-root user, then runs a dispatcher
+// and a worker from it with podman, the worker in front of a simulated
+// Ollama on this machine, and streams a chat answer through them. The health
+// checks pass while they serve, and the worker's fails when its Ollama is
+// gone. It logs the image's size and holds README.md's figure to it.
+//
+// Without buildah or podman it skips (in CI, where .ci/run installs them,
+// it fails). Where podman cannot run containers
+// (OLLAMAMAX_IMAGE_NO_CONTAINERS=1 pretends so), it runs the image's
+// binaries from its files on this machine, as the image's user, instead.
+func TestImage(t *testing.T) {
+	for _, tool := range []string{"buildah", "podman"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed, which .ci/run installs", tool)
+			}
+			t.Skipf("%s is not installed (Debian: apt-get install buildah podman runc): the image is built and run only where it is", tool)
+		}
+	}
+	if os.Getuid() != 0 {
+		t.Skip("the image test runs podman as root (CI does): rootless podman needs subuids set up for the image's user")
+	}
+	c := newContainers(t)
+	image := fmt.Sprintf("localhost/ollamamax-test:%d", time.Now().UnixNano())
+	build := exec.Command("make", "-C", "..", "image", "IMAGE="+image, "IMAGE_BIN="+t.TempDir())
+	build.Env = c.env
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+
+	var inspected []imageConfig
+	if err := json.Unmarshal([]byte(c.must("image", "inspect", image)), &inspected); err != nil || len(inspected) != 1 {
+		t.Fatalf("podman image inspect: %v (%d images)", err, len(inspected))
+	}
+	cfg := inspected[0]
+	t.Logf("image size: %d bytes (%.1f MB)", cfg.Size, float64(cfg.Size)/1e6)
+	checkREADMESize(t, cfg.Size)
+	var health []string
+	if cfg.Healthcheck != nil {
+		health = cfg.Healthcheck.Test
+	}
+	configChecks := []struct {
+		name      string
+		got, want any
+	}{
+		{"user", cfg.Config.User, imageUser},
+		{"command", cfg.Config.Cmd, []string{"dispatcher"}},
+		{"entrypoint", len(cfg.Config.Entrypoint), 0},
+		{"health check", health, []string{"CMD", "dispatcher", "healthcheck"}},
+		{"working directory", cfg.Config.WorkingDir, "/var/lib/ollamamax"},
+	}
+	for _, ch := range configChecks {
+		if fmt.Sprint(ch.got) != fmt.Sprint(ch.want) {
+			t.Errorf("%s: %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+
+	rootfs := c.must("image", "mount", image)
+	t.Cleanup(func() { _, _ = c.podman("image", "unmount", image) }) // Removed with the store anyway.
+	checkImageFiles(t, rootfs)
+	if t.Failed() {
+		return
+	}
+
+	var run imageRunner = podmanRunner{c: c, image: image}
+	if os.Getenv("OLLAMAMAX_IMAGE_NO_CONTAINERS") != "" {
+		t.Log("OLLAMAMAX_IMAGE_NO_CONTAINERS is set: running the image's binaries from its files")
+		run = newRootfsRunner(t, rootfs, cfg)
+	} else if err := c.chooseRuntime(image); err != nil {
+		t.Logf("podman cannot run a container here (%v): running the image's binaries from its files instead", err)
+		run = newRootfsRunner(t, rootfs, cfg)
+	}
+
+	simCfg := ollamasim.DefaultConfig()
+	simCfg.DefaultTokens = 12
+	sim := httptest.NewServer(ollamasim.New(simCfg))
+	t.Cleanup(sim.Close)
+	api, natsAddr, metrics := natstest.FreeAddr(t), natstest.FreeAddr(t), natstest.FreeAddr(t)
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	disp := run.start(t, "omx-dispatcher-"+suffix, []string{"OLLAMAMAX_LISTEN=" + api, "OLLAMAMAX_NATS_LISTEN=" + natsAddr}, nil)
+	// A worker exits if NATS does not answer when it starts.
+	waitUntil(t, 60*time.Second, "the dispatcher's health check passes", func() bool {
+		_, ok := disp.healthcheck()
+		return ok
+	})
+	wrk := run.start(t, "omx-worker-"+suffix, []string{"NATS_URL=nats://" + natsAddr, "OLLAMA_HOST=" + sim.URL,
+		"OLLAMAMAX_WORKER_LISTEN=" + metrics, "OLLAMAMAX_WORKER_ID=image-test"},
+		[]string{"worker", "healthcheck"}, "worker")
+
+	base := "http://" + api
+	waitUntil(t, 60*time.Second, "the dispatcher lists the worker's model", func() bool {
+		resp, err := http.Get(base + "/api/tags")
+		if err != nil {
+			return false
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var tags struct{ Models []struct{ Name string } }
+		return json.NewDecoder(resp.Body).Decode(&tags) == nil && len(tags.Models) == 1 && tags.Models[0].Name == "llama3.2:latest"
+	})
+
+	frames, text := streamChat(t, base)
+	_, want := streamChat(t, sim.URL)
+	if frames < 3 || text != want {
+		t.Errorf("through the image: %d frames, %q; want several frames, and the simulator's own %q for %s", frames, text, want, chatRequest)
+	}
+	t.Logf("streamed %d frames through the dispatcher and worker of the image: %q", frames, text)
+
+	for _, p := range []process{disp, wrk} {
+		if out, ok := p.healthcheck(); !ok {
+			t.Errorf("%s: health check failed: %s", p.name, out)
+		}
+		if uids := p.uids(); fmt.Sprint(uids) != "[65532 65532 65532 65532]" {
+			t.Errorf("%s runs as user IDs %v, want 65532 for all", p.name, uids)
+		}
+	}
+	sim.Close()
+	waitUntil(t, 30*time.Second, "the worker's health check fails once its Ollama is gone", func() bool {
+		_, ok := wrk.healthcheck()
+		return !ok
+	})
+}
+
+// newRootfsRunner runs the binaries in rootfs with the environment of cfg.
+func newRootfsRunner(t *testing.T, rootfs string, cfg imageConfig) rootfsRunner {
+	t.Helper()
+	uid, err := strconv.ParseUint(strings.Split(cfg.Config.User, ":")[0], 10, 32)
+	if err != nil {
+		t.Fatalf("image user %q: %v", cfg.Config.User, err)
+	}
+	r := rootfsRunner{rootfs: rootfs, uid: uint32(uid), health: []string{"dispatcher", "healthcheck"}}
+	for _, e := range cfg.Config.Env {
+		if !strings.HasPrefix(e, "PATH=") {
+			r.env = append(r.env, e)
+		}
+	}
+	if cfg.Healthcheck != nil && len(cfg.Healthcheck.Test) > 1 {
+		r.health = cfg.Healthcheck.Test[1:] // After "CMD".
+	}
+	// The store's mount of the image is root's; its user must reach the binaries.
+	for dir := rootfs; dir != "/" && dir != "."; dir = filepath.Dir(dir) {
+		if info, err := os.Stat(dir); err == nil && info.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(dir, info.Mode().Perm()|0o001); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return r
+}
+
+const chatRequest = `{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}]}`
+
+// streamChat asks base's /api/chat for chatRequest, streamed, and returns
+// how many frames the answer came in and their text.
+func streamChat(t *testing.T, base string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/chat", strings.NewReader(chatRequest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("%s/api/chat: %s, Content-Type %q", base, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	var text strings.Builder
+	frames, done := 0, false
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var f struct {
+			Message struct{ Content string }
+			Done    bool
+			Error   string
+		}
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil || f.Error != "" {
+			t.Fatalf("%s/api/chat: frame %q: %v", base, sc.Text(), err)
+		}
+		frames++
+		text.WriteString(f.Message.Content)
+		done = f.Done
+	}
+	if err := sc.Err(); err != nil || !done {
+		t.Fatalf("%s/api/chat: the stream ended without done (%v)", base, err)
+	}
+	return frames, text.String()
+}
+
+// checkImageFiles holds the files of rootfs to imageFiles, and checks that
+// the binaries are statically linked (no program interpreter).
+func checkImageFiles(t *testing.T, rootfs string) {
+	t.Helper()
+	got := map[string]string{}
+	err := filepath.WalkDir(rootfs, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || path == rootfs {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(rootfs, path) // Under rootfs by construction.
+		st := info.Sys().(*syscall.Stat_t)
+		got[rel] = fmt.Sprintf("%d:%d %v", st.Uid, st.Gid, info.Mode())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range imageFiles {
+		if got[path] != want {
+			t.Errorf("/%s: %q, want %q", path, got[path], want)
+		}
+	}
+	for path := range got {
+		if _, ok := imageFiles[path]; !ok {
+			t.Errorf("/%s is in the image, which should hold only %d files", path, len(imageFiles))
+		}
+	}
+	for _, name := range []string{"dispatcher", "worker", "ollamaq"} {
+		f, err := elf.Open(filepath.Join(rootfs, "usr/local/bin", name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP }) {
+			t.Errorf("%s is dynamically linked: it would need a libc the image has not", name)
+		}
+		_ = f.Close()
+	}
+}
+
+// readmeSize is how README.md states the image's size.
+var readmeSize = regexp.MustCompile(`The image is (\d+) MB`)
+
+// checkREADMESize fails when README.md's figure is more than 15% off size.
+func checkREADMESize(t *testing.T, size int64) {
+	t.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := readmeSize.FindSubmatch(b)
+	if m == nil {
+		t.Errorf("README.md does not say %q", readmeSize)
+		return
+	}
+	said, _ := strconv.ParseFloat(string(m[1]), 64) // \d+ parses.
+	if got := float64(size) / 1e6; math.Abs(got-said) > 0.15*said {
+		t.Errorf("README.md says the image is %s MB; it is %.1f MB: update the figure", m[1], got)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after d.
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond) // Polling, with the deadline above.
+	}
+}
