@@ -83,11 +83,29 @@ func newContainers(t *testing.T) *containers {
 		if out, err := c.podman("rm", "--all", "--force"); err != nil {
 			t.Logf("podman rm --all: %v\n%s", err, out)
 		}
+		// conmon runs podman's clean-up of an ended container after it,
+		// on this store: removed before that ends, the store comes back.
+		deadline := time.Now().Add(10 * time.Second)
+		for usersOf(dir) > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond) // Polling, with the deadline above.
+		}
 		if err := os.RemoveAll(dir); err != nil {
 			t.Logf("remove the container store: %v", err)
 		}
 	})
 	return c
+}
+
+// usersOf counts the processes whose command line names dir.
+func usersOf(dir string) int {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline") // The pattern is valid.
+	n := 0
+	for _, f := range cmdlines {
+		if b, err := os.ReadFile(f); err == nil && bytes.Contains(b, []byte(dir)) {
+			n++
+		}
+	}
+	return n
 }
 
 // podman runs podman with args and returns its combined output.
@@ -96,6 +114,20 @@ func (c *containers) podman(args ...string) (string, error) {
 	cmd.Env = c.env
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// output runs podman with args and returns its stdout, or its stderr
+// with the error.
+func (c *containers) output(args ...string) (string, error) {
+	cmd := exec.Command("podman", append(slices.Clone(c.podmanFlags), args...)...)
+	cmd.Env = c.env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return strings.TrimSpace(stderr.String()), err
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // must runs podman with args and fails the test if it fails.
@@ -143,6 +175,11 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
+// stateDir is the image's one writable directory, its user's: the
+// embedded server's store, ollamaq's auth directory. The test keeps it in a
+// volume that every container mounts, as docs/deploy.md does.
+const stateDir = "/var/lib/ollamamax"
+
 // process is a dispatcher or worker from the image, and how to check it.
 type process struct {
 	name string
@@ -150,30 +187,58 @@ type process struct {
 	// containers, the same command from the image's files) and returns
 	// its output and whether it passed.
 	healthcheck func() (string, bool)
+	// exec runs args beside it, as podman exec does, with env added to
+	// its environment, and returns the command's stdout.
+	exec func(env []string, args ...string) (string, error)
 	// uids is the real, effective, saved and file-system user IDs of its
 	// main process.
 	uids func() []string
 }
 
-// imageRunner starts processes from the image: as containers, or where
-// podman cannot run any, from the image's files on this machine as the
-// image's user. env is added to the image's; healthCmd, if not nil,
-// replaces the image's health check command; args replace its command.
+// imageRunner runs the image's commands: as containers, or where podman
+// cannot run any, from the image's files on this machine as the image's
+// user. Both share stateDir between every command. env is added to the
+// image's environment, args replace its command.
 type imageRunner interface {
+	// run runs args to completion, as podman run --rm does, and returns
+	// its stdout.
+	run(t *testing.T, env []string, args ...string) string
+	// start starts a long-running command; healthCmd, if not nil,
+	// replaces the image's health check.
 	start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process
 }
 
 type podmanRunner struct {
-	c     *containers
-	image string
+	c      *containers
+	image  string
+	volume string // mounted at stateDir
+}
+
+func (r podmanRunner) flags(env []string, readOnly bool) []string {
+	v := r.volume + ":" + stateDir
+	if readOnly {
+		v += ":ro"
+	}
+	f := append(slices.Clone(r.c.runFlags), "--volume", v)
+	for _, e := range env {
+		f = append(f, "--env", e)
+	}
+	return f
+}
+
+func (r podmanRunner) run(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	args = append(append(append([]string{"run", "--rm"}, r.flags(env, false)...), r.image), args...)
+	out, err := r.c.output(args...)
+	if err != nil {
+		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
 }
 
 func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
 	t.Helper()
-	run := append([]string{"run", "--detach", "--name", name}, r.c.runFlags...)
-	for _, e := range env {
-		run = append(run, "--env", e)
-	}
+	run := append([]string{"run", "--detach", "--name", name}, r.flags(env, len(args) > 0 && args[0] == "worker")...)
 	if healthCmd != nil {
 		// Podman 4.3's --health-cmd, like docker's, takes a shell
 		// command only, which the image cannot run: the worker's
@@ -188,16 +253,24 @@ func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd [
 			t.Logf("podman logs %s:\n%s", name, out)
 		}
 	})
+	exec := func(env []string, args ...string) (string, error) {
+		x := []string{"exec"}
+		for _, e := range env {
+			x = append(x, "--env", e)
+		}
+		return r.c.output(append(append(x, name), args...)...)
+	}
 	return process{
 		name: name,
 		healthcheck: func() (string, bool) {
 			if healthCmd != nil {
-				out, err := r.c.podman(append([]string{"exec", name}, healthCmd...)...)
+				out, err := exec(nil, healthCmd...)
 				return out, err == nil
 			}
 			out, err := r.c.podman("healthcheck", "run", name)
 			return out, err == nil
 		},
+		exec: exec,
 		uids: func() []string {
 			pid := r.c.must("inspect", "--format", "{{.State.Pid}}", name)
 			return procUIDs(t, pid)
@@ -207,40 +280,48 @@ func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd [
 
 // rootfsRunner runs the binaries of the image's files directly, with the
 // image's environment and user: the fallback where podman cannot run
-// containers.
+// containers. stateDir is a directory in /tmp, which that user can reach.
 type rootfsRunner struct {
 	rootfs string
 	env    []string // the image's
 	uid    uint32
 	health []string // the image's health check command
+	state  string   // stands for stateDir
+}
+
+// command is args as the image would run them, with env: paths under
+// stateDir are under r.state.
+func (r rootfsRunner) command(env []string, args ...string) *exec.Cmd {
+	if len(args) == 0 {
+		args = []string{"dispatcher"}
+	}
+	cmd := exec.Command(filepath.Join(r.rootfs, "usr/local/bin", args[0]), args[1:]...)
+	for _, e := range append(slices.Clone(r.env), env...) {
+		cmd.Env = append(cmd.Env, strings.ReplaceAll(e, stateDir, r.state))
+	}
+	cmd.Dir = r.state
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.uid, Gid: r.uid}}
+	return cmd
+}
+
+func (r rootfsRunner) run(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := r.command(env, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
 	t.Helper()
-	if len(args) == 0 {
-		args = []string{"dispatcher"}
-	}
 	if healthCmd == nil {
 		healthCmd = r.health
 	}
-	// The image's user's directory, in /tmp, which that user can reach.
-	home, err := os.MkdirTemp("", "omx-home-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(home) })
-	if err := os.Chown(home, int(r.uid), int(r.uid)); err != nil {
-		t.Fatal(err)
-	}
-	command := func(args ...string) *exec.Cmd {
-		cmd := exec.Command(filepath.Join(r.rootfs, "usr/local/bin", args[0]), args[1:]...)
-		cmd.Env = append(slices.Clone(r.env), "HOME="+home, "OLLAMAMAX_STORE_DIR="+filepath.Join(home, "jetstream"))
-		cmd.Env = append(cmd.Env, env...)
-		cmd.Dir = home
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: r.uid, Gid: r.uid}}
-		return cmd
-	}
-	cmd := command(args...)
+	cmd := r.command(env, args...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -255,12 +336,23 @@ func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd [
 			t.Logf("%s's output:\n%s", name, logs.String())
 		}
 	})
+	exec := func(extra []string, args ...string) (string, error) {
+		c := r.command(append(slices.Clone(env), extra...), args...)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr
+		out, err := c.Output()
+		if err != nil {
+			return stderr.String(), err
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
 	return process{
 		name: name,
 		healthcheck: func() (string, bool) {
-			out, err := command(healthCmd...).CombinedOutput()
-			return strings.TrimSpace(string(out)), err == nil
+			out, err := exec(nil, healthCmd...)
+			return out, err == nil
 		},
+		exec: exec,
 		uids: func() []string { return procUIDs(t, strconv.Itoa(cmd.Process.Pid)) },
 	}
 }
@@ -300,11 +392,15 @@ type imageConfig struct {
 // TestImage builds the image with `make image` (static binaries, then
 // buildah builds Containerfile's final stage FROM scratch from them), checks
 // what is in it (the three binaries, statically linked, the CA bundle, no
-// shell) and that it runs as a numeric non-root user, then runs a dispatcher
-// and a worker from it with podman, the worker in front of a simulated
-// Ollama on this machine, and streams a chat answer through them. The health
-// checks pass while they serve, and the worker's fails when its Ollama is
-// gone. It logs the image's size and holds README.md's figure to it.
+// shell) and that it runs as a numeric non-root user, then follows
+// docs/deploy.md's walk-through with podman: ollamaq makes the auth
+// directory and credentials in a volume, a dispatcher with the embedded
+// NATS in operator mode and API keys, a worker on its credentials in front
+// of a simulated Ollama on this machine, an API key from ollamaq in the
+// dispatcher's container, and a chat answer streamed through them. The
+// health checks pass while they serve, and the worker's fails when its
+// Ollama is gone. It logs the image's size and holds README.md's figure to
+// it.
 //
 // Without buildah or podman it skips (in CI, where .ci/run installs them,
 // it fails). Where podman cannot run containers
@@ -364,7 +460,8 @@ func TestImage(t *testing.T) {
 		return
 	}
 
-	var run imageRunner = podmanRunner{c: c, image: image}
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var run imageRunner = podmanRunner{c: c, image: image, volume: "omx-state-" + suffix}
 	if os.Getenv("OLLAMAMAX_IMAGE_NO_CONTAINERS") != "" {
 		t.Log("OLLAMAMAX_IMAGE_NO_CONTAINERS is set: running the image's binaries from its files")
 		run = newRootfsRunner(t, rootfs, cfg)
@@ -373,35 +470,43 @@ func TestImage(t *testing.T) {
 		run = newRootfsRunner(t, rootfs, cfg)
 	}
 
+	// docs/deploy.md, "Container image", with loopback addresses for the
+	// container names (host networking) and a simulator for Ollama.
 	simCfg := ollamasim.DefaultConfig()
 	simCfg.DefaultTokens = 12
 	sim := httptest.NewServer(ollamasim.New(simCfg))
 	t.Cleanup(sim.Close)
 	api, natsAddr, metrics := natstest.FreeAddr(t), natstest.FreeAddr(t), natstest.FreeAddr(t)
-	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
-	disp := run.start(t, "omx-dispatcher-"+suffix, []string{"OLLAMAMAX_LISTEN=" + api, "OLLAMAMAX_NATS_LISTEN=" + natsAddr}, nil)
+	authDir := stateDir + "/.config/ollamamax/auth" // ollamaq's default, under the image's HOME
+	run.run(t, nil, "ollamaq", "auth", "init")
+	run.run(t, nil, "ollamaq", "auth", "add", "gpu-1", "--role", "worker")
+	run.run(t, nil, "ollamaq", "auth", "add", "admin", "--role", "admin")
+	disp := run.start(t, "omx-dispatcher-"+suffix, []string{"OLLAMAMAX_AUTH_DIR=" + authDir, "OLLAMAMAX_KEYS=true",
+		"OLLAMAMAX_LISTEN=" + api, "OLLAMAMAX_NATS_LISTEN=" + natsAddr}, nil)
 	// A worker exits if NATS does not answer when it starts.
 	waitUntil(t, 60*time.Second, "the dispatcher's health check passes", func() bool {
 		_, ok := disp.healthcheck()
 		return ok
 	})
-	wrk := run.start(t, "omx-worker-"+suffix, []string{"NATS_URL=nats://" + natsAddr, "OLLAMA_HOST=" + sim.URL,
-		"OLLAMAMAX_WORKER_LISTEN=" + metrics, "OLLAMAMAX_WORKER_ID=image-test"},
+	wrk := run.start(t, "omx-worker-"+suffix, []string{"NATS_URL=nats://" + natsAddr, "NATS_CREDS=" + authDir + "/creds/gpu-1.creds",
+		"OLLAMA_HOST=" + sim.URL, "OLLAMAMAX_WORKER_LISTEN=" + metrics},
 		[]string{"worker", "healthcheck"}, "worker")
+	key, err := disp.exec([]string{"NATS_URL=nats://" + natsAddr, "NATS_CREDS=" + authDir + "/creds/admin.creds"},
+		"ollamaq", "keys", "create", "me", "--tenant", "me")
+	if err != nil {
+		t.Fatalf("ollamaq keys create: %v\n%s", err, key)
+	}
 
 	base := "http://" + api
 	waitUntil(t, 60*time.Second, "the dispatcher lists the worker's model", func() bool {
-		resp, err := http.Get(base + "/api/tags")
-		if err != nil {
-			return false
-		}
-		defer func() { _ = resp.Body.Close() }()
+		body, code := keyed(t, key, http.MethodGet, base+"/api/tags", "")
 		var tags struct{ Models []struct{ Name string } }
-		return json.NewDecoder(resp.Body).Decode(&tags) == nil && len(tags.Models) == 1 && tags.Models[0].Name == "llama3.2:latest"
+		return code == http.StatusOK && json.Unmarshal([]byte(body), &tags) == nil &&
+			len(tags.Models) == 1 && tags.Models[0].Name == "llama3.2:latest"
 	})
 
-	frames, text := streamChat(t, base)
-	_, want := streamChat(t, sim.URL)
+	frames, text := streamChat(t, base, key)
+	_, want := streamChat(t, sim.URL, "")
 	if frames < 3 || text != want {
 		t.Errorf("through the image: %d frames, %q; want several frames, and the simulator's own %q for %s", frames, text, want, chatRequest)
 	}
@@ -430,6 +535,13 @@ func newRootfsRunner(t *testing.T, rootfs string, cfg imageConfig) rootfsRunner 
 		t.Fatalf("image user %q: %v", cfg.Config.User, err)
 	}
 	r := rootfsRunner{rootfs: rootfs, uid: uint32(uid), health: []string{"dispatcher", "healthcheck"}}
+	if r.state, err = os.MkdirTemp("", "omx-state-"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(r.state) })
+	if err := os.Chown(r.state, int(uid), int(uid)); err != nil { // As the image's stateDir is.
+		t.Fatal(err)
+	}
 	for _, e := range cfg.Config.Env {
 		if !strings.HasPrefix(e, "PATH=") {
 			r.env = append(r.env, e)
@@ -453,13 +565,16 @@ const chatRequest = `{"model":"llama3.2","messages":[{"role":"user","content":"W
 
 // streamChat asks base's /api/chat for chatRequest, streamed, and returns
 // how many frames the answer came in and their text.
-func streamChat(t *testing.T, base string) (int, string) {
+func streamChat(t *testing.T, base, key string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/chat", strings.NewReader(chatRequest))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
