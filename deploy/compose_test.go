@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -695,16 +696,55 @@ func runCompose(t *testing.T, c composeFile, bin string, nodes []composeNode, ho
 	}
 	key := strings.TrimSpace(string(out))
 
+	// docs/deploy.md's pull: through a dispatcher, on every worker.
+	disp := func(name string) string {
+		_, p := hostPort(t, c.Services[name].Environment["OLLAMAMAX_LISTEN"])
+		return "http://" + addrs[fmt.Sprintf("%s:%d", name, p)]
+	}
+	// The workers with a model, by `ollamaq nodes --json` (the ollamaq
+	// service's command).
+	nodesWith := func(model string) []string {
+		x := command("ollamaq", "--json")
+		out, err := x.Output()
+		if err != nil {
+			t.Fatalf("ollamaq nodes --json: %v", err)
+		}
+		var nodes []struct {
+			ID, State string
+			Models    []struct{ Name string }
+		}
+		if err := json.Unmarshal(out, &nodes); err != nil {
+			t.Fatalf("ollamaq nodes --json: %v\n%s", err, out)
+		}
+		var ids []string
+		for _, n := range nodes {
+			if n.State == "ready" && slices.ContainsFunc(n.Models, func(m struct{ Name string }) bool { return m.Name == model }) {
+				ids = append(ids, n.ID)
+			}
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	waitUntil(t, 30*time.Second, "ollamaq nodes lists both workers ready", func() bool {
+		return fmt.Sprint(nodesWith("llama3.2:latest")) == "[gpu-1 gpu-2]"
+	})
+	body, code := keyed(t, key, http.MethodPost, disp("dispatcher-1")+"/api/pull", `{"model":"qwen3:0.6b"}`)
+	if lines := strings.Split(strings.TrimSpace(body), "\n"); code != http.StatusOK || lines[len(lines)-1] != `{"status":"success"}` {
+		t.Errorf("pull through dispatcher-1: %d\n%s", code, body)
+	}
+	waitUntil(t, 30*time.Second, "both workers have the model pulled through dispatcher-1", func() bool {
+		return fmt.Sprint(nodesWith("qwen3:0.6b")) == "[gpu-1 gpu-2]"
+	})
+
 	for _, name := range running {
 		s := c.Services[name]
 		if cmd, _ := s.binary(); cmd != "dispatcher" {
 			continue
 		}
-		_, p := hostPort(t, s.Environment["OLLAMAMAX_LISTEN"])
-		base := "http://" + addrs[fmt.Sprintf("%s:%d", name, p)]
-		waitUntil(t, 30*time.Second, name+" lists the workers' model", func() bool {
+		base := disp(name)
+		waitUntil(t, 30*time.Second, name+" lists the workers' models, the pulled one too", func() bool {
 			body, code := keyed(t, key, http.MethodGet, base+"/api/tags", "")
-			return code == http.StatusOK && strings.Contains(body, `"llama3.2:latest"`)
+			return code == http.StatusOK && strings.Contains(body, `"llama3.2:latest"`) && strings.Contains(body, `"qwen3:0.6b"`)
 		})
 		if _, code := keyed(t, "", http.MethodPost, base+"/api/chat", chatRequest); code != http.StatusUnauthorized {
 			t.Errorf("%s: a chat without a key: %d, want 401", name, code)
