@@ -50,16 +50,16 @@ var imageFiles = map[string]string{ // path: "owner mode"
 }
 
 // containers is a private store of buildah and podman in a temporary
-// directory (vfs: no mounts to clean up), so that the test neither sees nor
-// touches the machine's images and containers.
+// directory (vfs: no mounts to clean up), with a configuration of its own
+// (CONTAINERS_CONF, also for podman-compose), so that the test neither sees
+// nor touches the machine's images, containers and networks.
 type containers struct {
-	t   *testing.T
-	env []string // the test's environment with CONTAINERS_STORAGE_CONF
-	// podmanFlags come before every podman command: what a machine
-	// without systemd needs, and the runtime chosen.
-	podmanFlags []string
-	// runFlags go to every podman run: host networking (the test's
-	// servers are on loopback) and limits the sandbox can set.
+	t       *testing.T
+	dir     string
+	env     []string // the test's environment with CONTAINERS_STORAGE_CONF and CONTAINERS_CONF
+	runtime string   // the OCI runtime chosen; "" for podman's default
+	// runFlags go to every podman run of the image test: host networking
+	// (the test's servers are on loopback).
 	runFlags []string
 }
 
@@ -69,16 +69,14 @@ func newContainers(t *testing.T) *containers {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(dir, "storage.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, "[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
+	storage := filepath.Join(dir, "storage.conf")
+	if err := os.WriteFile(storage, fmt.Appendf(nil, "[storage]\ndriver = \"vfs\"\ngraphroot = %q\nrunroot = %q\n",
 		filepath.Join(dir, "root"), filepath.Join(dir, "run")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &containers{t: t, env: append(os.Environ(), "CONTAINERS_STORAGE_CONF="+conf),
-		podmanFlags: []string{"--cgroup-manager", "cgroupfs", "--events-backend", "file"},
-		// Podman's default limits for root (1048576 open files, 4194304
-		// processes) need CAP_SYS_RESOURCE, which a sandbox may not give.
-		runFlags: []string{"--network", "host", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"}}
+	c := &containers{t: t, dir: dir, runFlags: []string{"--network", "host"},
+		env: append(os.Environ(), "CONTAINERS_STORAGE_CONF="+storage, "CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"))}
+	c.writeConf()
 	t.Cleanup(func() {
 		if out, err := c.podman("rm", "--all", "--force"); err != nil {
 			t.Logf("podman rm --all: %v\n%s", err, out)
@@ -96,6 +94,53 @@ func newContainers(t *testing.T) *containers {
 	return c
 }
 
+// writeConf writes the containers.conf of c: what a machine like CI's
+// needs (no systemd; root without CAP_SYS_RESOURCE, which podman's default
+// limits for root, 1048576 open files and 4194304 processes, need), the
+// network definitions in c's directory, and c's runtime.
+func (c *containers) writeConf() {
+	c.t.Helper()
+	conf := fmt.Sprintf("[containers]\ndefault_ulimits = [\"nofile=4096:4096\", \"nproc=4096:4096\"]\n"+
+		"[network]\nnetwork_config_dir = %q\n"+
+		"[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n", filepath.Join(c.dir, "networks"))
+	if c.runtime != "" {
+		conf += fmt.Sprintf("runtime = %q\n", c.runtime)
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, "containers.conf"), []byte(conf), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// needTools skips the test unless every tool is installed and the test
+// runs as root; in CI, where .ci/run installs them, a missing tool fails it.
+func needTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is not installed, which .ci/run installs", tool)
+			}
+			t.Skipf("%s is not installed (Debian: apt-get install %s): this runs only where it is", tool, strings.Join(tools, " "))
+		}
+	}
+	if os.Getuid() != 0 {
+		t.Skip("podman runs as root here (CI does): rootless podman needs subuids set up for the image's user")
+	}
+}
+
+// makeImage builds the image with `make image` into c's store and returns
+// its name.
+func (c *containers) makeImage() string {
+	c.t.Helper()
+	image := fmt.Sprintf("localhost/ollamamax-test:%d", time.Now().UnixNano())
+	build := exec.Command("make", "-C", "..", "image", "IMAGE="+image, "IMAGE_BIN="+c.t.TempDir())
+	build.Env = c.env
+	if out, err := build.CombinedOutput(); err != nil {
+		c.t.Fatalf("make image: %v\n%s", err, out)
+	}
+	return image
+}
+
 // usersOf counts the processes whose command line names dir.
 func usersOf(dir string) int {
 	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline") // The pattern is valid.
@@ -110,7 +155,7 @@ func usersOf(dir string) int {
 
 // podman runs podman with args and returns its combined output.
 func (c *containers) podman(args ...string) (string, error) {
-	cmd := exec.Command("podman", append(slices.Clone(c.podmanFlags), args...)...)
+	cmd := exec.Command("podman", args...)
 	cmd.Env = c.env
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
@@ -119,7 +164,7 @@ func (c *containers) podman(args ...string) (string, error) {
 // output runs podman with args and returns its stdout, or its stderr
 // with the error.
 func (c *containers) output(args ...string) (string, error) {
-	cmd := exec.Command("podman", append(slices.Clone(c.podmanFlags), args...)...)
+	cmd := exec.Command("podman", args...)
 	cmd.Env = c.env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -152,15 +197,12 @@ func (c *containers) chooseRuntime(image string) error {
 				continue
 			}
 		}
-		saved := c.podmanFlags
-		if rt != "" {
-			c.podmanFlags = append(slices.Clip(saved), "--runtime", rt)
-		}
+		c.runtime = rt
+		c.writeConf()
 		out, err := c.podman(append(append([]string{"run", "--rm"}, c.runFlags...), image, "ollamaq", "--help")...)
 		if err == nil {
 			return nil
 		}
-		c.podmanFlags = saved
 		name := rt
 		if name == "" {
 			name = "podman's default runtime"
@@ -407,24 +449,9 @@ type imageConfig struct {
 // (OLLAMAMAX_IMAGE_NO_CONTAINERS=1 pretends so), it runs the image's
 // binaries from its files on this machine, as the image's user, instead.
 func TestImage(t *testing.T) {
-	for _, tool := range []string{"buildah", "podman"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is not installed, which .ci/run installs", tool)
-			}
-			t.Skipf("%s is not installed (Debian: apt-get install buildah podman runc): the image is built and run only where it is", tool)
-		}
-	}
-	if os.Getuid() != 0 {
-		t.Skip("the image test runs podman as root (CI does): rootless podman needs subuids set up for the image's user")
-	}
+	needTools(t, "buildah", "podman")
 	c := newContainers(t)
-	image := fmt.Sprintf("localhost/ollamamax-test:%d", time.Now().UnixNano())
-	build := exec.Command("make", "-C", "..", "image", "IMAGE="+image, "IMAGE_BIN="+t.TempDir())
-	build.Env = c.env
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("make image: %v\n%s", err, out)
-	}
+	image := c.makeImage()
 
 	var inspected []imageConfig
 	if err := json.Unmarshal([]byte(c.must("image", "inspect", image)), &inspected); err != nil || len(inspected) != 1 {

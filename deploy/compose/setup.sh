@@ -36,7 +36,7 @@ else
     userns=(--userns=keep-id) # Rootless podman: files owned by you, not a subordinate ID.
   fi
   q() {
-    "$ENGINE" run --rm "${userns[@]}" --user "$(id -u):$(id -g)" -e HOME=/tmp \
+    "$ENGINE" run --rm --network none "${userns[@]}" --user "$(id -u):$(id -g)" -e HOME=/tmp \
       -e OLLAMAMAX_AUTH_DIR=/secrets/auth -v "$SECRETS:/secrets" "$IMAGE" ollamaq "$@"
   }
   dir=/secrets/auth
