@@ -183,9 +183,9 @@ func hostPort(t *testing.T, s string) (string, int) {
 	return host, p
 }
 
-// listenVars are the variables that set the addresses an ollamamax
+// composeListenVars are the variables that set the addresses an ollamamax
 // service listens on.
-var listenVars = []string{"OLLAMAMAX_LISTEN", "OLLAMAMAX_METRICS_LISTEN", "OLLAMAMAX_WORKER_LISTEN", "OLLAMAMAX_NATS_LISTEN"}
+var composeListenVars = []string{"OLLAMAMAX_LISTEN", "OLLAMAMAX_METRICS_LISTEN", "OLLAMAMAX_WORKER_LISTEN", "OLLAMAMAX_NATS_LISTEN"}
 
 // TestCompose checks compose/compose.yaml against the binaries and the
 // files beside it: every service of the image runs a binary it has with
@@ -252,7 +252,7 @@ func TestCompose(t *testing.T) {
 	listens["prometheus"], listens["grafana"] = map[int]bool{9090: true}, map[int]bool{3000: true}
 	for _, name := range roles["ollamamax"] {
 		listens[name] = map[int]bool{}
-		for _, v := range listenVars {
+		for _, v := range composeListenVars {
 			if addr, ok := c.Services[name].Environment[v]; ok {
 				_, p := hostPort(t, addr)
 				listens[name][p] = true
@@ -598,7 +598,7 @@ func runCompose(t *testing.T, c composeFile, bin string, nodes []composeNode, ho
 		addrs[name+":11434"] = strings.TrimPrefix(sim.URL, "http://")
 	}
 	for _, name := range services {
-		for _, v := range listenVars {
+		for _, v := range composeListenVars {
 			if addr, ok := c.Services[name].Environment[v]; ok {
 				_, p := hostPort(t, addr)
 				addrs[fmt.Sprintf("%s:%d", name, p)] = natstest.FreeAddr(t)
@@ -621,7 +621,7 @@ func runCompose(t *testing.T, c composeFile, bin string, nodes []composeNode, ho
 			for from, to := range addrs {
 				v = strings.ReplaceAll(v, from, to)
 			}
-			if slices.Contains(listenVars, k) {
+			if slices.Contains(composeListenVars, k) {
 				_, p := hostPort(t, v)
 				v = addrs[fmt.Sprintf("%s:%d", name, p)]
 			}

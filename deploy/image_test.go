@@ -222,8 +222,8 @@ func lastLine(s string) string {
 // volume that every container mounts, as docs/deploy.md does.
 const stateDir = "/var/lib/ollamamax"
 
-// process is a dispatcher or worker from the image, and how to check it.
-type process struct {
+// imageProc is a dispatcher or worker from the image, and how to check it.
+type imageProc struct {
 	name string
 	// healthcheck runs the container's health check (or, without
 	// containers, the same command from the image's files) and returns
@@ -247,7 +247,7 @@ type imageRunner interface {
 	run(t *testing.T, env []string, args ...string) string
 	// start starts a long-running command; healthCmd, if not nil,
 	// replaces the image's health check.
-	start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process
+	start(t *testing.T, name string, env []string, healthCmd []string, args ...string) imageProc
 }
 
 type podmanRunner struct {
@@ -278,7 +278,7 @@ func (r podmanRunner) run(t *testing.T, env []string, args ...string) string {
 	return out
 }
 
-func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
+func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) imageProc {
 	t.Helper()
 	run := append([]string{"run", "--detach", "--name", name}, r.flags(env, len(args) > 0 && args[0] == "worker")...)
 	if healthCmd != nil {
@@ -302,7 +302,7 @@ func (r podmanRunner) start(t *testing.T, name string, env []string, healthCmd [
 		}
 		return r.c.output(append(append(x, name), args...)...)
 	}
-	return process{
+	return imageProc{
 		name: name,
 		healthcheck: func() (string, bool) {
 			if healthCmd != nil {
@@ -358,7 +358,7 @@ func (r rootfsRunner) run(t *testing.T, env []string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) process {
+func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd []string, args ...string) imageProc {
 	t.Helper()
 	if healthCmd == nil {
 		healthCmd = r.health
@@ -388,7 +388,7 @@ func (r rootfsRunner) start(t *testing.T, name string, env []string, healthCmd [
 		}
 		return strings.TrimSpace(string(out)), nil
 	}
-	return process{
+	return imageProc{
 		name: name,
 		healthcheck: func() (string, bool) {
 			out, err := exec(nil, healthCmd...)
@@ -539,7 +539,7 @@ func TestImage(t *testing.T) {
 	}
 	t.Logf("streamed %d frames through the dispatcher and worker of the image: %q", frames, text)
 
-	for _, p := range []process{disp, wrk} {
+	for _, p := range []imageProc{disp, wrk} {
 		if out, ok := p.healthcheck(); !ok {
 			t.Errorf("%s: health check failed: %s", p.name, out)
 		}
