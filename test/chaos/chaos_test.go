@@ -534,7 +534,8 @@ func (c *chaos) schedule(ctx context.Context, finished *atomic.Int64, total int6
 			plan = plan[1:]
 			switch kind {
 			case "worker-hang":
-				hangs.Go(func() { c.hang(r.IntN(workers)) })
+				w := r.IntN(workers) // r is this goroutine's
+				hangs.Go(func() { c.hang(w) })
 			case "leader-kill":
 				c.killLeader()
 			case "dispatcher-kill":
