@@ -26,6 +26,11 @@ const (
 	HeaderKey    = "Ollamaq-Key"     // API key ID
 	HeaderTenant = "Ollamaq-Tenant"  // tenant of the key
 	HeaderKeyMAC = "Ollamaq-Key-Mac" // the dispatchers' MAC over job, requester, key and tenant
+	// The W3C trace context of the request the job is for, in lower case
+	// as W3C spells it (docs/protocol.md, "Tracing"): a worker that traces
+	// continues the trace it names and passes it on to Ollama.
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
 
 	// Reply headers.
 	HeaderKind        = "Ollamaq-Kind"         // start, data, heartbeat, done or error

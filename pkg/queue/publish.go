@@ -35,6 +35,9 @@ type Job struct {
 	// wants the answer (job.HeaderLive), so workers drop the job once it is
 	// gone. Requester.Submit sets it.
 	Live bool
+	// Traceparent and Tracestate are the W3C trace context the job is part
+	// of (job.HeaderTraceparent, job.HeaderTracestate); empty: none.
+	Traceparent, Tracestate string
 }
 
 // Publish stores the job in the stream and returns once JetStream has it. The
@@ -49,7 +52,8 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	msg.Header.Set(job.HeaderJob, j.ID)
 	msg.Header.Set(job.HeaderRoute, j.Route)
 	msg.Header.Set(job.HeaderReply, j.Reply)
-	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC, job.HeaderBodyType: j.BodyType} {
+	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC, job.HeaderBodyType: j.BodyType,
+		job.HeaderTraceparent: j.Traceparent, job.HeaderTracestate: j.Tracestate} {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}
