@@ -37,6 +37,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options shape the deployment.
@@ -94,6 +95,10 @@ type Options struct {
 	// Sims is empty, SimURLs holds these URLs and SetOllamaDown does
 	// nothing.
 	OllamaURLs []*url.URL
+	// Tracer and WorkerTracer, if set, trace the dispatcher and every
+	// worker (dispatcher.Options.Tracer, worker.Config.Tracer): give them
+	// providers of their own to see what crosses NATS.
+	Tracer, WorkerTracer trace.TracerProvider
 }
 
 // AuthModes are the two modes suites run in: a subtest each.
@@ -344,7 +349,7 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
 	opts := dispatcher.Options{MaxBody: cmp.Or(o.MaxBody, 1<<20), QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Stall: o.Stall, Metrics: reg, Gatherer: reg}
+		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Stall: o.Stall, Metrics: reg, Gatherer: reg, Tracer: o.Tracer}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -483,6 +488,7 @@ func (f *Fleet) StartWorker(i int) {
 	cfg.RetryDelay = 100 * time.Millisecond
 	cfg.BreakerCooldown = f.opts.Breaker
 	cfg.Logger = Logger()
+	cfg.Tracer = f.opts.WorkerTracer
 	// A restarted worker is a new process: its metrics start from zero.
 	reg := prometheus.NewRegistry()
 	f.regs[i].Store(reg)

@@ -3,6 +3,6 @@
 // back as Ollama's own NDJSON or JSON response. Model listings come from the
 // node bucket, without a job.
 //
-// It imports the queue, fleet, broker and job packages and Ollama's api types;
-// it must not import the worker.
+// It imports the queue, fleet, broker, tracing and job packages, Ollama's api
+// types and OpenTelemetry's API; it must not import the worker.
 package dispatcher

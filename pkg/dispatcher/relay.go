@@ -62,8 +62,10 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			qj.MAC = audit.Sign(s.opts.MACSecret, qj.ID, s.req.ID(), key.ID, key.Tenant)
 		}
 		w.Header().Set("X-Request-Id", qj.ID)
+		s.traceJob(r, qj)
 		st, err := s.req.Submit(r.Context(), qj.Job)
 		if err != nil {
+			qj.trace.fail("queue unavailable: " + err.Error())
 			if errors.Is(err, nats.ErrMaxPayload) {
 				f.fail(w, http.StatusRequestEntityTooLarge, "request body too large for the queue: "+err.Error())
 				return
@@ -119,6 +121,7 @@ type queuedJob struct {
 	key     apikey.Key
 	hasKey  bool
 	hold    *bodyHold // the body's bytes of the body budget, given back when a worker starts the job
+	trace   *jobTrace // nil when not traced
 }
 
 // finished accounts for the tokens a job used: the tenant's metrics and its
@@ -141,7 +144,7 @@ func (s *Server) finished(qj *queuedJob, u *job.Usage) {
 // queued job (qj) is dropped from the queue after wait; qj is nil for a
 // node command. It cancels the job when the client goes away.
 func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream, f format, wait time.Duration, qj *queuedJob) {
-	queued := qj != nil
+	queued, jt := qj != nil, qj.tr()
 	flusher, _ := w.(http.Flusher)
 	var (
 		wrote       bool
@@ -161,6 +164,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 	err := st.Follow(r.Context(), wait, s.opts.MaxSilence, func(rep job.Reply) bool {
 		if queued && rep.Kind == job.KindStart {
 			qj.hold.release() // The body is with a worker now.
+			jt.started(rep)
 		}
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
@@ -172,6 +176,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				if rep.Kind != job.KindError {
 					msg = "the worker serving this request was lost mid-response"
 				}
+				jt.fail(msg)
 				f.failMidStream(w, contentType, msg, first, last)
 				return false
 			}
@@ -197,6 +202,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 				wrote = true
 				if queued {
 					s.metrics.firstByte.WithLabelValues(r.Pattern).Observe(time.Since(qj.arrived).Seconds())
+					jt.firstByte()
 				}
 			}
 			if _, err := w.Write(rep.Data); err != nil {
@@ -222,10 +228,12 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			} else if isSSE(contentType) && !f.complete(last) {
 				// Ollama ends a stream that failed without its final event
 				// and without saying why; tell the client it broke off.
+				jt.fail("the response ended before it was complete")
 				f.failMidStream(w, contentType, "the response ended before it was complete", first, last)
 			}
 			return false
 		case job.KindError:
+			jt.fail(rep.Error)
 			if queue.IsLocal(rep) {
 				s.abandon(r, st, qj, attempt > 0, rep.Error) // The worker may still be at it.
 			}
@@ -244,6 +252,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		}
 		return true
 	})
+	jt.end(err, r.Context().Err() != nil)
 	switch {
 	case err == nil:
 	case r.Context().Err() != nil:

@@ -17,8 +17,10 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/fleet"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/tracing"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // APIVersion is the Ollama API version the dispatcher reports when no worker
@@ -80,6 +82,10 @@ type Options struct {
 	// signs the key and tenant stated on each job (apikey.MACSecret).
 	Keys      *apikey.Cache
 	MACSecret []byte
+	// Tracer, if set, traces the queued routes' requests and passes their
+	// trace context on with their jobs (trace.go; tracing.Setup makes it
+	// from the OTEL_* environment). Nil traces nothing, at no cost.
+	Tracer trace.TracerProvider
 }
 
 // DefaultOptions returns the defaults: 8 MiB bodies, two minutes' queue
@@ -142,6 +148,10 @@ type Server struct {
 	limits  *limiter // nil without keys
 	bodies  *bodyBudget
 	tenants tenantLabels
+	tracer  *tracing.Tracer // nil: off
+	// queuedRoutes are the ServeMux patterns of the queued routes, which
+	// are traced, with their paths.
+	queuedRoutes map[string]string
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
@@ -151,7 +161,8 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		return nil, err
 	}
 	o = o.withDefaults()
-	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux(),
+		tracer: tracing.New(o.Tracer), queuedRoutes: map[string]string{}}
 	s.origins = allowedOrigins(o.Origins)
 	reg := o.Metrics
 	if reg == nil {
@@ -199,6 +210,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		switch {
 		case rt.Serve == job.Queued:
 			h = s.handleJob(rt.Path, formatOf(rt.Path))
+			s.queuedRoutes[rt.Method+" "+rt.Path] = rt.Path
 		case rt.Serve == job.Node && rt.ModelField == "":
 			h = s.handleNodeRoute(rt)
 		case rt.Serve == job.Refused:
@@ -214,7 +226,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 			s.handle(http.MethodHead, rt.Path, h)
 		}
 	}
-	s.handler = s.metrics.observe(s.mux, s.ginRoute(s.cors(s.guardHost(s.withRequestID(http.HandlerFunc(s.route))))))
+	s.handler = s.metrics.observe(s.mux, s.traced(s.ginRoute(s.cors(s.guardHost(s.withRequestID(http.HandlerFunc(s.route)))))))
 	return s, nil
 }
 

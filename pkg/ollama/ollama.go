@@ -20,6 +20,11 @@ import (
 
 // Client talks to one Ollama server.
 type Client struct {
+	// Header, if set, adds headers from a request's context to each
+	// request Do and DoType send: the worker's trace context
+	// (traceparent). Set it before the first request.
+	Header func(ctx context.Context, h http.Header)
+
 	base *url.URL
 	http *http.Client
 	api  *api.Client
@@ -76,6 +81,9 @@ func (c *Client) DoType(ctx context.Context, method, route, contentType string, 
 		return nil, fmt.Errorf("ollama %s: %w", route, err)
 	}
 	req.Header.Set("Content-Type", contentType)
+	if c.Header != nil {
+		c.Header(ctx, req.Header)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("ollama %s: %w", route, err)

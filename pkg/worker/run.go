@@ -48,16 +48,20 @@ type task struct {
 // run executes one delivered job and settles it. It owns the job's slot.
 func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 	defer w.finishedJob()
+	ctx, span := w.startRun(ctx, m)
+	defer span.End()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	t, res := w.accept(ctx, m, cancel)
 	if t == nil {
+		traceResult(span, malformed("cannot be answered: buried"))
 		return // Unanswerable; accept settled it.
 	}
 	if res.kind == 0 {
 		res = t.executeTracked(ctx)
 	}
 	t.settle(ctx, res)
+	traceResult(span, res)
 }
 
 // executeTracked runs execute while the task is findable by its ID, so a
@@ -232,12 +236,16 @@ func (t *task) execute(ctx context.Context) result {
 	if !ok {
 		return res // The requester has the whole answer: start, then done.
 	}
+	traceContinue(ctx, resumed)
 	body, hideUsage := askForUsage(t.route, body)
 	defer t.heartbeats()()
 	defer t.watchRequester(ctx)()
 
 	sent := time.Now()
-	resp, err := t.w.ollama.DoType(ctx, t.method, t.route, t.bodyType(), body)
+	octx, ospan := t.startOllama(ctx)
+	defer ospan.End()
+	resp, err := t.w.ollama.DoType(octx, t.method, t.route, t.bodyType(), body)
+	ollamaAnswered(ospan, resp, err)
 	if err != nil {
 		if r, ok := t.interrupted(ctx); ok {
 			return r
@@ -281,6 +289,7 @@ func (t *task) execute(ctx context.Context) result {
 		if first {
 			r.Status, r.ContentType, first = resp.StatusCode, ct, false
 			t.observeFirstToken(time.Since(sent))
+			traceFirstToken(ctx, time.Since(sent))
 		}
 		sendErr = t.send(r)
 		return sendErr

@@ -8,8 +8,11 @@
 // It writes an audit record of every queued job it ends (audit.go) and puts
 // Ollama's token counts on done replies (usage.go).
 //
-// It imports NATS, the queue, fleet, ollama, audit and job packages; nothing
-// imports it but cmd/worker and tests.
+// It traces each job's run when given a tracer (trace.go).
+//
+// It imports NATS, the queue, fleet, ollama, audit, tracing and job
+// packages and OpenTelemetry's API; nothing imports it but cmd/worker and
+// tests.
 package worker
 
 import (
@@ -18,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -30,7 +34,9 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/ollama"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/tracing"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a worker. Run uses all of it; New ignores the NATS and
@@ -90,6 +96,11 @@ type Config struct {
 	// Metrics is where the worker registers its Prometheus metrics; nil
 	// registers them nowhere.
 	Metrics prometheus.Registerer
+	// Tracer, if set, traces each job's run in the trace its job carries
+	// and passes the trace context on to Ollama (trace.go;
+	// tracing.Setup makes it from the OTEL_* environment). Nil traces
+	// nothing, at no cost.
+	Tracer trace.TracerProvider
 }
 
 // DefaultFetchBytes is the default of Config.FetchBytes: two jobs of the
@@ -145,6 +156,7 @@ type Worker struct {
 	q      *queue.Queue
 	ollama *ollama.Client
 	log    *slog.Logger
+	tracer *tracing.Tracer // nil: off
 
 	wake     chan struct{} // new work may be queued; capacity 1
 	released chan struct{} // a slot became free; capacity Slots
@@ -188,7 +200,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{
-		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID),
+		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID), tracer: tracing.New(cfg.Tracer),
 		wake:       make(chan struct{}, 1),
 		released:   make(chan struct{}, cfg.Slots),
 		refresh:    make(chan struct{}, 1),
@@ -206,6 +218,9 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	w.metrics = newMetrics(reg, w)
+	if w.tracer.On() {
+		w.ollama.Header = func(ctx context.Context, h http.Header) { w.tracer.Inject(ctx, tracing.HTTPHeader(h)) }
+	}
 	return w, nil
 }
 
