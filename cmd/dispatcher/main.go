@@ -49,7 +49,9 @@ Examples:
   dispatcher --auth-dir DIR --nats-listen 0.0.0.0:4222 --nats-tls-cert server.pem --nats-tls-key server-key.pem   # TLS; kill -HUP reloads them
   dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435 --keys --tls-cert api.pem --tls-key api-key.pem
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 dispatcher   # traces to a collector
 
+` + cli.TracingHelp + `
 Flags (each also read from the environment variable in brackets):
 `
 
@@ -127,6 +129,12 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tp, flushTraces, err := cli.Tracing(ctx, "ollamamax-dispatcher", cfg.ID, log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
+	cfg.Tracer = tp
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)

@@ -34,7 +34,9 @@ Examples:
   worker --nats-url nats://gateway:4222 --ollama http://127.0.0.1:11434 --slots 4
   worker --nats-url nats://gateway:4222 --nats-creds gpu7.creds   # from: ollamaq auth add gpu7 --role worker
   worker --nats-url tls://gateway:4222 --nats-creds gpu7.creds --nats-ca ca.pem   # a server with TLS
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 worker   # traces to a collector
 
+` + cli.TracingHelp + `
 Flags (each also read from the environment variable in brackets):
 `
 
@@ -89,6 +91,12 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	tp, flushTraces, err := cli.Tracing(ctx, "ollamamax-worker", cfg.ID, log)
+	if err != nil {
+		return err
+	}
+	defer flushTraces()
+	cfg.Tracer = tp
 	err = worker.Run(ctx, cfg)
 	if errors.Is(err, worker.ErrListen) {
 		return cli.ListenError(err, "metrics and health", cfg.Listen, "listen", "OLLAMAMAX_WORKER_LISTEN")
