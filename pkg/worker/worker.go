@@ -6,9 +6,8 @@
 // by dead workers (reap.go) and those for models no worker has (unserved.go).
 //
 // It writes an audit record of every queued job it ends (audit.go) and puts
-// Ollama's token counts on done replies (usage.go).
-//
-// It traces each job's run when given a tracer (trace.go).
+// Ollama's token counts on done replies (usage.go), and traces each job's
+// run when given a tracer (trace.go).
 //
 // It imports NATS, the queue, fleet, ollama, audit, tracing and job
 // packages and OpenTelemetry's API; nothing imports it but cmd/worker and
