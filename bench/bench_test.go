@@ -6,9 +6,12 @@ import (
 	"encoding/xml"
 	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +19,8 @@ import (
 	"github.com/ollamamax/ollamamax/internal/natstest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/tracing"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // TestShortMode runs every scenario in short mode against freshly built
@@ -282,7 +287,7 @@ func BenchmarkRawJetStreamLoop(b *testing.B) {
 }
 
 func BenchmarkRequesterRoundTrip(b *testing.B) {
-	f := unpacedFleet(b)
+	f := unpacedFleet(b, fleettest.Options{})
 	req, err := queue.NewRequester(f.NC, f.Queue, "benchreq")
 	if err != nil {
 		b.Fatal(err)
@@ -292,17 +297,60 @@ func BenchmarkRequesterRoundTrip(b *testing.B) {
 }
 
 func BenchmarkHTTPShimRoundTrip(b *testing.B) {
-	f := unpacedFleet(b)
+	f := unpacedFleet(b, fleettest.Options{})
 	c := newHTTPClient(256)
 	runParallel(b, httpOp(c, f.URL+"/api/generate", generateBody("llama3.2", "hi", 0, false)))
 }
 
+// BenchmarkHTTPShimRoundTripTraced is BenchmarkHTTPShimRoundTrip with the
+// dispatcher and the worker tracing as OTEL_EXPORTER_OTLP_ENDPOINT makes
+// them (tracing.Setup): every span batched and exported over OTLP/HTTP to a
+// local collector that reads and drops them ("sampled"), or every trace
+// dropped by the sampler ("unsampled": OTEL_TRACES_SAMPLER=always_off, the
+// instrumentation without the export). It reports the spans exported per
+// job.
+func BenchmarkHTTPShimRoundTripTraced(b *testing.B) {
+	for _, c := range []struct{ name, sampler string }{{"sampled", "always_on"}, {"unsampled", "always_off"}} {
+		b.Run(c.name, func(b *testing.B) {
+			var bytesIn atomic.Int64
+			col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n, _ := io.Copy(io.Discard, r.Body)
+				bytesIn.Add(n)
+				w.Header().Set("Content-Type", "application/x-protobuf")
+			}))
+			b.Cleanup(col.Close)
+			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", col.URL)
+			b.Setenv("OTEL_TRACES_SAMPLER", c.sampler)
+			var tps [2]trace.TracerProvider
+			for i, service := range []string{"ollamamax-dispatcher", "ollamamax-worker"} {
+				tp, shutdown, err := tracing.Setup(b.Context(), tracing.Process{Service: service})
+				if err != nil || tp == nil {
+					b.Fatalf("tracing on: %v", err)
+				}
+				b.Cleanup(func() { _ = shutdown(context.Background()) })
+				tps[i] = tp
+			}
+			f := unpacedFleet(b, fleettest.Options{Tracer: tps[0], WorkerTracer: tps[1]})
+			hc := newHTTPClient(256)
+			runParallel(b, httpOp(hc, f.URL+"/api/generate", generateBody("llama3.2", "hi", 0, false)))
+			b.StopTimer()
+			for _, tp := range tps {
+				if err := tp.(interface{ ForceFlush(context.Context) error }).ForceFlush(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(bytesIn.Load())/float64(b.N), "export-B/op")
+		})
+	}
+}
+
 // unpacedFleet is one worker with 64 slots before a simulator that answers
-// one token at once.
-func unpacedFleet(b *testing.B) *fleettest.Fleet {
+// one token at once, with o's tracers.
+func unpacedFleet(b *testing.B, o fleettest.Options) *fleettest.Fleet {
 	sim := ollamasim.DefaultConfig()
 	sim.TokensPerSecond, sim.TimeToFirstToken, sim.DefaultTokens, sim.Parallel = -1, -1, 1, 64
-	return fleettest.Start(b, fleettest.Options{Workers: 1, Slots: 64, Sim: sim})
+	o.Workers, o.Slots, o.Sim = 1, 64, sim
+	return fleettest.Start(b, o)
 }
 
 // runParallel calls op b.N times from 32 goroutines per CPU.
