@@ -54,14 +54,14 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 	defer cancel(nil)
 	t, res := w.accept(ctx, m, cancel)
 	if t == nil {
-		traceResult(span, malformed("cannot be answered: buried"))
+		traceResult(span, malformed("cannot be answered: buried"), false)
 		return // Unanswerable; accept settled it.
 	}
 	if res.kind == 0 {
 		res = t.executeTracked(ctx)
 	}
 	t.settle(ctx, res)
-	traceResult(span, res)
+	traceResult(span, res, t.attempt >= w.q.MaxDeliver())
 }
 
 // executeTracked runs execute while the task is findable by its ID, so a

@@ -48,9 +48,13 @@ var outcomes = map[resultKind]string{resDone: "done", resFailed: "failed", resRe
 
 // traceResult puts how the delivery ended here on its span: an error
 // status for what failed or went back to the queue for another attempt.
-func traceResult(span trace.Span, r result) {
+// On the last attempt a retry is a failure (settle buries it).
+func traceResult(span trace.Span, r result, last bool) {
 	if !span.IsRecording() {
 		return
+	}
+	if r.kind == resRetry && last {
+		r.kind = resFailed
 	}
 	span.SetAttributes(tracing.AttrOutcome.String(outcomes[r.kind]))
 	if r.status != 0 {
