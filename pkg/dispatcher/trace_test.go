@@ -366,3 +366,29 @@ func TestContinuationIsASpanOfTheSameTrace(t *testing.T) {
 	}
 	tf.StartWorker(killed) // Its cleanup stops it again.
 }
+
+// TestQueueWaitOverIsAFailedQueueWait: a job no worker takes within the
+// queue wait ends its queue.wait span, and the request's, with the error,
+// and the request's span has the 503.
+func TestQueueWaitOverIsAFailedQueueWait(t *testing.T) {
+	tf := startTraced(t, fleettest.Options{Workers: 1, QueueWait: time.Second}, true)
+	tf.StopWorker(0)
+	tf.WaitFor("the stopped worker to leave the node bucket", func() bool { return len(tf.View.Nodes()) == 0 })
+	status, _, body := post(t, tf.URL+"/api/generate", `{"model":"llama3.2","prompt":"x"}`)
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("got %d %s, want 503", status, body)
+	}
+	fleettest.WaitFor(t, 10*time.Second, "the request's span", func() bool { return len(spans(tf.dispatcher)["POST /api/generate"]) == 1 })
+	d := spans(tf.dispatcher)
+	request, wait := one(t, d, "POST /api/generate"), one(t, d, "queue.wait")
+	childOf(t, wait, request)
+	if wait.Status.Code != codes.Error || request.Status.Code != codes.Error || !strings.Contains(request.Status.Description, "no worker started the job") {
+		t.Errorf("queue wait status %v, request status %v: want both failed because no worker started the job", wait.Status, request.Status)
+	}
+	if got := attr(request, "http.response.status_code").AsInt64(); got != http.StatusServiceUnavailable {
+		t.Errorf("request span status code %d, want 503", got)
+	}
+	if d := wait.EndTime.Sub(wait.StartTime); d < time.Second {
+		t.Errorf("queue wait of %s, want the whole queue wait (1s)", d)
+	}
+}
