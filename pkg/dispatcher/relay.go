@@ -65,7 +65,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		s.traceJob(r, qj)
 		st, err := s.req.Submit(r.Context(), qj.Job)
 		if err != nil {
-			qj.trace.fail("queue unavailable: " + err.Error())
+			qj.trace.fail("queue the job: " + err.Error())
 			if errors.Is(err, nats.ErrMaxPayload) {
 				f.fail(w, http.StatusRequestEntityTooLarge, "request body too large for the queue: "+err.Error())
 				return
