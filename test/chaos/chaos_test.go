@@ -856,8 +856,9 @@ func (c *chaos) start(i int) {
 func (c *chaos) kill(i int) {
 	c.mu.Lock()
 	p := c.procs[i]
+	hung := p != nil && p.hung
 	c.mu.Unlock()
-	if p == nil || p.hung {
+	if p == nil || hung {
 		return
 	}
 	f := fault{kind: "worker-kill", target: p.id, start: time.Now()}
