@@ -543,7 +543,9 @@ func TestStatsCountTokens(t *testing.T) {
 	runGenerate(t, c, api.GenerateRequest{Model: "llama3.2", Prompt: "hi", Options: map[string]any{"num_predict": 7}})
 	runChat(t, c, api.ChatRequest{Model: "llama3.2", Messages: []api.Message{{Role: "user", Content: "hi"}}, Options: map[string]any{"num_predict": 3}})
 	got := sim.Stats()
-	want := ollamasim.Stats{Requests: 2, Completed: 2, Tokens: 10, MaxActive: 1}
+	// llama3.2 is Loaded from the start, so nothing loads; each prompt is
+	// one word, and the second is a chat, which shares nothing with a generate.
+	want := ollamasim.Stats{Requests: 2, Completed: 2, Tokens: 10, MaxActive: 1, PromptTokens: 2}
 	if got != want {
 		t.Errorf("stats = %+v, want %+v", got, want)
 	}

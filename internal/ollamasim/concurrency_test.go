@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -283,6 +284,11 @@ func TestConfigValidate(t *testing.T) {
 		{"bad digest", ollamasim.Config{Models: []ollamasim.Model{{Name: "a", Digest: "abc"}}}, "Models[0].Digest"},
 		{"bad capability", ollamasim.Config{Models: []ollamasim.Model{{Name: "a", Capabilities: []string{"flying"}}}}, "unknown capability"},
 		{"negative parallel", ollamasim.Config{Parallel: -1}, "Parallel"},
+		{"negative max loaded", ollamasim.Config{MaxLoadedModels: -1}, "MaxLoadedModels"},
+		{"negative prompt pace", ollamasim.Config{PromptTokensPerSecond: -1}, "PromptTokensPerSecond"},
+		{"prompt pace not a number", ollamasim.Config{PromptTokensPerSecond: math.NaN()}, "PromptTokensPerSecond"},
+		{"more loaded than allowed", ollamasim.Config{MaxLoadedModels: 1, Models: []ollamasim.Model{{Name: "a", Loaded: true}, {Name: "b", Loaded: true}}}, "more than MaxLoadedModels"},
+		{"as many loaded as allowed", ollamasim.Config{MaxLoadedModels: 2, Models: []ollamasim.Model{{Name: "a", Loaded: true}, {Name: "b", Loaded: true}}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

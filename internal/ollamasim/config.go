@@ -44,6 +44,9 @@ type Model struct {
 	// EmbeddingLength is the vector length served by /api/embed; the default
 	// is 8 for models with the "embedding" capability.
 	EmbeddingLength int
+	// LoadDuration is how long loading this model takes; zero takes
+	// Config.LoadDuration and a negative value means no delay.
+	LoadDuration time.Duration
 }
 
 // Config configures a Server. Zero values take the defaults of DefaultConfig,
@@ -56,17 +59,54 @@ type Config struct {
 	TokensPerSecond float64
 	// TimeToFirstToken is the delay before the first token, reported as
 	// prompt evaluation; the default is 20ms. A negative value means none.
+	// With PromptTokensPerSecond it is the part that does not depend on the
+	// prompt.
 	TimeToFirstToken time.Duration
-	// LoadDuration is added on the first use of a model that is not loaded;
-	// the default is 0.
+	// PromptTokensPerSecond, if positive, paces prompt evaluation: the delay
+	// before the first token grows by one 1/PromptTokensPerSecond for each
+	// prompt token not found in the model's prompt cache. The default, 0,
+	// leaves the delay at TimeToFirstToken whatever the prompt.
+	PromptTokensPerSecond float64
+	// PromptCacheSlots is how many prompts each loaded model keeps for reuse,
+	// like llama-server's slots together with its host-memory prompt cache
+	// (--cache-ram, 8 GiB: some 30 conversations of 2,000 tokens of a 3B
+	// model); the default is 32 and a negative value turns reuse off. A
+	// generation whose prompt begins like a kept prompt (with the answer that
+	// followed it) evaluates only the rest: prompt_eval_duration shrinks,
+	// while prompt_eval_count, as in Ollama 0.32, still counts the whole
+	// prompt. At least one token is always evaluated; the least recently
+	// used prompt goes first; each keeps at most the model's context length
+	// of tokens; unloading or evicting the model empties its cache.
+	PromptCacheSlots int
+	// LoadDuration is how long loading a model takes, for models whose
+	// Model.LoadDuration is zero; the default is 0. A request for a model
+	// that is not loaded pays it: on first use, and again once the model
+	// was unloaded (keep_alive 0, its keep-alive ran out) or evicted. As in
+	// Ollama, load_duration reports it together with any wait for another
+	// model to make room, and loads happen one at a time.
 	LoadDuration time.Duration
+	// MaxLoadedModels is how many models may be loaded at once, like
+	// OLLAMA_MAX_LOADED_MODELS; the default, 0, is no limit (Ollama's own
+	// default is 3 per GPU). A request for a model that is not loaded when
+	// the limit is reached evicts a model as Ollama's scheduler does: an idle
+	// one, the one with the shortest keep-alive first and, among equals, the
+	// least recently used (Ollama breaks the tie by the path of the model's
+	// file, which a client cannot see). When every loaded model is busy, it
+	// marks the one it would pick to unload once its requests are done and
+	// waits for that; requests for that model keep running on it meanwhile.
+	// An evicted model loses its prompt cache.
+	MaxLoadedModels int
 	// Parallel is the maximum number of generations (and embedding calls)
-	// running at once across all models, like OLLAMA_NUM_PARALLEL; the
-	// default is 1.
+	// running at once across all models; the default is 1. Ollama's
+	// OLLAMA_NUM_PARALLEL gives each loaded model that many slots (and
+	// embedding models one); the simulator shares them between the models,
+	// like a GPU's compute, which is the same thing when MaxLoadedModels is 1.
 	Parallel int
 	// MaxQueue is the number of requests that may wait for a free slot, like
-	// OLLAMA_MAX_QUEUE; the default is 512 and a negative value allows no
-	// waiting at all. A request beyond it gets 503.
+	// OLLAMA_MAX_QUEUE, and separately the number that may wait for their
+	// turn to load a model (what OLLAMA_MAX_QUEUE bounds in Ollama); the
+	// default is 512 and a negative value allows no waiting at all. A
+	// request beyond it gets 503.
 	MaxQueue int
 	// DefaultTokens is the number of tokens generated when options.num_predict
 	// is unset; the default is 24.
@@ -96,6 +136,7 @@ const (
 	trainedContextLength    = 131072
 	defaultEmbeddingLength  = 8
 	defaultPullDuration     = 200 * time.Millisecond
+	defaultPromptCacheSlots = 32
 )
 
 // DefaultConfig returns a configuration with one model, "llama3.2:latest",
@@ -110,6 +151,7 @@ func DefaultConfig() Config {
 		DefaultTokens:    defaultTokens,
 		Version:          defaultVersion,
 		PullDuration:     defaultPullDuration,
+		PromptCacheSlots: defaultPromptCacheSlots,
 	}
 }
 
@@ -122,7 +164,26 @@ func (c Config) Validate() error {
 	if c.DefaultTokens < 0 {
 		return fmt.Errorf("ollamasim: DefaultTokens must not be negative, got %d", c.DefaultTokens)
 	}
+	if c.MaxLoadedModels < 0 {
+		return fmt.Errorf("ollamasim: MaxLoadedModels must not be negative, got %d", c.MaxLoadedModels)
+	}
+	if c.PromptTokensPerSecond < 0 || math.IsNaN(c.PromptTokensPerSecond) || math.IsInf(c.PromptTokensPerSecond, 0) {
+		return fmt.Errorf("ollamasim: PromptTokensPerSecond must be a positive number or 0, got %g", c.PromptTokensPerSecond)
+	}
+	if n := countLoaded(c.Models); c.MaxLoadedModels > 0 && n > c.MaxLoadedModels {
+		return fmt.Errorf("ollamasim: %d models are Loaded, more than MaxLoadedModels (%d)", n, c.MaxLoadedModels)
+	}
 	return validateModels(c.Models)
+}
+
+func countLoaded(models []Model) int {
+	n := 0
+	for _, m := range models {
+		if m.Loaded {
+			n++
+		}
+	}
+	return n
 }
 
 func validateModels(models []Model) error {
@@ -194,6 +255,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PullDuration == 0 {
 		c.PullDuration = d.PullDuration
+	}
+	switch {
+	case c.PromptCacheSlots == 0:
+		c.PromptCacheSlots = d.PromptCacheSlots
+	case c.PromptCacheSlots < 0:
+		c.PromptCacheSlots = 0
+	}
+	c.MaxLoadedModels = max(c.MaxLoadedModels, 0)
+	if !(c.PromptTokensPerSecond > 0) || math.IsInf(c.PromptTokensPerSecond, 0) {
+		c.PromptTokensPerSecond = 0
 	}
 	return c
 }

@@ -170,30 +170,34 @@ func (s *Server) embedStart(ctx context.Context, w http.ResponseWriter, e *entry
 		s.hang(ctx)
 		return nil, time.Time{}, false
 	}
-	if err := s.acquireModel(ctx, e, ka, numCtx); err != nil {
+	res, err := s.acquireModel(ctx, e, ka, numCtx)
+	if errors.Is(err, errServerBusy) {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return nil, time.Time{}, false
+	} else if err != nil {
 		s.canceled.Add(1)
 		writeError(w, statusCanceled, "request canceled")
 		return nil, time.Time{}, false
 	}
 	loaded = time.Now()
 	if !work {
-		s.releaseModel(e, ka)
+		s.releaseModel(e, res, ka)
 		return nil, loaded, true
 	}
 	releaseSlot, err := s.acquireSlot(ctx)
 	if errors.Is(err, errServerBusy) {
-		s.releaseModel(e, ka)
+		s.releaseModel(e, res, ka)
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return nil, time.Time{}, false
 	} else if err != nil {
-		s.releaseModel(e, ka)
+		s.releaseModel(e, res, ka)
 		s.canceled.Add(1)
 		writeError(w, statusCanceled, "request canceled")
 		return nil, time.Time{}, false
 	}
 	release = func() {
 		releaseSlot()
-		s.releaseModel(e, ka)
+		s.releaseModel(e, res, ka)
 	}
 	if f.Hang {
 		s.hang(ctx) // a stuck runner keeps its slot

@@ -34,5 +34,5 @@ func Example() {
 	fmt.Printf("%+v\n", sim.Stats())
 	// Output:
 	// "Window after north under ocean " length 5
-	// {Requests:1 Active:0 MaxActive:1 Completed:1 Canceled:0 Tokens:5}
+	// {Requests:1 Active:0 MaxActive:1 Completed:1 Canceled:0 Tokens:5 Loads:1 Evictions:0 PromptTokens:2 CacheHits:0 CachedTokens:0}
 }

@@ -38,6 +38,8 @@ func FuzzRequestBodies(f *testing.F) {
 		{0, `{"model":"llama3.2","prompt":"hi","system":"s","_debug_render_only":true}`},
 		{1, `{"model":"qwen3:8b","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"A ","thinking":"B "}],"options":{"num_predict":2}}`},
 		{1, `{"model":"llama3.2","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":""}],"_debug_render_only":true}`},
+		{0, `{"model":"llama3.2","prompt":"go on","context":[1,2,-3,99999999999]}`},
+		{1, `{"model":"llama3.2","messages":[{"role":"user","content":"a b"},{"role":"assistant","content":"c","tool_calls":[{"function":{"name":"f","arguments":{}}}]},{"role":"tool","content":"d"}],"keep_alive":0}`},
 		{0, ``},
 		{1, `[`},
 	}
@@ -48,6 +50,9 @@ func FuzzRequestBodies(f *testing.F) {
 	cfg.TokensPerSecond = -1
 	cfg.TimeToFirstToken = -1
 	cfg.DefaultTokens = 3
+	cfg.MaxLoadedModels = 2 // of three models: loads evict
+	cfg.PromptTokensPerSecond = 1e12
+	cfg.PromptCacheSlots = 3
 	sim := ollamasim.New(cfg)
 	f.Fuzz(func(t *testing.T, path uint8, body string) {
 		req := httptest.NewRequest("POST", paths[int(path)%len(paths)], strings.NewReader(body))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -127,6 +128,7 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 	if !resumed {
 		g.plan = makePlan(in)
 	}
+	g.prompt = generateTokens(src, req.Images, req.Raw)
 	g.chunk = func(p piece) any {
 		res := api.GenerateResponse{Model: req.Model, CreatedAt: time.Now().UTC()}
 		if p.thinking {
@@ -151,7 +153,8 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 			Logprobs:   o.logprobs,
 		}
 		if !req.Raw {
-			res.Context = append(tokenIDs(req.System, req.Prompt), tokenIDs(g.plan.text())...)
+			// As in Ollama, the context given, then this prompt and answer.
+			res.Context = append(append(slices.Clone(req.Context), tokenIDs(req.System, req.Prompt, req.Suffix)...), tokenIDs(g.plan.text())...)
 		}
 		return res
 	}
@@ -292,6 +295,8 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 	if !resumed {
 		g.plan = makePlan(in)
 	}
+	g.prompt = chatTokens(req.Messages, req.Tools, resumed)
+	g.chat, g.continued = true, prefills(req.Messages)
 	g.chunk = func(p piece) any {
 		res := api.ChatResponse{Model: req.Model, CreatedAt: time.Now().UTC(), Message: api.Message{Role: "assistant"}}
 		switch {

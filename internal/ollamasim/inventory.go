@@ -2,7 +2,6 @@ package ollamasim
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -69,14 +68,6 @@ func (e *entry) listDetails() api.ModelDetails {
 	return d
 }
 
-// residency is a loaded model, as listed by /api/ps.
-type residency struct {
-	expiresAt      time.Time
-	refs           int // requests using the model right now
-	contextLength  int
-	expireWhenIdle bool // an unload request arrived while it was busy
-}
-
 // buildEntries turns models into entries whose modification times keep the
 // given order newest first.
 func buildEntries(models []Model, now time.Time) []*entry {
@@ -88,7 +79,8 @@ func buildEntries(models []Model, now time.Time) []*entry {
 }
 
 // SetModels replaces the inventory. Models that stay keep their loaded
-// state; models that go are unloaded; new models with Loaded set are loaded.
+// state; models that go are unloaded; new models with Loaded set are
+// loaded, without load time, as long as MaxLoadedModels allows.
 // It is safe for concurrent use; requests already running are unaffected.
 func (s *Server) SetModels(models []Model) {
 	now := time.Now()
@@ -98,18 +90,23 @@ func (s *Server) SetModels(models []Model) {
 	s.models = entries
 	keep := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		if e.key == "" {
-			continue
-		}
-		keep[e.key] = true
-		if e.Loaded && s.loaded[e.key] == nil {
-			s.loaded[e.key] = &residency{expiresAt: now.Add(defaultKeepAlive), contextLength: defaultContextLength}
+		if e.key != "" {
+			keep[e.key] = true
 		}
 	}
 	for k := range s.loaded {
 		if !keep[k] {
-			delete(s.loaded, k)
+			s.unloadLocked(k, false)
 		}
+	}
+	for _, e := range entries {
+		if e.key == "" || !e.Loaded || s.loaded[e.key] != nil {
+			continue
+		}
+		if s.cfg.MaxLoadedModels > 0 && len(s.loaded) >= s.cfg.MaxLoadedModels {
+			break // Validate reports this; at run time the first ones win
+		}
+		s.loaded[e.key] = s.newResidency(now, defaultKeepAlive, defaultContextLength)
 	}
 }
 
@@ -182,7 +179,7 @@ func (s *Server) remove(n model.Name) bool {
 	for i, e := range s.models {
 		if e.key != "" && e.name.EqualFold(n) {
 			s.models = slices.Delete(s.models, i, i+1)
-			delete(s.loaded, e.key)
+			s.unloadLocked(e.key, false)
 			return true
 		}
 	}
@@ -242,93 +239,6 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 	m.Loaded = false
 	s.install(newEntry(m, time.Now()))
 	w.WriteHeader(http.StatusOK)
-}
-
-// acquireModel marks e as in use, loading it first when it is not resident.
-// Loads are serialised, like Ollama's scheduler, and take LoadDuration.
-// It returns the context error when the client goes away while waiting.
-func (s *Server) acquireModel(ctx context.Context, e *entry, keepAlive time.Duration, numCtx int) error {
-	if s.useResident(e, keepAlive, numCtx) {
-		return nil
-	}
-	select {
-	case s.loading <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-s.loading }()
-	if s.useResident(e, keepAlive, numCtx) {
-		return nil
-	}
-	if !sleep(ctx, s.cfg.LoadDuration) {
-		return ctx.Err()
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loaded[e.key] = &residency{
-		expiresAt:     time.Now().Add(keepAlive),
-		refs:          1,
-		contextLength: cmp.Or(max(numCtx, 0), defaultContextLength),
-	}
-	return nil
-}
-
-// useResident takes a reference on e if it is loaded and not expired.
-func (s *Server) useResident(e *entry, keepAlive time.Duration, numCtx int) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	s.expireLocked(now)
-	r := s.loaded[e.key]
-	if r == nil {
-		return false
-	}
-	r.refs++
-	r.expiresAt = now.Add(keepAlive)
-	if numCtx > 0 {
-		r.contextLength = numCtx
-	}
-	return true
-}
-
-// releaseModel drops a reference taken by acquireModel and restarts the
-// keep-alive timer; keep_alive 0 unloads the model once it is idle.
-func (s *Server) releaseModel(e *entry, keepAlive time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.loaded[e.key]
-	if r == nil {
-		return
-	}
-	r.refs--
-	r.expiresAt = time.Now().Add(keepAlive)
-	if r.refs <= 0 && (keepAlive == 0 || r.expireWhenIdle) {
-		delete(s.loaded, e.key)
-	}
-}
-
-// unloadModel answers keep_alive 0 with an empty prompt: the model leaves
-// /api/ps now, or when its running requests finish.
-func (s *Server) unloadModel(e *entry) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.loaded[e.key]
-	switch {
-	case r == nil:
-	case r.refs > 0:
-		r.expireWhenIdle = true
-	default:
-		delete(s.loaded, e.key)
-	}
-}
-
-// expireLocked unloads idle models whose keep-alive has run out.
-func (s *Server) expireLocked(now time.Time) {
-	for k, r := range s.loaded {
-		if r.refs <= 0 && now.After(r.expiresAt) {
-			delete(s.loaded, k)
-		}
-	}
 }
 
 // handleTags serves GET|HEAD /api/tags.

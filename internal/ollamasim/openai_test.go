@@ -614,7 +614,8 @@ func TestOpenAIStats(t *testing.T) {
 	do(t, base, "POST", "/v1/embeddings", `{"model":"nomic-embed-text","input":"hi"}`)
 	do(t, base, "POST", "/v1/chat/completions", `{"model":"llama3.2","messages":[]}`) // rejected before the native handler
 	do(t, base, "GET", "/v1/models", "")
-	want := ollamasim.Stats{Requests: 3, MaxActive: 1, Completed: 3, Tokens: 5}
+	// nomic-embed-text loads; the two generations have one-word prompts.
+	want := ollamasim.Stats{Requests: 3, MaxActive: 1, Completed: 3, Tokens: 5, Loads: 1, PromptTokens: 2}
 	if got := sim.Stats(); got != want {
 		t.Errorf("stats = %+v, want %+v", got, want)
 	}

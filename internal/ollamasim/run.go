@@ -29,6 +29,14 @@ type generation struct {
 	promptTokens int
 	chunk        func(piece) any  // one streamed line
 	final        func(output) any // the done line, or the whole stream:false reply
+
+	// The prompt as the prompt cache sees it (nil: not cached), and how the
+	// answer extends it: as a chat's assistant message, or the rest of the
+	// prefilled one (continued).
+	prompt    *tokenChain
+	chat      bool
+	continued bool
+	res       *residency // the loaded model, once run has it
 }
 
 // output is what the final object reports. The text fields are filled only
@@ -66,12 +74,17 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, g *generation) {
 		s.hang(ctx)
 		return
 	}
-	if err := s.acquireModel(ctx, g.entry, g.keepAlive, g.numCtx); err != nil {
+	res, err := s.acquireModel(ctx, g.entry, g.keepAlive, g.numCtx)
+	if errors.Is(err, errServerBusy) {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	} else if err != nil {
 		s.canceled.Add(1)
 		writeError(w, statusCanceled, "request canceled")
 		return
 	}
-	defer s.releaseModel(g.entry, g.keepAlive)
+	defer s.releaseModel(g.entry, res, g.keepAlive)
+	g.res = res
 	loaded := time.Now()
 	if g.loadOnly {
 		writeJSON(w, http.StatusOK, g.loadResponse())
@@ -102,14 +115,19 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, g *generation) {
 	s.generate(ctx, w, g, f, loaded)
 }
 
-// generate paces the plan: TimeToFirstToken of prompt evaluation, then one
-// token every 1/TokensPerSecond, on a fixed schedule so pacing does not drift.
+// generate paces the plan: prompt evaluation (TimeToFirstToken, and the
+// prompt tokens not in the cache at PromptTokensPerSecond), then one token
+// every 1/TokensPerSecond, on a fixed schedule so pacing does not drift.
 func (s *Server) generate(ctx context.Context, w http.ResponseWriter, g *generation, f Failure, loaded time.Time) {
 	promptStart := time.Now()
-	if !sleep(ctx, s.cfg.TimeToFirstToken) {
+	reused, own := s.takeCache(g)
+	emitted := 0 // pieces the model produced, for the cache
+	defer func() { s.keepCache(g, own, emitted) }()
+	if !sleep(ctx, s.promptEvalTime(g.promptTokens-reused)) {
 		s.canceled.Add(1)
 		return
 	}
+	s.storeCache(g, own)
 	promptEval := time.Since(promptStart)
 
 	var interval time.Duration
@@ -144,6 +162,7 @@ func (s *Server) generate(ctx context.Context, w http.ResponseWriter, g *generat
 		}
 		p := g.plan.pieces[i]
 		s.tokens.Add(1)
+		emitted = i + 1
 		if g.stream {
 			if lw.write(g.chunk(p)) != nil {
 				s.canceled.Add(1)
@@ -182,6 +201,64 @@ func (s *Server) generate(ctx context.Context, w http.ResponseWriter, g *generat
 		writeJSON(w, http.StatusOK, g.final(out))
 	}
 	s.completed.Add(1)
+}
+
+// promptEvalTime is how long evaluating n prompt tokens takes.
+func (s *Server) promptEvalTime(n int) time.Duration {
+	d := max(s.cfg.TimeToFirstToken, 0)
+	if s.cfg.PromptTokensPerSecond > 0 && n > 0 {
+		d += time.Duration(float64(n) / s.cfg.PromptTokensPerSecond * float64(time.Second))
+	}
+	return d
+}
+
+// takeCache looks g's prompt up in its model's prompt cache and counts it
+// in Stats; it returns the prompt tokens found there and the entry g keeps
+// its tokens in (nil for none).
+func (s *Server) takeCache(g *generation) (reused int, own *cachedPrompt) {
+	s.promptTokens.Add(int64(g.promptTokens))
+	if g.prompt == nil || g.res == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	s.tick++
+	reused, own = g.res.cache.takeLocked(g.prompt.ids, s.cfg.PromptCacheSlots, s.tick)
+	s.mu.Unlock()
+	// The counted prompt can be shorter than its sequence (a raw prompt
+	// that continues an answer counts what it continues); never reuse all.
+	reused = max(min(reused, g.promptTokens-1), 0)
+	if reused > 0 {
+		s.cacheHits.Add(1)
+		s.cachedTokens.Add(int64(reused))
+	}
+	return reused, own
+}
+
+// storeCache records that g's prompt is evaluated.
+func (s *Server) storeCache(g *generation, own *cachedPrompt) {
+	if own == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	own.storeLocked(g.prompt.ids, g.res.cacheLimit(), false, s.tick)
+}
+
+// keepCache leaves g's prompt and the first emitted pieces of its answer
+// in the cache entry, or, if prompt evaluation did not finish, what the
+// entry held then, and frees the entry.
+func (s *Server) keepCache(g *generation, own *cachedPrompt, emitted int) {
+	if own == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tick++
+	seq := own.tokens
+	if emitted > 0 {
+		seq = answerTokens(g.prompt, g.plan.pieces[:emitted], g.chat, g.continued)
+	}
+	own.storeLocked(seq, g.res.cacheLimit(), true, s.tick)
 }
 
 // errNoMultimodal is llama-server's answer to images or audio for a model

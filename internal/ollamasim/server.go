@@ -20,6 +20,29 @@
 // Pacing, parallelism, queue limits, pull time and failures are
 // configurable, and Stats reports what happened.
 //
+// It models what makes models heavy to schedule, as Ollama does it (see
+// residency.go and cache.go):
+//
+//   - Load time: a request for a model that is not loaded waits
+//     Config.LoadDuration, or the model's own Model.LoadDuration, reported
+//     in load_duration; it is paid on first use and again after the model
+//     was unloaded (keep_alive 0, its keep-alive ran out) or evicted.
+//     Loads happen one at a time.
+//   - Config.MaxLoadedModels, like OLLAMA_MAX_LOADED_MODELS (0, the
+//     default, is no limit): loading one more model evicts an idle one
+//     (shortest keep-alive, then least recently used) or, when all are
+//     busy, waits until the one it picked has finished; /api/ps shows the
+//     change.
+//   - Prompt-cache reuse: each loaded model keeps Config.PromptCacheSlots
+//     prompts with their answers; a generation whose prompt extends one (a
+//     chat's next turn, a generate with the context it got back) evaluates
+//     only the new tokens, at Config.PromptTokensPerSecond on top of
+//     Config.TimeToFirstToken, so it starts sooner. As in Ollama 0.32,
+//     prompt_eval_count still counts the whole prompt; only
+//     prompt_eval_duration shrinks. Eviction or unloading empties the cache.
+//
+// Stats counts loads, evictions, prompt tokens and those found in the cache.
+//
 // Production code must not import this package.
 package ollamasim
 
@@ -41,21 +64,29 @@ type Server struct {
 	cfg    Config
 	routes map[string]map[string]http.HandlerFunc // path -> method -> handler
 
-	slots   chan struct{} // one token per running generation, capacity Parallel
-	waiting atomic.Int64  // requests waiting for a slot
-	loading chan struct{} // capacity 1: model loads happen one at a time
+	slots       chan struct{} // one token per running generation, capacity Parallel
+	waiting     atomic.Int64  // requests waiting for a slot
+	loading     chan struct{} // capacity 1: model loads happen one at a time
+	loadWaiting atomic.Int64  // requests waiting for their turn to load
 
-	mu      sync.Mutex // guards the fields below
-	models  []*entry
-	loaded  map[string]*residency // by entry.key
-	failure Failure
+	mu       sync.Mutex // guards the fields below
+	models   []*entry
+	loaded   map[string]*residency // by entry.key
+	unloaded chan struct{}         // closed (and replaced) when a model unloads
+	tick     uint64                // orders uses of models and cached prompts
+	failure  Failure
 
-	requests  atomic.Int64
-	active    atomic.Int64
-	maxActive atomic.Int64
-	completed atomic.Int64
-	canceled  atomic.Int64
-	tokens    atomic.Int64
+	requests     atomic.Int64
+	active       atomic.Int64
+	maxActive    atomic.Int64
+	completed    atomic.Int64
+	canceled     atomic.Int64
+	tokens       atomic.Int64
+	loads        atomic.Int64
+	evictions    atomic.Int64
+	promptTokens atomic.Int64
+	cacheHits    atomic.Int64
+	cachedTokens atomic.Int64
 }
 
 // New returns a Server for cfg with zero fields set to their defaults.
@@ -63,10 +94,11 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg = cfg.withDefaults()
 	s := &Server{
-		cfg:     cfg,
-		slots:   make(chan struct{}, cfg.Parallel),
-		loading: make(chan struct{}, 1),
-		loaded:  make(map[string]*residency),
+		cfg:      cfg,
+		slots:    make(chan struct{}, cfg.Parallel),
+		loading:  make(chan struct{}, 1),
+		loaded:   make(map[string]*residency),
+		unloaded: make(chan struct{}),
 	}
 	s.SetModels(cfg.Models)
 	s.cfg.Models = nil // the inventory owns them now
@@ -228,6 +260,21 @@ type Stats struct {
 	Completed int64 // generations that ran to their done line, and embedding calls answered
 	Canceled  int64 // requests stopped because the client went away
 	Tokens    int64 // tokens emitted in total
+
+	// Loads counts models loaded for a request (models Loaded from the start
+	// are not counted), each of which waited its load time.
+	Loads int64
+	// Evictions counts models unloaded to make room for another under
+	// MaxLoadedModels; unloads by keep-alive are not counted.
+	Evictions int64
+	// PromptTokens counts the prompt tokens of generations that got as far
+	// as prompt evaluation: the sum of their prompt_eval_count.
+	PromptTokens int64
+	// CacheHits counts generations that found part of their prompt in the
+	// model's prompt cache, and CachedTokens the prompt tokens so found;
+	// PromptTokens - CachedTokens were evaluated.
+	CacheHits    int64
+	CachedTokens int64
 }
 
 // Stats returns a snapshot of the counters. Each field is read atomically,
@@ -240,6 +287,12 @@ func (s *Server) Stats() Stats {
 		Completed: s.completed.Load(),
 		Canceled:  s.canceled.Load(),
 		Tokens:    s.tokens.Load(),
+
+		Loads:        s.loads.Load(),
+		Evictions:    s.evictions.Load(),
+		PromptTokens: s.promptTokens.Load(),
+		CacheHits:    s.cacheHits.Load(),
+		CachedTokens: s.cachedTokens.Load(),
 	}
 }
 

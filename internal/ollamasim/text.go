@@ -265,13 +265,18 @@ func countTokens(texts ...string) int {
 func tokenIDs(texts ...string) []int {
 	var ids []int
 	for _, t := range texts {
-		for _, w := range strings.Fields(t) {
-			h := fnv.New32a()
-			h.Write([]byte(w))
-			ids = append(ids, 1+int(h.Sum32()%128000))
+		for w := range strings.FieldsSeq(t) {
+			ids = append(ids, wordID(w))
 		}
 	}
 	return ids
+}
+
+// wordID is the id of one of the simulator's tokens, a word.
+func wordID(w string) int {
+	h := fnv.New32a()
+	h.Write([]byte(w))
+	return 1 + int(h.Sum32()%128000)
 }
 
 // embedding returns the raw (not normalised) deterministic vector for text.
