@@ -385,6 +385,9 @@ type ResumeRequest struct {
 	Probe   bool `json:"probe,omitempty"`
 }
 
+// Complete tells whether the transcript holds the answer's final frame.
+func (t *Transcript) Complete() bool { return t.complete }
+
 // Progress returns what the transcript holds, as the answer to a resume
 // request. It ends the current attempt's share of Generating: call it when
 // a new attempt takes over.

@@ -19,6 +19,13 @@ import (
 // job gone from the stream and ends the answer with an explicit error
 // instead of waiting forever.
 func TestSettledJobWhoseLastRepliesWereLostEndsWithAnError(t *testing.T) {
+	t.Run("answer cut", func(t *testing.T) { testSettledJobLost(t, false) })
+	// Only the done reply was lost after the answer's final frame: the
+	// answer is whole, and ends with done.
+	t.Run("only done lost", func(t *testing.T) { testSettledJobLost(t, true) })
+}
+
+func testSettledJobLost(t *testing.T, final bool) {
 	nc, q := setup(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -52,7 +59,11 @@ func TestSettledJobWhoseLastRepliesWereLostEndsWithAnError(t *testing.T) {
 		t.Fatal("no job fetched")
 	}
 	reply := m.Headers().Get(job.HeaderReply)
-	for i, rep := range []job.Reply{{Kind: job.KindStart, Ack: m.Reply()}, {Kind: job.KindData, Data: []byte(`{"response":"a"}` + "\n")}} {
+	last := `{"response":"a","done":false}` + "\n"
+	if final {
+		last = `{"response":"a","done":true}` + "\n"
+	}
+	for i, rep := range []job.Reply{{Kind: job.KindStart, Ack: m.Reply()}, {Kind: job.KindData, Data: []byte(last)}} {
 		rep.Job, rep.Attempt, rep.Seq = id, 1, i+1
 		if err := nc.PublishMsg(queue.ReplyMsg(reply, rep)); err != nil {
 			t.Fatal(err)
@@ -62,16 +73,19 @@ func TestSettledJobWhoseLastRepliesWereLostEndsWithAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var last job.Reply
+	var end job.Reply
 	err = st.Follow(ctx, 5*time.Second, 0, func(rep job.Reply) bool {
-		last = rep
+		end = rep
 		return rep.Kind != job.KindDone && rep.Kind != job.KindError
 	})
 	if err != nil {
-		t.Fatalf("Follow: %v (last reply %+v)", err, last)
+		t.Fatalf("Follow: %v (last reply %+v)", err, end)
 	}
-	if last.Kind != job.KindError || !queue.IsLocal(last) || !strings.Contains(last.Error, "lost reply messages 3 to the end of attempt 1") {
-		t.Fatalf("the answer ended with %+v, want the requester's own error naming the lost replies", last)
+	switch {
+	case final && end.Kind != job.KindDone:
+		t.Fatalf("the whole answer ended with %+v, want done", end)
+	case !final && (end.Kind != job.KindError || !queue.IsLocal(end) || !strings.Contains(end.Error, "lost reply messages 3 to the end of attempt 1")):
+		t.Fatalf("the answer ended with %+v, want the requester's own error naming the lost replies", end)
 	}
 	select {
 	case a := <-naks:

@@ -382,11 +382,24 @@ func (s *Stream) wake() {
 func (s *Stream) giveUpIfBroken() {
 	s.mu.Lock()
 	due := s.giveUpDue() && !time.Now().Before(s.giveUp)
-	attempt, next := s.attempt, s.next
 	s.mu.Unlock()
 	if due {
-		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted)", next, attempt)))
+		s.endLost()
 	}
+}
+
+// endLost ends a stream whose job is over at its worker while its last
+// replies never came: with done when the answer's final frame is here (only
+// the done reply was lost: the answer is whole), else with an error.
+func (s *Stream) endLost() {
+	s.mu.Lock()
+	attempt, next, whole := s.attempt, s.next, s.got.Complete()
+	s.mu.Unlock()
+	if whole {
+		s.push(job.Reply{Kind: job.KindDone, Attempt: job.SeqFinal})
+		return
+	}
+	s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted)", next, attempt)))
 }
 
 // lostCheckDue tells whether a look for a NAKed job is still to come: no
@@ -476,7 +489,7 @@ func (s *Stream) checkLost() {
 		return
 	}
 	s.lostCheck = time.Time{}
-	attempt, next, seq := s.attempt, s.next, s.seq
+	attempt, seq := s.attempt, s.seq
 	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -491,7 +504,7 @@ func (s *Stream) checkLost() {
 	gone := s.naked == attempt && s.attempt == attempt && !s.ended && !s.closed
 	s.mu.Unlock()
 	if gone {
-		s.push(localError(fmt.Sprintf("lost reply messages %d to the end of attempt %d (NATS connection interrupted)", next, attempt)))
+		s.endLost()
 	}
 }
 
