@@ -20,10 +20,24 @@ import (
 // NewLogger returns a logger writing to w: coloured text when w is a terminal
 // and format is "auto", JSON otherwise ("json"), or plain text ("text").
 func NewLogger(w *os.File, level, format string) (*slog.Logger, error) {
+	lv, err := ParseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	return newLogger(w, lv, format)
+}
+
+// ParseLevel reads a --log-level: debug, info, warn or error.
+func ParseLevel(level string) (slog.Level, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
+	return lv, nil
+}
+
+// newLogger is NewLogger at level, which a *slog.LevelVar lets change later.
+func newLogger(w *os.File, lv slog.Leveler, format string) (*slog.Logger, error) {
 	switch format {
 	case "auto":
 		if isTerminal(w) {
@@ -54,7 +68,14 @@ var envName = regexp.MustCompile(`\[([A-Z][A-Z0-9_]*)(?:,[^\]]*)?\]$`)
 func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return applyEnvUnset(fs, getenv, set)
+}
+
+// applyEnvUnset is applyEnv for the flags set does not hold; it adds those
+// it sets to set.
+func applyEnvUnset(fs *flag.FlagSet, getenv func(string) string, set map[string]bool) error {
 	var err error
+	var mine []string
 	fs.VisitAll(func(f *flag.Flag) {
 		m := envName.FindStringSubmatch(f.Usage)
 		if err != nil || set[f.Name] || m == nil {
@@ -67,7 +88,11 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 		if serr := fs.Set(f.Name, v); serr != nil {
 			err = fmt.Errorf("environment variable %s=%q (for --%s): %w", m[1], v, f.Name, serr)
 		}
+		mine = append(mine, f.Name)
 	})
+	for _, name := range mine {
+		set[name] = true
+	}
 	return err
 }
 
@@ -85,20 +110,11 @@ var ErrUsage = errors.New("usage")
 
 // Parse parses args into fs, which must take no positional arguments, then
 // fills each flag the arguments left unset from the environment variable its
-// usage ends with ("[OLLAMAMAX_LISTEN]"). help is true when the user asked
-// for --help (and got it).
+// usage ends with ("[OLLAMAMAX_LISTEN]"), and, if fs has a --config flag,
+// from the file it names first (ParseLayers). help is true when the user
+// asked for --help (and got it).
 func Parse(fs *flag.FlagSet, args []string) (help bool, err error) {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return true, nil
-		}
-		return false, ErrUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "unexpected argument %q (see --help)\n", fs.Arg(0))
-		return false, ErrUsage
-	}
-	return false, applyEnv(fs, os.Getenv)
+	return ParseLayers(fs, Layers{Args: args})
 }
 
 // ParseLogged registers the log flags on fs (see LogFlags), parses args as
@@ -116,9 +132,37 @@ func ParseLogged(fs *flag.FlagSet, args []string) (log *slog.Logger, help bool, 
 // OLLAMAMAX_LOG_LEVEL and OLLAMAMAX_LOG_FORMAT; the returned func builds the
 // logger once flags are parsed.
 func LogFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
-	level := fs.String("log-level", "info", "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
-	format := fs.String("log-format", "auto", "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
-	return func() (*slog.Logger, error) { return NewLogger(os.Stderr, *level, *format) }
+	o := AddLogFlags(fs)
+	return func() (*slog.Logger, error) {
+		log, _, err := o.Logger(os.Stderr)
+		return log, err
+	}
+}
+
+// LogOptions are the values of --log-level and --log-format.
+type LogOptions struct{ Level, Format string }
+
+// AddLogFlags registers --log-level and --log-format on fs, with defaults
+// from OLLAMAMAX_LOG_LEVEL and OLLAMAMAX_LOG_FORMAT, and returns where
+// their values go.
+func AddLogFlags(fs *flag.FlagSet) *LogOptions {
+	o := &LogOptions{}
+	fs.StringVar(&o.Level, "log-level", "info", "debug, info, warn or error [OLLAMAMAX_LOG_LEVEL]")
+	fs.StringVar(&o.Format, "log-format", "auto", "auto (colour on a terminal, else JSON), json or text [OLLAMAMAX_LOG_FORMAT]")
+	return o
+}
+
+// Logger builds the logger o asks for, writing to w, and returns the
+// level it logs at, which a reload may set.
+func (o *LogOptions) Logger(w *os.File) (*slog.Logger, *slog.LevelVar, error) {
+	lv, err := ParseLevel(o.Level)
+	if err != nil {
+		return nil, nil, err
+	}
+	v := new(slog.LevelVar)
+	v.Set(lv)
+	log, err := newLogger(w, v, o.Format)
+	return log, v, err
 }
 
 // ListenError explains a failed listen to a person, in one line: what the
