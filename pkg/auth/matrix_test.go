@@ -161,6 +161,18 @@ func TestPermissionMatrix(t *testing.T) {
 		{"gpu1", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.evil"), "refused"},
 		{"root", "write an API key", jsPublish("$KV." + job.KeyBucket + ".key.fine"), "allowed"},
 
+		// Shared settings: each role watches its own entry; only the
+		// admin writes them.
+		{"dispatcher", "watch the dispatchers' shared settings", watchBucket(job.ConfigBucket, job.ConfigDispatcher), "allowed"},
+		{"dispatcher", "watch the workers' shared settings", watchBucket(job.ConfigBucket, job.ConfigWorker), "refused"},
+		{"gpu1", "watch the workers' shared settings", watchBucket(job.ConfigBucket, job.ConfigWorker), "allowed"},
+		{"gpu1", "watch the dispatchers' shared settings", watchBucket(job.ConfigBucket, job.ConfigDispatcher), "refused"},
+		{"alice", "watch the dispatchers' shared settings", watchBucket(job.ConfigBucket, job.ConfigDispatcher), "refused"},
+		{"dispatcher", "write the dispatchers' shared settings", jsPublish("$KV." + job.ConfigBucket + "." + job.ConfigDispatcher), "refused"},
+		{"gpu1", "write the workers' shared settings", jsPublish("$KV." + job.ConfigBucket + "." + job.ConfigWorker), "refused"},
+		{"alice", "write the dispatchers' shared settings", jsPublish("$KV." + job.ConfigBucket + "." + job.ConfigDispatcher), "refused"},
+		{"root", "write the workers' shared settings", jsPublish("$KV." + job.ConfigBucket + "." + job.ConfigWorker), "allowed"},
+
 		// The audit trail: workers write job records, dispatchers any;
 		// nobody but the admin reads it.
 		{"gpu1", "write a job's audit record", jsPublish(job.AuditSubject(job.AuditJob, "llama3.2:latest", "alice")), "allowed"},

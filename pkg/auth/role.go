@@ -70,7 +70,7 @@ func nodeKey(id string) string { return "$KV." + job.NodeBucket + ".node." + id 
 // The streams streams/ defines, by name: what a process binds (STREAM.INFO)
 // or applies (STREAM.CREATE, STREAM.UPDATE).
 var streamNames = []string{job.Stream, "KV_" + job.NodeBucket, job.DLQStream, job.AdvisoryStream, job.ResultsStream, "KV_" + job.BatchBucket,
-	"KV_" + job.KeyBucket, job.AuditStream, job.LimitsStream}
+	"KV_" + job.KeyBucket, job.AuditStream, job.LimitsStream, "KV_" + job.ConfigBucket}
 
 // viaLeaf returns the JetStream subjects among subjects as a client of a
 // leaf node publishes them: nats-server lets no $JS.API subject of an
@@ -90,6 +90,14 @@ func viaLeaf(subjects []string) []string {
 		}
 	}
 	return out
+}
+
+// watchConfig is what watching entry of the shared settings bucket takes:
+// a KV watch, an ordered push consumer filtered on the entry's subject,
+// created anew after a gap and deleted at the end (with "$JS.FC.>").
+func watchConfig(entry string) []string {
+	return []string{api("CONSUMER.CREATE.KV_" + job.ConfigBucket + ".*.$KV." + job.ConfigBucket + "." + entry),
+		api("CONSUMER.DELETE.KV_" + job.ConfigBucket + ".*")}
 }
 
 func each(prefix string, names []string) []string {
@@ -152,6 +160,7 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			// Everyone's charges: an ordered consumer of the limits stream.
 			api("CONSUMER.CREATE."+job.LimitsStream+".>"), api("CONSUMER.MSG.NEXT."+job.LimitsStream+".>"),
 			api("CONSUMER.DELETE."+job.LimitsStream+".>"))
+		p.Pub.Allow.Add(watchConfig(job.ConfigDispatcher)...) // the dispatchers' shared settings; never write them
 		// Applying streams/: only streams of those names, never delete or purge.
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...)
 		p.Pub.Allow.Add(each(api("STREAM.CREATE."), streamNames)...)
@@ -178,6 +187,7 @@ func Template(r Role) (jwt.UserPermissionLimits, error) {
 			// watch, as the dispatcher's) and rings the model's doorbell.
 			api("CONSUMER.CREATE.KV_"+job.NodeBucket+".>"), api("CONSUMER.DELETE.KV_"+job.NodeBucket+".*"), "$JS.FC.>",
 			job.QueuedPrefix+".>")
+		p.Pub.Allow.Add(watchConfig(job.ConfigWorker)...)          // the workers' shared settings; never write them
 		p.Pub.Allow.Add(each(api("STREAM.INFO."), streamNames)...) // binding, and checking the definitions
 		p.Pub.Allow.Add(viaLeaf(p.Pub.Allow)...)                   // the same from behind a leaf node
 		p.Sub.Allow.Add(job.QueuedPrefix+".>", job.CancelPrefix+".>", job.NodePrefix+"."+name, inbox)

@@ -53,6 +53,11 @@ const (
 	KeyMACEntry    = "mac"             // the key bucket's entry holding the dispatchers' MAC secret
 	AuditStream    = "OLLAMAQ_AUDIT"   // the audit trail and usage ledger
 	LimitsStream   = "OLLAMAQ_LIMITS"  // rate-limit charges of the last minutes
+	ConfigBucket   = "ollamaq_config"  // shared settings, an entry per role (docs/operations.md)
+	// ConfigDispatcher and ConfigWorker are the config bucket's entries
+	// every dispatcher and every worker applies.
+	ConfigDispatcher = "dispatcher"
+	ConfigWorker     = "worker"
 )
 
 // Class separates latency-sensitive work from bulk work. Workers pull every

@@ -109,6 +109,16 @@ func (q *Queue) Keys(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+// Config binds the bucket of shared settings (docs/operations.md,
+// "Reloading configuration"), which Setup applied.
+func (q *Queue) Config(ctx context.Context) (jetstream.KeyValue, error) {
+	kv, err := q.js.KeyValue(ctx, job.ConfigBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind bucket %s: %w", job.ConfigBucket, err)
+	}
+	return kv, nil
+}
+
 // SetupConn is Setup on the JetStream of connection nc.
 func SetupConn(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 	js, err := jetstream.New(nc)
@@ -120,7 +130,7 @@ func SetupConn(ctx context.Context, nc *nats.Conn, o Options) (*Queue, error) {
 
 // streamFiles are the stream definitions Setup applies, in order.
 var streamFiles = []string{"jobs.json", "kv_nodes.json", "dlq.json", "advisories.json", "results.json", "kv_batches.json",
-	"kv_keys.json", "audit.json", "limits.json"}
+	"kv_keys.json", "audit.json", "limits.json", "kv_config.json"}
 
 // Open binds to definitions a dispatcher or worker already applied, without
 // changing them: what a client with no rights to manage streams needs.
