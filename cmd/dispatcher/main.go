@@ -18,6 +18,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/broker"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
@@ -37,8 +38,17 @@ and --nats-tls-key its listener requires TLS.
 
 The API listens on loopback by default; a non-loopback --listen needs --keys
 (every API route then requires a key from 'ollamaq keys create') or
---insecure. With --tls-cert and --tls-key it serves HTTPS. SIGHUP reads every
-certificate file again, for rotation without a restart.
+--insecure. With --tls-cert and --tls-key it serves HTTPS.
+
+Settings come from the command line, then a --config file of name=value
+lines (flag names or their variables), then the environment, then the
+fleet's shared settings: the entry "dispatcher" of the ollamaq_config bucket,
+which every dispatcher watches. SIGHUP reads the file and every certificate
+again and applies, without dropping a stream, what changed of --log-level,
+--origins, --max-body, --body-budget, --queue-wait, --max-queued,
+--queue-full-wait, --stall, --max-silence and --tls-cert/--tls-key; a change
+of the shared entry does the same. A reload with a bad value changes nothing
+and logs why; other settings are logged as needing a restart.
 
 'dispatcher healthcheck' exits 0 when the dispatcher's /readyz answers 200,
 for a container's health check (see dispatcher healthcheck --help).
@@ -48,6 +58,7 @@ Examples:
   ollamaq auth init && dispatcher --auth-dir ~/.config/ollamamax/auth --nats-listen 0.0.0.0:4222
   dispatcher --auth-dir DIR --nats-listen 0.0.0.0:4222 --nats-tls-cert server.pem --nats-tls-key server-key.pem   # TLS; kill -HUP reloads them
   dispatcher --nats-url nats://nats.internal:4222 --nats-creds dispatcher.creds --listen 0.0.0.0:11435 --keys --tls-cert api.pem --tls-key api-key.pem
+  dispatcher --config /etc/ollamamax/dispatcher.conf   # then: kill -HUP PID after editing it
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
   OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 dispatcher   # traces to a collector
 
@@ -63,13 +74,39 @@ func main() {
 	cli.Exit("dispatcher", run())
 }
 
-func run() error {
-	cfg := dispatcher.DefaultConfig(defaultStoreDir())
+// reloadable are the flags a reload applies (dispatcher.Settings); the
+// rest take a restart. The shared settings may set them all but files.
+var reloadable = map[string]bool{"log-level": true, "origins": true, "max-body": true, "body-budget": true, "queue-wait": true,
+	"max-queued": true, "queue-full-wait": true, "stall": true, "max-silence": true, "tls-cert": true, "tls-key": true}
+
+func sharable(name string) bool { return reloadable[name] && name != "tls-cert" && name != "tls-key" }
+
+// sharedFrom names the shared settings in errors.
+const sharedFrom = "the shared settings (bucket " + job.ConfigBucket + ", entry " + job.ConfigDispatcher + ")"
+
+// flags is one parse of the command line, the configuration file, the
+// environment and the shared settings.
+type flags struct {
+	fs        *flag.FlagSet
+	cfg       dispatcher.Config
+	creds     string
+	clientTLS *cli.ClientTLS
+	log       *cli.LogOptions
+}
+
+// parse parses the flags from l. id is the default requester ID, made
+// once, so that every parse has the same.
+func parse(l cli.Layers, id string) (*flags, bool, error) {
+	f := &flags{cfg: dispatcher.DefaultConfig(defaultStoreDir())}
+	cfg := &f.cfg
+	cfg.ID = id
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	f.fs = fs
 	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	cli.AddConfigFlag(fs)
 	fs.StringVar(&cfg.HTTPAddr, "listen", cfg.HTTPAddr, "HTTP address of the Ollama-compatible API [OLLAMAMAX_LISTEN]")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "NATS server or cluster to use; empty starts an embedded server [NATS_URL]")
-	creds := fs.String("nats-creds", "", "NATS credentials file, for --nats-url or the embedded server with --auth-dir (default there: DIR/creds/dispatcher.creds); its name is the requester ID [NATS_CREDS]")
+	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file, for --nats-url or the embedded server with --auth-dir (default there: DIR/creds/dispatcher.creds); its name is the requester ID [NATS_CREDS]")
 	fs.StringVar(&cfg.Embedded.Listen, "nats-listen", cfg.Embedded.Listen, "client address of the embedded NATS server; a non-loopback address, for workers on other machines, needs --auth-dir (or --insecure) [OLLAMAMAX_NATS_LISTEN]")
 	fs.StringVar(&cfg.Embedded.AuthDir, "auth-dir", "", "auth directory (ollamaq auth init): the embedded NATS server runs in operator mode and lets in only its credentials [OLLAMAMAX_AUTH_DIR]")
 	fs.BoolVar(&cfg.RequireKeys, "keys", false, "require an HTTP API key (ollamaq keys create) on every API route [OLLAMAMAX_KEYS]")
@@ -78,54 +115,95 @@ func run() error {
 	fs.StringVar(&cfg.Embedded.TLS.Key, "nats-tls-key", "", "PEM private key of --nats-tls-cert; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_KEY]")
 	fs.StringVar(&cfg.Embedded.TLS.CA, "nats-tls-ca", "", "PEM file of the CA whose client certificates the embedded NATS server requires; reloaded on SIGHUP [OLLAMAMAX_NATS_TLS_CA]")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-listen", "", "serve /metrics on this address only, not on --listen (plain HTTP, no API key) [OLLAMAMAX_METRICS_LISTEN]")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of the API: with --tls-key it serves HTTPS; reloaded on SIGHUP [OLLAMAMAX_TLS_CERT]")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate of the API: with --tls-key it serves HTTPS; reloaded on SIGHUP, also from another file [OLLAMAMAX_TLS_CERT]")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of --tls-cert; reloaded on SIGHUP [OLLAMAMAX_TLS_KEY]")
-	clientTLS := cli.ClientTLSFlags(fs)
+	f.clientTLS = cli.ClientTLSFlags(fs)
 	fs.StringVar(&cfg.Embedded.StoreDir, "store-dir", cfg.Embedded.StoreDir, "JetStream storage directory of the embedded server [OLLAMAMAX_STORE_DIR]")
 	fs.BoolVar(&cfg.Embedded.SyncAlways, "sync-always", false, "fsync every JetStream write of the embedded server: slower, survives OS crashes")
-	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body in bytes; larger ones get 413 [OLLAMAMAX_MAX_BODY]")
-	fs.Int64Var(&cfg.BodyBudget, "body-budget", dispatcher.DefaultBodyBudget, "bytes of large request bodies (over 64 KiB) held at once, read or queued and not yet started by a worker; beyond it requests wait unread, up to --queue-wait, then get 503; -1 for no bound [OLLAMAMAX_BODY_BUDGET]")
-	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503 [OLLAMAMAX_QUEUE_WAIT]")
-	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound [OLLAMAMAX_MAX_QUEUED]")
-	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header [OLLAMAMAX_QUEUE_FULL_WAIT]")
-	fs.DurationVar(&cfg.Stall, "stall", queue.DefaultStall, "ask for a started job's redelivery when its worker sends nothing, heartbeats included, this long; 0 leaves failover to --ack-wait [OLLAMAMAX_STALL]")
-	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long [OLLAMAMAX_MAX_SILENCE]")
+	fs.Int64Var(&cfg.MaxBody, "max-body", cfg.MaxBody, "largest request body in bytes; larger ones get 413; reloadable [OLLAMAMAX_MAX_BODY]")
+	fs.Int64Var(&cfg.BodyBudget, "body-budget", dispatcher.DefaultBodyBudget, "bytes of large request bodies (over 64 KiB) held at once, read or queued and not yet started by a worker; beyond it requests wait unread, up to --queue-wait, then get 503; -1 for no bound; reloadable [OLLAMAMAX_BODY_BUDGET]")
+	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503; reloadable [OLLAMAMAX_QUEUE_WAIT]")
+	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound; reloadable [OLLAMAMAX_MAX_QUEUED]")
+	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header; reloadable [OLLAMAMAX_QUEUE_FULL_WAIT]")
+	fs.DurationVar(&cfg.Stall, "stall", queue.DefaultStall, "ask for a started job's redelivery when its worker sends nothing, heartbeats included, this long; 0 leaves failover to --ack-wait; reloadable [OLLAMAMAX_STALL]")
+	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long; reloadable [OLLAMAMAX_MAX_SILENCE]")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time to receive a whole request, body included; a slower one gets 400 and its connection is closed (answers may stream for longer) [OLLAMAMAX_BODY_TIMEOUT]")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "close a keep-alive HTTP connection idle this long [OLLAMAMAX_IDLE_TIMEOUT]")
 	fs.IntVar(&cfg.MaxConns, "max-conns", 0, "HTTP connections open at once; past it a new one gets 503 (default 4096, at most half the open-file limit) [OLLAMAMAX_MAX_CONNS]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
 	fs.DurationVar(&cfg.Queue.AuditRetention, "audit-retention", 0, "how long the audit trail (OLLAMAQ_AUDIT: one record per job and management action) keeps records (default: keep the stream's, else 90 days from streams/audit.json) [OLLAMAMAX_AUDIT_RETENTION]")
 	fs.IntVar(&cfg.Queue.Replicas, "replicas", 0, "JetStream replicas of the job stream: 1 single server, 3 cluster (default: keep existing, else 1) [OLLAMAMAX_REPLICAS]")
-	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS [OLLAMA_ORIGINS]")
+	origins := fs.String("origins", "", "extra CORS origins, comma-separated, wildcards allowed, as Ollama's OLLAMA_ORIGINS; reloadable [OLLAMA_ORIGINS]")
 	fs.StringVar(&cfg.ID, "id", cfg.ID, "requester ID of this dispatcher, unique among dispatchers [OLLAMAMAX_ID]")
-	log, help, err := cli.ParseLogged(fs, os.Args[1:])
-	if help || err != nil {
-		return err
+	f.log = cli.AddLogFlags(fs)
+	if help, err := cli.ParseLayers(fs, l); help || err != nil {
+		return nil, help, err
 	}
-	cfg.Logger = log
+	if _, err := cli.ParseLevel(f.log.Level); err != nil {
+		return nil, false, err
+	}
 	if cfg.Stall == 0 {
 		cfg.Stall = -1 // Off: the flag's 0 is the Options' negative.
 	}
 	if *origins != "" {
 		cfg.Origins = strings.Split(*origins, ",")
 	}
+	return f, false, nil
+}
+
+// settings are the reloadable part of f, with the names of the other
+// flags whose values differ from those of running, the parse the process
+// started with.
+func (f *flags) settings(running *flags) dispatcher.Settings {
+	level, _ := cli.ParseLevel(f.log.Level) // parse checked it.
+	c := f.cfg
+	return dispatcher.Settings{LogLevel: level, Origins: c.Origins, MaxBody: c.MaxBody, BodyBudget: c.BodyBudget, QueueWait: c.QueueWait,
+		MaxQueued: c.MaxQueued, QueueFullWait: c.QueueFullWait, MaxSilence: c.MaxSilence, Stall: c.Stall, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+		Restart: cli.Changed(running.fs, f.fs, func(name string) bool { return reloadable[name] })}
+}
+
+func run() error {
+	args, id := os.Args[1:], "d"+job.NewID()[:10]
+	f, help, err := parse(cli.Layers{Args: args}, id)
+	if help || err != nil {
+		return err
+	}
+	log, level, err := f.log.Logger(os.Stderr)
+	if err != nil {
+		return err
+	}
+	cfg := f.cfg
+	cfg.Logger, cfg.Level = log, level
+	creds := f.creds
 	if cfg.NATSURL != "" {
 		cfg.Embedded.AuthDir = "" // Only the embedded server uses it.
-	} else if cfg.Embedded.AuthDir != "" && *creds == "" {
-		*creds = auth.CredsPath(cfg.Embedded.AuthDir, auth.DispatcherUser)
+	} else if cfg.Embedded.AuthDir != "" && creds == "" {
+		creds = auth.CredsPath(cfg.Embedded.AuthDir, auth.DispatcherUser)
 	}
-	if *creds != "" {
-		if err := useCreds(&cfg, *creds, flagSet(fs, "id")); err != nil {
+	if creds != "" {
+		if err := useCreds(&cfg, creds, flagSet(f.fs, "id")); err != nil {
 			return err
 		}
 	}
 	if cfg.NATSURL != "" {
 		cfg.Embedded.TLS = broker.TLSConfig{} // Only the embedded server uses it.
-		opts, err := clientTLS.Options()
+		opts, err := f.clientTLS.Options()
 		if err != nil {
 			return err
 		}
 		cfg.NATSOptions = append(cfg.NATSOptions, opts...)
+	}
+	cfg.Reconfigure = func(shared string) (dispatcher.Settings, error) {
+		next, _, err := parse(cli.Layers{Args: args, Shared: shared, SharedFrom: sharedFrom, Sharable: sharable}, id)
+		if err != nil {
+			return dispatcher.Settings{}, err
+		}
+		if cfg.NATSURL != "" {
+			if err := next.clientTLS.Check(); err != nil {
+				log.Warn("the NATS client certificate files do not load: the next reconnect will fail", "err", err)
+			}
+		}
+		return next.settings(f), nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -135,18 +213,8 @@ func run() error {
 	}
 	defer flushTraces()
 	cfg.Tracer = tp
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{}, 1)
-	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default: // A reload is pending already.
-			}
-		}
-	}()
+	reload, stopHUP := cli.NotifyReload()
+	defer stopHUP()
 	cfg.Reload = reload
 	return explain(dispatcher.Run(ctx, cfg), cfg)
 }

@@ -50,6 +50,10 @@ func (v *Value[T]) Reload() error {
 	return nil
 }
 
+// Store makes x the value, as a successful Reload would: for a caller that
+// read new files itself (other paths, or as one step of a larger reload).
+func (v *Value[T]) Store(x *T) { v.cur.Store(x) }
+
 // KeyPair returns a read func for New that loads a PEM certificate (with
 // any intermediates after it) and its private key.
 func KeyPair(certFile, keyFile string) func() (*tls.Certificate, error) {

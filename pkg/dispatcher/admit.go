@@ -71,22 +71,22 @@ func (s *Server) queued(model string) {
 // the default), then refuses with 503 and Retry-After as Ollama does. It
 // writes the refusal itself and returns false.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, f format, model string) bool {
-	if s.opts.MaxQueued <= 0 {
+	if s.live().MaxQueued <= 0 {
 		return true
 	}
-	wait := s.opts.QueueFullWait
+	wait := s.live().QueueFullWait
 	if h := r.Header.Get(HeaderQueueFullWait); h != "" {
 		d, err := time.ParseDuration(h)
 		if err != nil || d < 0 {
 			f.fail(w, http.StatusBadRequest, "bad "+HeaderQueueFullWait+" header "+h+": want a duration such as 30s")
 			return false
 		}
-		wait = min(d, s.opts.QueueWait)
+		wait = min(d, s.live().QueueWait)
 	}
 	deadline := time.Now().Add(wait)
 	for fresh := false; ; fresh = true {
 		n, err := s.pending(r.Context(), model, fresh)
-		if err != nil || n < uint64(s.opts.MaxQueued) {
+		if err != nil || n < uint64(s.live().MaxQueued) {
 			return true // Without a depth to go by, let JetStream take it.
 		}
 		if !fresh {

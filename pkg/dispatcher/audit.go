@@ -38,7 +38,7 @@ func (s *Server) jobRecord(qj *queuedJob, outcome, why string) audit.Record {
 func (s *Server) audited(action string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.live().MaxBody))
 		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
 		sw := &statusWriter{ResponseWriter: w}
 		next(sw, r)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,27 +37,53 @@ const DefaultBodyBudget = 64 << 20
 
 // bodyBudget bounds the bytes of large request bodies a dispatcher holds.
 // It is safe for concurrent use.
+//
+// A reload may change the bound (resize). The semaphore has a capacity far
+// beyond any budget, and the budget keeps back all of it but the bound: a
+// larger bound gives some back at once; a smaller one takes more back as
+// soon as held bodies release it, in line with the bodies waiting, so that
+// no body starts until the held ones fit the new bound. Bodies taken under
+// the old bound keep what they hold.
 type bodyBudget struct {
-	sem     *semaphore.Weighted // nil: no bound
-	limit   int64
+	sem     *semaphore.Weighted
+	limit   atomic.Int64 // the bound; negative: none
 	held    atomic.Int64 // bytes of the bodies held now, small ones too
 	waiting atomic.Int64 // requests waiting for their turn
+
+	mu       sync.Mutex
+	semLimit int64 // the bound the semaphore's reserve stands for
+	// takeBack takes n bytes back into the reserve on a goroutine of
+	// reserves, which waits for held bodies to release them; stop ends
+	// those waits.
+	takeBack func(n int64)
+	stop     context.CancelFunc
+	reserves sync.WaitGroup
 }
+
+// semCapacity is the semaphore's capacity: far beyond any budget, and far
+// enough below the largest int64 that resizes never overflow.
+const semCapacity = 1 << 61
 
 // newBodyBudget returns a budget of limit bytes (none if limit < 0) and
 // registers its gauges with reg.
 func newBodyBudget(limit int64, reg prometheus.Registerer) *bodyBudget {
-	b := &bodyBudget{limit: limit}
-	if limit > 0 {
-		b.sem = semaphore.NewWeighted(limit)
+	b := &bodyBudget{sem: semaphore.NewWeighted(semCapacity), semLimit: max(limit, 0)}
+	ctx, stop := context.WithCancel(context.Background())
+	b.stop = stop
+	b.takeBack = func(n int64) {
+		b.reserves.Go(func() {
+			_ = b.sem.Acquire(ctx, n) // Fails only when close cancels it: the dispatcher is stopping.
+		})
 	}
+	b.limit.Store(limit)
+	b.sem.TryAcquire(semCapacity - b.semLimit) // Always succeeds: nothing holds it yet.
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_http_body_bytes_in_flight",
 			Help: "Bytes of request bodies the dispatcher holds: being read, or queued and not yet started by a worker."},
 			func() float64 { return float64(b.held.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_http_body_bytes_limit",
 			Help: "The body budget: bytes of large request bodies the dispatcher holds at most (--body-budget); 0 when unbounded."},
-			func() float64 { return float64(max(b.limit, 0)) }),
+			func() float64 { return float64(max(b.limit.Load(), 0)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_http_body_waiting",
 			Help: "Requests with large bodies waiting, unread, for their turn under the body budget."},
 			func() float64 { return float64(b.waiting.Load()) }),
@@ -64,12 +91,38 @@ func newBodyBudget(limit int64, reg prometheus.Registerer) *bodyBudget {
 	return b
 }
 
+// resize changes the bound to limit (none if negative). A smaller bound
+// than the semaphore stands for is taken back on a goroutine that close
+// waits for.
+func (b *bodyBudget) resize(limit int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limit.Store(limit)
+	if limit < 0 {
+		return // Takes skip the semaphore; it keeps the last bound for a later one.
+	}
+	delta := limit - b.semLimit
+	b.semLimit = limit
+	switch {
+	case delta > 0:
+		b.sem.Release(delta)
+	case delta < 0 && !b.sem.TryAcquire(-delta):
+		b.takeBack(-delta)
+	}
+}
+
+// close ends the takings back that still wait.
+func (b *bodyBudget) close() {
+	b.stop()
+	b.reserves.Wait()
+}
+
 // take holds n bytes of the budget for a body, waiting while a body larger
 // than smallBody does not fit, first come first served, until ctx is done.
 func (b *bodyBudget) take(ctx context.Context, n int64) (*bodyHold, error) {
 	h := &bodyHold{b: b, n: n}
-	if b.sem != nil && n > smallBody {
-		h.weighed = min(n, b.limit) // A body larger than the whole budget waits until it has it all.
+	if limit := b.limit.Load(); limit > 0 && n > smallBody {
+		h.weighed = min(n, limit) // A body larger than the whole budget waits until it has it all.
 		b.waiting.Add(1)
 		err := b.sem.Acquire(ctx, h.weighed)
 		b.waiting.Add(-1)
@@ -115,11 +168,11 @@ func (h *bodyHold) release() {
 // client left.
 func (s *Server) waitTurn(w http.ResponseWriter, r *http.Request, f format) (*bodyHold, bool) {
 	n := r.ContentLength
-	if n < 0 || n > s.opts.MaxBody {
-		n = s.opts.MaxBody // A longer body is refused with 413 once MaxBody of it is read.
+	if n < 0 || n > s.live().MaxBody {
+		n = s.live().MaxBody // A longer body is refused with 413 once MaxBody of it is read.
 	}
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(r.Context(), s.opts.QueueWait)
+	ctx, cancel := context.WithTimeout(r.Context(), s.live().QueueWait)
 	defer cancel()
 	h, err := s.bodies.take(ctx, n)
 	if err != nil {
@@ -127,7 +180,7 @@ func (s *Server) waitTurn(w http.ResponseWriter, r *http.Request, f format) (*bo
 			return nil, false // The client left.
 		}
 		s.log.Info("large request refused: the body budget stayed full", "bytes", n, "waited", time.Since(began).Round(time.Millisecond))
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.opts.QueueWait.Seconds()))))
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.live().QueueWait.Seconds()))))
 		f.failForwarded(w, http.StatusServiceUnavailable, busyMessage)
 		return nil, false
 	}

@@ -46,7 +46,7 @@ func (s *Server) targets(r *http.Request, keep func(*fleet.Node) bool) []*fleet.
 }
 
 func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
-	body, req, ok := readRequest[api.ShowRequest](w, r, s.opts.MaxBody)
+	body, req, ok := readRequest[api.ShowRequest](w, r, s.live().MaxBody)
 	if !ok {
 		return
 	}
@@ -225,7 +225,7 @@ func writeFanoutResult(w http.ResponseWriter, total int, failed map[string]job.R
 }
 
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
-	body, req, ok := readRequest[api.DeleteRequest](w, r, s.opts.MaxBody)
+	body, req, ok := readRequest[api.DeleteRequest](w, r, s.live().MaxBody)
 	if !ok {
 		return
 	}
@@ -245,7 +245,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
-	body, req, ok := readRequest[api.CopyRequest](w, r, s.opts.MaxBody)
+	body, req, ok := readRequest[api.CopyRequest](w, r, s.live().MaxBody)
 	if !ok {
 		return
 	}
@@ -269,7 +269,7 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 // progress, as Ollama's own: each status once, per-layer totals summed over
 // the workers, and {"status":"success"} only when all succeeded.
 func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
-	body, req, ok := readRequest[api.PullRequest](w, r, s.opts.MaxBody)
+	body, req, ok := readRequest[api.PullRequest](w, r, s.live().MaxBody)
 	if !ok {
 		return
 	}

@@ -153,7 +153,7 @@ func TestHTTPSReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	reload <- struct{}{}
-	failed := "reload of the HTTPS certificate failed; keeping the one in use"
+	failed := "reload refused: the HTTPS certificate does not load; keeping the settings and certificates in use"
 	deadline = time.Now().Add(10 * time.Second)
 	for logs.count(failed) == 0 {
 		if time.Now().After(deadline) {

@@ -23,7 +23,7 @@ func (s *Server) handleNodeRoute(rt job.Route) http.HandlerFunc {
 		var body []byte
 		if r.Method != http.MethodGet {
 			var ok bool
-			if body, ok = readBody(w, r, s.opts.MaxBody, native); !ok {
+			if body, ok = readBody(w, r, s.live().MaxBody, native); !ok {
 				return
 			}
 		}

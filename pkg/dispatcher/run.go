@@ -88,13 +88,26 @@ type Config struct {
 	// intermediates after it) and its private key: with both, the API
 	// serves HTTPS. Both or neither.
 	TLSCert, TLSKey string
-	// Reload, if set, asks Run to read the TLS files again each time it
-	// receives: the embedded server's (Embedded.TLS) and the API's
-	// (TLSCert, TLSKey). The dispatcher's main sends on SIGHUP. New
-	// connections then get the new certificate; established ones, and the
-	// answers streaming on them, are kept. A failed reload is logged and
-	// the old certificate kept.
+	// Reload, if set, asks Run for a reload each time it receives (the
+	// dispatcher's main sends on SIGHUP): the settings Reconfigure returns,
+	// and the TLS files read again, the embedded server's (Embedded.TLS)
+	// and the API's (TLSCert, TLSKey). New connections then get the new
+	// certificate; established ones, and the answers streaming on them,
+	// are kept. A reload that fails in any part changes nothing and is
+	// logged.
 	Reload <-chan struct{}
+	// Reconfigure, if set, returns the settings a reload changes to, given
+	// the text of the dispatchers' shared settings (the ollamaq_config
+	// bucket's entry "dispatcher"; "" when there is none): the dispatcher's
+	// main parses its flags again, with the configuration file as it is
+	// now. Run calls it on each receive from Reload, on each change of the
+	// shared entry, and once before it serves if the entry holds
+	// something. An error refuses the reload: Run logs it and keeps the
+	// settings in use.
+	Reconfigure func(shared string) (Settings, error)
+	// Level, if set, is the level of Logger's handler: a reload sets it to
+	// Settings.LogLevel.
+	Level *slog.LevelVar
 	// Queue adjusts the stream definitions (replicas, ack wait).
 	Queue queue.Options
 	// ID is this dispatcher's requester ID: its reply subjects are
@@ -216,16 +229,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	defer nc.Close()
-	if cfg.Reload != nil {
-		rctx, stopReload := context.WithCancel(ctx)
-		reloaded := make(chan struct{})
-		go func() {
-			defer close(reloaded)
-			reloadTLS(rctx, cfg.Reload, b, cert, cfg.TLSCert, log)
-		}()
-		defer func() { stopReload(); <-reloaded }()
-	}
-
 	q, err := queue.SetupConn(ctx, nc, cfg.Queue)
 	if err != nil {
 		return err
@@ -247,8 +250,9 @@ func Run(ctx context.Context, cfg Config) error {
 	defer func() { _ = req.Close() }() // Closing also happens via nc.Drain below.
 
 	o := cfg.Options
-	if limit := nc.MaxPayload() - 4096; limit < o.MaxBody {
-		o.MaxBody = limit // Headers need room too.
+	maxBody := nc.MaxPayload() - 4096 // Headers need room too.
+	if maxBody < o.MaxBody {
+		o.MaxBody = maxBody
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -275,6 +279,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	h, err := NewServer(q, req, view, o)
 	if err != nil {
+		return err
+	}
+	defer h.bodies.close()
+	if err := startReloads(runCtx, &wg, q, reloader{cfg: cfg, h: h, b: b, cert: cert, maxBody: maxBody, log: log, current: cfg.settings()}); err != nil {
 		return err
 	}
 	maxConns := connCap(cfg.MaxConns, openFileLimit())
@@ -418,36 +426,4 @@ func watchKeys(ctx context.Context, wg *sync.WaitGroup, stop func(), q *queue.Qu
 	o.Keys = cache
 	log.Info("API keys required", "keys", cache.Len())
 	return kw, nil
-}
-
-// reloadTLS reads the TLS files again on each receive from reload until
-// ctx is done: those of b, the embedded server (nil with an external one),
-// and of cert, the API's HTTPS certificate (nil without HTTPS). A failed
-// read keeps the certificate in use.
-func reloadTLS(ctx context.Context, reload <-chan struct{}, b *broker.Broker, cert *tlsreload.Value[tls.Certificate], certFile string, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-reload:
-		}
-		natsTLS := b != nil && b.TLSFiles().Cert != ""
-		if natsTLS {
-			if err := b.ReloadTLS(); err != nil {
-				log.Error("reload of the NATS TLS certificate failed; keeping the one in use", "err", err)
-			} else {
-				log.Info("reloaded the NATS TLS certificate", "cert", b.TLSFiles().Cert)
-			}
-		}
-		if cert != nil {
-			if err := cert.Reload(); err != nil {
-				log.Error("reload of the HTTPS certificate failed; keeping the one in use", "err", err)
-			} else {
-				log.Info("reloaded the HTTPS certificate", "cert", certFile)
-			}
-		}
-		if !natsTLS && cert == nil {
-			log.Info("reload: there is no TLS certificate to reload")
-		}
-	}
 }

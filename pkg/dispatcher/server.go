@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/apikey"
@@ -134,14 +135,14 @@ func (o Options) withDefaults() Options {
 
 // Server is the HTTP shim. It is an http.Handler.
 type Server struct {
-	opts    Options
+	opts    Options              // as NewServer got them; the fields a reload changes are read from cur
+	cur     atomic.Pointer[live] // the settings a reload changes (reload.go)
 	q       *queue.Queue
 	req     *queue.Requester
 	view    *fleet.View
 	log     *slog.Logger
 	mux     *http.ServeMux
 	router  router
-	origins []string
 	handler http.Handler
 	metrics *metrics
 	depth   pendingCache
@@ -163,23 +164,14 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	o = o.withDefaults()
 	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux(),
 		tracer: tracing.New(o.Tracer), queuedRoutes: map[string]string{}}
-	s.origins = allowedOrigins(o.Origins)
+	s.cur.Store(newLive(o))
 	reg := o.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
 	s.bodies = newBodyBudget(o.BodyBudget, reg)
-	stall := cmp.Or(o.Stall, queue.DefaultStall)
-	req.SetStall(max(stall, 0), func(id string, attempt int, why string) {
-		if why == queue.NakLost {
-			s.metrics.repliesLost.Inc()
-			s.log.Info("replies lost on the way: asked for the job's redelivery", "job", id, "attempt", attempt)
-			return
-		}
-		s.metrics.stalled.Inc()
-		s.log.Info("worker silent: asked for the job's redelivery", "job", id, "attempt", attempt, "after", stall)
-	})
+	s.setStall(o.Stall)
 	if o.Keys != nil {
 		if len(o.MACSecret) < 32 {
 			return nil, errors.New("dispatcher: API keys need a MAC secret of at least 32 bytes (apikey.MACSecret)")
