@@ -16,6 +16,7 @@ import (
 	"github.com/ollama/ollama/envconfig"
 	"github.com/ollamamax/ollamamax/internal/cli"
 	"github.com/ollamamax/ollamamax/pkg/auth"
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 )
 
@@ -28,6 +29,15 @@ stops answering, the worker stops pulling and resumes by itself when it answers.
 
 'worker healthcheck' exits 0 when the worker's /readyz answers 200, for a
 container's health check (see worker healthcheck --help).
+
+Settings come from the command line, then a --config file of name=value
+lines (flag names or their variables), then the environment, then the
+fleet's shared settings: the entry "worker" of the ollamaq_config bucket,
+which every worker watches. SIGHUP reads the file again and applies what
+changed of --log-level, --slots, --label and --grace, without stopping a
+job; a change of the shared entry does the same. A reload with a bad value
+changes nothing and logs why; other settings are logged as needing a
+restart. The NATS client certificate files are read at each (re)connect.
 
 Examples:
   worker                                          # Ollama at $OLLAMA_HOST, NATS at 127.0.0.1:4222
@@ -48,46 +58,106 @@ func main() {
 	cli.Exit("worker", run())
 }
 
-func run() error {
-	hostname, _ := os.Hostname() // An empty hostname just makes the default ID shorter.
-	cfg := worker.DefaultConfig("", nil)
+// reloadable are the flags a reload applies (worker.Settings); the rest
+// take a restart. The shared settings may set them all.
+var reloadable = map[string]bool{"log-level": true, "slots": true, "label": true, "grace": true}
+
+// sharedFrom names the shared settings in errors.
+const sharedFrom = "the shared settings (bucket " + job.ConfigBucket + ", entry " + job.ConfigWorker + ")"
+
+// flags is one parse of the command line, the configuration file, the
+// environment and the shared settings.
+type flags struct {
+	fs        *flag.FlagSet
+	cfg       worker.Config
+	creds     string
+	ollama    string
+	clientTLS *cli.ClientTLS
+	log       *cli.LogOptions
+}
+
+func parse(l cli.Layers) (*flags, bool, error) {
+	f := &flags{cfg: worker.DefaultConfig("", nil)}
+	cfg := &f.cfg
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	f.fs = fs
 	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	cli.AddConfigFlag(fs)
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server or cluster [NATS_URL]")
-	creds := fs.String("nats-creds", "", "NATS credentials file, from 'ollamaq auth add ID --role worker'; its name is the worker ID [NATS_CREDS]")
-	clientTLS := cli.ClientTLSFlags(fs)
-	ollamaURL := fs.String("ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
-	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once [OLLAMA_NUM_PARALLEL]")
+	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file, from 'ollamaq auth add ID --role worker'; its name is the worker ID [NATS_CREDS]")
+	f.clientTLS = cli.ClientTLSFlags(fs)
+	fs.StringVar(&f.ollama, "ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once; reloadable [OLLAMA_NUM_PARALLEL]")
 	fs.Int64Var(&cfg.FetchBytes, "fetch-bytes", cfg.FetchBytes, "bytes of jobs one pull may bring at once, at least the largest NATS message; large requests then wait their turn instead of flooding the connection [OLLAMAMAX_FETCH_BYTES]")
 	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: the credentials' name, else hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
-	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable, or comma-separated) [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
-		return addLabels(&cfg, v)
+	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable, or comma-separated); reloadable [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
+		return addLabels(cfg, v)
 	})
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for /metrics, /healthz and /readyz; empty for none [OLLAMAMAX_WORKER_LISTEN]")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", cfg.Heartbeat, "how often to refresh the inventory and node record, at most 5s; a silent worker's record expires three heartbeats after its last refresh")
-	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long in-flight jobs may finish before they are handed back [OLLAMAMAX_GRACE]")
+	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "on SIGTERM, how long in-flight jobs may finish before they are handed back; reloadable [OLLAMAMAX_GRACE]")
 	fs.DurationVar(&cfg.Queue.AckWait, "ack-wait", 0, "redeliver a job whose worker is silent this long; set the same on all processes (default from streams/consumer.json: 10s) [OLLAMAMAX_ACK_WAIT]")
-	log, help, err := cli.ParseLogged(fs, os.Args[1:])
+	f.log = cli.AddLogFlags(fs)
+	if help, err := cli.ParseLayers(fs, l); help || err != nil {
+		return nil, help, err
+	}
+	if _, err := cli.ParseLevel(f.log.Level); err != nil {
+		return nil, false, err
+	}
+	if cfg.Slots < 1 {
+		return nil, false, fmt.Errorf("--slots %d: want at least 1", cfg.Slots)
+	}
+	return f, false, nil
+}
+
+// settings are the reloadable part of f, with the names of the other
+// flags whose values differ from those of running, the parse the process
+// started with.
+func (f *flags) settings(running *flags) worker.Settings {
+	level, _ := cli.ParseLevel(f.log.Level) // parse checked it.
+	return worker.Settings{LogLevel: level, Slots: f.cfg.Slots, Labels: f.cfg.Labels, Grace: f.cfg.Grace,
+		Restart: cli.Changed(running.fs, f.fs, func(name string) bool { return reloadable[name] })}
+}
+
+func run() error {
+	hostname, _ := os.Hostname() // An empty hostname just makes the default ID shorter.
+	args := os.Args[1:]
+	f, help, err := parse(cli.Layers{Args: args})
 	if help || err != nil {
 		return err
 	}
-	u, err := url.Parse(*ollamaURL)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("--ollama %q is not a URL such as http://127.0.0.1:11434", *ollamaURL)
+	log, level, err := f.log.Logger(os.Stderr)
+	if err != nil {
+		return err
 	}
-	cfg.Ollama, cfg.Logger = u, log
-	if *creds != "" {
-		if err := useCreds(&cfg, *creds); err != nil {
+	cfg := f.cfg
+	u, err := url.Parse(f.ollama)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--ollama %q is not a URL such as http://127.0.0.1:11434", f.ollama)
+	}
+	cfg.Ollama, cfg.Logger, cfg.Level = u, log, level
+	if f.creds != "" {
+		if err := useCreds(&cfg, f.creds); err != nil {
 			return err
 		}
 	}
-	tlsOpts, err := clientTLS.Options()
+	tlsOpts, err := f.clientTLS.Options()
 	if err != nil {
 		return err
 	}
 	cfg.NATSOptions = append(cfg.NATSOptions, tlsOpts...)
 	if cfg.ID == "" {
 		cfg.ID = defaultID(hostname, u)
+	}
+	cfg.Reconfigure = func(shared string) (worker.Settings, error) {
+		next, _, err := parse(cli.Layers{Args: args, Shared: shared, SharedFrom: sharedFrom, Sharable: func(name string) bool { return reloadable[name] }})
+		if err != nil {
+			return worker.Settings{}, err
+		}
+		if err := next.clientTLS.Check(); err != nil {
+			log.Warn("the NATS client certificate files do not load: the next reconnect will fail", "err", err)
+		}
+		return next.settings(f), nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -97,6 +167,9 @@ func run() error {
 	}
 	defer flushTraces()
 	cfg.Tracer = tp
+	reload, stopHUP := cli.NotifyReload()
+	defer stopHUP()
+	cfg.Reload = reload
 	err = worker.Run(ctx, cfg)
 	if errors.Is(err, worker.ErrListen) {
 		return cli.ListenError(err, "metrics and health", cfg.Listen, "listen", "OLLAMAMAX_WORKER_LISTEN")

@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn, m.queueWait, m.firstToken, m.duration,
 		m.tokens, m.tokensPerSecond, m.auditFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
-			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.cfg.Slots) }),
+			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.slots.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
 			ConstLabels: prometheus.Labels{"state": "busy"}}, func() float64 { return float64(w.busy.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_ollama_up", Help: "1 when this worker's Ollama answers."},

@@ -12,12 +12,12 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
-// schedule is the only place that takes jobs from JetStream. It owns the count
-// of free slots and pulls at most that many, all interactive work first, each
-// time a job is queued (doorbell), a slot frees up, or the poll timer fires.
-// It returns when ctx is done.
+// schedule is the only place that takes jobs from JetStream. It pulls at
+// most as many jobs as slots are free (Slots, which a reload may change,
+// less the jobs running), all interactive work first, each time a job is
+// queued (doorbell), a slot frees up or the slots change, or the poll timer
+// fires. It returns when ctx is done.
 func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
-	free := w.cfg.Slots
 	poll := time.NewTicker(w.cfg.Poll)
 	defer poll.Stop()
 	// A doorbell can ring a moment before its job can be fetched; a round
@@ -36,22 +36,15 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 		case <-recheck.C:
 		case <-poll.C:
 		case <-w.released:
-			free++
 		}
-		for drained := false; !drained; {
-			select {
-			case <-w.released:
-				free++
-			default:
-				drained = true
-			}
-		}
-		if free == 0 || !w.pulling() {
+		// Fewer slots than jobs running (a reload lowered them): none free
+		// until enough jobs end.
+		free := int(w.slots.Load() - w.busy.Load())
+		if free <= 0 || !w.pulling() {
 			continue
 		}
 		rotate++
 		took := w.fill(ctx, free, rotate, start)
-		free -= took
 		if rang && took == 0 {
 			recheck.Reset(25 * time.Millisecond)
 		}
@@ -227,5 +220,5 @@ func (w *Worker) startedJob() {
 func (w *Worker) finishedJob() {
 	w.busy.Add(-1)
 	w.slotsChanged.Store(true)
-	w.released <- struct{}{} // Never blocks: at most Slots jobs hold a slot.
+	poke(w.released)
 }

@@ -60,6 +60,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	var reloads sync.WaitGroup
+	defer reloads.Wait()
+	rctx, stopReloads := context.WithCancel(ctx)
+	defer stopReloads()
+	if err := startReloads(rctx, &reloads, q, w, cfg, log); err != nil {
+		return err
+	}
 	var wg sync.WaitGroup
 	if ln != nil {
 		srv := &http.Server{Handler: w.opsHandler(reg), ReadHeaderTimeout: 10 * time.Second}

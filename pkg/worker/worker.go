@@ -100,6 +100,19 @@ type Config struct {
 	// tracing.Setup makes it from the OTEL_* environment). Nil traces
 	// nothing, at no cost.
 	Tracer trace.TracerProvider
+	// Reload, if set, asks Run for a reload each time it receives (the
+	// worker's main sends on SIGHUP): the settings Reconfigure returns.
+	// Reconfigure, if set, returns them, given the text of the workers'
+	// shared settings (the ollamaq_config bucket's entry "worker"; ""
+	// when there is none); Run calls it on each receive from Reload, on
+	// each change of the shared entry, and once before it pulls if the
+	// entry holds something. An error refuses the reload: Run logs it and
+	// keeps the settings in use. Level, if set, is the level of Logger's
+	// handler, which a reload sets to Settings.LogLevel. New ignores all
+	// three (reload.go).
+	Reload      <-chan struct{}
+	Reconfigure func(shared string) (Settings, error)
+	Level       *slog.LevelVar
 }
 
 // DefaultFetchBytes is the default of Config.FetchBytes: two jobs of the
@@ -158,7 +171,7 @@ type Worker struct {
 	tracer *tracing.Tracer // nil: off
 
 	wake     chan struct{} // new work may be queued; capacity 1
-	released chan struct{} // a slot became free; capacity Slots
+	released chan struct{} // a slot became free, or the slots changed; capacity 1
 	refresh  chan struct{} // re-check Ollama now; capacity 1
 	// recordNow asks for a check at once, answered with the node record's
 	// revision (recordChange); maintained is closed when nobody answers.
@@ -168,6 +181,8 @@ type Worker struct {
 	metrics *metrics
 
 	busy, peak       atomic.Int64
+	slots            atomic.Int64 // Config.Slots, or what a reload set (reload.go)
+	grace            atomic.Int64 // Config.Grace, likewise, in nanoseconds
 	jobsDone, failed atomic.Int64
 	slotsChanged     atomic.Bool // the node record is behind on slots or counts
 
@@ -183,6 +198,7 @@ type Worker struct {
 	canceled   cancels                   // jobs canceled by their requester before they ran here
 	reconnects reconnects                // when the connection last came back (liveness.go)
 	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
+	labels     map[string]string         // Config.Labels, or what a reload set; replaced, never changed
 	started    time.Time
 
 	peers *peers // the other workers' records, while a job needs them
@@ -201,7 +217,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg: cfg, nc: nc, q: q, ollama: ollama.New(cfg.Ollama), log: cfg.Logger.With("worker", cfg.ID), tracer: tracing.New(cfg.Tracer),
 		wake:       make(chan struct{}, 1),
-		released:   make(chan struct{}, cfg.Slots),
+		released:   make(chan struct{}, 1),
 		refresh:    make(chan struct{}, 1),
 		recordNow:  make(chan chan uint64),
 		maintained: make(chan struct{}),
@@ -220,6 +236,9 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 	if w.tracer.On() {
 		w.ollama.Header = func(ctx context.Context, h http.Header) { w.tracer.Inject(ctx, tracing.HTTPHeader(h)) }
 	}
+	w.slots.Store(int64(cfg.Slots))
+	w.grace.Store(int64(cfg.Grace))
+	w.labels = cfg.Labels
 	return w, nil
 }
 
@@ -300,7 +319,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var jobs sync.WaitGroup
 
 	w.check(ctx) // Know the models before the first pull.
-	w.log.Info("worker started", "ollama", w.cfg.Ollama.String(), "slots", w.cfg.Slots)
+	w.log.Info("worker started", "ollama", w.cfg.Ollama.String(), "slots", w.slots.Load())
 
 	var loops sync.WaitGroup
 	loops.Go(func() { w.maintain(ctx) })
@@ -338,12 +357,13 @@ func (w *Worker) drain(ctx context.Context, jobs *sync.WaitGroup, stopJobs conte
 	cancel()
 	done := make(chan struct{})
 	go func() { jobs.Wait(); close(done) }()
+	grace := time.Duration(w.grace.Load())
 	if n := w.busy.Load(); n > 0 {
-		w.log.Info("draining", "jobs", n, "grace", w.cfg.Grace)
+		w.log.Info("draining", "jobs", n, "grace", grace)
 	}
 	select {
 	case <-done:
-	case <-time.After(w.cfg.Grace):
+	case <-time.After(grace):
 		w.log.Warn("grace period over; handing unfinished jobs back to the queue", "jobs", w.busy.Load())
 		stopJobs()
 		<-done
