@@ -42,9 +42,26 @@ type Node struct {
 	SlotsPeak     int                        `json:"slots_peak"` // most jobs ever run at once
 	JobsDone      int64                      `json:"jobs_done"`
 	JobsFailed    int64                      `json:"jobs_failed"`
-	LastError     string                     `json:"last_error,omitempty"`
-	StartedAt     time.Time                  `json:"started_at"`
-	UpdatedAt     time.Time                  `json:"updated_at"`
+	// Served counts what the worker did for each model (canonical name)
+	// since it started.
+	Served    map[string]Counts `json:"served,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
+	StartedAt time.Time         `json:"started_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
+}
+
+// Counts are what a worker did for one model since it started
+// (Node.StartedAt). They only grow while it runs: two records of a node a
+// while apart give its rates (ollamaq top).
+type Counts struct {
+	Jobs   int64 `json:"jobs"`             // jobs answered in full and acknowledged
+	Failed int64 `json:"failed,omitempty"` // jobs ended with an error to the requester
+	Tokens int64 `json:"tokens,omitempty"` // tokens generated, as Ollama counted them (eval_count, completion or output tokens)
+	// Loads counts the jobs that found the model neither loaded (in the
+	// worker's last look at Ollama's /api/ps) nor being run by another of
+	// its jobs: each made Ollama load it, unloading another if memory was
+	// short (a swap).
+	Loads int64 `json:"loads,omitempty"`
 }
 
 // Key is the node's key in the bucket: node.<id>.

@@ -194,6 +194,7 @@ func (w *Worker) putNode(ctx context.Context) uint64 {
 		SlotsPeak:     int(w.peak.Load()),
 		JobsDone:      w.jobsDone.Load(),
 		JobsFailed:    w.failed.Load(),
+		Served:        w.countsLocked(),
 		LastError:     w.lastErr,
 		StartedAt:     w.started,
 		UpdatedAt:     time.Now().UTC(),

@@ -68,6 +68,7 @@ func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
 // cancel from its requester reaches it.
 func (t *task) executeTracked(ctx context.Context) result {
 	t.w.mu.Lock()
+	t.w.countLoadLocked(t.model)
 	t.w.running[t.id] = t
 	t.w.mu.Unlock()
 	defer func() {
@@ -340,6 +341,7 @@ func (t *task) observeUsage(m *usageMeter) *job.Usage {
 		return nil
 	}
 	if c.completion > 0 {
+		t.w.countTokens(t.model, c.completion)
 		t.w.metrics.tokens.WithLabelValues(t.model).Add(float64(c.completion))
 		if c.evalDuration > 0 {
 			t.w.metrics.tokensPerSecond.WithLabelValues(t.model).Observe(float64(c.completion) / c.evalDuration.Seconds())

@@ -153,6 +153,7 @@ func (t *task) settle(ctx context.Context, r result) {
 			audited()
 		}
 		w.jobsDone.Add(1)
+		w.countDone(t.model)
 		m.completed.WithLabelValues(labels...).Inc()
 		log.Debug("job done")
 	case resFailed:
@@ -171,6 +172,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		err = t.msg.TermWithReason(r.msg)
 		audited()
 		w.failed.Add(1)
+		w.countFailed(t.model)
 		m.failed.WithLabelValues(labels...).Inc()
 		log.Info("job failed", "status", r.status, "reason", r.msg)
 	case resRetry:

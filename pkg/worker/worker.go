@@ -199,6 +199,7 @@ type Worker struct {
 	reconnects reconnects                // when the connection last came back (liveness.go)
 	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
 	labels     map[string]string         // Config.Labels, or what a reload set; replaced, never changed
+	counts     map[string]fleet.Counts   // by model, for the node record (tally.go)
 	started    time.Time
 
 	peers *peers // the other workers' records, while a job needs them
