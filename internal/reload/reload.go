@@ -26,31 +26,39 @@ const (
 	Shared Cause = "shared settings"
 )
 
-// retryWatch is how long Run waits before it watches the entry again after
-// its watch ended.
-const retryWatch = 2 * time.Second
+// The pauses before Run watches the entry again after a watch failed to
+// start or ended: from retryWatch, doubling up to maxRetryWatch, so that a
+// process whose credentials may not watch it (an auth directory older than
+// the bucket, before ollamaq auth upgrade) tries now and then, not always.
+const (
+	retryWatch    = 2 * time.Second
+	maxRetryWatch = time.Minute
+)
 
 // Watcher follows one entry of the shared settings bucket.
 type Watcher struct {
 	kv   jetstream.KeyValue
 	key  string
-	w    jetstream.KeyWatcher
-	last string // the text last handed to apply (or returned by Watch)
+	w    jetstream.KeyWatcher // nil while not watching
+	last string               // the text last handed to apply (or returned by Watch)
 }
 
 // Watch starts watching entry key of kv and returns its text now: "" when
-// it does not exist or was deleted. It fails when the bucket cannot be
-// watched (permissions, a server that does not answer within ctx).
+// it does not exist or was deleted. When the watch cannot start
+// (permissions, a server that does not answer), it returns the error with
+// a Watcher whose Run tries again later; the process then reloads on
+// signals only until it can.
 func Watch(ctx context.Context, kv jetstream.KeyValue, key string) (*Watcher, string, error) {
 	w := &Watcher{kv: kv, key: key}
 	if err := w.start(ctx); err != nil {
-		return nil, "", err
+		return w, "", err
 	}
 	for {
 		select {
 		case e, ok := <-w.w.Updates():
 			if !ok {
-				return nil, "", fmt.Errorf("watch shared settings %s: the watch ended", key)
+				w.w = nil
+				return w, "", fmt.Errorf("watch shared settings %s: the watch ended", key)
 			}
 			if e == nil { // The current value is in.
 				return w, w.last, nil
@@ -58,7 +66,8 @@ func Watch(ctx context.Context, kv jetstream.KeyValue, key string) (*Watcher, st
 			w.last = text(e)
 		case <-ctx.Done():
 			_ = w.w.Stop() // Stopping a watch that failed to start only fails harmlessly.
-			return nil, "", fmt.Errorf("watch shared settings %s: %w", key, ctx.Err())
+			w.w = nil
+			return w, "", fmt.Errorf("watch shared settings %s: %w", key, ctx.Err())
 		}
 	}
 }
@@ -82,13 +91,24 @@ func text(e jetstream.KeyValueEntry) string {
 
 // Run calls apply on each receive from signal (with the entry's last text)
 // and on each change of the entry's text, until ctx is done; apply runs on
-// Run's goroutine, so reloads never overlap. When the watch ends, it is
-// started again after a pause, and onError told; the entry as the new
-// watch finds it is applied only if it changed meanwhile.
+// Run's goroutine, so reloads never overlap. When the watch ends, or never
+// started, it is started again after a pause, and onError told; the entry
+// as the new watch finds it is applied only if it changed meanwhile.
 func (w *Watcher) Run(ctx context.Context, signal <-chan struct{}, apply func(cause Cause, shared string), onError func(error)) {
-	defer func() { _ = w.w.Stop() }() // Stopping an ended watch only fails harmlessly.
-	updates := w.w.Updates()
+	defer func() {
+		if w.w != nil {
+			_ = w.w.Stop() // Stopping an ended watch only fails harmlessly.
+		}
+	}()
+	var updates <-chan jetstream.KeyValueEntry
 	var retry <-chan time.Time
+	pause := retryWatch
+	restarted, seen := false, false // a watch started by Run, and whether it found the entry
+	if w.w != nil {
+		updates = w.w.Updates()
+	} else {
+		retry = time.After(pause)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -102,21 +122,33 @@ func (w *Watcher) Run(ctx context.Context, signal <-chan struct{}, apply func(ca
 					return
 				}
 				onError(errors.New("the watch of the shared settings ended; watching again"))
-				updates, retry = nil, time.After(retryWatch)
-			case e == nil:
-				// The current value after a new watch: applied below if it changed.
-			case text(e) != w.last:
-				w.last = text(e)
-				apply(Shared, w.last)
+				w.w, updates, retry = nil, nil, time.After(pause)
+			case e == nil: // A new watch found what there is now.
+				pause = retryWatch
+				if restarted && !seen && w.last != "" { // Deleted while unwatched.
+					w.last = ""
+					apply(Shared, w.last)
+				}
+				restarted = false
+			default:
+				seen = true
+				if text(e) != w.last {
+					w.last = text(e)
+					apply(Shared, w.last)
+				}
 			}
 		case <-retry:
 			retry = nil
 			if err := w.start(ctx); err != nil {
-				onError(err)
-				retry = time.After(retryWatch)
+				if ctx.Err() != nil {
+					return
+				}
+				pause = min(2*pause, maxRetryWatch)
+				onError(fmt.Errorf("%w; trying again in %s", err, pause))
+				retry = time.After(pause)
 				continue
 			}
-			updates = w.w.Updates()
+			updates, restarted, seen = w.w.Updates(), true, false
 		}
 	}
 }

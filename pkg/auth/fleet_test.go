@@ -81,6 +81,7 @@ func TestFleetWithRoles(t *testing.T) {
 	dcfg := dispatcher.DefaultConfig(filepath.Join(t.TempDir(), "unused"))
 	dcfg.HTTPAddr, dcfg.NATSURL, dcfg.ID = natstest.FreeAddr(t), d.b.ClientURL(), auth.DispatcherUser
 	dcfg.NATSOptions, dcfg.Logger = opts(auth.DispatcherUser), fleettest.Logger()
+	dcfg.Reload = make(chan struct{}) // As cmd/dispatcher: it watches the dispatchers' shared settings.
 	wg.Go(func() {
 		if err := dispatcher.Run(ctx, dcfg); err != nil {
 			t.Errorf("dispatcher: %v", err)
@@ -96,6 +97,7 @@ func TestFleetWithRoles(t *testing.T) {
 	wcfg := worker.DefaultConfig("gpu1", simURL)
 	wcfg.NATSURL, wcfg.NATSOptions, wcfg.Listen, wcfg.Logger = d.b.ClientURL(), opts("gpu1"), "", fleettest.Logger()
 	wcfg.Heartbeat, wcfg.Poll, wcfg.UnservedScan = 500*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	wcfg.Reload = make(chan struct{}) // As cmd/worker: it watches the workers' shared settings.
 	wg.Go(func() {
 		if err := worker.Run(ctx, wcfg); err != nil {
 			t.Errorf("worker: %v", err)

@@ -213,8 +213,11 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, q *queue.Queue, r rel
 		return err
 	}
 	w, shared, err := reload.Watch(ctx, kv, job.ConfigDispatcher)
-	if err != nil {
-		return err
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		r.log.Warn("cannot watch the shared settings: reloading on SIGHUP only until it can", "err", err)
 	}
 	if shared != "" && r.cfg.Reconfigure != nil {
 		r.apply(reload.Shared, shared)

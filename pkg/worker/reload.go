@@ -151,8 +151,11 @@ func startReloads(ctx context.Context, wg *sync.WaitGroup, q *queue.Queue, w *Wo
 		return err
 	}
 	watch, shared, err := reload.Watch(ctx, kv, job.ConfigWorker)
-	if err != nil {
-		return err
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err != nil:
+		log.Warn("cannot watch the shared settings: reloading on SIGHUP only until it can", "err", err)
 	}
 	r := &reloader{cfg: cfg, w: w, log: log, current: cfg.settings()}
 	if shared != "" && cfg.Reconfigure != nil {
