@@ -74,12 +74,15 @@ func main() {
 	cli.Exit("dispatcher", run())
 }
 
-// reloadable are the flags a reload applies (dispatcher.Settings); the
-// rest take a restart. The shared settings may set them all but files.
-var reloadable = map[string]bool{"log-level": true, "origins": true, "max-body": true, "body-budget": true, "queue-wait": true,
-	"max-queued": true, "queue-full-wait": true, "stall": true, "max-silence": true, "tls-cert": true, "tls-key": true}
+// reloadable says whether a reload applies flag name (dispatcher.Settings);
+// the rest take a restart.
+func reloadable(name string) bool { return cli.Find(cli.DispatcherReloadable, name) != nil }
 
-func sharable(name string) bool { return reloadable[name] && name != "tls-cert" && name != "tls-key" }
+// sharable says whether the shared settings may set flag name.
+func sharable(name string) bool {
+	r := cli.Find(cli.DispatcherReloadable, name)
+	return r != nil && r.Shared
+}
 
 // sharedFrom names the shared settings in errors.
 const sharedFrom = "the shared settings (bucket " + job.ConfigBucket + ", entry " + job.ConfigDispatcher + ")"
@@ -102,7 +105,7 @@ func parse(l cli.Layers, id string) (*flags, bool, error) {
 	cfg.ID = id
 	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
 	f.fs = fs
-	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	fs.Usage = func() { cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)() } // To the output at the time: Layers.Output.
 	cli.AddConfigFlag(fs)
 	fs.StringVar(&cfg.HTTPAddr, "listen", cfg.HTTPAddr, "HTTP address of the Ollama-compatible API [OLLAMAMAX_LISTEN]")
 	fs.StringVar(&cfg.NATSURL, "nats-url", "", "NATS server or cluster to use; empty starts an embedded server [NATS_URL]")
@@ -159,7 +162,7 @@ func (f *flags) settings(running *flags) dispatcher.Settings {
 	c := f.cfg
 	return dispatcher.Settings{LogLevel: level, Origins: c.Origins, MaxBody: c.MaxBody, BodyBudget: c.BodyBudget, QueueWait: c.QueueWait,
 		MaxQueued: c.MaxQueued, QueueFullWait: c.QueueFullWait, MaxSilence: c.MaxSilence, Stall: c.Stall, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		Restart: cli.Changed(running.fs, f.fs, func(name string) bool { return reloadable[name] })}
+		Restart: cli.Changed(running.fs, f.fs, reloadable)}
 }
 
 func run() error {

@@ -53,7 +53,14 @@ var commands = []*command{
 		}},
 	{name: "nodes", heading: "The fleet:", summary: "the workers, their models, slots and health", usage: nodesSynopsis, flags: cmdNodes},
 	{name: "queues", heading: "The fleet:", summary: "jobs waiting and running, per model and class", usage: queuesSynopsis, flags: cmdQueues},
-	{name: "top", heading: "The fleet:", summary: "nodes and queues, refreshed live", usage: topSynopsis, flags: cmdTop},
+	{name: "top", heading: "The fleet:", summary: "nodes, their rates and the queues, refreshed live", usage: topSynopsis, flags: cmdTop},
+	{name: "config", heading: "The fleet:", usage: configUsage, more: configMore,
+		subs: []*command{
+			{name: "show", args: "[ENTRY]", summary: "the shared settings of dispatchers and workers", usage: configShowSynopsis, flags: cmdConfigShow},
+			{name: "set", interspersed: true, args: "ENTRY FILE", summary: "share FILE's settings with every dispatcher or every worker",
+				usage: configSetSynopsis, flags: cmdConfigSet},
+			{name: "unset", interspersed: true, args: "ENTRY", summary: "share none", usage: configUnsetSynopsis, flags: cmdConfigUnset},
+		}},
 	{name: "dlq", heading: "Dead letters (jobs given up on):", usage: dlqUsage, more: dlqMore,
 		subs: []*command{
 			{name: "list", summary: "the dead letters and why", usage: dlqListSynopsis, flags: cmdDLQList},

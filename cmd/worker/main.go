@@ -58,9 +58,15 @@ func main() {
 	cli.Exit("worker", run())
 }
 
-// reloadable are the flags a reload applies (worker.Settings); the rest
-// take a restart. The shared settings may set them all.
-var reloadable = map[string]bool{"log-level": true, "slots": true, "label": true, "grace": true}
+// reloadable says whether a reload applies flag name (worker.Settings);
+// the rest take a restart.
+func reloadable(name string) bool { return cli.Find(cli.WorkerReloadable, name) != nil }
+
+// sharable says whether the shared settings may set flag name.
+func sharable(name string) bool {
+	r := cli.Find(cli.WorkerReloadable, name)
+	return r != nil && r.Shared
+}
 
 // sharedFrom names the shared settings in errors.
 const sharedFrom = "the shared settings (bucket " + job.ConfigBucket + ", entry " + job.ConfigWorker + ")"
@@ -81,7 +87,7 @@ func parse(l cli.Layers) (*flags, bool, error) {
 	cfg := &f.cfg
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	f.fs = fs
-	fs.Usage = cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)
+	fs.Usage = func() { cli.Usage(fs.Output(), synopsis, fs.PrintDefaults)() } // To the output at the time: Layers.Output.
 	cli.AddConfigFlag(fs)
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server or cluster [NATS_URL]")
 	fs.StringVar(&f.creds, "nats-creds", "", "NATS credentials file, from 'ollamaq auth add ID --role worker'; its name is the worker ID [NATS_CREDS]")
@@ -116,7 +122,7 @@ func parse(l cli.Layers) (*flags, bool, error) {
 func (f *flags) settings(running *flags) worker.Settings {
 	level, _ := cli.ParseLevel(f.log.Level) // parse checked it.
 	return worker.Settings{LogLevel: level, Slots: f.cfg.Slots, Labels: f.cfg.Labels, Grace: f.cfg.Grace,
-		Restart: cli.Changed(running.fs, f.fs, func(name string) bool { return reloadable[name] })}
+		Restart: cli.Changed(running.fs, f.fs, reloadable)}
 }
 
 func run() error {
@@ -150,7 +156,7 @@ func run() error {
 		cfg.ID = defaultID(hostname, u)
 	}
 	cfg.Reconfigure = func(shared string) (worker.Settings, error) {
-		next, _, err := parse(cli.Layers{Args: args, Shared: shared, SharedFrom: sharedFrom, Sharable: func(name string) bool { return reloadable[name] }})
+		next, _, err := parse(cli.Layers{Args: args, Shared: shared, SharedFrom: sharedFrom, Sharable: sharable})
 		if err != nil {
 			return worker.Settings{}, err
 		}

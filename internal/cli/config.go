@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -45,6 +46,9 @@ type Layers struct {
 	Shared     string
 	SharedFrom string
 	Sharable   func(name string) bool
+	// Output, if set, is where the flag package reports bad arguments and
+	// prints the help.
+	Output io.Writer
 }
 
 // ParseLayers parses l.Args into fs, which must take no positional
@@ -55,6 +59,9 @@ type Layers struct {
 // that is no flag of fs, is an error that says where it was. help is true
 // when the arguments asked for --help (and got it).
 func ParseLayers(fs *flag.FlagSet, l Layers) (help bool, err error) {
+	if l.Output != nil {
+		fs.SetOutput(l.Output)
+	}
 	if err := fs.Parse(l.Args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return true, nil

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"io"
+	"testing"
+
+	"github.com/ollamamax/ollamamax/internal/cli"
+)
+
+// TestReloadableFlags holds cli.WorkerReloadable, which ollamaq config
+// checks shared settings against, to the worker's flags: each is a flag
+// with that variable, and a value the list takes or refuses, the flag
+// takes or refuses too.
+func TestReloadableFlags(t *testing.T) {
+	f, _, err := parse(cli.Layers{Getenv: func(string) string { return "" }, Output: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := map[string][]string{"duration": {"30s", "soon"}, "int": {"4", "four"}, "level": {"debug", "loud"}, "labels": {"gpu=a100,zone=eu", "gpu"}}
+	for _, r := range cli.WorkerReloadable {
+		if f.fs.Lookup(r.Flag) == nil {
+			t.Errorf("%s: no such flag", r.Flag)
+			continue
+		}
+		if got := cli.EnvOf(f.fs, r.Flag); got != r.Env {
+			t.Errorf("%s: variable %q, want %q", r.Flag, got, r.Env)
+		}
+		for _, v := range samples[r.Kind] {
+			want := r.Check(v) == nil
+			g, _, err := parse(cli.Layers{Args: []string{"--" + r.Flag, v}, Getenv: func(string) string { return "" }, Output: io.Discard})
+			if got := err == nil && g != nil; got != want {
+				t.Errorf("%s=%s: the flag takes it %v (%v), the list %v", r.Flag, v, got, err, want)
+			}
+		}
+	}
+}
