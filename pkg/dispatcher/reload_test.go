@@ -41,14 +41,14 @@ func TestReload(t *testing.T) {
 
 	cfg := runConfig(t)
 	cfg.NATSURL = f.Broker.ClientURL()
-	cfg.MaxBody = 1 << 20
+	cfg.MaxBody, cfg.QueueWait, cfg.MaxSilence = 8<<20, time.Minute, time.Minute // 8 MiB: more than NATS carries with headers.
 	logs := newRecordLog()
 	cfg.Logger = slog.New(logs)
 	cfg.Level = new(slog.LevelVar)
 	reload := make(chan struct{})
 	cfg.Reload = reload
 	var mu sync.Mutex
-	next := dispatcher.Settings{MaxBody: 1 << 20, QueueWait: time.Minute, MaxQueued: 512, MaxSilence: time.Minute}
+	next := dispatcher.Settings{MaxBody: 8 << 20, QueueWait: time.Minute, MaxQueued: 512, MaxSilence: time.Minute}
 	var nextErr error
 	var shared []string // the texts Reconfigure was given
 	cfg.Reconfigure = func(text string) (dispatcher.Settings, error) {
@@ -77,6 +77,9 @@ func TestReload(t *testing.T) {
 	mu.Unlock()
 	if got := logs.attr("reloaded", "max_queued"); got != "100" {
 		t.Errorf("reload at start logged max_queued=%q, want 100", got)
+	}
+	if got := logs.attr("reloaded", "max_body"); got != "" {
+		t.Errorf("reload at start logged max_body=%q changed, want it unchanged (lowered to what NATS carries, as at start)", got)
 	}
 	if r, l := logs.index("reloaded"), logs.index("dispatcher listening"); r < 0 || r > l {
 		t.Errorf("the shared settings were applied at log record %d, the API served at %d: want them applied first", r, l)
@@ -137,6 +140,7 @@ func TestReload(t *testing.T) {
 		logs.wait(t, msg, n+1)
 	}
 
+	reloadAndWait("reloaded: nothing changed") // The same settings, the body limit lowered as at start.
 	if got := post(4096); got != http.StatusOK {
 		t.Fatalf("a 4 KiB body before the reload: %d, want 200", got)
 	}

@@ -282,7 +282,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer h.bodies.close()
-	if err := startReloads(runCtx, &wg, q, reloader{cfg: cfg, h: h, b: b, cert: cert, maxBody: maxBody, log: log, current: cfg.settings()}); err != nil {
+	current := cfg.settings()
+	current.MaxBody = o.MaxBody // As lowered to what NATS carries, or a reload would see a change.
+	if err := startReloads(runCtx, &wg, q, reloader{cfg: cfg, h: h, b: b, cert: cert, maxBody: maxBody, log: log, current: current}); err != nil {
 		return err
 	}
 	maxConns := connCap(cfg.MaxConns, openFileLimit())
