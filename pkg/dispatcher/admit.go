@@ -71,22 +71,23 @@ func (s *Server) queued(model string) {
 // the default), then refuses with 503 and Retry-After as Ollama does. It
 // writes the refusal itself and returns false.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, f format, model string) bool {
-	if s.live().MaxQueued <= 0 {
+	lv := s.live()
+	if lv.MaxQueued <= 0 {
 		return true
 	}
-	wait := s.live().QueueFullWait
+	wait := lv.QueueFullWait
 	if h := r.Header.Get(HeaderQueueFullWait); h != "" {
 		d, err := time.ParseDuration(h)
 		if err != nil || d < 0 {
 			f.fail(w, http.StatusBadRequest, "bad "+HeaderQueueFullWait+" header "+h+": want a duration such as 30s")
 			return false
 		}
-		wait = min(d, s.live().QueueWait)
+		wait = min(d, lv.QueueWait)
 	}
 	deadline := time.Now().Add(wait)
 	for fresh := false; ; fresh = true {
 		n, err := s.pending(r.Context(), model, fresh)
-		if err != nil || n < uint64(s.live().MaxQueued) {
+		if err != nil || n < uint64(lv.MaxQueued) {
 			return true // Without a depth to go by, let JetStream take it.
 		}
 		if !fresh {

@@ -167,12 +167,13 @@ func (h *bodyHold) release() {
 // busy" with Retry-After, and returns ok=false when the wait is over or the
 // client left.
 func (s *Server) waitTurn(w http.ResponseWriter, r *http.Request, f format) (*bodyHold, bool) {
+	lv := s.live()
 	n := r.ContentLength
-	if n < 0 || n > s.live().MaxBody {
-		n = s.live().MaxBody // A longer body is refused with 413 once MaxBody of it is read.
+	if n < 0 || n > lv.MaxBody {
+		n = lv.MaxBody // A longer body is refused with 413 once MaxBody of it is read.
 	}
 	began := time.Now()
-	ctx, cancel := context.WithTimeout(r.Context(), s.live().QueueWait)
+	ctx, cancel := context.WithTimeout(r.Context(), lv.QueueWait)
 	defer cancel()
 	h, err := s.bodies.take(ctx, n)
 	if err != nil {
@@ -180,7 +181,7 @@ func (s *Server) waitTurn(w http.ResponseWriter, r *http.Request, f format) (*bo
 			return nil, false // The client left.
 		}
 		s.log.Info("large request refused: the body budget stayed full", "bytes", n, "waited", time.Since(began).Round(time.Millisecond))
-		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(s.live().QueueWait.Seconds()))))
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(lv.QueueWait.Seconds()))))
 		f.failForwarded(w, http.StatusServiceUnavailable, busyMessage)
 		return nil, false
 	}

@@ -33,7 +33,7 @@ func allowedOrigins(extra []string) []string {
 	return append(origins, "app://*", "file://*", "tauri://*", "vscode-webview://*", "vscode-file://*")
 }
 
-// originAllowed reports whether origin is one of s.live().origins, where a * in
+// originAllowed reports whether origin is one of the allowed origins, where a * in
 // an allowed origin matches any run of characters.
 func (s *Server) originAllowed(origin string) bool {
 	for _, o := range s.live().origins {

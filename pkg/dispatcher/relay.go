@@ -22,18 +22,19 @@ import (
 func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		arrived := time.Now()
+		lv := s.live() // The limits this request lives by, whatever a reload does meanwhile.
 		hold, ok := s.waitTurn(w, r, f)
 		if !ok {
 			return
 		}
 		defer hold.release()
-		body, ok := readBody(w, r, s.live().MaxBody, f)
+		body, ok := readBody(w, r, lv.MaxBody, f)
 		if !ok {
 			return
 		}
 		hold.shrink(int64(len(body)))
 		if strings.HasPrefix(route, "/v1/") && r.Header.Get("Content-Encoding") == "zstd" {
-			if body, ok = decompress(w, f, body, s.live().MaxBody); !ok {
+			if body, ok = decompress(w, f, body, lv.MaxBody); !ok {
 				return
 			}
 		}
@@ -55,7 +56,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		}
 		key, hasKey := requestKey(r)
 		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
-			Wait: s.live().QueueWait}, arrived: arrived, hold: hold}
+			Wait: lv.QueueWait}, arrived: arrived, hold: hold}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant
@@ -83,7 +84,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		}
 		s.queued(canonical)
 		s.log.Debug("job queued", "job", qj.ID, "model", canonical, "route", route)
-		s.relay(w, r, st, f, s.live().QueueWait, qj)
+		s.relay(w, r, st, f, lv.QueueWait, qj)
 	}
 }
 
@@ -161,7 +162,8 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			}
 		}()
 	}
-	err := st.Follow(r.Context(), wait, s.live().MaxSilence, func(rep job.Reply) bool {
+	silence := s.live().MaxSilence // One bound for the whole answer, whatever a reload does meanwhile.
+	err := st.Follow(r.Context(), wait, silence, func(rep job.Reply) bool {
 		if queued && rep.Kind == job.KindStart {
 			qj.hold.release() // The body is with a worker now.
 			jt.started(rep)
@@ -266,7 +268,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		f.failForwarded(w, http.StatusBadGateway, fmt.Sprintf("the worker did not answer within %s", wait))
 	case errors.Is(err, queue.ErrSilent):
 		s.abandon(r, st, qj, attempt > 0, "worker silent")
-		msg := fmt.Sprintf("the worker went silent: nothing for %s", s.live().MaxSilence)
+		msg := fmt.Sprintf("the worker went silent: nothing for %s", silence)
 		if wrote {
 			f.failMidStream(w, contentType, msg, first, last)
 		} else {
