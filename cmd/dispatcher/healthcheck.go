@@ -14,7 +14,8 @@ Checks the dispatcher listening on --listen, for a container's health check
 (an image without a shell or curl): exits 0 when /readyz answers 200 (NATS
 connected, the job stream answers), or /healthz with --live, and 1 with the
 reason otherwise. It reads --listen and --tls-cert from the same variables
-as the dispatcher, so a container configured by its environment needs no
+as the dispatcher, and from its --config file (OLLAMAMAX_CONFIG, or give
+it --config too), so a container configured by its environment needs no
 flags; with --tls-cert set it uses HTTPS (the certificate is not checked).
 
 Examples:
@@ -31,7 +32,8 @@ func healthcheck(ctx context.Context, args []string) error {
 	listen := fs.String("listen", dispatcher.DefaultConfig("").HTTPAddr, "HTTP address of the dispatcher's API [OLLAMAMAX_LISTEN]")
 	cert := fs.String("tls-cert", "", "the API's certificate: when set, the check uses HTTPS [OLLAMAMAX_TLS_CERT]")
 	h := cli.NewHealthFlags(fs)
-	if help, err := cli.Parse(fs, args); help || err != nil {
+	cli.AddConfigFlag(fs) // The dispatcher's file, of which it reads only the flags above.
+	if help, err := cli.ParseLayers(fs, cli.Layers{Args: args, Lenient: true}); help || err != nil {
 		return err
 	}
 	return h.Run(ctx, *listen, *cert != "")

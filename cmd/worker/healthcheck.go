@@ -15,7 +15,8 @@ Checks the worker whose /metrics, /healthz and /readyz listen on --listen,
 for a container's health check (an image without a shell or curl): exits 0
 when /readyz answers 200 (NATS connected, Ollama answers, the circuit
 breaker closed), or /healthz with --live, and 1 with the reason otherwise.
-It reads --listen from the same variable as the worker, so a container
+It reads --listen from the same variable as the worker, and from its
+--config file (OLLAMAMAX_CONFIG, or give it --config too), so a container
 configured by its environment needs no flags.
 
 Examples:
@@ -31,7 +32,8 @@ func healthcheck(ctx context.Context, args []string) error {
 	fs.Usage = cli.Usage(fs.Output(), healthSynopsis, fs.PrintDefaults)
 	listen := fs.String("listen", worker.DefaultConfig("", nil).Listen, "address of the worker's /metrics, /healthz and /readyz [OLLAMAMAX_WORKER_LISTEN]")
 	h := cli.NewHealthFlags(fs)
-	if help, err := cli.Parse(fs, args); help || err != nil {
+	cli.AddConfigFlag(fs) // The worker's file, of which it reads only the flags above.
+	if help, err := cli.ParseLayers(fs, cli.Layers{Args: args, Lenient: true}); help || err != nil {
 		return err
 	}
 	if *listen == "" {

@@ -94,6 +94,13 @@ func TestHealthcheckCommand(t *testing.T) {
 	ready := result{stdout: "ready"}
 	t.Run("flag", func(t *testing.T) { expect(t, nil, []string{"--listen", addr}, ready) })
 	t.Run("variable", func(t *testing.T) { expect(t, []string{"OLLAMAMAX_WORKER_LISTEN=" + addr}, nil, ready) })
+	t.Run("the worker's config file", func(t *testing.T) {
+		conf := filepath.Join(t.TempDir(), "worker.conf")
+		if err := os.WriteFile(conf, []byte("slots=4\nlisten="+addr+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, []string{"OLLAMAMAX_CONFIG=" + conf}, nil, ready)
+	})
 	t.Run("no listener", func(t *testing.T) {
 		expect(t, nil, []string{"--listen", ""}, result{code: 1, stderr: "worker healthcheck: the worker serves no /readyz"})
 	})

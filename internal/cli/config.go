@@ -49,6 +49,10 @@ type Layers struct {
 	// Output, if set, is where the flag package reports bad arguments and
 	// prints the help.
 	Output io.Writer
+	// Lenient skips the names of the configuration file that are no flag
+	// of fs, for a subcommand that reads a few of its command's settings
+	// from the command's file (healthcheck reads --listen).
+	Lenient bool
 }
 
 // ParseLayers parses l.Args into fs, which must take no positional
@@ -92,7 +96,7 @@ func ParseLayers(fs *flag.FlagSet, l Layers) (help bool, err error) {
 			if err != nil {
 				return false, fmt.Errorf("configuration file (--%s): %w", ConfigFlag, err)
 			}
-			if err := applySettings(fs, string(b), path, set, func(name string) bool { return name != ConfigFlag }); err != nil {
+			if err := applySettings(fs, string(b), path, set, func(name string) bool { return name != ConfigFlag }, l.Lenient); err != nil {
 				return false, err
 			}
 		}
@@ -105,7 +109,7 @@ func ParseLayers(fs *flag.FlagSet, l Layers) (help bool, err error) {
 		if sharable == nil {
 			sharable = func(string) bool { return false }
 		}
-		if err := applySettings(fs, l.Shared, l.SharedFrom, set, sharable); err != nil {
+		if err := applySettings(fs, l.Shared, l.SharedFrom, set, sharable, false); err != nil {
 			return false, err
 		}
 	}
@@ -145,8 +149,9 @@ func ParseSettings(text string) ([]Setting, error) {
 
 // applySettings sets the flags text names that set does not hold, and adds
 // them to set once the whole text applied; allowed says which flags text
-// may name. from names text in errors.
-func applySettings(fs *flag.FlagSet, text, from string, set map[string]bool, allowed func(string) bool) error {
+// may name, and lenient skips names that are no flag. from names text in
+// errors.
+func applySettings(fs *flag.FlagSet, text, from string, set map[string]bool, allowed func(string) bool, lenient bool) error {
 	settings, err := ParseSettings(text)
 	if err != nil {
 		return fmt.Errorf("%s: %w", from, err)
@@ -155,6 +160,8 @@ func applySettings(fs *flag.FlagSet, text, from string, set map[string]bool, all
 	for _, s := range settings {
 		f := lookupSetting(fs, s.Name)
 		switch {
+		case f == nil && lenient:
+			continue
 		case f == nil:
 			return fmt.Errorf("%s line %d: %q is not a setting of %s (see --help)", from, s.Line, s.Name, fs.Name())
 		case !allowed(f.Name):

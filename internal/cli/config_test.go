@@ -182,3 +182,28 @@ func FuzzParseSettings(f *testing.F) {
 		}
 	})
 }
+
+// TestParseLayersLenient reads a command's file with a subcommand's few
+// flags: the names it does not know are skipped, its own still parsed.
+func TestParseLayersLenient(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.conf")
+	if err := os.WriteFile(path, []byte("slots=4\nn=7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		lenient bool
+		want    string
+	}{{"strict", false, `"slots" is not a setting`}, {"lenient", true, ""}} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newTestFlags()
+			_, err := ParseLayers(f.fs, Layers{Args: []string{"--config", path}, Getenv: func(string) string { return "" }, Lenient: tt.lenient})
+			switch {
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("err = %v, want %q", err, tt.want)
+			case tt.want == "" && (err != nil || *f.n != 7):
+				t.Errorf("err = %v, n = %d; want n=7 from the file", err, *f.n)
+			}
+		})
+	}
+}
