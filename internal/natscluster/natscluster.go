@@ -107,8 +107,30 @@ func Start(t testing.TB, o Options) *Cluster {
 			}
 		}
 	}
+	t.Cleanup(c.shutdownAll)
+	// The ports were free a moment ago; another test process may take one
+	// before its node binds it. Then all start again on fresh ports.
+	for try := 1; ; try++ {
+		err := c.startOnFreePorts(o.Servers, trust)
+		if err == nil {
+			break
+		}
+		c.shutdownAll()
+		if try == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+	}
+	c.Ready()
+	return c
+}
+
+// startOnFreePorts writes the configuration of n nodes on ports free now
+// and starts them all.
+func (c *Cluster) startOnFreePorts(servers int, trust *auth.Trust) error {
+	t := c.t
+	c.nodes = nil
 	var routes []string
-	for i := range o.Servers {
+	for i := range servers {
 		n := &Node{
 			Name:        fmt.Sprintf("n%d", i+1),
 			StoreDir:    t.TempDir(),
@@ -128,17 +150,21 @@ func Start(t testing.TB, o Options) *Cluster {
 		}
 		n.ConfigFile = filepath.Join(t.TempDir(), n.Name+".conf")
 		if err := os.WriteFile(n.ConfigFile, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	t.Cleanup(c.shutdownAll)
 	// Every node starts before any waits: the first one cannot elect a meta
 	// leader alone.
-	for i := range c.nodes {
-		c.start(i)
+	for _, n := range c.nodes {
+		s, err := run(n.ConfigFile, n.Name, c.logger)
+		if err != nil {
+			return err
+		}
+		n.mu.Lock()
+		n.s = s
+		n.mu.Unlock()
 	}
-	c.Ready()
-	return c
+	return nil
 }
 
 // nodeConf is a node's configuration: name, client port, store directory,
