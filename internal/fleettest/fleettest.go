@@ -95,6 +95,9 @@ type Options struct {
 	// Sims is empty, SimURLs holds these URLs and SetOllamaDown does
 	// nothing.
 	OllamaURLs []*url.URL
+	// Worker, if set, adjusts worker i's configuration before it starts
+	// (warm-first scheduling knobs, say).
+	Worker func(i int, c *worker.Config)
 	// Tracer and WorkerTracer, if set, trace the dispatcher and every
 	// worker (dispatcher.Options.Tracer, worker.Config.Tracer): give them
 	// providers of their own to see what crosses NATS.
@@ -493,6 +496,9 @@ func (f *Fleet) StartWorker(i int) {
 	reg := prometheus.NewRegistry()
 	f.regs[i].Store(reg)
 	cfg.Metrics = reg
+	if f.opts.Worker != nil {
+		f.opts.Worker(i, &cfg)
+	}
 	w, err := worker.New(nc, q, cfg)
 	if err != nil {
 		f.t.Fatal(err)

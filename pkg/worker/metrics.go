@@ -15,6 +15,7 @@ type metrics struct {
 	firstToken, duration                              *prometheus.HistogramVec
 	tokens                                            *prometheus.CounterVec
 	tokensPerSecond                                   *prometheus.HistogramVec
+	loads                                             *prometheus.CounterVec
 	auditFailures                                     prometheus.Counter
 }
 
@@ -47,11 +48,13 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 			Help: "Tokens generated, as Ollama counted them (eval_count, or usage.completion_tokens on OpenAI routes)."}, []string{"model"}),
 		tokensPerSecond: mh("ollamamax_worker_generation_tokens_per_second", "Generation speed per job, eval_count / eval_duration as Ollama measured them.",
 			[]string{"model"}, []float64{1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000}),
+		loads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_worker_model_loads_total",
+			Help: "Jobs this worker started for a model its Ollama did not have loaded, each of which makes Ollama load it."}, []string{"model"}),
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_worker_audit_failures_total",
 			Help: "Audit records of ended jobs the worker could not write to OLLAMAQ_AUDIT (the jobs were settled all the same)."}),
 	}
 	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn, m.queueWait, m.firstToken, m.duration,
-		m.tokens, m.tokensPerSecond, m.auditFailures,
+		m.tokens, m.tokensPerSecond, m.loads, m.auditFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
 			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.slots.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
@@ -74,4 +77,5 @@ func (m *metrics) initialize(model string, class string) {
 		c.WithLabelValues(model, class)
 	}
 	m.tokens.WithLabelValues(model)
+	m.loads.WithLabelValues(model)
 }

@@ -56,6 +56,19 @@ func (p *peers) get(ctx context.Context) *fleet.View {
 	return p.view
 }
 
+// peek returns the view without waiting for it, nil when it is not ready;
+// it starts the view if need be, for the next call.
+func (p *peers) peek() *fleet.View {
+	p.mu.Lock()
+	p.used = time.Now()
+	v := p.view
+	p.mu.Unlock()
+	if v == nil {
+		poke(p.want)
+	}
+	return v
+}
+
 // set publishes v, or the end of the current view (nil): the jobs that
 // wait for it hear either, and the next one asks anew after an end.
 func (p *peers) set(v *fleet.View) {

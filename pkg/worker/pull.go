@@ -25,6 +25,10 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 	// shortly, instead of leaving the job to the next poll.
 	recheck := time.NewTimer(time.Hour)
 	recheck.Stop()
+	// Under warm-first scheduling, a job of a model this worker would have
+	// to load may become its to take after a while (warm.go).
+	cold := time.NewTimer(time.Hour)
+	cold.Stop()
 	rotate := 0
 	for {
 		rang := false
@@ -34,6 +38,7 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 		case <-w.wake:
 			rang = true
 		case <-recheck.C:
+		case <-cold.C:
 		case <-poll.C:
 		case <-w.released:
 		}
@@ -48,6 +53,9 @@ func (w *Worker) schedule(ctx context.Context, start func(jetstream.Msg)) {
 		if rang && took == 0 {
 			recheck.Reset(25 * time.Millisecond)
 		}
+		if at := w.takeColdNext(); !at.IsZero() {
+			cold.Reset(max(time.Until(at), 0) + 5*time.Millisecond)
+		}
 	}
 }
 
@@ -60,16 +68,29 @@ func (w *Worker) pulling() bool {
 
 // fill pulls up to free jobs without waiting, interactive consumers first, and
 // starts each. The consumers of a class are visited from a rotating offset so
-// no model starves another. It returns how many jobs it started.
+// no model starves another; under warm-first scheduling (Config.ColdAfter,
+// warm.go) those of the models loaded here come first, and those of models
+// it would have to load only when their time has come. It returns how many
+// jobs it started.
 func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstream.Msg)) int {
 	took := 0
 	for _, class := range job.Classes {
 		cons := w.consumers(class)
+		if len(cons) == 0 {
+			continue
+		}
+		rotated := make([]jetstream.Consumer, len(cons))
 		for i := range cons {
+			rotated[i] = cons[(i+rotate)%len(cons)]
+		}
+		if w.cfg.ColdAfter > 0 {
+			rotated = w.order(ctx, rotated)
+		}
+		for _, c := range rotated {
 			if took == free || ctx.Err() != nil {
 				return took
 			}
-			took += w.pullFrom(cons[(i+rotate)%len(cons)], free-took, start)
+			took += w.pullFrom(c, free-took, start)
 		}
 	}
 	return took
@@ -126,7 +147,7 @@ func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)
 			if md, err := m.Metadata(); err == nil {
 				pending = int(min(md.NumPending, uint64(n)))
 			}
-			w.startedJob()
+			w.startedJob(m)
 			start(m)
 		}
 		took += got
@@ -204,8 +225,10 @@ func (w *Worker) consumers(class job.Class) []jetstream.Consumer {
 	return out
 }
 
-// startedJob counts a job as running and records the peak.
-func (w *Worker) startedJob() {
+// startedJob counts a job as running, notes its model (warm.go) and
+// records the peak.
+func (w *Worker) startedJob(m jetstream.Msg) {
+	w.noteStarted(m)
 	n := w.busy.Add(1)
 	w.slotsChanged.Store(true)
 	for {
@@ -217,7 +240,8 @@ func (w *Worker) startedJob() {
 }
 
 // finishedJob frees the job's slot.
-func (w *Worker) finishedJob() {
+func (w *Worker) finishedJob(m jetstream.Msg) {
+	w.noteFinished(m)
 	w.busy.Add(-1)
 	w.slotsChanged.Store(true)
 	poke(w.released)

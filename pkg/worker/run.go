@@ -47,7 +47,7 @@ type task struct {
 
 // run executes one delivered job and settles it. It owns the job's slot.
 func (w *Worker) run(ctx context.Context, m jetstream.Msg) {
-	defer w.finishedJob()
+	defer w.finishedJob(m)
 	ctx, span := w.startRun(ctx, m)
 	defer span.End()
 	ctx, cancel := context.WithCancelCause(ctx)

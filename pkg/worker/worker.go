@@ -87,6 +87,24 @@ type Config struct {
 	// in a row stops pulling before it tries again; it doubles while the
 	// failures go on, up to a minute.
 	BreakerCooldown time.Duration
+	// ColdAfter turns on warm-first scheduling (docs/scheduling.md): a
+	// worker whose Ollama does not have a job's model loaded takes jobs of
+	// that model only after the work of the models it has loaded, and only
+	// when no other live worker has the model loaded, or the model's oldest
+	// waiting job has waited ColdAfter, or its waiting jobs reach
+	// ColdBacklog per slot of the workers that have it loaded. 0 turns it
+	// off: every worker takes any job of the models its Ollama has, in
+	// arrival order, as before.
+	ColdAfter time.Duration
+	// ColdBacklog is the depth, in waiting jobs per warm slot, at which a
+	// worker takes a job of a model it would have to load before
+	// ColdAfter; 0 means only ColdAfter counts.
+	ColdBacklog int
+	// StarveAfter bounds how long a model that no live worker has loaded
+	// waits while every worker is busy with loaded models: a worker with a
+	// free slot takes its oldest job before any of its own models' work
+	// once it has waited this long. 0 means 5 × ColdAfter.
+	StarveAfter time.Duration
 	// Grace bounds how long a stopping worker lets in-flight jobs finish before
 	// it hands them back to the queue.
 	Grace time.Duration
@@ -124,7 +142,8 @@ const DefaultFetchBytes = 16 << 20
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
 		ID: id, Ollama: u, Slots: 1, FetchBytes: DefaultFetchBytes, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
-		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default()}
+		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default(),
+		ColdAfter: DefaultColdAfter, ColdBacklog: DefaultColdBacklog}
 }
 
 // Validate reports the first invalid field.
@@ -148,6 +167,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: RetryDelay must be positive, got %s", c.RetryDelay)
 	case c.BreakerCooldown <= 0:
 		return fmt.Errorf("worker: BreakerCooldown must be positive, got %s", c.BreakerCooldown)
+	case c.ColdAfter < 0 || c.ColdBacklog < 0 || c.StarveAfter < 0:
+		return fmt.Errorf("worker: ColdAfter, ColdBacklog and StarveAfter must not be negative, got %s, %d, %s", c.ColdAfter, c.ColdBacklog, c.StarveAfter)
 	case c.Grace < 0:
 		return fmt.Errorf("worker: Grace must not be negative, got %s", c.Grace)
 	case c.Logger == nil:
@@ -203,6 +224,13 @@ type Worker struct {
 	started    time.Time
 
 	peers *peers // the other workers' records, while a job needs them
+
+	// Warm-first scheduling (warm.go), guarded by mu.
+	jobs     map[jetstream.Msg]startedRun // the jobs holding a slot
+	inModel  map[string]int               // how many of them are for each model
+	loading  int                          // how many of them made Ollama load their model
+	stream   jetstream.Stream             // the job stream, bound on first use
+	coldNext time.Time                    // when a cold model's oldest job comes of age; zero: none waits
 }
 
 type consumerKey struct {
@@ -228,6 +256,8 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		heldOff:    make(map[consumerKey]time.Time),
 		started:    time.Now(),
 		peers:      newPeers(),
+		jobs:       make(map[jetstream.Msg]startedRun),
+		inModel:    make(map[string]int),
 	}
 	reg := cfg.Metrics
 	if reg == nil {
