@@ -36,6 +36,7 @@ type simOpts struct {
 	tokens   int           // --tokens: tokens per answer without num_predict
 	seed     int64         // --seed
 	maxQueue int           // --max-queue; 0 keeps the simulator's default
+	extra    []string      // further flags (--max-loaded-models, --load)
 }
 
 // simProc is a running simulated Ollama.
@@ -60,6 +61,7 @@ func (l *lab) startSim(ctx context.Context, name string, o simOpts) (*simProc, e
 		if o.maxQueue > 0 {
 			args = append(args, "--max-queue", strconv.Itoa(o.maxQueue))
 		}
+		args = append(args, o.extra...)
 		p, err := l.start(name, l.bins["ollamasim"], args...)
 		if err != nil {
 			return nil, err

@@ -34,6 +34,16 @@ type params struct {
 	schedTokens [2]int        // answer length, uniform in [min, max]
 	schedSeed   uint64
 
+	// Swap: two models on simulators that hold one each, open-loop Poisson.
+	swapSims   int           // simulators, half starting with each model
+	swapSlots  int           // --parallel and --slots
+	swapTPS    float64       // tokens/s per stream
+	swapLoad   time.Duration // a model load
+	swapRate   float64       // share of the fleet's nominal capacity offered
+	swapDur    time.Duration // arrivals happen during this time
+	swapDrain  time.Duration // then requests may finish for this long
+	swapTokens [2]int        // answer length, uniform in [min, max]
+
 	// Failover: a worker killed mid-stream.
 	foStreams    int // streams in flight; half on the worker that is killed
 	foTPS        float64
@@ -109,6 +119,15 @@ func fullParams() params {
 		schedTokens: [2]int{20, 100},
 		schedSeed:   20260101,
 
+		swapSims:   4,
+		swapSlots:  2,
+		swapTPS:    100,
+		swapLoad:   2 * time.Second,
+		swapRate:   0.7,
+		swapDur:    10 * time.Second,
+		swapDrain:  8 * time.Second,
+		swapTokens: [2]int{40, 80},
+
 		foStreams:    8,
 		foTPS:        50,
 		foTokens:     250,
@@ -162,6 +181,15 @@ func shortParams() params {
 		schedDrain:  1500 * time.Millisecond,
 		schedTokens: [2]int{5, 15},
 		schedSeed:   20260101,
+
+		swapSims:   4,
+		swapSlots:  2,
+		swapTPS:    200,
+		swapLoad:   200 * time.Millisecond,
+		swapRate:   0.7,
+		swapDur:    1500 * time.Millisecond,
+		swapDrain:  2 * time.Second,
+		swapTokens: [2]int{5, 15},
 
 		foStreams:   4,
 		foTPS:       50,
