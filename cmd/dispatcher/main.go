@@ -20,6 +20,7 @@ import (
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
 	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/ollamamax/ollamamax/pkg/tracing"
 )
 
 const synopsis = `Usage: dispatcher [flags]
@@ -62,7 +63,7 @@ Examples:
   OLLAMA_HOST=127.0.0.1:11435 ollama run llama3.2   # any Ollama client works
   OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 dispatcher   # traces to a collector
 
-` + cli.TracingHelp + `
+` + tracing.Help + `
 Flags (each also read from the environment variable in brackets):
 `
 
@@ -210,7 +211,7 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tp, flushTraces, err := cli.Tracing(ctx, "ollamamax-dispatcher", cfg.ID, log)
+	tp, flushTraces, err := tracing.ForDaemon(ctx, "ollamamax-dispatcher", cfg.ID, log)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ollamamax/ollamamax/internal/cli"
 	"github.com/ollamamax/ollamamax/pkg/auth"
 	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/tracing"
 	"github.com/ollamamax/ollamamax/pkg/worker"
 )
 
@@ -46,7 +47,7 @@ Examples:
   worker --nats-url tls://gateway:4222 --nats-creds gpu7.creds --nats-ca ca.pem   # a server with TLS
   OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318 worker   # traces to a collector
 
-` + cli.TracingHelp + `
+` + tracing.Help + `
 Flags (each also read from the environment variable in brackets):
 `
 
@@ -170,7 +171,7 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	tp, flushTraces, err := cli.Tracing(ctx, "ollamamax-worker", cfg.ID, log)
+	tp, flushTraces, err := tracing.ForDaemon(ctx, "ollamamax-worker", cfg.ID, log)
 	if err != nil {
 		return err
 	}

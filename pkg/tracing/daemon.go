@@ -1,4 +1,4 @@
-package cli
+package tracing
 
 import (
 	"cmp"
@@ -7,12 +7,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/ollamamax/ollamamax/pkg/tracing"
 	"go.opentelemetry.io/otel/trace"
 )
 
-// TracingHelp is what a command's --help says about tracing.
-const TracingHelp = `Tracing: OpenTelemetry traces are off unless the standard variables ask for
+// Help is what a daemon's --help says about tracing.
+const Help = `Tracing: OpenTelemetry traces are off unless the standard variables ask for
 them: OTEL_EXPORTER_OTLP_ENDPOINT (an OTLP/HTTP collector, such as
 http://otel-collector:4318) or OTEL_TRACES_EXPORTER=otlp. OTEL_SERVICE_NAME,
 OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_RESOURCE_ATTRIBUTES and the
@@ -20,12 +19,14 @@ other OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables apply (docs/operations.md,
 "Tracing").
 `
 
-// Tracing returns the tracer provider the OTEL_* environment asks for
-// (tracing.Setup) for the process service with ID instance, or nil when
-// tracing is off, and a func to defer that exports the spans still
-// buffered, for up to five seconds, and stops the provider.
-func Tracing(ctx context.Context, service, instance string, log *slog.Logger) (trace.TracerProvider, func(), error) {
-	tp, shutdown, err := tracing.Setup(ctx, tracing.Process{Service: service, Instance: instance, Logger: log})
+// ForDaemon returns the tracer provider the OTEL_* environment asks for
+// (Setup) for the process service with ID instance, or nil when tracing is
+// off, and a func to defer that exports the spans still buffered, for up
+// to five seconds, and stops the provider. It lives here, not with the
+// mains' shared code in internal/cli, so that ollamaq, which traces
+// nothing, does not link the exporter.
+func ForDaemon(ctx context.Context, service, instance string, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	tp, shutdown, err := Setup(ctx, Process{Service: service, Instance: instance, Logger: log})
 	if err != nil || tp == nil {
 		return nil, func() {}, err
 	}
