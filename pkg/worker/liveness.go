@@ -32,6 +32,12 @@ var errSuperseded = errors.New("superseded by a later attempt")
 // errRequesterGone is the cause of a job context whose requester went away.
 var errRequesterGone = errors.New("requester gone")
 
+// errRequesterSilent is the cause of a job context whose requester has no
+// responder: gone, or moving to another server. The job is handed back,
+// not dropped: the next delivery's resume question, which asks for up to
+// LiveRetry, tells which.
+var errRequesterSilent = errors.New("requester not answering")
+
 // errRepliesLost is the cause of a job context whose requester lost some of
 // its replies on the way and could not NAK the delivery itself
 // (job.Progress.Lost): the worker hands the job back, and the next worker
@@ -48,8 +54,56 @@ const ReconnectGrace = 10 * time.Second
 // LiveRetry is how long a worker keeps asking a live requester that has no
 // responder before it takes it for gone and drops a job it has not run: a
 // client whose connection moves to another server is back within nats.go's
-// reconnect wait (2 s) and its jitter.
-const LiveRetry = 3 * time.Second
+// reconnect wait (2 s), its jitter (up to 1 s with TLS) and its handshake,
+// which on a loaded machine took more than 3 s (the chaos test lost a job
+// so). A requester found gone so is remembered (goneRequesters): its other
+// jobs are dropped at the first "no responders", so a dead requester's
+// queue costs one LiveRetry, not one per job.
+const LiveRetry = 6 * time.Second
+
+// goneFor is how long a requester found gone is remembered; goneMax bounds
+// how many are.
+const (
+	goneFor = time.Minute
+	goneMax = 1024
+)
+
+// goneRequesters remembers requesters that did not answer for LiveRetry.
+type goneRequesters struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// known tells whether requester was found gone within goneFor.
+func (g *goneRequesters) known(requester string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	at, ok := g.at[requester]
+	return ok && time.Since(at) < goneFor
+}
+
+// mark remembers requester as gone; alive forgets it (it answered).
+func (g *goneRequesters) mark(requester string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.at == nil {
+		g.at = make(map[string]time.Time)
+	}
+	if len(g.at) >= goneMax {
+		for r, at := range g.at {
+			if time.Since(at) >= goneFor || len(g.at) >= goneMax {
+				delete(g.at, r)
+			}
+		}
+	}
+	g.at[requester] = time.Now()
+}
+
+func (g *goneRequesters) alive(requester string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.at, requester)
+}
 
 // reconnects remembers when the worker last saw its connection's reconnect
 // count change.
@@ -122,10 +176,11 @@ func (t *task) probe(ctx context.Context) error {
 	m, err := t.w.nc.RequestWithContext(pctx, job.ResumeSubject(t.requester, t.id), q)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && t.w.noRespondersMeansGone():
-		return errRequesterGone
+		return errRequesterSilent
 	case err != nil:
 		return nil
 	}
+	t.w.gone.alive(t.requester)
 	var p job.Progress
 	if json.Unmarshal(m.Data, &p) != nil {
 		return nil

@@ -35,13 +35,19 @@ func (t *task) resume(ctx context.Context) (body []byte, resumed int, sp splicer
 	// A live requester whose connection moves to another server (a
 	// cluster node went down) has no responder for a moment: ask again for
 	// up to LiveRetry before taking it for gone.
-	for retryUntil := time.Now().Add(LiveRetry); errors.Is(err, nats.ErrNoResponders) && t.live() && time.Now().Before(retryUntil) && ctx.Err() == nil; {
+	// A requester already found gone is asked once.
+	for retryUntil := time.Now().Add(LiveRetry); errors.Is(err, nats.ErrNoResponders) && t.live() && !t.w.gone.known(t.requester) &&
+		time.Now().Before(retryUntil) && ctx.Err() == nil; {
 		time.Sleep(250 * time.Millisecond)
 		m, err = ask()
+	}
+	if err == nil {
+		t.w.gone.alive(t.requester)
 	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders) && t.live() && t.w.noRespondersMeansGone():
 		// It said it answers for as long as it wants the answer: it is gone.
+		t.w.gone.mark(t.requester)
 		return nil, 0, nil, result{kind: resCanceled, msg: "requester gone"}, false
 	case errors.Is(err, nats.ErrNoResponders) && t.live():
 		// Just after this worker's reconnect it may not be back yet: run

@@ -362,6 +362,8 @@ func (t *task) interrupted(ctx context.Context) (result, bool) {
 		return result{kind: resCanceled, msg: "requester gone"}, true
 	case errors.Is(cause, errSuperseded):
 		return result{kind: resSuperseded}, true
+	case errors.Is(cause, errRequesterSilent):
+		return result{kind: resHandBack, msg: "its requester does not answer"}, true
 	case errors.Is(cause, errRepliesLost):
 		return result{kind: resHandBack, msg: "its requester lost replies on the way"}, true
 	}

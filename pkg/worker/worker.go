@@ -218,6 +218,7 @@ type Worker struct {
 	running    map[string]*task          // in-flight jobs by ID
 	canceled   cancels                   // jobs canceled by their requester before they ran here
 	reconnects reconnects                // when the connection last came back (liveness.go)
+	gone       goneRequesters            // requesters found gone (liveness.go)
 	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
 	labels     map[string]string         // Config.Labels, or what a reload set; replaced, never changed
 	counts     map[string]fleet.Counts   // by model, for the node record (tally.go)
