@@ -47,9 +47,10 @@ fleet's shared settings: the entry "dispatcher" of the ollamaq_config bucket,
 which every dispatcher watches. SIGHUP reads the file and every certificate
 again and applies, without dropping a stream, what changed of --log-level,
 --origins, --max-body, --body-budget, --queue-wait, --max-queued,
---queue-full-wait, --stall, --max-silence and --tls-cert/--tls-key; a change
-of the shared entry does the same. A reload with a bad value changes nothing
-and logs why; other settings are logged as needing a restart.
+--queue-full-wait, --tenant-window, --tenant-held, --stall, --max-silence
+and --tls-cert/--tls-key; a change of the shared entry does the same. A
+reload with a bad value changes nothing and logs why; other settings are
+logged as needing a restart.
 
 'dispatcher healthcheck' exits 0 when the dispatcher's /readyz answers 200,
 for a container's health check (see dispatcher healthcheck --help).
@@ -129,6 +130,8 @@ func parse(l cli.Layers, id string) (*flags, bool, error) {
 	fs.DurationVar(&cfg.QueueWait, "queue-wait", cfg.QueueWait, "how long a request waits for a worker before it fails with 503; reloadable [OLLAMAMAX_QUEUE_WAIT]")
 	fs.IntVar(&cfg.MaxQueued, "max-queued", cfg.MaxQueued, "interactive jobs that may wait per model before requests get 503 (like OLLAMA_MAX_QUEUE); 0 for no bound; reloadable [OLLAMAMAX_MAX_QUEUED]")
 	fs.DurationVar(&cfg.QueueFullWait, "queue-full-wait", 0, "how long a request waits for room in a full queue before 503; a request may ask otherwise with the Ollamaq-Queue-Full-Wait header; reloadable [OLLAMAMAX_QUEUE_FULL_WAIT]")
+	fs.DurationVar(&cfg.TenantWindow, "tenant-window", cfg.TenantWindow, "with --keys, share each model's ready slots among the tenants active this long: a tenant's jobs in flight are capped so that the others keep room, the rest wait at the dispatcher; 0 turns tenant fairness off; reloadable [OLLAMAMAX_TENANT_WINDOW]")
+	fs.IntVar(&cfg.TenantHeld, "tenant-held", cfg.TenantHeld, "requests per tenant and model held at the dispatcher for their tenant's turn; beyond it 429 with Retry-After (503 when the tenant is alone); reloadable [OLLAMAMAX_TENANT_HELD]")
 	fs.DurationVar(&cfg.Stall, "stall", queue.DefaultStall, "ask for a started job's redelivery when its worker sends nothing, heartbeats included, this long; 0 leaves failover to --ack-wait; reloadable [OLLAMAMAX_STALL]")
 	fs.DurationVar(&cfg.MaxSilence, "max-silence", cfg.MaxSilence, "end an answer a worker started with an error when it sends nothing this long; reloadable [OLLAMAMAX_MAX_SILENCE]")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", cfg.BodyTimeout, "time to receive a whole request, body included; a slower one gets 400 and its connection is closed (answers may stream for longer) [OLLAMAMAX_BODY_TIMEOUT]")
@@ -162,7 +165,7 @@ func (f *flags) settings(running *flags) dispatcher.Settings {
 	level, _ := cli.ParseLevel(f.log.Level) // parse checked it.
 	c := f.cfg
 	return dispatcher.Settings{LogLevel: level, Origins: c.Origins, MaxBody: c.MaxBody, BodyBudget: c.BodyBudget, QueueWait: c.QueueWait,
-		MaxQueued: c.MaxQueued, QueueFullWait: c.QueueFullWait, MaxSilence: c.MaxSilence, Stall: c.Stall, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
+		MaxQueued: c.MaxQueued, QueueFullWait: c.QueueFullWait, TenantWindow: c.TenantWindow, TenantHeld: c.TenantHeld, MaxSilence: c.MaxSilence, Stall: c.Stall, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
 		Restart: cli.Changed(running.fs, f.fs, reloadable)}
 }
 

@@ -30,6 +30,8 @@ var (
 		{"queue-wait", "OLLAMAMAX_QUEUE_WAIT", true, "duration"},
 		{"max-queued", "OLLAMAMAX_MAX_QUEUED", true, "int"},
 		{"queue-full-wait", "OLLAMAMAX_QUEUE_FULL_WAIT", true, "duration"},
+		{"tenant-window", "OLLAMAMAX_TENANT_WINDOW", true, "duration"},
+		{"tenant-held", "OLLAMAMAX_TENANT_HELD", true, "int"},
 		{"stall", "OLLAMAMAX_STALL", true, "duration"},
 		{"max-silence", "OLLAMAMAX_MAX_SILENCE", true, "duration"},
 		{"tls-cert", "OLLAMAMAX_TLS_CERT", false, "string"},

@@ -48,11 +48,15 @@ type Options struct {
 	AckWait   time.Duration    // consumer ack wait; default 30s
 	QueueWait time.Duration    // dispatcher queue wait; default 30s
 	MaxQueued int              // dispatcher bound on waiting interactive jobs per model; 0 none
-	Grace     time.Duration    // workers' drain grace period; default 5s
-	Breaker   time.Duration    // workers' circuit-breaker cool-down; default 300ms
-	Heartbeat time.Duration    // workers' inventory and node-record refresh; default 500ms
-	Silence   time.Duration    // dispatcher bound on a started answer's silence; default its own
-	MaxBody   int64            // dispatcher's largest request body; default 1 MiB
+	// TenantWindow and TenantHeld are the dispatcher's tenant fairness
+	// (dispatcher.Options); zero TenantWindow is off.
+	TenantWindow time.Duration
+	TenantHeld   int
+	Grace        time.Duration // workers' drain grace period; default 5s
+	Breaker      time.Duration // workers' circuit-breaker cool-down; default 300ms
+	Heartbeat    time.Duration // workers' inventory and node-record refresh; default 500ms
+	Silence      time.Duration // dispatcher bound on a started answer's silence; default its own
+	MaxBody      int64         // dispatcher's largest request body; default 1 MiB
 	// BodyBudget is the dispatcher's bound on large request bodies held
 	// (dispatcher.Options.BodyBudget); default its own.
 	BodyBudget int64
@@ -352,7 +356,7 @@ func (f *Fleet) startDispatcher(nc *nats.Conn, q *queue.Queue, id string) string
 	t.Cleanup(func() { _ = req.Close() })
 	reg := prometheus.NewRegistry()
 	opts := dispatcher.Options{MaxBody: cmp.Or(o.MaxBody, 1<<20), QueueWait: o.QueueWait, Logger: Logger(),
-		MaxQueued: o.MaxQueued, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Stall: o.Stall, Metrics: reg, Gatherer: reg, Tracer: o.Tracer}
+		MaxQueued: o.MaxQueued, TenantWindow: o.TenantWindow, TenantHeld: o.TenantHeld, MaxSilence: o.Silence, BodyBudget: o.BodyBudget, Stall: o.Stall, Metrics: reg, Gatherer: reg, Tracer: o.Tracer}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })

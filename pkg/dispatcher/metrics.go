@@ -26,7 +26,8 @@ type metrics struct {
 	resumed      prometheus.Counter
 	stalled      prometheus.Counter
 	repliesLost  prometheus.Counter
-	refused      *prometheus.CounterVec // reason: unauthorized, forbidden, rate_limited
+	refused      *prometheus.CounterVec // reason: unauthorized, forbidden, rate_limited, tenant_contended, tenant_full, tenant_wait
+	heldSeconds  prometheus.Histogram
 	tenantJobs   *prometheus.CounterVec // tenant
 	tenantTokens *prometheus.CounterVec // tenant, type: prompt or completion
 }
@@ -72,19 +73,22 @@ func newMetrics(reg prometheus.Registerer, q queueInfo) *metrics {
 	m.resumed = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_http_streams_resumed_total",
 		Help: "Responses whose worker died mid-stream and that another worker continued where the client's bytes ended."})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_http_refused_total",
-		Help: "Requests refused for their API key: unauthorized (401), forbidden (403) or rate_limited (429)."}, []string{"reason"})
+		Help: "Requests refused for their API key: unauthorized (401), forbidden (403), rate_limited (429); or by tenant fairness: tenant_contended (429, the tenant's held requests at their bound while other tenants are active), tenant_full (503, at the bound and alone), tenant_wait (503, held for the whole queue wait)."}, []string{"reason"})
+	m.heldSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ollamamax_tenant_held_seconds",
+		Help:    "Time requests were held at this dispatcher for their tenant's turn (tenant fairness) before they were queued or refused.",
+		Buckets: latencyBuckets})
 	m.tenantJobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_tenant_jobs_total",
 		Help: "Jobs this dispatcher queued, by the tenant of their API key (the first 100 tenants; the rest as _other)."}, []string{"tenant"})
 	m.tenantTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ollamamax_tenant_tokens_total",
 		Help: "Tokens of this dispatcher's finished jobs as Ollama counted them, by tenant and type (prompt, completion)."}, []string{"tenant", "type"})
-	for _, reason := range []string{"unauthorized", "forbidden", "rate_limited"} {
+	for _, reason := range []string{"unauthorized", "forbidden", "rate_limited", "tenant_contended", "tenant_full", "tenant_wait"} {
 		m.refused.WithLabelValues(reason)
 	}
 	m.stalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_jobs_stalled_total",
 		Help: "Started jobs whose worker fell silent (no reply, no heartbeat, for the stall bound), whose delivery the dispatcher NAKed for another worker."})
 	m.repliesLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_jobs_replies_lost_total",
 		Help: "Started jobs some of whose replies NATS lost on the way (a reconnect), whose delivery the dispatcher NAKed so that another worker continues the answer from what it has."})
-	reg.MustRegister(m.stalled, m.repliesLost)
+	reg.MustRegister(m.stalled, m.repliesLost, m.heldSeconds)
 	reg.MustRegister(m.requests, m.latency, m.firstByte, m.submitted, m.resumed, m.refused, m.tenantJobs, m.tenantTokens)
 	if q != nil {
 		reg.MustRegister(&queueCollector{q: q})

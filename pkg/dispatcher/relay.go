@@ -51,12 +51,21 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if !ok || s.unload(w, r, route, f, canonical, body) {
 			return
 		}
-		if !s.rateLimit(w, r, f) || !s.admit(w, r, f, canonical) {
+		if !s.rateLimit(w, r, f) {
 			return
 		}
+		done, held, ok := s.fairTurn(w, r, f, canonical, lv)
+		if !ok {
+			return
+		}
+		defer done()
+		if !s.admit(w, r, f, canonical) {
+			return
+		}
+		wait := max(lv.QueueWait-held, time.Second) // Held time counts against the queue wait.
 		key, hasKey := requestKey(r)
 		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
-			Wait: lv.QueueWait}, arrived: arrived, hold: hold}
+			Wait: wait}, arrived: arrived, hold: hold}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
 			qj.Key, qj.Tenant = key.ID, key.Tenant
@@ -84,7 +93,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		}
 		s.queued(canonical)
 		s.log.Debug("job queued", "job", qj.ID, "model", canonical, "route", route)
-		s.relay(w, r, st, f, lv.QueueWait, qj)
+		s.relay(w, r, st, f, wait, qj)
 	}
 }
 

@@ -26,12 +26,15 @@ import (
 type Settings struct {
 	LogLevel slog.Level
 	// Origins, MaxBody, BodyBudget, QueueWait, MaxQueued, QueueFullWait,
-	// MaxSilence and Stall are the Options of those names.
+	// TenantWindow, TenantHeld, MaxSilence and Stall are the Options of
+	// those names.
 	Origins             []string
 	MaxBody, BodyBudget int64
 	QueueWait           time.Duration
 	MaxQueued           int
 	QueueFullWait       time.Duration
+	TenantWindow        time.Duration
+	TenantHeld          int
 	MaxSilence, Stall   time.Duration
 	// TLSCert and TLSKey are the API's certificate files, read again on
 	// each SIGHUP and whenever they name other files; turning HTTPS on or
@@ -45,7 +48,8 @@ type Settings struct {
 // settings returns the settings cfg starts with.
 func (c Config) settings() Settings {
 	s := Settings{Origins: c.Origins, MaxBody: c.MaxBody, BodyBudget: c.BodyBudget, QueueWait: c.QueueWait, MaxQueued: c.MaxQueued,
-		QueueFullWait: c.QueueFullWait, MaxSilence: c.MaxSilence, Stall: c.Stall, TLSCert: c.TLSCert, TLSKey: c.TLSKey}
+		QueueFullWait: c.QueueFullWait, TenantWindow: c.TenantWindow, TenantHeld: c.TenantHeld, MaxSilence: c.MaxSilence, Stall: c.Stall,
+		TLSCert: c.TLSCert, TLSKey: c.TLSKey}
 	if c.Level != nil {
 		s.LogLevel = c.Level.Level()
 	}
@@ -85,6 +89,7 @@ func (s *Server) options(st Settings) (Options, error) {
 	o := s.live().Options
 	o.Origins, o.MaxBody, o.BodyBudget, o.QueueWait, o.MaxQueued = st.Origins, st.MaxBody, st.BodyBudget, st.QueueWait, st.MaxQueued
 	o.QueueFullWait, o.MaxSilence, o.Stall = st.QueueFullWait, st.MaxSilence, st.Stall
+	o.TenantWindow, o.TenantHeld = st.TenantWindow, st.TenantHeld
 	if err := o.Validate(); err != nil {
 		return Options{}, err
 	}
@@ -196,6 +201,8 @@ func changes(a, b Settings) []any {
 	add(a.QueueWait != b.QueueWait, "queue_wait", b.QueueWait.String())
 	add(a.MaxQueued != b.MaxQueued, "max_queued", b.MaxQueued)
 	add(a.QueueFullWait != b.QueueFullWait, "queue_full_wait", b.QueueFullWait.String())
+	add(a.TenantWindow != b.TenantWindow, "tenant_window", b.TenantWindow.String())
+	add(a.TenantHeld != b.TenantHeld, "tenant_held", b.TenantHeld)
 	add(a.MaxSilence != b.MaxSilence, "max_silence", b.MaxSilence.String())
 	add(a.Stall != b.Stall, "stall", b.Stall.String())
 	return out

@@ -48,6 +48,16 @@ type Options struct {
 	// Ollamaq-Queue-Full-Wait header asks), then gets 503. Zero: no bound.
 	MaxQueued     int
 	QueueFullWait time.Duration
+	// TenantWindow turns on per-tenant fairness (fairness.go) with API
+	// keys: a tenant counts as active, and keeps its reservation of the
+	// fleet's slots, for this long after its latest request. Zero is off:
+	// every request goes to the queue at once, as before.
+	TenantWindow time.Duration
+	// TenantHeld bounds the requests per tenant and model held at the
+	// dispatcher for their tenant's turn; beyond it a request gets 429
+	// (other tenants are active) or 503 (the tenant is alone). Zero is
+	// DefaultTenantHeld.
+	TenantHeld int
 	// CommandWait bounds how long a node command (show, pull, delete, copy)
 	// waits for its worker to answer at all.
 	CommandWait time.Duration
@@ -89,12 +99,16 @@ type Options struct {
 	Tracer trace.TracerProvider
 }
 
+// DefaultTenantHeld is the default of Options.TenantHeld.
+const DefaultTenantHeld = 256
+
 // DefaultOptions returns the defaults: 8 MiB bodies, two minutes' queue
-// wait, 512 queued jobs per model, ten seconds for a node command, five
+// wait, 512 queued jobs per model, tenant fairness over 30 seconds with 256
+// held requests per tenant and model, ten seconds for a node command, five
 // minutes of silence in a started answer.
 func DefaultOptions() Options {
-	return Options{MaxBody: 8 << 20, QueueWait: 2 * time.Minute, MaxQueued: 512, CommandWait: 10 * time.Second,
-		MaxSilence: 5 * time.Minute, Logger: slog.Default()}
+	return Options{MaxBody: 8 << 20, QueueWait: 2 * time.Minute, MaxQueued: 512, TenantWindow: 30 * time.Second,
+		TenantHeld: DefaultTenantHeld, CommandWait: 10 * time.Second, MaxSilence: 5 * time.Minute, Logger: slog.Default()}
 }
 
 // Validate reports the first invalid field.
@@ -108,6 +122,10 @@ func (o Options) Validate() error {
 		return fmt.Errorf("dispatcher: MaxQueued must not be negative (0 is no bound), got %d", o.MaxQueued)
 	case o.QueueFullWait < 0:
 		return fmt.Errorf("dispatcher: QueueFullWait must not be negative, got %s", o.QueueFullWait)
+	case o.TenantWindow < 0:
+		return fmt.Errorf("dispatcher: TenantWindow must not be negative (0 is off), got %s", o.TenantWindow)
+	case o.TenantHeld < 0:
+		return fmt.Errorf("dispatcher: TenantHeld must not be negative, got %d", o.TenantHeld)
 	case o.CommandWait < 0:
 		return fmt.Errorf("dispatcher: CommandWait must not be negative, got %s", o.CommandWait)
 	case o.MaxSilence < 0:
@@ -125,6 +143,7 @@ func (o Options) withDefaults() Options {
 		o.BodyBudget = max(cmp.Or(o.BodyBudget, DefaultBodyBudget), o.MaxBody)
 	}
 	o.QueueWait = cmp.Or(o.QueueWait, d.QueueWait)
+	o.TenantHeld = cmp.Or(o.TenantHeld, d.TenantHeld)
 	o.CommandWait = cmp.Or(o.CommandWait, d.CommandWait)
 	o.MaxSilence = cmp.Or(o.MaxSilence, d.MaxSilence)
 	if o.Logger == nil {
@@ -146,6 +165,7 @@ type Server struct {
 	handler http.Handler
 	metrics *metrics
 	depth   pendingCache
+	fair    fairness
 	limits  *limiter // nil without keys
 	bodies  *bodyBudget
 	tenants tenantLabels
@@ -165,11 +185,15 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	s := &Server{opts: o, q: q, req: req, view: view, log: o.Logger, mux: http.NewServeMux(),
 		tracer: tracing.New(o.Tracer), queuedRoutes: map[string]string{}}
 	s.cur.Store(newLive(o))
+	s.fair.slots = readySlots(view)
 	reg := o.Metrics
 	if reg == nil {
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	s.metrics = newMetrics(reg, q)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_tenant_held_requests",
+		Help: "Requests held at this dispatcher for their tenant's turn (tenant fairness), not yet queued."},
+		func() float64 { return float64(s.fair.heldNow()) }))
 	s.bodies = newBodyBudget(o.BodyBudget, reg)
 	s.setStall(o.Stall)
 	if o.Keys != nil {
