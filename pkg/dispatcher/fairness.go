@@ -17,7 +17,7 @@ import (
 // at most a cap of jobs in flight from this dispatcher per model, queued in
 // JetStream or running: the slots of the ready workers that serve the
 // model, less a reservation for each other tenant active within the
-// window, that tenant's recent peak in flight (at least one, at most a fair
+// window, one more than that tenant's recent peak in flight (at most a fair
 // share of the slots). Alone, a tenant has every slot. A request beyond its
 // tenant's cap waits here, unqueued, in a FIFO of its tenant's (at most
 // Options.TenantHeld), and goes on as the tenant's jobs end. So another
@@ -72,14 +72,16 @@ func readySlots(v *fleet.View) func(string) int {
 	}
 }
 
-// reserve is what tenant l keeps for itself at now: its recent peak in
-// flight, at least one, at most share.
+// reserve is what tenant l keeps for itself at now: one more than its
+// recent peak in flight, at most share. The one more is for a burst: the
+// request that would set a new peak finds a slot free too, instead of
+// waiting for one of the flood's jobs to end.
 func (l *tenantLoad) reserve(now time.Time, window time.Duration, share int) int {
 	p := l.inflight
 	if now.Sub(l.peakAt) <= window {
 		p = max(p, l.peak)
 	}
-	return min(max(p, 1), share)
+	return min(p+1, share)
 }
 
 // active tells whether l counts as a tenant to keep room for at now.

@@ -6,7 +6,7 @@ import (
 )
 
 // TestTenantCap: alone a tenant has every slot; with others active it has
-// the slots less what each keeps (its recent peak, at least one, at most a
+// the slots less what each keeps (one more than its recent peak, at most a
 // fair share), and never less than one.
 func TestTenantCap(t *testing.T) {
 	const window = 30 * time.Second
@@ -21,13 +21,14 @@ func TestTenantCap(t *testing.T) {
 		want   int
 	}{
 		{"alone", 8, nil, 8},
-		{"a quiet other keeps one", 8, []*tenantLoad{busy(0, 1)}, 7},
+		{"a new other keeps one", 8, []*tenantLoad{busy(0, 0)}, 7},
+		{"a quiet other keeps one more than its peak", 8, []*tenantLoad{busy(0, 1)}, 6},
 		{"a busy other keeps at most half", 8, []*tenantLoad{busy(6, 6)}, 4},
-		{"an other at its peak of three", 8, []*tenantLoad{busy(1, 3)}, 5},
-		{"three others, share of two", 8, []*tenantLoad{busy(5, 5), busy(0, 1), busy(2, 2)}, 3},
+		{"an other at its peak of two", 8, []*tenantLoad{busy(1, 2)}, 5},
+		{"three others, share of two", 8, []*tenantLoad{busy(5, 5), {last: now}, busy(2, 2)}, 3},
 		{"more tenants than slots", 2, []*tenantLoad{busy(1, 1), busy(1, 1), busy(1, 1)}, 1},
 		{"an other idle past the window", 8, []*tenantLoad{{last: now.Add(-time.Minute), peakAt: now.Add(-time.Minute), peak: 8}}, 8},
-		{"an old peak is forgotten", 8, []*tenantLoad{{inflight: 1, peak: 6, peakAt: now.Add(-time.Minute), last: now}}, 7},
+		{"an old peak is forgotten", 8, []*tenantLoad{{inflight: 1, peak: 6, peakAt: now.Add(-time.Minute), last: now}}, 6},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tenants := map[string]*tenantLoad{"self": {last: now}}

@@ -211,8 +211,8 @@ func TestTenantFloodDoesNotDelayAnother(t *testing.T) {
 				t.Errorf("off: the quiet tenant's jobs waited at most %s, want at least a second behind the flood's backlog", worst)
 			}
 			if tt.window > 0 {
-				if got := ts.get(func(ts *tenantSims) int { return ts.running["flood"] }); got > 3 {
-					t.Errorf("the flood runs %d jobs with the quiet tenant active, want at most 3 of the 4 slots", got)
+				if got := ts.get(func(ts *tenantSims) int { return ts.running["flood"] }); got > 2 {
+					t.Errorf("the flood runs %d jobs with the quiet tenant active, want at most 2 of the 4 slots (the quiet tenant keeps one more than its peak of one)", got)
 				}
 			}
 		})
