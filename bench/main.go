@@ -67,6 +67,7 @@ var scenarios = []scenario{
 	{"relay", "Streaming relay: tokens per second and CPU per token", runRelay},
 	{"scheduling", "Scheduling on a mixed fleet: OllamaMax vs. nginx", runScheduling},
 	{"swap", "Two models on GPUs that hold one: warm-first vs. today's policy vs. nginx", runSwap},
+	{"tenants", "Two tenants, one flooding: tenant fairness vs. today's policy vs. nginx", runTenants},
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
 	{"large", "Large requests: 8 MiB bodies at once beside streaming answers", runLarge},

@@ -44,6 +44,18 @@ type params struct {
 	swapDrain  time.Duration // then requests may finish for this long
 	swapTokens [2]int        // answer length, uniform in [min, max]
 
+	// Tenants: a quiet tenant's Poisson arrivals beside a flooding tenant.
+	tenSims         int
+	tenSlots        int           // --parallel and --slots
+	tenTPS          float64       // tokens/s per stream
+	tenFloodPerSlot int           // the flood's requests in flight per slot of the fleet
+	tenFloodTokens  int           // tokens of each flood answer
+	tenQuietRate    float64       // the quiet tenant's arrivals per second
+	tenQuietDur     time.Duration // its arrivals happen during this time
+	tenQuietTokens  int           // tokens of each quiet answer
+	tenSettle       time.Duration // from the flood's start to the quiet arrivals'
+	tenDrain        time.Duration // then quiet requests may finish for this long
+
 	// Failover: a worker killed mid-stream.
 	foStreams    int // streams in flight; half on the worker that is killed
 	foTPS        float64
@@ -128,6 +140,17 @@ func fullParams() params {
 		swapDrain:  8 * time.Second,
 		swapTokens: [2]int{40, 80},
 
+		tenSims:         4,
+		tenSlots:        2,
+		tenTPS:          50,
+		tenFloodPerSlot: 8,
+		tenFloodTokens:  50,
+		tenQuietRate:    6,
+		tenQuietDur:     6 * time.Second,
+		tenQuietTokens:  3,
+		tenSettle:       1500 * time.Millisecond,
+		tenDrain:        10 * time.Second,
+
 		foStreams:    8,
 		foTPS:        50,
 		foTokens:     250,
@@ -190,6 +213,17 @@ func shortParams() params {
 		swapDur:    1500 * time.Millisecond,
 		swapDrain:  2 * time.Second,
 		swapTokens: [2]int{5, 15},
+
+		tenSims:         2,
+		tenSlots:        2,
+		tenTPS:          100,
+		tenFloodPerSlot: 4,
+		tenFloodTokens:  20,
+		tenQuietRate:    10,
+		tenQuietDur:     time.Second,
+		tenQuietTokens:  2,
+		tenSettle:       300 * time.Millisecond,
+		tenDrain:        3 * time.Second,
 
 		foStreams:   4,
 		foTPS:       50,
