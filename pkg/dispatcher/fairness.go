@@ -59,10 +59,14 @@ type heldRequest struct {
 	done    bool          // granted; fairness.mu guards it
 }
 
-// readySlots sums the slots of the ready workers that have the model.
+// readySlots sums the slots of the ready workers that have the model;
+// without a view there are none.
 func readySlots(v *fleet.View) func(string) int {
 	return func(model string) int {
 		n := 0
+		if v == nil {
+			return 0
+		}
 		for _, node := range v.Nodes() {
 			if node.State == fleet.StateReady && node.HasModel(model) {
 				n += node.SlotsTotal
