@@ -35,7 +35,7 @@ Settings come from the command line, then a --config file of name=value
 lines (flag names or their variables), then the environment, then the
 fleet's shared settings: the entry "worker" of the ollamaq_config bucket,
 which every worker watches. SIGHUP reads the file again and applies what
-changed of --log-level, --slots, --label and --grace, without stopping a
+changed of --log-level, --slots, --interactive-reserve, --label and --grace, without stopping a
 job; a change of the shared entry does the same. A reload with a bad value
 changes nothing and logs why; other settings are logged as needing a
 restart. The NATS client certificate files are read at each (re)connect.
@@ -95,6 +95,7 @@ func parse(l cli.Layers) (*flags, bool, error) {
 	f.clientTLS = cli.ClientTLSFlags(fs)
 	fs.StringVar(&f.ollama, "ollama", envconfig.Host().String(), "Ollama base URL (default from OLLAMA_HOST, read as Ollama reads it)")
 	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "jobs run at once; reloadable [OLLAMA_NUM_PARALLEL]")
+	fs.IntVar(&cfg.InteractiveReserve, "interactive-reserve", cfg.InteractiveReserve, "slots only interactive jobs may take, so that one finds a slot free while async and batch work runs; never the last slot (a 1-slot worker reserves none); 0 lets any lane take any slot (docs/scheduling.md); reloadable [OLLAMAMAX_INTERACTIVE_RESERVE]")
 	fs.Int64Var(&cfg.FetchBytes, "fetch-bytes", cfg.FetchBytes, "bytes of jobs one pull may bring at once, at least the largest NATS message; large requests then wait their turn instead of flooding the connection [OLLAMAMAX_FETCH_BYTES]")
 	fs.StringVar(&cfg.ID, "id", "", "worker ID in the node bucket (default: the credentials' name, else hostname and Ollama port) [OLLAMAMAX_WORKER_ID]")
 	fs.Func("label", "a key=value label for choosing workers, e.g. gpu=a100 (repeatable, or comma-separated); reloadable [OLLAMAMAX_WORKER_LABELS, comma-separated]", func(v string) error {
@@ -117,6 +118,9 @@ func parse(l cli.Layers) (*flags, bool, error) {
 	if cfg.Slots < 1 {
 		return nil, false, fmt.Errorf("--slots %d: want at least 1", cfg.Slots)
 	}
+	if cfg.InteractiveReserve < 0 {
+		return nil, false, fmt.Errorf("--interactive-reserve %d: want 0 or more", cfg.InteractiveReserve)
+	}
 	return f, false, nil
 }
 
@@ -125,7 +129,7 @@ func parse(l cli.Layers) (*flags, bool, error) {
 // started with.
 func (f *flags) settings(running *flags) worker.Settings {
 	level, _ := cli.ParseLevel(f.log.Level) // parse checked it.
-	return worker.Settings{LogLevel: level, Slots: f.cfg.Slots, Labels: f.cfg.Labels, Grace: f.cfg.Grace,
+	return worker.Settings{LogLevel: level, Slots: f.cfg.Slots, InteractiveReserve: f.cfg.InteractiveReserve, Labels: f.cfg.Labels, Grace: f.cfg.Grace,
 		Restart: cli.Changed(running.fs, f.fs, reloadable)}
 }
 

@@ -40,6 +40,7 @@ var (
 	WorkerReloadable = []Reloadable{
 		{"log-level", "OLLAMAMAX_LOG_LEVEL", true, "level"},
 		{"slots", "OLLAMA_NUM_PARALLEL", true, "int"},
+		{"interactive-reserve", "OLLAMAMAX_INTERACTIVE_RESERVE", true, "int"},
 		{"label", "OLLAMAMAX_WORKER_LABELS", true, "labels"},
 		{"grace", "OLLAMAMAX_GRACE", true, "duration"},
 	}

@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -60,17 +61,20 @@ const (
 	ConfigWorker     = "worker"
 )
 
-// Class separates latency-sensitive work from bulk work. Workers pull every
-// interactive job they can before they pull any batch job.
+// Class is a job's priority lane: latency-sensitive work, work that can
+// wait a little, and bulk work. Workers pull every interactive job they can
+// before they pull any async job, and every async job before any batch job.
 type Class string
 
 const (
 	Interactive Class = "interactive"
+	Async       Class = "async"
 	Batch       Class = "batch"
 )
 
-// Classes lists the classes in the order workers serve them.
-var Classes = []Class{Interactive, Batch}
+// Classes lists the classes in the order workers serve them, highest lane
+// first.
+var Classes = []Class{Interactive, Async, Batch}
 
 // ErrInvalidSubject is returned for a subject that breaks the layout above.
 var ErrInvalidSubject = errors.New("job: invalid subject")
@@ -78,10 +82,19 @@ var ErrInvalidSubject = errors.New("job: invalid subject")
 // ParseClass returns the class named s.
 func ParseClass(s string) (Class, error) {
 	switch Class(s) {
-	case Interactive, Batch:
+	case Interactive, Async, Batch:
 		return Class(s), nil
 	}
-	return "", fmt.Errorf("job: unknown class %q (want %q or %q)", s, Interactive, Batch)
+	return "", fmt.Errorf("job: unknown class %q (want %q, %q or %q)", s, Interactive, Async, Batch)
+}
+
+// Rank is the class's place in Classes: 0 for interactive, the highest
+// lane; a higher rank is a lower lane. An unknown class ranks below all.
+func (c Class) Rank() int {
+	if i := slices.Index(Classes, c); i >= 0 {
+		return i
+	}
+	return len(Classes)
 }
 
 // JobSubject is the subject a job of requester for the canonical model and

@@ -66,8 +66,9 @@ func (w *Worker) pulling() bool {
 	return w.healthy && !w.draining && !w.breaker.open(time.Now())
 }
 
-// fill pulls up to free jobs without waiting, interactive consumers first, and
-// starts each. The consumers of a class are visited from a rotating offset so
+// fill pulls up to free jobs without waiting, interactive consumers first,
+// then async, then batch, and starts each; the lanes below interactive get
+// no more than the slots the interactive reserve leaves them (reserve.go). The consumers of a class are visited from a rotating offset so
 // no model starves another; under warm-first scheduling (Config.ColdAfter,
 // warm.go) those of the models loaded here come first, and those of models
 // it would have to load only when their time has come. It returns how many
@@ -90,7 +91,14 @@ func (w *Worker) fill(ctx context.Context, free, rotate int, start func(jetstrea
 			if took == free || ctx.Err() != nil {
 				return took
 			}
-			took += w.pullFrom(c, free-took, start)
+			n := free - took
+			if class != job.Interactive {
+				n = min(n, w.lowRoom()) // The interactive reserve (reserve.go).
+			}
+			if n == 0 {
+				break
+			}
+			took += w.pullFrom(c, n, start)
 		}
 	}
 	return took
@@ -229,6 +237,9 @@ func (w *Worker) consumers(class job.Class) []jetstream.Consumer {
 // records the peak.
 func (w *Worker) startedJob(m jetstream.Msg) {
 	w.noteStarted(m)
+	if lowLane(m) {
+		w.busyLow.Add(1)
+	}
 	n := w.busy.Add(1)
 	w.slotsChanged.Store(true)
 	for {
@@ -242,6 +253,9 @@ func (w *Worker) startedJob(m jetstream.Msg) {
 // finishedJob frees the job's slot.
 func (w *Worker) finishedJob(m jetstream.Msg) {
 	w.noteFinished(m)
+	if lowLane(m) {
+		w.busyLow.Add(-1)
+	}
 	w.busy.Add(-1)
 	w.slotsChanged.Store(true)
 	poke(w.released)

@@ -25,6 +25,9 @@ type Settings struct {
 	// than jobs running, the jobs finish and the worker pulls again once
 	// fewer than Slots run.
 	Slots int
+	// InteractiveReserve is Config.InteractiveReserve, in force for the
+	// next pull; jobs running keep their slots.
+	InteractiveReserve int
 	// Labels are Config.Labels: the node record has them from its next
 	// write, within a second.
 	Labels map[string]string
@@ -37,7 +40,7 @@ type Settings struct {
 
 // settings returns the settings cfg starts with.
 func (c Config) settings() Settings {
-	s := Settings{Slots: c.Slots, Labels: c.Labels, Grace: c.Grace}
+	s := Settings{Slots: c.Slots, InteractiveReserve: c.InteractiveReserve, Labels: c.Labels, Grace: c.Grace}
 	if c.Level != nil {
 		s.LogLevel = c.Level.Level()
 	}
@@ -49,6 +52,8 @@ func (s Settings) check() error {
 	switch {
 	case s.Slots < 1:
 		return fmt.Errorf("worker: Slots must be at least 1, got %d", s.Slots)
+	case s.InteractiveReserve < 0:
+		return fmt.Errorf("worker: InteractiveReserve must not be negative, got %d", s.InteractiveReserve)
 	case s.Grace < 0:
 		return fmt.Errorf("worker: Grace must not be negative, got %s", s.Grace)
 	}
@@ -59,6 +64,7 @@ func (s Settings) check() error {
 // record says so at its next write.
 func (w *Worker) use(s Settings) {
 	w.slots.Store(int64(s.Slots))
+	w.reserve.Store(int64(s.InteractiveReserve))
 	w.grace.Store(int64(s.Grace))
 	w.mu.Lock()
 	w.labels = s.Labels
@@ -119,6 +125,9 @@ func changes(a, b Settings) []any {
 	}
 	if a.Slots != b.Slots {
 		out = append(out, "slots", b.Slots)
+	}
+	if a.InteractiveReserve != b.InteractiveReserve {
+		out = append(out, "interactive_reserve", b.InteractiveReserve)
 	}
 	if !maps.Equal(a.Labels, b.Labels) {
 		out = append(out, "labels", labelList(b.Labels))

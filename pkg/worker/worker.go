@@ -56,6 +56,12 @@ type Config struct {
 	Ollama *url.URL
 	// Slots is how many jobs run at once, like OLLAMA_NUM_PARALLEL.
 	Slots int
+	// InteractiveReserve is how many of the slots only interactive jobs
+	// may take: async and batch jobs use the rest, so that an interactive
+	// job finds a free slot while a batch runs (docs/scheduling.md). It
+	// never takes a worker's last slot: a 1-slot worker reserves none.
+	// 0 lets any lane take any slot, as before.
+	InteractiveReserve int
 	// FetchBytes bounds the bytes of jobs one pull brings at once (and of
 	// node commands waiting to run), so that a burst of large jobs, such as
 	// requests with images, never floods the connection that carries this
@@ -141,7 +147,7 @@ const DefaultFetchBytes = 16 << 20
 // DefaultConfig returns the defaults for the Ollama at u.
 func DefaultConfig(id string, u *url.URL) Config {
 	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
-		ID: id, Ollama: u, Slots: 1, FetchBytes: DefaultFetchBytes, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
+		ID: id, Ollama: u, Slots: 1, InteractiveReserve: DefaultInteractiveReserve, FetchBytes: DefaultFetchBytes, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
 		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default(),
 		ColdAfter: DefaultColdAfter, ColdBacklog: DefaultColdBacklog}
 }
@@ -155,6 +161,8 @@ func (c Config) Validate() error {
 		return errors.New("worker: Ollama URL is required")
 	case c.Slots < 1:
 		return fmt.Errorf("worker: Slots must be at least 1, got %d", c.Slots)
+	case c.InteractiveReserve < 0:
+		return fmt.Errorf("worker: InteractiveReserve must not be negative, got %d", c.InteractiveReserve)
 	case c.FetchBytes < 0:
 		return fmt.Errorf("worker: FetchBytes must not be negative (0 is the default), got %d", c.FetchBytes)
 	case c.Heartbeat <= 0 || c.Heartbeat > 5*time.Second:
@@ -202,7 +210,9 @@ type Worker struct {
 	metrics *metrics
 
 	busy, peak       atomic.Int64
+	busyLow          atomic.Int64 // of busy, the jobs of the lanes below interactive (reserve.go)
 	slots            atomic.Int64 // Config.Slots, or what a reload set (reload.go)
+	reserve          atomic.Int64 // Config.InteractiveReserve, or what a reload set
 	grace            atomic.Int64 // Config.Grace, likewise, in nanoseconds
 	jobsDone, failed atomic.Int64
 	slotsChanged     atomic.Bool // the node record is behind on slots or counts
@@ -269,6 +279,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		w.ollama.Header = func(ctx context.Context, h http.Header) { w.tracer.Inject(ctx, tracing.HTTPHeader(h)) }
 	}
 	w.slots.Store(int64(cfg.Slots))
+	w.reserve.Store(int64(cfg.InteractiveReserve))
 	w.grace.Store(int64(cfg.Grace))
 	w.labels = cfg.Labels
 	return w, nil
