@@ -68,6 +68,7 @@ var scenarios = []scenario{
 	{"scheduling", "Scheduling on a mixed fleet: OllamaMax vs. nginx", runScheduling},
 	{"swap", "Two models on GPUs that hold one: warm-first vs. today's policy vs. nginx", runSwap},
 	{"tenants", "Two tenants, one flooding: tenant fairness vs. today's policy vs. nginx", runTenants},
+	{"lanes", "A batch of 10,000 lines beside interactive work: interactive reserve vs. today's policy vs. nginx", runLanes},
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
 	{"large", "Large requests: 8 MiB bodies at once beside streaming answers", runLarge},

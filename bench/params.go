@@ -55,6 +55,17 @@ type params struct {
 	tenQuietTokens  int           // tokens of each quiet answer
 	tenSettle       time.Duration // from the flood's start to the quiet arrivals'
 	tenDrain        time.Duration // then quiet requests may finish for this long
+	// Lanes: interactive arrivals while a batch runs.
+	lanesSims        int
+	lanesSlots       int           // --parallel and --slots
+	lanesTPS         float64       // tokens/s per stream
+	lanesLines       int           // lines of the batch
+	lanesBatchTokens int           // tokens per batch line
+	lanesTokens      int           // tokens per interactive request
+	lanesRate        float64       // interactive arrivals per second
+	lanesDur         time.Duration // interactive arrivals happen during this time
+	lanesDrain       time.Duration // then they may finish for this long
+	lanesBatchLimit  time.Duration // a batch not done by then is canceled
 
 	// Failover: a worker killed mid-stream.
 	foStreams    int // streams in flight; half on the worker that is killed
@@ -150,6 +161,16 @@ func fullParams() params {
 		tenQuietTokens:  3,
 		tenSettle:       1500 * time.Millisecond,
 		tenDrain:        10 * time.Second,
+		lanesSims:        4,
+		lanesSlots:       8,
+		lanesTPS:         400,
+		lanesLines:       10000,
+		lanesBatchTokens: 20,
+		lanesTokens:      40,
+		lanesRate:        10,
+		lanesDur:         6 * time.Second,
+		lanesDrain:       5 * time.Second,
+		lanesBatchLimit:  40 * time.Second,
 
 		foStreams:    8,
 		foTPS:        50,
@@ -224,6 +245,16 @@ func shortParams() params {
 		tenQuietTokens:  2,
 		tenSettle:       300 * time.Millisecond,
 		tenDrain:        3 * time.Second,
+		lanesSims:        2,
+		lanesSlots:       3,
+		lanesTPS:         400,
+		lanesLines:       200,
+		lanesBatchTokens: 10,
+		lanesTokens:      10,
+		lanesRate:        10,
+		lanesDur:         time.Second,
+		lanesDrain:       2 * time.Second,
+		lanesBatchLimit:  20 * time.Second,
 
 		foStreams:   4,
 		foTPS:       50,
