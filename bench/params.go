@@ -59,13 +59,14 @@ type params struct {
 	lanesSims        int
 	lanesSlots       int           // --parallel and --slots
 	lanesTPS         float64       // tokens/s per stream
+	lanesPromptTPS   float64       // prompt tokens (words) evaluated per second
 	lanesLines       int           // lines of the batch
+	lanesWords       [2]int        // prompt words per batch line, uniform in [min, max]
 	lanesBatchTokens int           // tokens per batch line
 	lanesTokens      int           // tokens per interactive request
 	lanesRate        float64       // interactive arrivals per second
 	lanesDur         time.Duration // interactive arrivals happen during this time
 	lanesDrain       time.Duration // then they may finish for this long
-	lanesBatchLimit  time.Duration // a batch not done by then is canceled
 
 	// Failover: a worker killed mid-stream.
 	foStreams    int // streams in flight; half on the worker that is killed
@@ -164,13 +165,14 @@ func fullParams() params {
 		lanesSims:        4,
 		lanesSlots:       8,
 		lanesTPS:         400,
+		lanesPromptTPS:   100,
 		lanesLines:       10000,
-		lanesBatchTokens: 20,
+		lanesWords:       [2]int{100, 300},
+		lanesBatchTokens: 4,
 		lanesTokens:      40,
 		lanesRate:        10,
-		lanesDur:         6 * time.Second,
-		lanesDrain:       5 * time.Second,
-		lanesBatchLimit:  40 * time.Second,
+		lanesDur:         8 * time.Second,
+		lanesDrain:       4 * time.Second,
 
 		foStreams:    8,
 		foTPS:        50,
@@ -248,13 +250,14 @@ func shortParams() params {
 		lanesSims:        2,
 		lanesSlots:       3,
 		lanesTPS:         400,
+		lanesPromptTPS:   200,
 		lanesLines:       200,
-		lanesBatchTokens: 10,
+		lanesWords:       [2]int{20, 60},
+		lanesBatchTokens: 4,
 		lanesTokens:      10,
 		lanesRate:        10,
 		lanesDur:         time.Second,
 		lanesDrain:       2 * time.Second,
-		lanesBatchLimit:  20 * time.Second,
 
 		foStreams:   4,
 		foTPS:       50,
