@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,6 +67,7 @@ type keyRow struct {
 	Models  []string    `json:"models,omitempty"`
 	RPM     int         `json:"rpm,omitempty"`
 	TPM     int         `json:"tpm,omitempty"`
+	Lane    job.Class   `json:"lane,omitempty"`
 	Created time.Time   `json:"created"`
 	Rotated time.Time   `json:"rotated,omitzero"`
 	Expires time.Time   `json:"expires,omitzero"`
@@ -75,7 +77,7 @@ type keyRow struct {
 }
 
 func toKeyRow(k apikey.Key, now time.Time) keyRow {
-	return keyRow{ID: k.ID, Name: k.Name, Tenant: k.Tenant, Role: k.Role, Models: k.Models, RPM: k.RPM, TPM: k.TPM,
+	return keyRow{ID: k.ID, Name: k.Name, Tenant: k.Tenant, Role: k.Role, Models: k.Models, RPM: k.RPM, TPM: k.TPM, Lane: k.Lane,
 		Created: k.Created, Rotated: k.Rotated, Expires: k.Expires, Revoked: k.Revoked, State: keyState(k, now)}
 }
 
@@ -227,13 +229,14 @@ func validPattern(p string) bool {
 
 func writeKeys(w io.Writer, rows []keyRow, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tTENANT\tROLE\tMODELS\tRPM\tTPM\tCREATED\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tTENANT\tROLE\tMODELS\tRPM\tTPM\tLANE\tCREATED\tEXPIRES\tSTATE")
 	for _, r := range rows {
 		models := strings.Join(r.Models, ",")
 		if models == "" {
 			models = "any"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Tenant, r.Role, models, bound(r.RPM), bound(r.TPM),
+		lane := cmp.Or(r.Lane, job.Interactive)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Name, r.Tenant, r.Role, models, bound(r.RPM), bound(r.TPM), lane,
 			r.Created.UTC().Format(time.DateOnly), expiry(r.Expires, now), r.State)
 	}
 	_ = tw.Flush() // Output errors end the command anyway.

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ollamamax/ollamamax/pkg/apikey"
+	"github.com/ollamamax/ollamamax/pkg/job"
 	"github.com/ollamamax/ollamamax/pkg/queue"
 )
 
@@ -32,6 +33,7 @@ Examples:
   ollamaq keys create ci --tenant acme
   ollamaq keys create webui --tenant acme --models 'llama3*,qwen*' --rpm 60 --tpm 100000 --expires 30d
   ollamaq keys create ops --tenant acme --role admin
+  ollamaq keys create evals --tenant acme --lane batch   # runs after interactive and async work
   SECRET=$(ollamaq keys create ci --tenant acme)
 `
 
@@ -41,6 +43,7 @@ func cmdKeysCreate(fs *flag.FlagSet) runFunc {
 	role := fs.String("role", string(apikey.User), "user (inference and listings) or admin (also pull, delete, copy, /metrics)")
 	rpm := fs.Int("rpm", 0, "requests per minute the key may make (0: no bound)")
 	tpm := fs.Int("tpm", 0, "tokens per minute, prompt and completion (0: no bound)")
+	lane := fs.String("lane", "", "the key's priority lane: interactive, async or batch; its default and the highest its requests may ask for with Ollamaq-Priority (default: interactive, any lane)")
 	expires := fs.String("expires", "", "how long the key is valid: 30d, 2w, 12h, 90m (default: until revoked)")
 	asJSON := fs.Bool("json", false, `print {"key": the record, "secret": the secret} as JSON`)
 	return func(ctx context.Context, e *env, args []string) int {
@@ -55,6 +58,11 @@ func cmdKeysCreate(fs *flag.FlagSet) runFunc {
 			return e.fail(exitUsage, "keys create: --role: want user or admin")
 		}
 		k := apikey.Key{Name: args[0], Tenant: *tenant, Role: r, RPM: *rpm, TPM: *tpm}
+		if *lane != "" {
+			if k.Lane, err = job.ParseClass(*lane); err != nil {
+				return e.fail(exitUsage, "keys create: --lane %q: want interactive, async or batch", *lane)
+			}
+		}
 		if k.Models, err = parseModels(*models); err != nil {
 			return e.fail(exitUsage, "keys create: --models: %v", err)
 		}

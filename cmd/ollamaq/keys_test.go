@@ -68,6 +68,7 @@ func TestKeysCommands(t *testing.T) {
 		{[]string{"keys", "revoke"}, "want one key ID"},
 		{[]string{"keys", "rotate", "a", "b"}, "want one key ID"},
 		{[]string{"keys", "list", "x"}, "takes no arguments"},
+		{[]string{"keys", "create", "ci", "--tenant", "acme", "--lane", "urgent"}, "--lane \"urgent\": want interactive, async or batch"},
 	}
 	for _, u := range usage {
 		if code, _, errOut := run(u.args...); code != exitUsage || !strings.Contains(errOut, u.wantErr) {
@@ -84,10 +85,10 @@ func TestKeysCommands(t *testing.T) {
 		k.TPM != 100000 || !k.Expires.Equal(clock.Add(30*24*time.Hour)) || !k.Allows("llama3.2:1b") || k.Allows("phi3:latest") {
 		t.Errorf("stored %+v; want models %q, role user, rpm 60, tpm 100000, expiry in 30 days", k, want)
 	}
-	code, out, errOut := run("keys", "create", "ops", "--tenant", "acme", "--role", "admin", "--models", "llama3.2", "--json")
+	code, out, errOut := run("keys", "create", "ops", "--tenant", "acme", "--role", "admin", "--models", "llama3.2", "--lane", "async", "--json")
 	var made secretOutput
 	if code != exitOK || json.Unmarshal([]byte(out), &made) != nil || made.Key.Role != apikey.Admin || made.Key.State != "active" ||
-		fmt.Sprint(made.Key.Models) != "[llama3.2:latest]" || !strings.Contains(errOut, "will not be shown again") {
+		fmt.Sprint(made.Key.Models) != "[llama3.2:latest]" || made.Key.Lane != job.Async || !strings.Contains(errOut, "will not be shown again") {
 		t.Fatalf("keys create --json = %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 	ops := made.Key.ID

@@ -48,6 +48,11 @@ type Key struct {
 	// Ollama counts them) per minute; 0 is no bound.
 	RPM int `json:"rpm,omitempty"`
 	TPM int `json:"tpm,omitempty"`
+	// Lane is the key's default priority lane and the highest it may ask
+	// for with the Ollamaq-Priority header (docs/scheduling.md): a key of
+	// lane async runs async unless it asks for batch, and may not ask for
+	// interactive. Empty is interactive: every lane.
+	Lane job.Class `json:"lane,omitempty"`
 	// Hash is the hex SHA-256 of the secret.
 	Hash    string    `json:"hash"`
 	Created time.Time `json:"created"`
@@ -143,6 +148,8 @@ func (k Key) Validate() error {
 		return fmt.Errorf("apikey: unknown role %q: want user or admin", k.Role)
 	case k.RPM < 0 || k.TPM < 0:
 		return errors.New("apikey: rpm and tpm must not be negative (0 is no bound)")
+	case k.Lane != "" && k.Lane.Rank() == len(job.Classes):
+		return fmt.Errorf("apikey: unknown lane %q: want %s, %s or %s", k.Lane, job.Interactive, job.Async, job.Batch)
 	case len(k.Models) > 256:
 		return errors.New("apikey: at most 256 model patterns")
 	case len(k.Hash) != sha256.Size*2:

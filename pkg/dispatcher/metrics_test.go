@@ -115,8 +115,8 @@ func TestMetricsCountWhatHappened(t *testing.T) {
 			t.Errorf("dispatcher %s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if n := len(d["ollamamax_queue_oldest_job_age_seconds"].GetMetric()); n != 2 {
-		t.Errorf("oldest-age series for %d consumers, want 2 (interactive and batch)", n)
+	if n := len(d["ollamamax_queue_oldest_job_age_seconds"].GetMetric()); n != 3 {
+		t.Errorf("oldest-age series for %d consumers, want 3 (interactive, async and batch)", n)
 	}
 
 	w := map[string]float64{}

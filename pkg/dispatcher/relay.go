@@ -51,7 +51,8 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if !ok || s.unload(w, r, route, f, canonical, body) {
 			return
 		}
-		if !s.rateLimit(w, r, f) {
+		class, ok := s.lane(w, r, f)
+		if !ok || !s.rateLimit(w, r, f) {
 			return
 		}
 		done, held, ok := s.fairTurn(w, r, f, canonical, lv)
@@ -59,12 +60,12 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		defer done()
-		if !s.admit(w, r, f, canonical) {
+		if !s.admit(w, r, f, canonical, class) {
 			return
 		}
 		wait := max(lv.QueueWait-held, time.Second) // Held time counts against the queue wait.
 		key, hasKey := requestKey(r)
-		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: job.Interactive, Route: route, Body: body, BodyType: bodyType,
+		qj := &queuedJob{Job: queue.Job{ID: job.NewID(), Model: canonical, Class: class, Route: route, Body: body, BodyType: bodyType,
 			Wait: wait}, arrived: arrived, hold: hold}
 		if hasKey {
 			qj.key, qj.hasKey = key, true
@@ -91,7 +92,7 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if hasKey {
 			s.metrics.tenantJobs.WithLabelValues(s.tenants.label(key.Tenant)).Inc()
 		}
-		s.queued(canonical)
+		s.queued(canonical, class)
 		s.log.Debug("job queued", "job", qj.ID, "model", canonical, "route", route)
 		s.relay(w, r, st, f, wait, qj)
 	}

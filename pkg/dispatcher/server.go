@@ -45,7 +45,8 @@ type Options struct {
 	QueueWait time.Duration
 	// MaxQueued bounds the interactive jobs waiting per model across the
 	// fleet; a request beyond it waits QueueFullWait for room (or what its
-	// Ollamaq-Queue-Full-Wait header asks), then gets 503. Zero: no bound.
+	// Ollamaq-Queue-Full-Wait header asks), then gets 503. Requests of the
+	// lower lanes are refused sooner (laneBound). Zero: no bound.
 	MaxQueued     int
 	QueueFullWait time.Duration
 	// TenantWindow turns on per-tenant fairness (fairness.go) with API
