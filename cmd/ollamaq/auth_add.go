@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/auth"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 const authAddSynopsis = `Usage: ollamaq auth add [flags] NAME
@@ -23,8 +24,8 @@ requester token (its reply subjects are ollamaq.reply.NAME.>), a worker's ID
 (its node record and node commands). Letters, digits, '-' and '_'.
 
 Roles:
-  client      submits jobs and reads its own replies; --batch-only and
-              --models narrow what it may submit
+  client      submits jobs and reads its own replies; --lanes (or
+              --batch-only) and --models narrow what it may submit
   worker      a GPU box: pulls jobs, answers them, reports its node record;
               its credentials are what joins a new box to the fleet
   dispatcher  an HTTP front end (one per dispatcher ID)
@@ -34,6 +35,7 @@ Examples:
   ollamaq auth add gpu7 --role worker
   ollamaq auth add alice --role client --expires 30d
   ollamaq auth add nightly --role client --batch-only --models llama3.2,qwen2.5:0.5b
+  ollamaq auth add evals --role client --lanes async,batch   # never interactive
   ollamaq auth add ops --role admin --out ops.creds
   ollamaq auth add tmp --role client --expires 1h --out - | ssh box 'cat > tmp.creds'
 `
@@ -43,6 +45,7 @@ func cmdAuthAdd(fs *flag.FlagSet) runFunc {
 	role := fs.String("role", "", "worker, client, dispatcher or admin (required)")
 	expires := fs.String("expires", "", "how long the credentials are valid: 30d, 12h, 90m (default: until revoked)")
 	batchOnly := fs.Bool("batch-only", false, "a client that may submit batch-class work only")
+	lanes := fs.String("lanes", "", "a client that may submit jobs of these lanes only, comma-separated: interactive, async, batch (default: every lane)")
 	models := fs.String("models", "", "a client that may submit jobs for these models only, comma-separated Ollama names (no patterns)")
 	out := fs.String("out", "", "write the credentials to `file` instead of DIR/creds/NAME.creds; - prints them on stdout")
 	return func(_ context.Context, e *env, args []string) int {
@@ -59,6 +62,16 @@ func cmdAuthAdd(fs *flag.FlagSet) runFunc {
 			if o.Expires, err = parseExpiry(*expires); err != nil {
 				return e.fail(exitUsage, "auth add: --expires %q: %v", *expires, err)
 			}
+		}
+		for l := range strings.SplitSeq(*lanes, ",") {
+			if l = strings.TrimSpace(l); l == "" {
+				continue
+			}
+			c, err := job.ParseClass(l)
+			if err != nil {
+				return e.fail(exitUsage, "auth add: --lanes: %q: want interactive, async or batch", l)
+			}
+			o.Lanes = append(o.Lanes, c)
 		}
 		for m := range strings.SplitSeq(*models, ",") {
 			if m = strings.TrimSpace(m); m != "" {

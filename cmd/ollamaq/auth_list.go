@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ollamamax/ollamamax/pkg/auth"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 const authListSynopsis = `Usage: ollamaq auth list [--json]
@@ -63,6 +64,8 @@ func writeUsers(w io.Writer, rows []userRow, now time.Time) {
 		var limits []string
 		if r.BatchOnly {
 			limits = append(limits, "batch only")
+		} else if len(r.Lanes) > 0 {
+			limits = append(limits, "lanes "+joinLanes(r.Lanes))
 		}
 		if len(r.Models) > 0 {
 			limits = append(limits, strings.Join(r.Models, ","))
@@ -77,4 +80,13 @@ func writeUsers(w io.Writer, rows []userRow, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Role, r.Account, r.Status, expires, strings.Join(limits, "; "), creds)
 	}
 	_ = tw.Flush() // Output errors end the command anyway.
+}
+
+// joinLanes writes lanes comma-separated.
+func joinLanes(lanes []job.Class) string {
+	out := make([]string, len(lanes))
+	for i, c := range lanes {
+		out[i] = string(c)
+	}
+	return strings.Join(out, ",")
 }

@@ -42,6 +42,7 @@ var users = []struct {
 	{"bob", auth.UserOptions{Role: auth.Client}},
 	{"carol", auth.UserOptions{Role: auth.Client, BatchOnly: true}},
 	{"dave", auth.UserOptions{Role: auth.Client, Models: []string{"llama3.2", "qwen2.5:0.5b"}}},
+	{"erin", auth.UserOptions{Role: auth.Client, Lanes: []job.Class{job.Async, job.Batch}}},
 	{"gpu1", auth.UserOptions{Role: auth.Worker}},
 	{"gpu2", auth.UserOptions{Role: auth.Worker}},
 	{"root", auth.UserOptions{Role: auth.Admin}},

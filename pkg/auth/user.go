@@ -22,8 +22,13 @@ type UserOptions struct {
 	// Expires is how long the credentials are valid; 0 is for ever. The
 	// server disconnects a user whose credentials expire.
 	Expires time.Duration
-	// BatchOnly lets a client publish batch-class jobs only.
+	// BatchOnly lets a client publish batch-class jobs only: Lanes
+	// {job.Batch}.
 	BatchOnly bool
+	// Lanes limits a client to jobs of these lanes (job classes); empty
+	// allows every lane. The server enforces it: the job subject's class
+	// token comes from the credentials' class tags.
+	Lanes []job.Class
 	// Models limits a client to jobs for these models (Ollama names, made
 	// canonical: "llama3.2" is llama3.2:latest). Permissions match whole
 	// subject tokens, so a pattern such as "llama3*" cannot be expressed:
@@ -35,14 +40,15 @@ type UserOptions struct {
 
 // User is what the directory knows of credentials it issued.
 type User struct {
-	Name      string     `json:"name"`
-	Role      Role       `json:"role"`
-	Account   string     `json:"account"`
-	PublicKey string     `json:"public_key"`
-	IssuedAt  time.Time  `json:"issued_at"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	BatchOnly bool       `json:"batch_only,omitempty"`
-	Models    []string   `json:"models,omitempty"` // canonical names
+	Name      string      `json:"name"`
+	Role      Role        `json:"role"`
+	Account   string      `json:"account"`
+	PublicKey string      `json:"public_key"`
+	IssuedAt  time.Time   `json:"issued_at"`
+	ExpiresAt *time.Time  `json:"expires_at,omitempty"`
+	BatchOnly bool        `json:"batch_only,omitempty"`
+	Lanes     []job.Class `json:"lanes,omitempty"`  // the lanes a client may publish to; empty: every lane
+	Models    []string    `json:"models,omitempty"` // canonical names
 	// CredsFile is where the credentials were written; "" if they were
 	// handed over otherwise (printed).
 	CredsFile string `json:"creds_file,omitempty"`
@@ -129,7 +135,7 @@ func (d *Dir) AddUser(name string, o UserOptions) (*User, []byte, error) {
 		return nil, nil, fmt.Errorf("sign user %s: %w", name, err)
 	}
 	u := &User{Name: name, Role: o.Role, Account: acct.claims.Name, PublicKey: pub, IssuedAt: time.Unix(claims.IssuedAt, 0).UTC(),
-		BatchOnly: o.BatchOnly, Models: models, CredsFile: o.CredsFile}
+		BatchOnly: o.BatchOnly, Lanes: lanesOf(o), Models: models, CredsFile: o.CredsFile}
 	if claims.Expires > 0 {
 		t := time.Unix(claims.Expires, 0).UTC()
 		u.ExpiresAt = &t
@@ -159,16 +165,24 @@ func userTags(o UserOptions) ([]string, []string, error) {
 	}
 	tags := []string{TagRole + ":" + string(o.Role)}
 	if o.Role != Client {
-		if o.BatchOnly || len(o.Models) > 0 {
-			return nil, nil, fmt.Errorf("%w: batch-only and models are for clients, not for a %s", ErrInvalidOption, o.Role)
+		if o.BatchOnly || len(o.Lanes) > 0 || len(o.Models) > 0 {
+			return nil, nil, fmt.Errorf("%w: batch-only, lanes and models are for clients, not for a %s", ErrInvalidOption, o.Role)
 		}
 		return tags, nil, nil
 	}
-	class := "*"
-	if o.BatchOnly {
-		class = string(job.Batch)
+	if o.BatchOnly && len(o.Lanes) > 0 {
+		return nil, nil, fmt.Errorf("%w: batch-only is the lanes batch: give one of them", ErrInvalidOption)
 	}
-	tags = append(tags, TagClass+":"+class)
+	lanes := lanesOf(o)
+	if len(lanes) == 0 {
+		tags = append(tags, TagClass+":*")
+	}
+	for _, c := range lanes {
+		if _, err := job.ParseClass(string(c)); err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		tags = append(tags, TagClass+":"+string(c))
+	}
 	if len(o.Models) == 0 {
 		return append(tags, TagModel+":*"), nil, nil
 	}
@@ -187,6 +201,21 @@ func userTags(o UserOptions) ([]string, []string, error) {
 		}
 	}
 	return tags, models, nil
+}
+
+// lanesOf returns the lanes o limits a client to, each once; none for
+// every lane.
+func lanesOf(o UserOptions) []job.Class {
+	if o.BatchOnly {
+		return []job.Class{job.Batch}
+	}
+	var out []job.Class
+	for _, c := range o.Lanes {
+		if !slices.Contains(out, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // user reads the record of name, without revocation.
