@@ -37,7 +37,7 @@ func TestConfig(t *testing.T) {
 		{"dispatcher", "max-body=1\ntls-cert=/etc/api.pem", "line 2: tls-cert names a file of each machine"},
 		{"worker", "slots=four", `line 1: slots="four"`},
 		{"worker", "label=gpu", `label "gpu" is not key=value`},
-		{"worker", "queue-wait=1m", `"queue-wait" cannot be shared: the shared settings may hold log-level, slots, label, grace`},
+		{"worker", "queue-wait=1m", `"queue-wait" cannot be shared: the shared settings may hold log-level, slots, interactive-reserve, label, grace`},
 		{"nodes", "x=1", `no entry "nodes": want dispatcher or worker`},
 	} {
 		code, _, errOut := c.runIn(t.Context(), tt.text, "--server", c.server, "config", "set", tt.entry, "-")

@@ -39,7 +39,9 @@ func putNodes(t *testing.T, q *queue.Queue) {
 			Models: []api.ListModelResponse{{Name: "llama3.2:latest", Model: "llama3.2:latest", Size: 2019393189},
 				{Name: "qwen2.5:0.5b", Model: "qwen2.5:0.5b", Size: 397821319}},
 			Loaded:     []api.ProcessModelResponse{{Name: "llama3.2:latest", Model: "llama3.2:latest", ExpiresAt: clock.Add(4 * time.Minute)}},
-			SlotsTotal: 4, SlotsBusy: 3, SlotsPeak: 4, JobsDone: 1234, JobsFailed: 2, StartedAt: started, UpdatedAt: clock.Add(-2 * time.Second)},
+			SlotsTotal: 4, SlotsBusy: 3, SlotsPeak: 4, SlotsReserved: 1, JobsDone: 1234, JobsFailed: 2,
+			Served:    map[string]fleet.Counts{"llama3.2:latest": {Jobs: 1200, Tokens: 90000, Loads: 3}, "qwen2.5:0.5b": {Jobs: 34, Failed: 2, Loads: 2}},
+			StartedAt: started, UpdatedAt: clock.Add(-2 * time.Second)},
 		{ID: "gpu-b", State: fleet.StateUnhealthy, OllamaURL: "http://10.0.0.2:11434", OllamaVersion: "0.17.4",
 			Models:     []api.ListModelResponse{{Name: "llama3.2:latest", Model: "llama3.2:latest", Size: 2019393189}},
 			SlotsTotal: 1, LastError: "connection refused", StartedAt: started, UpdatedAt: clock.Add(-5 * time.Second)},
@@ -89,6 +91,7 @@ func TestQueuesGolden(t *testing.T) {
 	}
 	publish("llama3.2:latest", job.Batch, 5)
 	publish("llama3.2:latest", job.Interactive, 1)
+	publish("llama3.2:latest", job.Async, 3)
 	publish("phi3:latest", job.Interactive, 2)
 	// One batch job is running: a worker took it.
 	cons, err := q.Consumer(ctx, "llama3.2:latest", job.Batch)

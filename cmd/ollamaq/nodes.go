@@ -52,7 +52,7 @@ func readNodes(ctx context.Context, q *queue.Queue, timeout time.Duration) ([]*f
 
 func writeNodes(w io.Writer, nodes []*fleet.Node, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tOLLAMA\tMODELS\tLOADED\tSLOTS\tDONE\tFAILED\tLAST SEEN")
+	fmt.Fprintln(tw, "NODE\tSTATE\tOLLAMA\tMODELS\tLOADED\tSLOTS\tRESERVED\tDONE\tFAILED\tLOADS\tLAST SEEN")
 	for _, n := range nodes {
 		var loaded []string
 		for _, m := range n.Loaded {
@@ -62,8 +62,12 @@ func writeNodes(w io.Writer, nodes []*fleet.Node, now time.Time) {
 		if l == "" {
 			l = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\t%s ago\n", n.ID, n.State, n.OllamaVersion, len(n.Models), l,
-			n.SlotsBusy, n.SlotsTotal, n.JobsDone, n.JobsFailed, age(now.Sub(n.UpdatedAt)))
+		var loads int64
+		for _, c := range n.Served {
+			loads += c.Loads
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%s ago\n", n.ID, n.State, n.OllamaVersion, len(n.Models), l,
+			n.SlotsBusy, n.SlotsTotal, n.SlotsReserved, n.JobsDone, n.JobsFailed, loads, age(now.Sub(n.UpdatedAt)))
 	}
 	_ = tw.Flush() // Output errors end the command anyway.
 }

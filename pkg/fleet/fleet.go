@@ -40,8 +40,11 @@ type Node struct {
 	SlotsTotal    int                        `json:"slots_total"`
 	SlotsBusy     int                        `json:"slots_busy"`
 	SlotsPeak     int                        `json:"slots_peak"` // most jobs ever run at once
-	JobsDone      int64                      `json:"jobs_done"`
-	JobsFailed    int64                      `json:"jobs_failed"`
+	// SlotsReserved are the slots only interactive jobs may take (the
+	// worker's --interactive-reserve in force, docs/scheduling.md).
+	SlotsReserved int   `json:"slots_reserved,omitempty"`
+	JobsDone      int64 `json:"jobs_done"`
+	JobsFailed    int64 `json:"jobs_failed"`
 	// Served counts what the worker did for each model (canonical name)
 	// since it started.
 	Served    map[string]Counts `json:"served,omitempty"`

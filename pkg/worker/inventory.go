@@ -192,6 +192,7 @@ func (w *Worker) putNode(ctx context.Context) uint64 {
 		SlotsTotal:    int(w.slots.Load()),
 		SlotsBusy:     int(w.busy.Load()),
 		SlotsPeak:     int(w.peak.Load()),
+		SlotsReserved: w.reserved(),
 		JobsDone:      w.jobsDone.Load(),
 		JobsFailed:    w.failed.Load(),
 		Served:        w.countsLocked(),
