@@ -63,9 +63,11 @@ func TestInteractiveReserve(t *testing.T) {
 		slots, reserve   int
 		wantBatchRunning int // batch jobs running at once, at most
 		interactiveFree  bool
+		wantReserved     int // in the node record
 	}{
-		{name: "reserve 1 of 3", slots: 3, reserve: 1, wantBatchRunning: 2, interactiveFree: true},
-		{name: "reserve 2 of 3", slots: 3, reserve: 2, wantBatchRunning: 1, interactiveFree: true},
+		{name: "reserve 1 of 3", slots: 3, reserve: 1, wantBatchRunning: 2, interactiveFree: true, wantReserved: 1},
+		{name: "reserve 2 of 3", slots: 3, reserve: 2, wantBatchRunning: 1, interactiveFree: true, wantReserved: 2},
+		{name: "reserve 5 of 3", slots: 3, reserve: 5, wantBatchRunning: 1, interactiveFree: true, wantReserved: 2},
 		{name: "no reserve", slots: 3, reserve: 0, wantBatchRunning: 3},
 		{name: "1-slot worker", slots: 1, reserve: 1, wantBatchRunning: 1},
 	}
@@ -74,6 +76,10 @@ func TestInteractiveReserve(t *testing.T) {
 			g := &laneGate{open: make(chan struct{})}
 			f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: tt.slots, Ollama: g.wrap,
 				Worker: func(_ int, c *worker.Config) { c.InteractiveReserve = tt.reserve }})
+			f.WaitFor(fmt.Sprintf("the node record to say %d slots reserved", tt.wantReserved), func() bool {
+				n := f.Node(0)
+				return n != nil && n.SlotsReserved == tt.wantReserved
+			})
 			const requester = "lanes"
 			var subs []func() job.Reply
 			for i := range tt.slots + 2 {
