@@ -22,11 +22,13 @@ straight over NATS: no dispatcher is needed.
 Examples:
   ollamaq run llama3.2 "Why is the sky blue?"
   ollamaq run --raw qwen2.5:0.5b "Say hi" | jq .response
+  ollamaq run --lane async llama3.2 "Summarise this later"
 `
 
 func cmdRun(fs *flag.FlagSet) runFunc {
 	raw := fs.Bool("raw", false, "print Ollama's NDJSON lines instead of the text")
-	batch := fs.Bool("batch", false, "queue as batch work, which runs only on capacity interactive work leaves free")
+	batch := fs.Bool("batch", false, "queue as batch work, which runs only on capacity interactive work leaves free (--lane batch)")
+	lane := fs.String("lane", "", "the job's lane: interactive (the default), async or batch; workers serve them in that order")
 	wait := fs.Duration("wait", 2*time.Minute, "how long the job may wait for a worker")
 	return func(ctx context.Context, e *env, args []string) int {
 		if len(args) != 2 {
@@ -34,6 +36,18 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			return exitUsage
 		}
 		name, prompt := args[0], args[1]
+		class := job.Interactive
+		if *batch {
+			class = job.Batch
+		}
+		if *lane != "" {
+			c, err := job.ParseClass(*lane)
+			if err != nil || *batch && c != job.Batch {
+				fmt.Fprintf(e.stderr, "ollamaq run: --lane %q: want interactive, async or batch (and batch with --batch)\n", *lane)
+				return exitUsage
+			}
+			class = c
+		}
 		model, err := job.CanonicalModel(name)
 		if err != nil {
 			fmt.Fprintf(e.stderr, "ollamaq run: %v\n", err)
@@ -53,10 +67,6 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 			defer func() { _ = req.Close() }() // The connection closes right after.
 
 			body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
-			class := job.Interactive
-			if *batch {
-				class = job.Batch
-			}
 			st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
 			if err != nil {
 				fmt.Fprintf(e.stderr, "ollamaq: %v\n", err)
