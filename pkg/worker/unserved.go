@@ -19,8 +19,8 @@ import (
 // worker has the model and no worker has ever served it (the model has no
 // durable consumer), and queues nothing. A NATS-native client publishes
 // straight into the stream, where no consumer's filter would ever match such
-// a job. So every worker looks, each Config.UnservedScan, for interactive jobs
-// on subjects that have no consumer, answers them as the dispatcher would and
+// a job. So every worker looks, each Config.UnservedScan, for interactive and
+// async jobs on subjects that have no consumer, answers them as the dispatcher would and
 // deletes them. Batch jobs are left to wait for a worker within their
 // batch's completion window (docs/batch.md).
 //
@@ -67,16 +67,27 @@ func (w *Worker) scanUnserved(ctx context.Context) {
 }
 
 // answerUnserved makes one scan: it lists the subjects that hold interactive
-// jobs and answers the jobs of those no consumer takes from.
+// and async jobs and answers the jobs of those no consumer takes from.
 func (w *Worker) answerUnserved(ctx context.Context, s jetstream.Stream, served map[string]bool) error {
-	info, err := s.Info(ctx, jetstream.WithSubjectFilter(job.JobsPrefix+".*."+string(job.Interactive)+".*"))
-	if err != nil {
-		return fmt.Errorf("list queued subjects: %w", err)
-	}
 	left := unservedPerScan
-	for subject := range info.State.Subjects {
+	for _, lane := range []job.Class{job.Interactive, job.Async} {
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(job.JobsPrefix+".*."+string(lane)+".*"))
+		if err != nil {
+			return fmt.Errorf("list queued subjects: %w", err)
+		}
+		if left, err = w.answerSubjects(ctx, s, info.State.Subjects, served, left); err != nil || left == 0 {
+			return err
+		}
+	}
+	return nil
+}
+
+// answerSubjects answers up to left jobs queued on those of subjects no
+// consumer takes from, and returns how many more it may answer.
+func (w *Worker) answerSubjects(ctx context.Context, s jetstream.Stream, subjects map[string]uint64, served map[string]bool, left int) (int, error) {
+	for subject := range subjects {
 		if left == 0 {
-			return nil
+			return 0, nil
 		}
 		model, _, _, err := job.ParseJobSubject(subject)
 		if err == nil {
@@ -85,7 +96,7 @@ func (w *Worker) answerUnserved(ctx context.Context, s jetstream.Stream, served 
 			}
 			ok, err := w.q.HasConsumer(ctx, model)
 			if err != nil {
-				return err // Unsure: answer nothing.
+				return left, err // Unsure: answer nothing.
 			}
 			if ok {
 				if len(served) >= servedCacheSize {
@@ -100,10 +111,10 @@ func (w *Worker) answerUnserved(ctx context.Context, s jetstream.Stream, served 
 		n, err := w.answerSubject(ctx, s, subject, model, left)
 		left -= n
 		if err != nil {
-			return err
+			return left, err
 		}
 	}
-	return nil
+	return left, nil
 }
 
 // serves reports whether this worker has consumers for the canonical model.

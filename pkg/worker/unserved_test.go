@@ -31,7 +31,7 @@ func queuedOn(t *testing.T, f *fleettest.Fleet, filter string) uint64 {
 
 // TestJobsOfUnservedModelsAreAnsweredAsOverHTTP queues jobs the way a
 // NATS-native client can: for a model no worker ever served, the worker
-// answers 404 with Ollama's message and removes the job, as the dispatcher
+// answers an interactive or async job 404 with Ollama's message and removes the job, as the dispatcher
 // refuses such a request over HTTP. Jobs of a model that was served once
 // (its worker is away) and batch jobs wait, as they do over HTTP and in
 // batches.
@@ -76,6 +76,12 @@ func TestJobsOfUnservedModelsAreAnsweredAsOverHTTP(t *testing.T) {
 			}
 			t.Logf("answered after %s", time.Since(start).Round(time.Millisecond))
 		})
+	}
+
+	// An async job of an unserved model is answered as an interactive one.
+	rep := finish(t, queueJob("no-such-model:latest", job.Async, `{"model":"no-such-model","prompt":"later"}`))
+	if rep.Kind != job.KindError || rep.Status != 404 || rep.Error != "model 'no-such-model' not found" {
+		t.Errorf("async job of an unserved model: %s %d %q, want error 404", rep.Kind, rep.Status, rep.Error)
 	}
 
 	// A subject whose model token is no canonical name can never be served:
