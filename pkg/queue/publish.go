@@ -16,7 +16,7 @@ import (
 type Job struct {
 	ID    string    // job ID; also the Nats-Msg-Id, so a retried publish is not queued twice
 	Model string    // canonical model name
-	Class job.Class // interactive or batch
+	Class job.Class // interactive, async or batch
 	Route string    // Ollama route, e.g. /api/chat
 	Reply string    // reply subject
 	Body  []byte    // the Ollama request JSON as the client sent it

@@ -186,7 +186,7 @@ func get(values []string, key string) string {
 const (
 	AttrJob     = attribute.Key("ollamaq.job.id")         // the job ID, also the response's X-Request-Id
 	AttrModel   = attribute.Key("ollamaq.model")          // canonical model name
-	AttrClass   = attribute.Key("ollamaq.class")          // interactive or batch
+	AttrClass   = attribute.Key("ollamaq.class")          // interactive, async or batch
 	AttrAttempt = attribute.Key("ollamaq.attempt")        // delivery attempt, from 1
 	AttrWorker  = attribute.Key("ollamaq.worker")         // worker ID
 	AttrResumed = attribute.Key("ollamaq.resumed_frames") // data messages of earlier attempts a continuation goes on from
