@@ -56,8 +56,16 @@ func callID(t *testing.T, url, secret, body string, header ...string) (int, stri
 
 // TestPriorityHeaderChoosesTheLane: without keys the header's lane is the
 // job's, and a header that names no lane is a 400 in the route's shape.
+// With NATS auth on, the dispatcher and the worker do it on their role's
+// permissions (fleettest fails the test on a violation).
 func TestPriorityHeaderChoosesTheLane(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Options{Workers: 1})
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { testPriorityHeader(t, m.Auth) })
+	}
+}
+
+func testPriorityHeader(t *testing.T, auth bool) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 1, Auth: auth})
 	for _, tt := range []struct {
 		header string
 		want   string
