@@ -35,8 +35,8 @@ Settings come from the command line, then a --config file of name=value
 lines (flag names or their variables), then the environment, then the
 fleet's shared settings: the entry "worker" of the ollamaq_config bucket,
 which every worker watches. SIGHUP reads the file again and applies what
-changed of --log-level, --slots, --interactive-reserve, --label and --grace, without stopping a
-job; a change of the shared entry does the same. A reload with a bad value
+changed of --log-level, --slots, --interactive-reserve, --label and
+--grace, without stopping a job; a change of the shared entry does the same. A reload with a bad value
 changes nothing and logs why; other settings are logged as needing a
 restart. The NATS client certificate files are read at each (re)connect.
 
