@@ -189,7 +189,7 @@ func TestReload(t *testing.T) {
 	if began(second, 300*time.Millisecond) {
 		t.Fatal("a second answer began on a worker of one slot")
 	}
-	set(worker.Settings{Slots: 2, Labels: map[string]string{"gpu": "a100"}, Grace: time.Second, LogLevel: slog.LevelWarn}, nil)
+	set(worker.Settings{Slots: 2, InteractiveReserve: 1, Labels: map[string]string{"gpu": "a100"}, Grace: time.Second, LogLevel: slog.LevelWarn}, nil)
 	reloadAndWait("reloaded")
 	if !began(second, 5*time.Second) {
 		t.Fatal("the waiting answer did not begin when the slots became two")
@@ -199,9 +199,9 @@ func TestReload(t *testing.T) {
 		t.Fatalf("the first answer ended (%v) before the second began: the test needs longer answers", err)
 	default:
 	}
-	f.WaitFor("the record with two slots and the new labels", func() bool {
+	f.WaitFor("the record with two slots, one reserved, and the new labels", func() bool {
 		n := node()
-		return n != nil && n.SlotsTotal == 2 && maps.Equal(n.Labels, map[string]string{"gpu": "a100"})
+		return n != nil && n.SlotsTotal == 2 && n.SlotsReserved == 1 && maps.Equal(n.Labels, map[string]string{"gpu": "a100"})
 	})
 	if got := cfg.Level.Level(); got != slog.LevelWarn {
 		t.Errorf("log level %s after the reload, want warn", got)
@@ -232,6 +232,8 @@ func TestReload(t *testing.T) {
 	reloadAndWait("reload refused: keeping the settings in use")
 	set(worker.Settings{Slots: 0}, nil)
 	reloadAndWait("reload refused: keeping the settings in use")
+	set(worker.Settings{Slots: 1, InteractiveReserve: -1}, nil)
+	reloadAndWait("reload refused: keeping the settings in use")
 	if n := node(); n == nil || n.SlotsTotal != 1 {
 		t.Errorf("record after refused reloads: %+v, want one slot still", n)
 	}
@@ -246,8 +248,8 @@ func TestReload(t *testing.T) {
 		return n != nil && n.SlotsTotal == 2
 	})
 	mu.Lock()
-	// At start, four SIGHUPs with the entry as it was, then its change.
-	if want := []string{"label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu\nslots=2"}; !slices.Equal(shared, want) {
+	// At start, five SIGHUPs with the entry as it was, then its change.
+	if want := []string{"label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu", "label=zone=eu\nslots=2"}; !slices.Equal(shared, want) {
 		t.Errorf("Reconfigure was given %q, want %q", shared, want)
 	}
 	mu.Unlock()
