@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 func TestNewSecretNamesItsKey(t *testing.T) {
@@ -178,6 +180,8 @@ func TestValidate(t *testing.T) {
 		{"long tenant", func(k *Key) { k.Tenant = strings.Repeat("t", 65) }, "tenant"},
 		{"bad role", func(k *Key) { k.Role = "root" }, "unknown role"},
 		{"negative rpm", func(k *Key) { k.RPM = -1 }, "must not be negative"},
+		{"unknown lane", func(k *Key) { k.Lane = "urgent" }, `unknown lane "urgent"`},
+		{"async lane", func(k *Key) { k.Lane = job.Async }, ""},
 		{"empty pattern", func(k *Key) { k.Models = []string{""} }, "model pattern"},
 		{"too many patterns", func(k *Key) { k.Models = make([]string, 257) }, "at most 256"},
 		{"no hash", func(k *Key) { k.Hash = "" }, "missing secret hash"},
