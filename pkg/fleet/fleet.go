@@ -230,6 +230,19 @@ func (v *View) Nodes() []*Node {
 	return out
 }
 
+// Node returns node id's live record and the revision of the bucket entry
+// it came from; nil and 0 when the node has none. The record must not be
+// modified.
+func (v *View) Node(id string) (*Node, uint64) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	n := v.nodes[id]
+	if n == nil {
+		return nil, 0
+	}
+	return n, v.revs[id]
+}
+
 // HasModel reports whether any live node has the canonical model installed.
 func (v *View) HasModel(canonical string) bool {
 	v.mu.RLock()

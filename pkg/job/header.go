@@ -31,6 +31,18 @@ const (
 	// continues the trace it names and passes it on to Ollama.
 	HeaderTraceparent = "traceparent"
 	HeaderTracestate  = "tracestate"
+	// HeaderPrefer names the worker (node ID) that served the previous
+	// turn of the job's session (docs/scheduling.md, "Session affinity"):
+	// another worker hands the job back once, while it is young, for that
+	// one to take. A hint, never a permission: a wrong or forged value
+	// costs the job at most the hand-back's wait.
+	HeaderPrefer = "Ollamaq-Prefer"
+	// HeaderPreferRecord is, with HeaderPrefer, the revision of that
+	// worker's node record when the session's previous turn ended there:
+	// a record still at that revision may count the previous turn's slot
+	// as busy, though it is free (records follow slot changes only about
+	// twice a second).
+	HeaderPreferRecord = "Ollamaq-Prefer-Record"
 
 	// Reply headers.
 	HeaderKind        = "Ollamaq-Kind"         // start, data, heartbeat, done or error

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,6 +39,12 @@ type Job struct {
 	// Traceparent and Tracestate are the W3C trace context the job is part
 	// of (job.HeaderTraceparent, job.HeaderTracestate); empty: none.
 	Traceparent, Tracestate string
+	// Prefer is the worker that served the previous turn of the job's
+	// session (job.HeaderPrefer), empty for any; PreferRecord the revision
+	// of its node record when that turn ended (job.HeaderPreferRecord), 0
+	// if unknown.
+	Prefer       string
+	PreferRecord uint64
 }
 
 // Publish stores the job in the stream and returns once JetStream has it. The
@@ -53,13 +60,16 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	msg.Header.Set(job.HeaderRoute, j.Route)
 	msg.Header.Set(job.HeaderReply, j.Reply)
 	for h, v := range map[string]string{job.HeaderKey: j.Key, job.HeaderTenant: j.Tenant, job.HeaderKeyMAC: j.MAC, job.HeaderBodyType: j.BodyType,
-		job.HeaderTraceparent: j.Traceparent, job.HeaderTracestate: j.Tracestate} {
+		job.HeaderTraceparent: j.Traceparent, job.HeaderTracestate: j.Tracestate, job.HeaderPrefer: j.Prefer} {
 		if v != "" {
 			msg.Header.Set(h, v)
 		}
 	}
 	if j.Live {
 		msg.Header.Set(job.HeaderLive, "1")
+	}
+	if j.Prefer != "" && j.PreferRecord != 0 {
+		msg.Header.Set(job.HeaderPreferRecord, strconv.FormatUint(j.PreferRecord, 10))
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {
