@@ -10,7 +10,7 @@ var LatencyBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 // name) and class.
 type metrics struct {
 	completed, failed, canceled, retried, redelivered *prometheus.CounterVec
-	deadLettered, migrated, passedOn                  *prometheus.CounterVec
+	deadLettered, migrated, passedOn, leftToPreferred *prometheus.CounterVec
 	queueWait                                         *prometheus.HistogramVec
 	firstToken, duration                              *prometheus.HistogramVec
 	tokens                                            *prometheus.CounterVec
@@ -36,6 +36,8 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 			"Jobs this worker continued from where a worker that died mid-stream left off."),
 		passedOn: mc("ollamamax_worker_jobs_passed_on_total",
 			"Deliveries handed back for a worker whose Ollama has the job's route, which this worker's lacks."),
+		leftToPreferred: mc("ollamamax_worker_jobs_left_to_preferred_total",
+			"First deliveries handed back for the worker that served the previous turn of their session (session affinity), which had a free slot."),
 		deadLettered: mc("ollamamax_worker_jobs_dead_lettered_total",
 			"Jobs moved to OLLAMAQ_DLQ: malformed, out of deliveries, or (by the reaper) left unsettled by dead workers."),
 		queueWait: mh("ollamamax_worker_job_queue_wait_seconds", "Time from a job's arrival in the stream to a worker taking it.",
@@ -53,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 		auditFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_worker_audit_failures_total",
 			Help: "Audit records of ended jobs the worker could not write to OLLAMAQ_AUDIT (the jobs were settled all the same)."}),
 	}
-	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn, m.queueWait, m.firstToken, m.duration,
+	reg.MustRegister(m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn, m.leftToPreferred, m.queueWait, m.firstToken, m.duration,
 		m.tokens, m.tokensPerSecond, m.loads, m.auditFailures,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ollamamax_worker_slots", Help: "Jobs this worker runs at once.",
 			ConstLabels: prometheus.Labels{"state": "total"}}, func() float64 { return float64(w.slots.Load()) }),
@@ -73,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, w *Worker) *metrics {
 // initialize creates the series of a model and class at zero, so that a
 // rate() over them works from the start and dashboards see every counter.
 func (m *metrics) initialize(model string, class string) {
-	for _, c := range []*prometheus.CounterVec{m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn} {
+	for _, c := range []*prometheus.CounterVec{m.completed, m.failed, m.canceled, m.retried, m.redelivered, m.deadLettered, m.migrated, m.passedOn, m.leftToPreferred} {
 		c.WithLabelValues(model, class)
 	}
 	m.tokens.WithLabelValues(model)

@@ -164,6 +164,9 @@ func (w *Worker) accept(ctx context.Context, m jetstream.Msg, cancel context.Can
 	if r, ok := w.passOn(ctx, t, rt); ok {
 		return t, r
 	}
+	if r, ok := w.leaveToPreferred(ctx, t); ok {
+		return t, r
+	}
 	return t, result{}
 }
 

@@ -23,6 +23,7 @@ const (
 	resCanceled                       // the requester canceled: term
 	resHandBack                       // the worker is stopping: nak for immediate redelivery
 	resPassOn                         // its Ollama lacks the route: nak for another worker (passon.go)
+	resAffinity                       // it prefers another worker, which can take it: nak for that one (affinity.go)
 	// resSuperseded: the requester follows a later delivery of the job (it
 	// took this worker for dead); that delivery is not this worker's to
 	// settle, answer or audit.
@@ -104,7 +105,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		return
 	}
 	m, labels := w.metrics, []string{t.model, string(t.class)}
-	if t.model != "" && r.kind != resPassOn {
+	if t.model != "" && r.kind != resPassOn && r.kind != resAffinity {
 		defer func() { m.duration.WithLabelValues(labels...).Observe(time.Since(t.taken).Seconds()) }()
 	} else if t.model == "" {
 		labels = []string{"", ""} // A job whose subject did not parse.
@@ -115,7 +116,7 @@ func (t *task) settle(ctx context.Context, r result) {
 		r.body, r.contentType = nil, "" // The message changed; Ollama's body no longer says it.
 		r.bury = true
 	}
-	residency := r.kind != resRetry && r.kind != resHandBack && r.kind != resPassOn && t.mayChangeResidency()
+	residency := r.kind != resRetry && r.kind != resHandBack && r.kind != resPassOn && r.kind != resAffinity && t.mayChangeResidency()
 	if residency && r.kind != resDone {
 		// A job can load its model, or unload it (keep_alive): tell the
 		// fleet now, not a heartbeat later, so /api/ps is fresh.
@@ -204,6 +205,8 @@ func (t *task) settle(ctx context.Context, r result) {
 		}
 		m.passedOn.WithLabelValues(labels...).Inc()
 		log.Debug("job left to a worker whose Ollama has its route", "route", t.route, "why", r.msg, "delay", delay)
+	case resAffinity:
+		err = t.leaveFor(r)
 	default:
 		err = fmt.Errorf("no outcome for job (kind %d)", r.kind)
 	}

@@ -44,7 +44,7 @@ func (w *Worker) startRun(ctx context.Context, m jetstream.Msg) (context.Context
 
 // outcomes name the result kinds on a run's span.
 var outcomes = map[resultKind]string{resDone: "done", resFailed: "failed", resRetry: "retry", resCanceled: "canceled",
-	resHandBack: "handed_back", resPassOn: "passed_on", resSuperseded: "superseded"}
+	resHandBack: "handed_back", resPassOn: "passed_on", resAffinity: "left_to_preferred", resSuperseded: "superseded"}
 
 // traceResult puts how the delivery ended here on its span: an error
 // status for what failed or went back to the queue for another attempt.

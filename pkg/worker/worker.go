@@ -111,6 +111,12 @@ type Config struct {
 	// free slot takes its oldest job before any of its own models' work
 	// once it has waited this long. 0 means 5 × ColdAfter.
 	StarveAfter time.Duration
+	// AffinityWait turns on session affinity (docs/scheduling.md): a job
+	// that prefers another worker (job.HeaderPrefer), on one of its first
+	// two deliveries and while younger than AffinityWait, goes back to the queue
+	// for that worker when its node record shows it ready with the model
+	// loaded and a free slot. 0 turns it off: every worker runs what it takes.
+	AffinityWait time.Duration
 	// Grace bounds how long a stopping worker lets in-flight jobs finish before
 	// it hands them back to the queue.
 	Grace time.Duration
@@ -149,7 +155,7 @@ func DefaultConfig(id string, u *url.URL) Config {
 	return Config{NATSURL: nats.DefaultURL, Listen: "127.0.0.1:9464",
 		ID: id, Ollama: u, Slots: 1, InteractiveReserve: DefaultInteractiveReserve, FetchBytes: DefaultFetchBytes, Heartbeat: 3 * time.Second, Poll: time.Second, UnservedScan: 2 * time.Second,
 		RetryDelay: 2 * time.Second, BreakerCooldown: 5 * time.Second, Grace: 30 * time.Second, Logger: slog.Default(),
-		ColdAfter: DefaultColdAfter, ColdBacklog: DefaultColdBacklog}
+		ColdAfter: DefaultColdAfter, ColdBacklog: DefaultColdBacklog, AffinityWait: DefaultAffinityWait}
 }
 
 // Validate reports the first invalid field.
@@ -177,6 +183,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker: BreakerCooldown must be positive, got %s", c.BreakerCooldown)
 	case c.ColdAfter < 0 || c.ColdBacklog < 0 || c.StarveAfter < 0:
 		return fmt.Errorf("worker: ColdAfter, ColdBacklog and StarveAfter must not be negative, got %s, %d, %s", c.ColdAfter, c.ColdBacklog, c.StarveAfter)
+	case c.AffinityWait < 0:
+		return fmt.Errorf("worker: AffinityWait must not be negative, got %s", c.AffinityWait)
 	case c.Grace < 0:
 		return fmt.Errorf("worker: Grace must not be negative, got %s", c.Grace)
 	case c.Logger == nil:
@@ -230,6 +238,7 @@ type Worker struct {
 	reconnects reconnects                // when the connection last came back (liveness.go)
 	gone       goneRequesters            // requesters found gone (liveness.go)
 	heldOff    map[consumerKey]time.Time // models not to pull until then (passon.go)
+	left       leftJobs                  // jobs handed back for their preferred worker (affinity.go)
 	labels     map[string]string         // Config.Labels, or what a reload set; replaced, never changed
 	counts     map[string]fleet.Counts   // by model, for the node record (tally.go)
 	started    time.Time
@@ -265,6 +274,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		bells:      make(map[consumerKey]*nats.Subscription),
 		running:    make(map[string]*task),
 		heldOff:    make(map[consumerKey]time.Time),
+		left:       make(leftJobs),
 		started:    time.Now(),
 		peers:      newPeers(),
 		jobs:       make(map[jetstream.Msg]startedRun),
