@@ -72,6 +72,12 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			qj.Key, qj.Tenant = key.ID, key.Tenant
 			qj.MAC = audit.Sign(s.opts.MACSecret, qj.ID, s.req.ID(), key.ID, key.Tenant)
 		}
+		scope := "" // Without keys every client is one tenant.
+		if hasKey {
+			scope = key.Tenant
+		}
+		qj.session = sessionOf(r.Header, scope, canonical, body)
+		qj.Prefer, qj.PreferRecord = s.affinity.prefer(s.view, qj.session, canonical)
 		w.Header().Set("X-Request-Id", qj.ID)
 		s.traceJob(r, qj)
 		st, err := s.req.Submit(r.Context(), qj.Job)
@@ -133,6 +139,10 @@ type queuedJob struct {
 	hasKey  bool
 	hold    *bodyHold // the body's bytes of the body budget, given back when a worker starts the job
 	trace   *jobTrace // nil when not traced
+	// session is the request's session (affinity.go), servedBy the worker
+	// that started the job.
+	session  session
+	servedBy string
 }
 
 // finished accounts for the tokens a job used: the tenant's metrics and its
@@ -177,6 +187,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 		if queued && rep.Kind == job.KindStart {
 			qj.hold.release() // The body is with a worker now.
 			jt.started(rep)
+			qj.servedBy = rep.Worker
 		}
 		if rep.Attempt > attempt {
 			// A redelivery. Once the client has bytes, only a worker that
@@ -234,6 +245,7 @@ func (s *Server) relay(w http.ResponseWriter, r *http.Request, st *queue.Stream,
 			if queued {
 				counted = rep.Usage != nil
 				s.finished(qj, rep.Usage)
+				s.servedTurn(qj)
 			}
 			if !wrote {
 				w.WriteHeader(http.StatusOK)
@@ -316,4 +328,13 @@ func (s *Server) abandon(r *http.Request, st *queue.Stream, qj *queuedJob, start
 	if qj != nil && withdrawn && !started {
 		s.audit(ctx, s.jobRecord(qj, audit.Withdrawn, why))
 	}
+}
+
+// servedTurn remembers the worker that served qj's session's turn.
+func (s *Server) servedTurn(qj *queuedJob) {
+	if qj.servedBy == "" || len(qj.session.remember) == 0 || s.view == nil {
+		return
+	}
+	_, rev := s.view.Node(qj.servedBy)
+	s.affinity.served(qj.session, qj.servedBy, rev)
 }

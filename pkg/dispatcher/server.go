@@ -174,6 +174,10 @@ type Server struct {
 	// queuedRoutes are the ServeMux patterns of the queued routes, which
 	// are traced, with their paths.
 	queuedRoutes map[string]string
+
+	// affinity remembers which worker served each session's last turn
+	// (affinity.go).
+	affinity *affinity
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
@@ -196,6 +200,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 		Help: "Requests held at this dispatcher for their tenant's turn (tenant fairness), not yet queued."},
 		func() float64 { return float64(s.fair.heldNow()) }))
 	s.bodies = newBodyBudget(o.BodyBudget, reg)
+	s.affinity = newAffinity(reg, affinitySize, affinityTTL)
 	s.setStall(o.Stall)
 	if o.Keys != nil {
 		if len(o.MACSecret) < 32 {

@@ -1,0 +1,142 @@
+package dispatcher_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/ollamamax/ollamamax/internal/fleettest"
+	"github.com/ollamamax/ollamamax/internal/ollamasim"
+)
+
+// servedBy returns which simulator's request count grew since before.
+func servedBy(t *testing.T, f *fleettest.Fleet, before []int64) int {
+	t.Helper()
+	got := -1
+	for i, s := range f.Sims {
+		if s.Stats().Requests > before[i] {
+			if got >= 0 {
+				t.Fatalf("simulators %d and %d both served a turn", got, i)
+			}
+			got = i
+		}
+	}
+	return got
+}
+
+func requestCounts(f *fleettest.Fleet) []int64 {
+	out := make([]int64, len(f.Sims))
+	for i, s := range f.Sims {
+		out[i] = s.Stats().Requests
+	}
+	return out
+}
+
+// TestMultiTurnChatStaysOnItsWorker: through the dispatcher, every turn of
+// a conversation lands on the worker that served its first, found by its
+// message history (/api/chat) or by the session header a coding agent
+// sends (/v1/chat/completions), and turns 2 and later find their prompt
+// in that Ollama's cache. Workers have one slot, so the worker of the
+// previous turn looks busy in its record just after the turn ends. With
+// three workers, landing on the same one five times by chance is a 1 in 81
+// event.
+func TestMultiTurnChatStaysOnItsWorker(t *testing.T) {
+	sim := ollamasim.DefaultConfig()
+	sim.TokensPerSecond, sim.TimeToFirstToken = 2000, time.Millisecond
+	for i := range sim.Models {
+		sim.Models[i].Loaded = true
+	}
+	f := fleettest.Start(t, fleettest.Options{Workers: 3, Slots: 1, Sim: sim})
+	c := client(t, f.URL)
+	t.Run("history", func(t *testing.T) {
+		msgs := []api.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "turn 1"}}
+		first := -1
+		for turn := 1; turn <= 5; turn++ {
+			before := requestCounts(f)
+			hits := cacheHits(f)
+			stream := false
+			var answer api.Message
+			if err := c.Chat(t.Context(), &api.ChatRequest{Model: "llama3.2", Messages: msgs, Stream: &stream}, func(r api.ChatResponse) error {
+				answer = r.Message
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			at := servedBy(t, f, before)
+			if turn == 1 {
+				first = at
+			} else if at != first {
+				t.Errorf("turn %d served by worker %d, the first by %d", turn, at, first)
+			} else if h := cacheHits(f)[at] - hits[at]; h != 1 {
+				t.Errorf("turn %d: %d prompt-cache hits on its worker, want 1", turn, h)
+			}
+			msgs = append(msgs, api.Message{Role: answer.Role, Content: answer.Content}, api.Message{Role: "user", Content: fmt.Sprintf("turn %d", turn+1)})
+		}
+	})
+	t.Run("session header", func(t *testing.T) {
+		first := -1
+		for turn := 1; turn <= 5; turn++ {
+			before := requestCounts(f)
+			// Each turn a different prompt: only the session ties them.
+			body := fmt.Sprintf(`{"model":"llama3.2","messages":[{"role":"user","content":"question %d"}]}`, turn)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, f.URL+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("X-Claude-Code-Session-Id", "b6f1c9")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !json.Valid(b) {
+				t.Fatalf("turn %d: %d %s", turn, resp.StatusCode, b)
+			}
+			at := servedBy(t, f, before)
+			if turn == 1 {
+				first = at
+			} else if at != first {
+				t.Errorf("turn %d served by worker %d, the first by %d", turn, at, first)
+			}
+		}
+	})
+	for _, o := range []string{"busy", "gone", "cold", "new"} {
+		t.Logf("%s: %v", o, dispatcherCounter(t, f.URL, `ollamamax_affinity_total{outcome="`+o+`"}`))
+	}
+	if hits := dispatcherCounter(t, f.URL, `ollamamax_affinity_total{outcome="hit"}`); hits != 8 {
+		t.Errorf("%v affinity hits counted, want 8 (turns 2 to 5 of both sessions)", hits)
+	}
+}
+
+func cacheHits(f *fleettest.Fleet) []int64 {
+	out := make([]int64, len(f.Sims))
+	for i, s := range f.Sims {
+		out[i] = s.Stats().CacheHits
+	}
+	return out
+}
+
+// dispatcherCounter reads one series from the dispatcher's /metrics.
+func dispatcherCounter(t *testing.T, base, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte(series+" ")); ok {
+			var v float64
+			if _, err := fmt.Sscan(string(rest), &v); err == nil {
+				return v
+			}
+		}
+	}
+	t.Fatalf("no series %s on /metrics", series)
+	return 0
+}
