@@ -69,6 +69,7 @@ var scenarios = []scenario{
 	{"swap", "Two models on GPUs that hold one: warm-first vs. today's policy vs. nginx", runSwap},
 	{"tenants", "Two tenants, one flooding: tenant fairness vs. today's policy vs. nginx", runTenants},
 	{"lanes", "A batch of 10,000 lines beside interactive work: interactive reserve vs. today's policy vs. nginx", runLanes},
+	{"sessions", "Multi-turn sessions: session affinity vs. today's policy vs. nginx", runSessions},
 	{"failover", "Failover: a worker killed with SIGKILL", runFailover},
 	{"memory", "Memory at many concurrent streams", runMemory},
 	{"large", "Large requests: 8 MiB bodies at once beside streaming answers", runLarge},

@@ -68,6 +68,8 @@ type params struct {
 	lanesDur         time.Duration // interactive arrivals happen during this time
 	lanesDrain       time.Duration // then they may finish for this long
 
+	sessions sessionParams
+
 	// Failover: a worker killed mid-stream.
 	foStreams    int // streams in flight; half on the worker that is killed
 	foTPS        float64
@@ -174,6 +176,9 @@ func fullParams() params {
 		lanesDur:         8 * time.Second,
 		lanesDrain:       4 * time.Second,
 
+		sessions: sessionParams{sims: 4, slots: 2, sessions: 8, turns: 8, docWords: 1500, userWords: 40, tokens: 40,
+			tps: 200, promptTPS: 2000, ttft: 20 * time.Millisecond, cache: 2, think: 50 * time.Millisecond},
+
 		foStreams:    8,
 		foTPS:        50,
 		foTokens:     250,
@@ -258,6 +263,9 @@ func shortParams() params {
 		lanesRate:        10,
 		lanesDur:         time.Second,
 		lanesDrain:       2 * time.Second,
+
+		sessions: sessionParams{sims: 4, slots: 2, sessions: 4, turns: 3, docWords: 200, userWords: 10, tokens: 5,
+			tps: 200, promptTPS: 4000, ttft: 10 * time.Millisecond, cache: 4, think: 10 * time.Millisecond},
 
 		foStreams:   4,
 		foTPS:       50,
