@@ -42,6 +42,11 @@ var sessionHeaders = []string{
 	"Conversation_id",
 }
 
+// sessionRoutes are the routes whose answers a prompt cache speeds up:
+// embeddings and transcriptions have no session worth a worker.
+var sessionRoutes = map[string]bool{"/api/generate": true, "/api/chat": true, "/v1/chat/completions": true,
+	"/v1/completions": true, "/v1/messages": true, "/v1/responses": true}
+
 // affinitySize bounds the sessions remembered: about 150 bytes each, 2.5
 // MB at most, far more sessions than a fleet has turns in flight within
 // affinityTTL. The least recently used goes first.

@@ -38,14 +38,16 @@ func requestCounts(f *fleettest.Fleet) []int64 {
 	return out
 }
 
-// TestMultiTurnChatStaysOnItsWorker: through the dispatcher, every turn of
-// a conversation lands on the worker that served its first, found by its
-// message history (/api/chat) or by the session header a coding agent
-// sends (/v1/chat/completions), and turns 2 and later find their prompt
-// in that Ollama's cache. Workers have one slot, so the worker of the
-// previous turn looks busy in its record just after the turn ends. With
-// three workers, landing on the same one five times by chance is a 1 in 81
-// event.
+// TestMultiTurnChatStaysOnItsWorker: through the dispatcher, the turns of
+// a conversation land on the worker that served the previous turn, found
+// by its message history (/api/chat) or by the session header a coding
+// agent sends (/v1/chat/completions), and find their prompt in that
+// Ollama's cache. Workers have one slot, so the worker of the previous
+// turn looks busy in its record just after the turn ends. Of 7 later
+// turns at most two may land elsewhere (a machine too loaded for the
+// preferred worker to pull within the hand-back's 50 ms hold-off); with
+// three workers and no affinity, 5 of 7 by chance is a 1 in 22 event, in
+// both conversations 1 in 480.
 func TestMultiTurnChatStaysOnItsWorker(t *testing.T) {
 	sim := ollamasim.DefaultConfig()
 	sim.TokensPerSecond, sim.TimeToFirstToken = 2000, time.Millisecond
@@ -56,8 +58,9 @@ func TestMultiTurnChatStaysOnItsWorker(t *testing.T) {
 	c := client(t, f.URL)
 	t.Run("history", func(t *testing.T) {
 		msgs := []api.Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "turn 1"}}
-		first := -1
-		for turn := 1; turn <= 5; turn++ {
+		prev, moved := -1, 0
+		defer func() { checkMoved(t, moved) }()
+		for turn := 1; turn <= turns; turn++ {
 			before := requestCounts(f)
 			hits := cacheHits(f)
 			stream := false
@@ -69,19 +72,22 @@ func TestMultiTurnChatStaysOnItsWorker(t *testing.T) {
 				t.Fatal(err)
 			}
 			at := servedBy(t, f, before)
-			if turn == 1 {
-				first = at
-			} else if at != first {
-				t.Errorf("turn %d served by worker %d, the first by %d", turn, at, first)
-			} else if h := cacheHits(f)[at] - hits[at]; h != 1 {
-				t.Errorf("turn %d: %d prompt-cache hits on its worker, want 1", turn, h)
+			switch {
+			case turn == 1:
+			case at != prev:
+				moved++
+				t.Logf("turn %d served by worker %d, the previous by %d", turn, at, prev)
+			case cacheHits(f)[at]-hits[at] != 1:
+				t.Errorf("turn %d: %d prompt-cache hits on the worker of the previous turn, want 1", turn, cacheHits(f)[at]-hits[at])
 			}
+			prev = at
 			msgs = append(msgs, api.Message{Role: answer.Role, Content: answer.Content}, api.Message{Role: "user", Content: fmt.Sprintf("turn %d", turn+1)})
 		}
 	})
 	t.Run("session header", func(t *testing.T) {
-		first := -1
-		for turn := 1; turn <= 5; turn++ {
+		prev, moved := -1, 0
+		defer func() { checkMoved(t, moved) }()
+		for turn := 1; turn <= turns; turn++ {
 			before := requestCounts(f)
 			// Each turn a different prompt: only the session ties them.
 			body := fmt.Sprintf(`{"model":"llama3.2","messages":[{"role":"user","content":"question %d"}]}`, turn)
@@ -97,18 +103,29 @@ func TestMultiTurnChatStaysOnItsWorker(t *testing.T) {
 				t.Fatalf("turn %d: %d %s", turn, resp.StatusCode, b)
 			}
 			at := servedBy(t, f, before)
-			if turn == 1 {
-				first = at
-			} else if at != first {
-				t.Errorf("turn %d served by worker %d, the first by %d", turn, at, first)
+			if turn > 1 && at != prev {
+				moved++
+				t.Logf("turn %d served by worker %d, the previous by %d", turn, at, prev)
 			}
+			prev = at
 		}
 	})
 	for _, o := range []string{"busy", "gone", "cold", "new"} {
 		t.Logf("%s: %v", o, dispatcherCounter(t, f.URL, `ollamamax_affinity_total{outcome="`+o+`"}`))
 	}
-	if hits := dispatcherCounter(t, f.URL, `ollamamax_affinity_total{outcome="hit"}`); hits != 8 {
-		t.Errorf("%v affinity hits counted, want 8 (turns 2 to 5 of both sessions)", hits)
+	if hits := dispatcherCounter(t, f.URL, `ollamamax_affinity_total{outcome="hit"}`); hits < 2*(turns-1)-2 {
+		t.Errorf("%v affinity hits counted, want at least %d (turns 2 to %d of both sessions, but two)", hits, 2*(turns-1)-2, turns)
+	}
+}
+
+// turns is how many turns each conversation of
+// TestMultiTurnChatStaysOnItsWorker has.
+const turns = 8
+
+func checkMoved(t *testing.T, moved int) {
+	t.Helper()
+	if moved > 2 {
+		t.Errorf("%d of %d later turns served by another worker than the previous turn's, want at most 2", moved, turns-1)
 	}
 }
 

@@ -76,8 +76,10 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if hasKey {
 			scope = key.Tenant
 		}
-		qj.session = sessionOf(r.Header, scope, canonical, body)
-		qj.Prefer, qj.PreferRecord = s.affinity.prefer(s.view, qj.session, canonical)
+		if sessionRoutes[route] {
+			qj.session = sessionOf(r.Header, scope, canonical, body)
+			qj.Prefer, qj.PreferRecord = s.affinity.prefer(s.view, qj.session, canonical)
+		}
 		w.Header().Set("X-Request-Id", qj.ID)
 		s.traceJob(r, qj)
 		st, err := s.req.Submit(r.Context(), qj.Job)

@@ -67,22 +67,42 @@ func loadedSim() ollamasim.Config {
 }
 
 // TestAffinityJobRunsOnPreferredWorker: of two idle workers with the model
-// loaded, the one a job prefers runs it, every time, whichever fetched it
-// first.
+// loaded, the one a job prefers runs it, whichever fetched it first: all
+// but at most 4 of 24 jobs (without affinity about half run on the other,
+// and 4 or fewer of 24 by chance is a 1 in 1,300 event). The hand-back's hold-off is 50 ms: on a machine too loaded
+// for the preferred worker to pull within it, a job loses its affinity,
+// never its answer.
+// With NATS auth on, the hand-backs, doorbells and the node bucket's
+// records need no more than worker credentials (fleettest fails the test
+// on a permission violation).
 func TestAffinityJobRunsOnPreferredWorker(t *testing.T) {
-	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Sim: loadedSim()})
-	for i := range 16 {
+	for _, m := range fleettest.AuthModes {
+		t.Run(m.Name, func(t *testing.T) { testAffinityJobRunsOnPreferredWorker(t, m.Auth) })
+	}
+}
+
+func testAffinityJobRunsOnPreferredWorker(t *testing.T, auth bool) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Sim: loadedSim(), Auth: auth})
+	missed := 0
+	const jobs = 24
+	for i := range jobs {
 		want := []string{"w0", "w1"}[i%2]
 		f.WaitFor("both workers' records to show them idle", func() bool {
 			a, b := f.Node(0), f.Node(1)
 			return a != nil && b != nil && a.SlotsBusy == 0 && b.SlotsBusy == 0
 		})
 		start, end := preferJob(t, f, want)
-		if end.Kind != job.KindDone || start.Worker != want {
-			t.Errorf("job %d preferring %s: started on %q, ended %s, want started on %s and done", i, want, start.Worker, end.Kind, want)
+		if end.Kind != job.KindDone {
+			t.Errorf("job %d preferring %s ended %s, want done", i, want, end.Kind)
+		}
+		if start.Worker != want {
+			missed++
+			t.Logf("job %d preferring %s started on %s", i, want, start.Worker)
 		}
 	}
-	// Without the hand-backs about half would have run on the other.
+	if missed > 4 {
+		t.Errorf("%d of %d jobs ran on the worker they did not prefer, want at most 4", missed, jobs)
+	}
 	t.Logf("jobs handed back: w0 %v, w1 %v", counter(t, f.WorkerMetricsURLs[0], leftToPreferred), counter(t, f.WorkerMetricsURLs[1], leftToPreferred))
 }
 
