@@ -42,9 +42,12 @@ var sessionHeaders = []string{
 	"Conversation_id",
 }
 
-// sessionRoutes are the routes whose answers a prompt cache speeds up:
-// embeddings and transcriptions have no session worth a worker.
-var sessionRoutes = map[string]bool{"/api/generate": true, "/api/chat": true, "/v1/chat/completions": true,
+// sessionRoutes are the routes whose answers a prompt cache speeds up,
+// and whether their bodies can name a session (user, prompt_cache_key,
+// metadata.user_id) or hold a conversation: a native generate's cannot,
+// so only its headers are read. Embeddings and transcriptions have no
+// session worth a worker.
+var sessionRoutes = map[string]bool{"/api/generate": false, "/api/chat": true, "/v1/chat/completions": true,
 	"/v1/completions": true, "/v1/messages": true, "/v1/responses": true}
 
 // affinitySize bounds the sessions remembered: about 150 bytes each, 2.5
@@ -66,13 +69,16 @@ type session struct {
 }
 
 // sessionOf derives the session of a request for model from its headers
-// and body, scoped by scope (the API key's tenant, "" without keys). It
-// never fails: a body it cannot read tells nothing.
-func sessionOf(h http.Header, scope, model string, body []byte) session {
+// and, if inBody, its body, scoped by scope (the API key's tenant, ""
+// without keys). It never fails: a body it cannot read tells nothing.
+func sessionOf(h http.Header, scope, model string, body []byte, inBody bool) session {
 	for _, name := range sessionHeaders {
 		if id := h.Get(name); id != "" {
 			return named(scope, model, "header", id)
 		}
+	}
+	if !inBody {
+		return session{}
 	}
 	var f struct {
 		PromptCacheKey json.RawMessage `json:"prompt_cache_key"`

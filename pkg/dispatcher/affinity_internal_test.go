@@ -40,7 +40,7 @@ func header(kv ...string) http.Header {
 // previous turn remembered; keys differ across tenants and models; a body
 // that tells nothing gives no key.
 func TestSessionOf(t *testing.T) {
-	named := func(h http.Header, body string) session { return sessionOf(h, "t1", "llama3.2", []byte(body)) }
+	named := func(h http.Header, body string) session { return sessionOf(h, "t1", "llama3.2", []byte(body), true) }
 	for _, name := range sessionHeaders {
 		t.Run(name, func(t *testing.T) {
 			a, b := named(header(name, "abc"), chatBody(1)), named(header(name, "abc"), chatBody(5))
@@ -67,6 +67,14 @@ func TestSessionOf(t *testing.T) {
 			}
 		})
 	}
+	t.Run("headers only", func(t *testing.T) {
+		if s := sessionOf(http.Header{}, "t1", "m", []byte(`{"user":"alice","messages":[{"role":"user","content":"hi"}]}`), false); s.lookup != "" || len(s.remember) != 0 {
+			t.Errorf("a route whose body names no session: %+v from its body, want nothing", s)
+		}
+		if s := sessionOf(header("X-Session-Id", "abc"), "t1", "m", nil, false); s.lookup == "" {
+			t.Error("a route whose body names no session: nothing from its X-Session-Id")
+		}
+	})
 	t.Run("header order", func(t *testing.T) {
 		first := named(header("X-Session-Id", "one"), "{}")
 		both := named(header("X-Session-Id", "one", "X-Claude-Code-Session-Id", "two"), "{}")
@@ -101,12 +109,12 @@ func TestSessionOf(t *testing.T) {
 		h := header("X-Session-Id", "abc")
 		keys := map[string]string{}
 		for _, c := range []struct{ scope, model string }{{"t1", "llama3.2"}, {"t2", "llama3.2"}, {"", "llama3.2"}, {"t1", "qwen3"}} {
-			k := sessionOf(h, c.scope, c.model, []byte("{}")).lookup
+			k := sessionOf(h, c.scope, c.model, []byte("{}"), true).lookup
 			if prev, dup := keys[k]; dup {
 				t.Errorf("tenant/model %s/%s and %s share key %s", c.scope, c.model, prev, k)
 			}
 			keys[k] = c.scope + "/" + c.model
-			p := sessionOf(http.Header{}, c.scope, c.model, []byte(chatBody(3))).lookup
+			p := sessionOf(http.Header{}, c.scope, c.model, []byte(chatBody(3)), true).lookup
 			if prev, dup := keys[p]; dup {
 				t.Errorf("the conversation of tenant/model %s/%s shares key %s with %s", c.scope, c.model, p, prev)
 			}
@@ -132,7 +140,7 @@ func TestSessionOf(t *testing.T) {
 // least recently used, and forgets turns older than its TTL.
 func TestAffinityIsBounded(t *testing.T) {
 	a := newAffinity(prometheus.NewRegistry(), 3, time.Hour)
-	sess := func(i int) session { return sessionOf(header("X-Session-Id", fmt.Sprint(i)), "", "m", nil) }
+	sess := func(i int) session { return sessionOf(header("X-Session-Id", fmt.Sprint(i)), "", "m", nil, false) }
 	a.served(sess(0), "", 1)
 	if n := a.len(); n != 0 {
 		t.Fatalf("%d turns remembered without a worker, want none", n)
@@ -170,7 +178,7 @@ func FuzzSessionOf(f *testing.F) {
 		if id != "" {
 			h.Set("Session-Id", id)
 		}
-		a, b := sessionOf(h, "t", "m", []byte(body)), sessionOf(h, "t", "m", []byte(body))
+		a, b := sessionOf(h, "t", "m", []byte(body), true), sessionOf(h, "t", "m", []byte(body), true)
 		if a.lookup != b.lookup || len(a.remember) != len(b.remember) {
 			t.Fatalf("two derivations differ: %+v, %+v", a, b)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/ollama/ollama/api"
 	"github.com/ollamamax/ollamamax/internal/fleettest"
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
+	"github.com/ollamamax/ollamamax/pkg/apikey"
 )
 
 // servedBy returns which simulator's request count grew since before.
@@ -156,4 +157,51 @@ func dispatcherCounter(t *testing.T, base, series string) float64 {
 	}
 	t.Fatalf("no series %s on /metrics", series)
 	return 0
+}
+
+// TestSessionsAreTenantsOwn: with API keys, a tenant that names another
+// tenant's session ID finds nothing of it (its request counts as a new
+// session, and prefers no worker), while the tenant whose session it is
+// finds its previous turn.
+func TestSessionsAreTenantsOwn(t *testing.T) {
+	f := fleettest.Start(t, fleettest.Options{Workers: 2, Slots: 1, Keys: true})
+	_, acme := f.CreateKey(apikey.Key{Name: "a", Tenant: "acme", Role: apikey.User})
+	_, rival := f.CreateKey(apikey.Key{Name: "r", Tenant: "rival", Role: apikey.User})
+	_, admin := f.CreateKey(apikey.Key{Name: "m", Tenant: "ops", Role: apikey.Admin})
+	outcome := func(o string) float64 {
+		t.Helper()
+		status, _, body := call(t, "GET", f.URL+"/metrics", admin, "")
+		if status != http.StatusOK {
+			t.Fatalf("GET /metrics: %d %s", status, body)
+		}
+		for _, line := range strings.Split(body, "\n") {
+			if rest, ok := strings.CutPrefix(line, `ollamamax_affinity_total{outcome="`+o+`"} `); ok {
+				var v float64
+				_, _ = fmt.Sscan(rest, &v)
+				return v
+			}
+		}
+		t.Fatalf("no ollamamax_affinity_total{outcome=%q} on /metrics", o)
+		return 0
+	}
+	turn := func(secret string) {
+		t.Helper()
+		status, _, body := call(t, "POST", f.URL+"/api/generate", secret, `{"model":"llama3.2","prompt":"hi","stream":false}`,
+			"X-Session-Id", "shared-name")
+		if status != http.StatusOK {
+			t.Fatalf("generate: %d %s", status, body)
+		}
+	}
+	turn(acme)
+	if n := outcome("new"); n != 1 {
+		t.Fatalf("acme's first turn: %v new sessions counted, want 1", n)
+	}
+	turn(rival)
+	if n, hit := outcome("new"), outcome("hit")+outcome("busy")+outcome("gone")+outcome("cold"); n != 2 || hit != 0 {
+		t.Errorf("rival naming acme's session: %v new and %v found, want 2 new and none found", n, hit)
+	}
+	turn(acme)
+	if n, found := outcome("new"), outcome("hit")+outcome("busy")+outcome("gone")+outcome("cold"); n != 2 || found != 1 {
+		t.Errorf("acme's second turn: %v new and %v found, want 2 new and 1 found", n, found)
+	}
 }

@@ -76,8 +76,8 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 		if hasKey {
 			scope = key.Tenant
 		}
-		if sessionRoutes[route] {
-			qj.session = sessionOf(r.Header, scope, canonical, body)
+		if inBody, ok := sessionRoutes[route]; ok {
+			qj.session = sessionOf(r.Header, scope, canonical, body, inBody)
 			qj.Prefer, qj.PreferRecord = s.affinity.prefer(s.view, qj.session, canonical)
 		}
 		w.Header().Set("X-Request-Id", qj.ID)
