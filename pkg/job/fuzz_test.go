@@ -10,17 +10,21 @@ import (
 )
 
 func FuzzParseReply(f *testing.F) {
-	f.Add("data", "j1", "1", "1", "200", "application/x-ndjson", "", "", "", "", []byte("{}\n"))
-	f.Add("start", "j1", "2", "1", "", "", "w1", "5", "", "", []byte(nil))
-	f.Add("error", "j1", "1", "1073741824", "502", "", "", "", "gone", "", []byte(`{"error":"gone"}`))
-	f.Add("error", "j1", "1", "3", "9999", "", "", "", "x", "", []byte(nil))
-	f.Add("done", "j", "-1", "0", "abc", "", "", "-3", "", "0", []byte(nil))
-	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "42", []byte(nil))
-	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "9223372036854775808", []byte(nil))
-	f.Fuzz(func(t *testing.T, kind, id, attempt, seq, status, ct, worker, resumed, msg, record string, data []byte) {
+	f.Add("data", "j1", "1", "1", "200", "application/x-ndjson", "", "", "", "", []byte("{}\n"), "", "")
+	f.Add("start", "j1", "2", "1", "", "", "w1", "5", "", "", []byte(nil), "", "")
+	f.Add("error", "j1", "1", "1073741824", "502", "", "", "", "gone", "", []byte(`{"error":"gone"}`), "", "")
+	f.Add("error", "j1", "1", "3", "9999", "", "", "", "x", "", []byte(nil), "", "")
+	f.Add("done", "j", "-1", "0", "abc", "", "", "-3", "", "0", []byte(nil), "", "")
+	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "42", []byte(nil), "", "")
+	f.Add("done", "j1", "1", "4", "", "", "w1", "", "", "9223372036854775808", []byte(nil), "", "")
+	f.Add("queued", "j1", "0", "0", "", "", "w1", "", "", "", []byte(nil), "3", "4200")
+	f.Add("queued", "j1", "0", "0", "200", "text/plain", "w1", "2", "x", "7", []byte(nil), "1", "")
+	f.Add("queued", "j1", "1", "0", "", "", "", "", "", "", []byte(nil), "0", "-5")
+	f.Add("queued", "j1", "0", "0", "", "", "", "", "", "", []byte(`{"custom_id":"a"}`), "", "99999999999")
+	f.Fuzz(func(t *testing.T, kind, id, attempt, seq, status, ct, worker, resumed, msg, record string, data []byte, position, eta string) {
 		h := map[string][]string{HeaderKind: {kind}, HeaderJob: {id}, HeaderAttempt: {attempt}, HeaderSeq: {seq}}
 		for k, v := range map[string]string{HeaderStatus: status, HeaderContentType: ct, HeaderWorker: worker, HeaderResumed: resumed, HeaderError: msg,
-			HeaderRecord: record} {
+			HeaderRecord: record, HeaderPosition: position, HeaderETA: eta} {
 			if v != "" {
 				h[k] = []string{v}
 			}
@@ -30,7 +34,9 @@ func FuzzParseReply(f *testing.F) {
 			return
 		}
 		switch {
-		case r.Attempt < 1 || r.Attempt > SeqFinal, r.Seq < 1 || r.Seq > SeqFinal, r.Resumed < 0:
+		case r.Kind == KindQueued && (r.Attempt != 0 || r.Seq != 0 || r.Status != 0 || r.Ack != "" || r.Position < 0 || r.Position > MaxPosition || r.ETA < 0 || r.ETA > MaxETA):
+			t.Fatalf("queued reply out of range: %+v", r)
+		case r.Kind != KindQueued && (r.Attempt < 1 || r.Attempt > SeqFinal || r.Seq < 1 || r.Seq > SeqFinal || r.Resumed < 0):
 			t.Fatalf("out of range: %+v", r)
 		case r.Status != 0 && (r.Status < 100 || r.Status > 599):
 			t.Fatalf("status %d accepted", r.Status)

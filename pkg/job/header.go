@@ -63,6 +63,11 @@ const (
 	// changed the worker's models or which are loaded: the revision of the
 	// node record the worker wrote after it (Reply.Record).
 	HeaderRecord = "Ollamaq-Record"
+	// On queued: the job's place in its model's queue, from 1, and the
+	// estimated wait in milliseconds when one was measured (Reply.Position,
+	// Reply.ETA).
+	HeaderPosition = "Ollamaq-Position"
+	HeaderETA      = "Ollamaq-Eta-Ms"
 
 	// Dead-letter headers, added to a job's own headers in OLLAMAQ_DLQ.
 	HeaderDLQReason   = "Ollamaq-Dlq-Reason"   // why the job was given up
@@ -92,8 +97,11 @@ const (
 	// KindError ends a failed job; HeaderStatus and HeaderError say why and the
 	// body is {"error": "..."}.
 	KindError Kind = "error"
-	// KindQueued is the marker a batch submitter stores on a batch job's
-	// reply subject before it queues the job (docs/batch.md): it carries the
-	// custom_id and says the job was queued. Workers never send it.
+	// KindQueued says the job waits in the queue: a worker reports its
+	// position and ETA about every second while it waits (docs/protocol.md,
+	// "Queue position"), with attempt and seq 0, so it takes no place in
+	// any attempt. A batch submitter stores one, with no position, on a
+	// batch job's reply subject before it queues the job (docs/batch.md):
+	// it carries the custom_id and says the job was queued.
 	KindQueued Kind = "queued"
 )

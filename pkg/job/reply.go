@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrInvalidReply is returned for a reply message that does not follow
@@ -39,7 +40,21 @@ type Reply struct {
 	// that a requester serving listings can wait for its view to hold it;
 	// 0 for none.
 	Record uint64
+	// Position, on queued, is the job's place in its model's queue: the
+	// jobs ahead of it plus one; 0 when unknown (a batch job's marker).
+	Position int
+	// ETA, on queued, is how long the job is expected to wait still, from
+	// the measured rate at which its model's queue moves; 0 when nothing
+	// was measured yet.
+	ETA time.Duration
 }
+
+// MaxPosition bounds a queued reply's position and MaxETA its ETA: more
+// than any queue holds, longer than any job waits.
+const (
+	MaxPosition = 1 << 30
+	MaxETA      = 30 * 24 * time.Hour
+)
 
 // Usage is what a job cost, as Ollama counts tokens.
 type Usage struct {
@@ -78,6 +93,12 @@ func (r Reply) Header() map[string][]string {
 	if r.Record != 0 {
 		set(HeaderRecord, strconv.FormatUint(r.Record, 10))
 	}
+	if r.Position > 0 {
+		set(HeaderPosition, strconv.Itoa(r.Position))
+	}
+	if r.ETA > 0 {
+		set(HeaderETA, strconv.FormatInt(max(r.ETA.Milliseconds(), 1), 10))
+	}
 	return h
 }
 
@@ -97,6 +118,8 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 	}
 	switch r.Kind {
 	case KindStart, KindData, KindHeartbeat, KindDone, KindError:
+	case KindQueued:
+		return parseQueued(h, r)
 	default:
 		return Reply{}, fmt.Errorf("%w: unknown kind %q", ErrInvalidReply, r.Kind)
 	}
@@ -136,6 +159,33 @@ func ParseReply(h map[string][]string, data []byte) (Reply, error) {
 			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderRecord, s)
 		}
 		r.Record = n
+	}
+	return r, nil
+}
+
+// parseQueued reads the rest of a queued reply (docs/protocol.md, "Queue
+// position"): attempt and seq 0, so that it takes no place in any
+// attempt's order, a position and perhaps an ETA.
+func parseQueued(h map[string][]string, r Reply) (Reply, error) {
+	r = Reply{Kind: r.Kind, Job: r.Job, Worker: r.Worker, Data: r.Data} // Nothing of the other kinds' headers counts here.
+	var ok bool
+	if _, ok = number(h, HeaderAttempt, 0, 0); !ok {
+		return Reply{}, fmt.Errorf("%w: bad %s %q on queued (want 0)", ErrInvalidReply, HeaderAttempt, get(h, HeaderAttempt))
+	}
+	if _, ok = number(h, HeaderSeq, 0, 0); !ok {
+		return Reply{}, fmt.Errorf("%w: bad %s %q on queued (want 0)", ErrInvalidReply, HeaderSeq, get(h, HeaderSeq))
+	}
+	if s := get(h, HeaderPosition); s != "" {
+		if r.Position, ok = number(h, HeaderPosition, 1, MaxPosition); !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderPosition, s)
+		}
+	}
+	if s := get(h, HeaderETA); s != "" {
+		ms, ok := number(h, HeaderETA, 1, int(MaxETA/time.Millisecond))
+		if !ok {
+			return Reply{}, fmt.Errorf("%w: bad %s %q", ErrInvalidReply, HeaderETA, s)
+		}
+		r.ETA = time.Duration(ms) * time.Millisecond
 	}
 	return r, nil
 }
