@@ -27,11 +27,12 @@ type Requester struct {
 	sub    *nats.Subscription
 	resume *nats.Subscription
 
-	mu      sync.Mutex
-	streams map[string]*Stream
-	closed  bool
-	stall   time.Duration
-	onStall func(id string, attempt int, why string)
+	mu       sync.Mutex
+	streams  map[string]*Stream
+	closed   bool
+	stall    time.Duration
+	onStall  func(id string, attempt int, why string)
+	onQueued func(id string, p Position)
 }
 
 // DefaultStall is how long a started job may go without any reply message,
@@ -59,6 +60,16 @@ func (r *Requester) SetStall(d time.Duration, onStall func(id string, attempt in
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stall, r.onStall = d, onStall
+}
+
+// SetOnQueued has fn told of each queued reply a waiting job gets
+// (Stream.Queued): its position and ETA. fn runs on the reply
+// subscription's goroutine, before the replies that come after the report,
+// so it must return quickly. Set it before the first Submit.
+func (r *Requester) SetOnQueued(fn func(id string, p Position)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.onQueued = fn
 }
 
 // NewRequester subscribes to the reply subjects of requester id, which must be
@@ -198,7 +209,7 @@ func (r *Requester) open(id string) (*Stream, error) {
 	s := &Stream{r: r, id: id, notify: make(chan struct{}, 1)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s.stall, s.onStall = r.stall, r.onStall
+	s.stall, s.onStall, s.onQueued = r.stall, r.onStall, r.onQueued
 	if r.closed {
 		return nil, ErrClosed
 	}
@@ -259,6 +270,18 @@ type Stream struct {
 	giveUp time.Time
 	// rearm tells Follow to compute its deadline again (see wake).
 	rearm bool
+	// position is the latest queued report, while the job waits.
+	position Position
+	onQueued func(id string, p Position)
+}
+
+// Position is a worker's report of where a waiting job stands in its
+// model's queue (docs/protocol.md, "Queue position").
+type Position struct {
+	Position int           // jobs ahead of it, plus one
+	ETA      time.Duration // the expected wait still; 0 when nothing was measured yet
+	Worker   string        // the worker that reported it
+	At       time.Time     // when the report came
 }
 
 // MaxBuffered bounds the reply bytes a stream holds for a reader that does
@@ -278,7 +301,42 @@ func localError(msg string) job.Reply {
 // sent by a worker: the job may still be running somewhere.
 func IsLocal(r job.Reply) bool { return r.Seq == 0 }
 
+// queued keeps a queued reply's position while the job waits. It is not
+// one of the stream's replies: it takes no place in any attempt, so it
+// cannot disturb their order, the lost-reply checks or continuation; a
+// report that comes once a worker started the job is stale and dropped.
+func (s *Stream) queued(rep job.Reply) {
+	s.mu.Lock()
+	if s.closed || s.ended || s.attempt > 0 || rep.Position < 1 {
+		s.mu.Unlock()
+		return
+	}
+	s.position = Position{Position: rep.Position, ETA: rep.ETA, Worker: rep.Worker, At: time.Now()}
+	p, fn := s.position, s.onQueued
+	s.mu.Unlock()
+	if fn != nil {
+		fn(s.id, p)
+	}
+}
+
+// Queued returns the latest position a worker reported for the job while it
+// waits; ok is false before the first report (a worker reports about once
+// a second, from the job's first second on) and once a worker started the
+// job or the stream ended.
+func (s *Stream) Queued() (p Position, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ended || s.attempt > 0 || s.position.Position == 0 {
+		return Position{}, false
+	}
+	return s.position, true
+}
+
 func (s *Stream) push(rep job.Reply) {
+	if rep.Kind == job.KindQueued {
+		s.queued(rep)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.ended || rep.Attempt < s.attempt || rep.Seq != 0 && rep.Attempt <= s.broken {
