@@ -161,7 +161,11 @@ func (w *Worker) bind(ctx context.Context, inv ollama.Inventory) {
 		}
 		// A doorbell per served model and class: the server sends this
 		// worker only the rings it cares about.
-		bell, err := w.nc.Subscribe(job.QueuedFilter(k.model, k.class), func(*nats.Msg) { poke(w.wake) })
+		ring := func(*nats.Msg) { poke(w.wake) }
+		if k.class == job.Interactive {
+			ring = func(m *nats.Msg) { poke(w.wake); w.waiting.ring(m, time.Now()) } // For queue positions (position.go).
+		}
+		bell, err := w.nc.Subscribe(job.QueuedFilter(k.model, k.class), ring)
 		if err != nil {
 			w.log.Warn("subscribe doorbell", "model", k.model, "class", k.class, "err", err)
 			continue

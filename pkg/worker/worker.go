@@ -245,6 +245,8 @@ type Worker struct {
 
 	peers *peers // the other workers' records, while a job needs them
 
+	waiting *waiting // the interactive jobs waiting, from their doorbells (position.go)
+
 	// Warm-first scheduling (warm.go), guarded by mu.
 	jobs     map[jetstream.Msg]startedRun // the jobs holding a slot
 	inModel  map[string]int               // how many of them are for each model
@@ -285,6 +287,7 @@ func New(nc *nats.Conn, q *queue.Queue, cfg Config) (*Worker, error) {
 		reg = prometheus.NewRegistry() // Registered, never served.
 	}
 	w.metrics = newMetrics(reg, w)
+	w.waiting = newWaiting(reg, maxWaiting)
 	if w.tracer.On() {
 		w.ollama.Header = func(ctx context.Context, h http.Header) { w.tracer.Inject(ctx, tracing.HTTPHeader(h)) }
 	}
@@ -379,6 +382,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	loops.Go(func() { w.reap(ctx) })
 	loops.Go(func() { w.scanUnserved(ctx) })
 	loops.Go(func() { w.peers.run(ctx, w.q.Nodes(), w.log) })
+	loops.Go(func() { w.reportPositions(ctx) })
 	loops.Go(func() {
 		for {
 			select {
@@ -447,6 +451,7 @@ func (w *Worker) onCancel(m *nats.Msg) {
 	if err != nil {
 		return
 	}
+	w.waiting.cancel(requester, id) // Its requester withdraws a waiting job: no more reports.
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if t := w.running[id]; t != nil {

@@ -1,0 +1,391 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/fleet"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/ollamamax/ollamamax/pkg/queue"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Queue position reports (docs/protocol.md, "Queue position"). Every
+// worker notes the interactive jobs waiting for the models it serves from
+// the doorbells it already gets: the stream's header-only republish of
+// each stored job carries its sequence, ID, reply subject and deadline.
+// Of the live, ready workers that serve a model, the one with the lowest
+// ID reports that model's queue: about once a second it asks JetStream for
+// the model's consumer (the last stream sequence delivered, how many jobs
+// it holds undelivered, how many it delivered), forgets the jobs a worker
+// took, and sends each job that waited a second or more since its last
+// report a queued reply on its reply subject: its position (the jobs of the
+// consumer ahead of it, plus one) and, once the consumer's deliveries were
+// measured, an ETA at the rate they came. The others refresh their notes
+// every few seconds, so that one of them can take over. Batch jobs get no
+// reports, and neither do the jobs beyond the bound of what a worker notes.
+
+const (
+	// positionEvery is how often the reporter looks at the queues, and
+	// how long a job waits before its first report and between two.
+	positionEvery = time.Second
+	// positionPrune is how often a worker that does not report refreshes
+	// its notes, so that it can take over from the reporter.
+	positionPrune = 5 * time.Second
+	// maxWaiting bounds the jobs a worker notes; a doorbell beyond it is
+	// not noted, and that job gets no reports.
+	maxWaiting = 4096
+	// reportBudget bounds the reports sent per look, across models: with
+	// more jobs waiting, each gets its report less often.
+	reportBudget = 1024
+	// rateWindow is how far back the consumer's deliveries are measured.
+	rateWindow = 30 * time.Second
+)
+
+// waitingJob is a job a doorbell announced.
+type waitingJob struct {
+	seq      uint64
+	model    string
+	id       string
+	key      string // requester.id, as cancels name it
+	reply    string
+	stored   time.Time
+	deadline time.Time // zero: none
+	reported time.Time // the last report sent; zero: none yet
+}
+
+// delivered is one look at a consumer's deliveries, for the rate.
+type delivered struct {
+	at    time.Time
+	count uint64
+}
+
+// modelQueue is what a worker knows of one model's waiting jobs.
+type modelQueue struct {
+	jobs     map[uint64]*waitingJob
+	overflow bool        // a doorbell was not noted for the bound: some jobs behind are not known
+	samples  []delivered // looks at the consumer within rateWindow, oldest first
+	looked   time.Time   // the last look at the consumer
+}
+
+// waiting is the worker's notes of the jobs waiting for the models it
+// serves. ring runs on the doorbells' goroutines; the rest on report's.
+type waiting struct {
+	max int
+
+	mu     sync.Mutex
+	models map[string]*modelQueue
+	byKey  map[string]uint64 // requester.id -> seq, for cancels
+	n      int
+
+	reports prometheus.Counter
+}
+
+func newWaiting(reg prometheus.Registerer, max int) *waiting {
+	wt := &waiting{max: max, models: map[string]*modelQueue{}, byKey: map[string]uint64{},
+		reports: prometheus.NewCounter(prometheus.CounterOpts{Name: "ollamamax_worker_queued_reports_total",
+			Help: "Queued replies (a waiting job's position and ETA) this worker sent as its models' reporter."})}
+	reg.MustRegister(wt.reports)
+	return wt
+}
+
+// ring notes the job a doorbell of an interactive queue announces: only
+// the stream's own republish names one (a sequence); a job whose reply
+// subject is not its requester's, or is the batch results', is left out,
+// as a worker would never answer it there.
+func (wt *waiting) ring(m *nats.Msg, now time.Time) {
+	if m.Header.Get(jetstream.StreamHeader) != job.Stream {
+		return // A ring after a NAK or a hand-back: the job was delivered before.
+	}
+	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil || seq == 0 {
+		return
+	}
+	model, class, requester, err := job.ParseJobSubject(m.Subject)
+	if err != nil || class != job.Interactive || requester == job.BatchRequester {
+		return
+	}
+	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
+	if owner, _, err := job.ParseReplySubject(reply); err != nil || owner != requester || !job.ValidToken(id) {
+		return
+	}
+	j := &waitingJob{seq: seq, model: model, id: id, key: requester + "." + id, reply: reply, stored: now}
+	if t, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp")); err == nil && t.Before(now) {
+		j.stored = t
+	}
+	if t, err := time.Parse(time.RFC3339, m.Header.Get(job.HeaderDeadline)); err == nil {
+		j.deadline = t
+	}
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	q := wt.models[model]
+	if q == nil {
+		q = &modelQueue{jobs: map[uint64]*waitingJob{}}
+		wt.models[model] = q
+	}
+	if _, ok := q.jobs[seq]; ok {
+		return
+	}
+	if wt.n >= wt.max {
+		q.overflow = true
+		return
+	}
+	q.jobs[seq] = j
+	wt.byKey[j.key] = seq
+	wt.n++
+}
+
+// cancel forgets a job its requester canceled (it also withdraws it).
+func (wt *waiting) cancel(requester, id string) {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	key := requester + "." + id
+	seq, ok := wt.byKey[key]
+	if !ok {
+		return
+	}
+	for _, q := range wt.models {
+		if j := q.jobs[seq]; j != nil && j.key == key {
+			wt.forgetLocked(q, j)
+			return
+		}
+	}
+	delete(wt.byKey, key)
+}
+
+// forgetLocked drops j from q. wt.mu is held.
+func (wt *waiting) forgetLocked(q *modelQueue, j *waitingJob) {
+	delete(q.jobs, j.seq)
+	if wt.byKey[j.key] == j.seq {
+		delete(wt.byKey, j.key)
+	}
+	wt.n--
+}
+
+// count returns how many jobs are noted.
+func (wt *waiting) count() int {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	return wt.n
+}
+
+// due returns the models with a job that has waited positionEvery, whose
+// consumer is to be looked at now: every positionEvery for the models this
+// worker reports (reporter tells which; it must take no lock of the
+// worker's), every positionPrune for the others. A model not in served is
+// forgotten, and so are jobs past their deadline.
+func (wt *waiting) due(now time.Time, served map[string]bool, reporter func(model string) bool) (look []string, report map[string]bool) {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	report = map[string]bool{}
+	for model, q := range wt.models {
+		if !served[model] {
+			for _, j := range q.jobs {
+				wt.forgetLocked(q, j)
+			}
+			delete(wt.models, model)
+			continue
+		}
+		old := false
+		for _, j := range q.jobs {
+			switch {
+			case !j.deadline.IsZero() && now.After(j.deadline):
+				wt.forgetLocked(q, j)
+			case now.Sub(j.stored) >= positionEvery:
+				old = true
+			}
+		}
+		if len(q.jobs) == 0 {
+			delete(wt.models, model) // Its overflow is over too: nothing waits that was not noted.
+			continue
+		}
+		if !old {
+			continue
+		}
+		every := positionPrune
+		if reporter(model) {
+			every, report[model] = positionEvery, true
+		}
+		if now.Sub(q.looked) >= every-positionEvery/10 {
+			look = append(look, model)
+		}
+	}
+	slices.Sort(look)
+	return look, report
+}
+
+// position is one report to send.
+type position struct {
+	reply string
+	rep   job.Reply
+}
+
+// update applies a look at model's consumer (info) at now: it forgets the
+// jobs delivered, and when report is set returns the reports due, at most
+// budget, those waiting longest for one first.
+func (wt *waiting) update(model string, info *jetstream.ConsumerInfo, now time.Time, report bool, budget int, worker string) []position {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	q := wt.models[model]
+	if q == nil {
+		return nil
+	}
+	q.looked = now
+	q.samples = append(q.samples, delivered{now, info.Delivered.Consumer})
+	for len(q.samples) > 1 && now.Sub(q.samples[0].at) > rateWindow {
+		q.samples = q.samples[1:]
+	}
+	jobs := make([]*waitingJob, 0, len(q.jobs))
+	for _, j := range q.jobs {
+		if j.seq <= info.Delivered.Stream {
+			wt.forgetLocked(q, j) // A worker took it.
+			continue
+		}
+		jobs = append(jobs, j)
+	}
+	if !report || len(jobs) == 0 {
+		return nil
+	}
+	slices.SortFunc(jobs, func(a, b *waitingJob) int { return cmp.Compare(a.seq, b.seq) })
+	// Jobs the consumer holds that no doorbell told of were stored before
+	// this worker listened, so they are ahead of all it knows; unless
+	// the bound left doorbells out, when the unknown ones may be behind.
+	ahead := 0
+	if pending := int(info.NumPending); pending > len(jobs) && !q.overflow {
+		ahead = pending - len(jobs)
+	}
+	rate := q.rate()
+	type due struct {
+		j   *waitingJob
+		pos int
+	}
+	var dues []due
+	for i, j := range jobs {
+		if now.Sub(j.stored) < positionEvery || now.Sub(j.reported) < positionEvery-positionEvery/10 {
+			continue
+		}
+		pos := ahead + i + 1
+		if pending := int(info.NumPending); pending > 0 {
+			pos = min(pos, pending) // Jobs withdrawn unannounced are no longer ahead.
+		}
+		dues = append(dues, due{j, pos})
+	}
+	slices.SortStableFunc(dues, func(a, b due) int { return a.j.reported.Compare(b.j.reported) })
+	dues = dues[:min(len(dues), budget)]
+	out := make([]position, 0, len(dues))
+	for _, d := range dues {
+		d.j.reported = now
+		rep := job.Reply{Kind: job.KindQueued, Job: d.j.id, Position: min(d.pos, job.MaxPosition), Worker: worker}
+		if rate > 0 {
+			rep.ETA = min(time.Duration(float64(d.pos)/rate*float64(time.Second)), job.MaxETA)
+		}
+		out = append(out, position{reply: d.j.reply, rep: rep})
+	}
+	return out
+}
+
+// rate returns the consumer's deliveries per second over the samples; 0
+// when none were measured.
+func (q *modelQueue) rate() float64 {
+	if len(q.samples) < 2 {
+		return 0
+	}
+	first, last := q.samples[0], q.samples[len(q.samples)-1]
+	el := last.at.Sub(first.at).Seconds()
+	if last.count <= first.count || el <= 0 {
+		return 0
+	}
+	return float64(last.count-first.count) / el
+}
+
+// reportPositions looks at the waiting jobs' queues every positionEvery
+// and sends the reports this worker owes, until ctx is done.
+func (w *Worker) reportPositions(ctx context.Context) {
+	t := time.NewTicker(positionEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			w.lookAtQueues(ctx, now)
+		}
+	}
+}
+
+// lookAtQueues is one round of reportPositions.
+func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
+	if w.waiting.count() == 0 {
+		return // Nothing waits: no view, no JetStream call.
+	}
+	var view *fleet.View
+	viewed := false
+	pulling := w.pulling()
+	served := map[string]bool{}
+	w.mu.Lock()
+	for k := range w.served {
+		if k.class == job.Interactive {
+			served[k.model] = true
+		}
+	}
+	w.mu.Unlock()
+	look, report := w.waiting.due(now, served,
+		func(model string) bool {
+			if !viewed {
+				view, viewed = w.peers.peek(), true
+			}
+			return pulling && w.reportsFor(view, model)
+		})
+	budget := reportBudget
+	for _, model := range look {
+		c := w.consumer(model, job.Interactive)
+		if c == nil {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, positionEvery)
+		info, err := c.Info(ictx)
+		cancel()
+		if err != nil {
+			w.log.Debug("consumer info for queue positions", "model", model, "err", err)
+			continue
+		}
+		reps := w.waiting.update(model, info, now, report[model], budget, w.cfg.ID)
+		budget -= len(reps)
+		for _, p := range reps {
+			if err := w.nc.PublishMsg(queue.ReplyMsg(p.reply, p.rep)); err != nil {
+				w.log.Debug("send queue position", "job", p.rep.Job, "err", err)
+				break
+			}
+			w.waiting.reports.Inc()
+		}
+	}
+}
+
+// reportsFor tells whether this worker reports model's queue: no live,
+// ready worker that serves the model has a lower ID in the node view.
+// Without a view (it is starting) nobody is sure, so it does not.
+func (w *Worker) reportsFor(v *fleet.View, model string) bool {
+	if v == nil {
+		return false
+	}
+	for _, n := range v.Nodes() {
+		if n.ID < w.cfg.ID && n.State == fleet.StateReady && n.HasModel(model) {
+			return false
+		}
+	}
+	return true
+}
+
+// consumer returns the consumer of model and class this worker serves, nil
+// when it serves none.
+func (w *Worker) consumer(model string, class job.Class) jetstream.Consumer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.served[consumerKey{model, class}]
+}

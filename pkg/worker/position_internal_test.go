@@ -1,0 +1,92 @@
+package worker
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ollamamax/ollamamax/pkg/job"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// doorbell is the stream's header-only republish of job id of requester,
+// stored at seq.
+func doorbell(seq uint64, requester, id string, stored time.Time) *nats.Msg {
+	m := nats.NewMsg(job.QueuedSubject("llama3.2:latest", job.Interactive, requester))
+	m.Header.Set(jetstream.StreamHeader, job.Stream)
+	m.Header.Set(jetstream.SequenceHeader, strconv.FormatUint(seq, 10))
+	m.Header.Set("Nats-Time-Stamp", stored.UTC().Format(time.RFC3339Nano))
+	m.Header.Set(job.HeaderJob, id)
+	m.Header.Set(job.HeaderReply, job.ReplySubject(requester, id))
+	return m
+}
+
+// TestWaitingIsBounded: past its bound a worker notes no more jobs, and
+// those it did note keep their places; a doorbell that names no stored
+// job, or a reply subject of another requester, is not noted at all.
+func TestWaitingIsBounded(t *testing.T) {
+	now := time.Now()
+	wt := newWaiting(prometheus.NewRegistry(), 3)
+	for i := range uint64(5) {
+		wt.ring(doorbell(10+i, "alice", "j"+strconv.Itoa(int(i)), now.Add(-2*time.Second)), now)
+	}
+	if n := wt.count(); n != 3 {
+		t.Fatalf("noted %d jobs, want the bound, 3", n)
+	}
+	forged := doorbell(20, "alice", "x", now.Add(-2*time.Second))
+	forged.Header.Set(job.HeaderReply, job.ReplySubject("bob", "x"))
+	nak := nats.NewMsg(job.QueuedSubject("llama3.2:latest", job.Interactive, "alice")) // A dispatcher's ring after a NAK.
+	wt.cancel("alice", "j0")
+	wt.ring(forged, now)
+	wt.ring(nak, now)
+	if n := wt.count(); n != 2 {
+		t.Fatalf("noted %d jobs, want 2: a canceled one forgotten, the forged and empty rings left out", n)
+	}
+	look, report := wt.due(now, map[string]bool{"llama3.2:latest": true}, func(string) bool { return true })
+	if len(look) != 1 || !report["llama3.2:latest"] {
+		t.Fatalf("due = %v, %v; want the model, reported", look, report)
+	}
+	// The consumer delivered seq 11 (j1) and holds 4 more: j2, and the two
+	// beyond the bound, which are behind it; so no unknown job counts as
+	// ahead of those it knows.
+	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 11, Consumer: 2}, NumPending: 3}
+	reps := wt.update("llama3.2:latest", info, now, true, 10, "w0")
+	if len(reps) != 1 || reps[0].rep.Job != "j2" || reps[0].rep.Position != 1 || reps[0].reply != job.ReplySubject("alice", "j2") {
+		t.Fatalf("reports %+v, want j2 at position 1", reps)
+	}
+	if n := wt.count(); n != 1 {
+		t.Errorf("noted %d jobs after the look, want 1: the delivered one forgotten", n)
+	}
+	if again := wt.update("llama3.2:latest", info, now.Add(100*time.Millisecond), true, 10, "w0"); len(again) != 0 {
+		t.Errorf("reported again after 100ms: %+v", again)
+	}
+}
+
+// TestUnknownJobsAreAhead: jobs the consumer holds that no doorbell told
+// of (they were stored before this worker listened) count as ahead of
+// every job it knows; ETAs follow the measured delivery rate.
+func TestUnknownJobsAreAhead(t *testing.T) {
+	now := time.Now()
+	wt := newWaiting(prometheus.NewRegistry(), 100)
+	wt.ring(doorbell(50, "alice", "a", now.Add(-3*time.Second)), now)
+	wt.ring(doorbell(51, "alice", "b", now.Add(-3*time.Second)), now)
+	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 40, Consumer: 10}, NumPending: 5}
+	reps := wt.update("llama3.2:latest", info, now.Add(-2*time.Second), false, 10, "w0") // A look of a worker that does not report.
+	if len(reps) != 0 {
+		t.Fatalf("a worker that does not report sent %+v", reps)
+	}
+	info.Delivered.Consumer = 14 // 4 deliveries in 2 s.
+	reps = wt.update("llama3.2:latest", info, now, true, 10, "w0")
+	got := map[string]job.Reply{}
+	for _, r := range reps {
+		got[r.rep.Job] = r.rep
+	}
+	if got["a"].Position != 4 || got["b"].Position != 5 {
+		t.Fatalf("positions %+v, want a 4 and b 5 behind 3 unknown jobs", got)
+	}
+	if got["a"].ETA != 2*time.Second || got["b"].ETA != 2500*time.Millisecond {
+		t.Errorf("ETAs %s, %s; want 2s and 2.5s at 2 deliveries a second", got["a"].ETA, got["b"].ETA)
+	}
+}
