@@ -17,7 +17,9 @@ import (
 const runSynopsis = `Usage: ollamaq run [flags] MODEL PROMPT
 
 Queues an /api/generate job for MODEL and prints the reply as it streams in,
-straight over NATS: no dispatcher is needed.
+straight over NATS: no dispatcher is needed. While the job waits for a
+worker, its place in the queue and the expected wait are shown on stderr
+(replaced in place on a terminal; JSON events with --json).
 
 Examples:
   ollamaq run llama3.2 "Why is the sky blue?"
@@ -30,6 +32,7 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 	batch := fs.Bool("batch", false, "queue as batch work, which runs only on capacity interactive work leaves free (--lane batch)")
 	lane := fs.String("lane", "", "the job's lane: interactive (the default), async or batch; workers serve them in that order")
 	wait := fs.Duration("wait", 2*time.Minute, "how long the job may wait for a worker")
+	asJSON := fs.Bool("json", false, "show the queue position as JSON events on stderr ({\"event\":\"queued\",\"position\":N,\"eta_ms\":M})")
 	return func(ctx context.Context, e *env, args []string) int {
 		if len(args) != 2 {
 			fmt.Fprintln(e.stderr, "ollamaq run: want MODEL and PROMPT (see --help)")
@@ -65,6 +68,9 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 				return exitConnect
 			}
 			defer func() { _ = req.Close() }() // The connection closes right after.
+			line := &positionLine{e: e, asJSON: *asJSON}
+			req.SetOnQueued(line.report)
+			defer line.done()
 
 			body, _ := json.Marshal(map[string]string{"model": name, "prompt": prompt}) // Strings always marshal.
 			st, err := req.Submit(ctx, queue.Job{ID: job.NewID(), Model: model, Class: class, Route: "/api/generate", Body: body, Wait: *wait})
@@ -76,6 +82,9 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 
 			code := exitFailed
 			err = st.Follow(ctx, *wait+5*time.Second, 5*time.Minute, func(rep job.Reply) bool {
+				if rep.Kind == job.KindStart || rep.Kind == job.KindError {
+					line.done()
+				}
 				switch rep.Kind {
 				case job.KindData:
 					if *raw {
@@ -95,6 +104,7 @@ func cmdRun(fs *flag.FlagSet) runFunc {
 				}
 				return true
 			})
+			line.done()
 			switch {
 			case err == nil:
 			case ctx.Err() != nil:
