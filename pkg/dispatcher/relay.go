@@ -22,6 +22,10 @@ import (
 func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		arrived := time.Now()
+		name, ok := requestName(w, r, f)
+		if !ok {
+			return
+		}
 		lv := s.live() // The limits this request lives by, whatever a reload does meanwhile.
 		hold, ok := s.waitTurn(w, r, f)
 		if !ok {
@@ -95,6 +99,9 @@ func (s *Server) handleJob(route string, f format) http.HandlerFunc {
 			return
 		}
 		defer st.Close()
+		if name != "" && s.named.add(nameOf(r, name), st) {
+			defer s.named.remove(nameOf(r, name), st)
+		}
 		qj.Body = nil // JetStream has it; the hold stands for it until a worker starts the job.
 		s.metrics.submitted.WithLabelValues(canonical, string(qj.Class)).Inc()
 		if hasKey {

@@ -178,6 +178,9 @@ type Server struct {
 	// affinity remembers which worker served each session's last turn
 	// (affinity.go).
 	affinity *affinity
+
+	// named are the waiting requests that named themselves (position.go).
+	named namedRequests
 }
 
 // NewServer returns the HTTP shim over the queue, submitting through req and
@@ -215,6 +218,7 @@ func NewServer(q *queue.Queue, req *queue.Requester, view *fleet.View, o Options
 	getHead := func(p string, h http.HandlerFunc) { get(p, h); s.handle(http.MethodHead, p, h) }
 	getHead("/healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	getHead("/readyz", s.handleReady)
+	get(PositionPath, s.handlePosition)
 	if o.Gatherer != nil {
 		get("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	}
