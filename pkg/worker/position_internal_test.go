@@ -90,3 +90,23 @@ func TestUnknownJobsAreAhead(t *testing.T) {
 		t.Errorf("ETAs %s, %s; want 2s and 2.5s at 2 deliveries a second", got["a"].ETA, got["b"].ETA)
 	}
 }
+
+// BenchmarkReporterLook measures one look of the reporter at a model's
+// queue holding the bound's worth of noted jobs: forgetting the delivered,
+// ranking the rest and making the reports (sending them is NATS's cost).
+func BenchmarkReporterLook(b *testing.B) {
+	now := time.Now()
+	wt := newWaiting(prometheus.NewRegistry(), maxWaiting)
+	for i := range uint64(maxWaiting) {
+		wt.ring(doorbell(100+i, "alice", "j"+strconv.Itoa(int(i)), now.Add(-time.Minute)), now)
+	}
+	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 99, Consumer: 1}, NumPending: maxWaiting}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		at := now.Add(time.Duration(i) * positionEvery)
+		info.Delivered.Consumer++
+		if reps := wt.update("llama3.2:latest", info, at, true, reportBudget, "w0"); len(reps) != reportBudget {
+			b.Fatalf("%d reports, want %d", len(reps), reportBudget)
+		}
+	}
+}
