@@ -29,8 +29,8 @@ func TestQueuedRepliesDoNotDisturbTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	if _, ok := st.Queued(); ok {
-		t.Fatal("Queued reports a position before any report came")
+	if p, waiting := st.Queued(); !waiting || p.Position != 0 {
+		t.Fatalf("Queued = %+v, %v before any report came; want no position, waiting", p, waiting)
 	}
 
 	subject := job.ReplySubject("pos", id)
@@ -73,8 +73,8 @@ func TestQueuedRepliesDoNotDisturbTheStream(t *testing.T) {
 	if got, want := kinds, []job.Kind{job.KindStart, job.KindData, job.KindDone}; len(got) != len(want) || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
 		t.Fatalf("replies %v, want %v", got, want)
 	}
-	if p, ok := st.Queued(); ok {
-		t.Errorf("Queued = %+v after the job started", p)
+	if p, waiting := st.Queued(); waiting || p.Position != 0 {
+		t.Errorf("Queued = %+v, %v after the job started; want not waiting", p, waiting)
 	}
 	select {
 	case p := <-told:

@@ -319,14 +319,14 @@ func (s *Stream) queued(rep job.Reply) {
 	}
 }
 
-// Queued returns the latest position a worker reported for the job while it
-// waits; ok is false before the first report (a worker reports about once
-// a second, from the job's first second on) and once a worker started the
-// job or the stream ended.
-func (s *Stream) Queued() (p Position, ok bool) {
+// Queued returns the latest position a worker reported for the job while
+// it waits (a worker reports about once a second, from the job's first
+// second on; the zero Position before the first report); waiting is false
+// once a worker started the job or the stream ended, and for a node command.
+func (s *Stream) Queued() (p Position, waiting bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || s.ended || s.attempt > 0 || s.position.Position == 0 {
+	if s.closed || s.ended || s.attempt > 0 || s.seq == 0 {
 		return Position{}, false
 	}
 	return s.position, true
