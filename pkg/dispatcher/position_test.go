@@ -13,6 +13,7 @@ import (
 	"github.com/ollamamax/ollamamax/internal/ollamasim"
 	"github.com/ollamamax/ollamamax/pkg/apikey"
 	"github.com/ollamamax/ollamamax/pkg/dispatcher"
+	"github.com/ollamamax/ollamamax/pkg/job"
 )
 
 // TestQueuePositionRoute: a request that names itself (Ollamaq-Request-Id)
@@ -22,7 +23,7 @@ import (
 // for the same prompt gets: the queued replies never reach the stream.
 func TestQueuePositionRoute(t *testing.T) {
 	sim := ollamasim.DefaultConfig()
-	sim.TokensPerSecond, sim.DefaultTokens, sim.TimeToFirstToken = 10, 20, time.Millisecond // two seconds a job
+	sim.TokensPerSecond, sim.DefaultTokens, sim.TimeToFirstToken = 20, 30, time.Millisecond // 1.5 s a job
 	f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: 1, Sim: sim, Keys: true})
 	_, alice := f.CreateKey(apikey.Key{Name: "alice", Tenant: "acme", Role: apikey.User})
 	_, bob := f.CreateKey(apikey.Key{Name: "bob", Tenant: "other", Role: apikey.User})
@@ -33,14 +34,27 @@ func TestQueuePositionRoute(t *testing.T) {
 		t.Fatalf("a malformed request ID: %d %s, want 400 naming the header", code, msg)
 	}
 
+	cons, err := f.Queue.Consumer(t.Context(), "llama3.2:latest", job.Interactive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// waiting is how many jobs the consumer holds undelivered and delivered.
+	waiting := func() (pending, delivered int) {
+		info, err := cons.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(info.NumPending), int(info.Delivered.Consumer)
+	}
 	var wg sync.WaitGroup
-	answers := make([]string, 3)
-	for i, id := range []string{"", "", "r-42"} {
+	ids := []string{"", "", "", "r-42"}
+	answers := make([]string, len(ids))
+	for i, id := range ids {
 		if i > 0 {
-			// Each behind the one before.
+			// Each behind the one before: the first running, the others queued in order.
 			fleettest.WaitFor(t, 10*time.Second, "the request before to be queued", func() bool {
-				n := f.Node(0)
-				return n != nil && n.SlotsBusy == 1
+				pending, delivered := waiting()
+				return delivered == 1 && pending == i-1
 			})
 		}
 		wg.Go(func() {
@@ -66,8 +80,8 @@ func TestQueuePositionRoute(t *testing.T) {
 		}
 		return false
 	})
-	if p := got["position"].(float64); p < 1 || p > 2 || got["request_id"] != "r-42" || got["reported_at"] == nil {
-		t.Errorf("position of r-42: %v, want 1 or 2 with when it was reported", got)
+	if p := got["position"].(float64); p < 1 || p > 3 || got["request_id"] != "r-42" || got["reported_at"] == nil {
+		t.Errorf("position of r-42: %v, want 1 to 3 with when it was reported", got)
 	}
 	if code, out := lookup(bob); code != http.StatusNotFound {
 		t.Errorf("another key looked r-42 up: %d %v, want 404", code, out)
@@ -76,7 +90,7 @@ func TestQueuePositionRoute(t *testing.T) {
 	if code, out := lookup(alice); code != http.StatusNotFound {
 		t.Errorf("r-42 looked up after its answer: %d %v, want 404", code, out)
 	}
-	if a, b := streamText(t, answers[2]), streamText(t, answers[0]); a != b {
+	if a, b := streamText(t, answers[3]), streamText(t, answers[0]); a != b {
 		t.Errorf("the answer that waited through queued reports differs from the first:\n%s\n%s", a, b)
 	}
 }

@@ -69,9 +69,11 @@ type delivered struct {
 // modelQueue is what a worker knows of one model's waiting jobs.
 type modelQueue struct {
 	jobs     map[uint64]*waitingJob
+	taken    uint64      // the last stream sequence this worker pulled: every job up to it was delivered
 	overflow bool        // a doorbell was not noted for the bound: some jobs behind are not known
 	samples  []delivered // looks at the consumer within rateWindow, oldest first
 	looked   time.Time   // the last look at the consumer
+	others   bool        // at the last look, another worker reported this queue
 }
 
 // waiting is the worker's notes of the jobs waiting for the models it
@@ -141,6 +143,23 @@ func (wt *waiting) ring(m *nats.Msg, now time.Time) {
 	wt.n++
 }
 
+// taken notes that this worker pulled the job on subject stored at seq. A
+// consumer delivers in stream order, so every job of an interactive queue
+// noted up to seq was delivered (to this worker or another): the next look
+// forgets them without asking JetStream, and a fleet where no job waits
+// costs no call at all.
+func (wt *waiting) taken(subject string, seq uint64) {
+	model, class, _, err := job.ParseJobSubject(subject)
+	if err != nil || class != job.Interactive {
+		return // Another consumer's order says nothing of this one's.
+	}
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	if q := wt.models[model]; q != nil {
+		q.taken = max(q.taken, seq)
+	}
+}
+
 // cancel forgets a job its requester canceled (it also withdraws it).
 func (wt *waiting) cancel(requester, id string) {
 	wt.mu.Lock()
@@ -175,15 +194,15 @@ func (wt *waiting) count() int {
 	return wt.n
 }
 
-// due returns the models with a job that has waited positionEvery, whose
-// consumer is to be looked at now: every positionEvery for the models this
-// worker reports (reporter tells which; it must take no lock of the
-// worker's), every positionPrune for the others. A model not in served is
-// forgotten, and so are jobs past their deadline.
-func (wt *waiting) due(now time.Time, served map[string]bool, reporter func(model string) bool) (look []string, report map[string]bool) {
+// due returns the models with a job noted that has waited positionEvery
+// and that no pull of this worker showed delivered, whose consumer is to be
+// looked at now: every positionEvery, or every positionPrune while another
+// worker reports the queue. A model not in served is forgotten, and so are
+// jobs past their deadline.
+func (wt *waiting) due(now time.Time, served map[string]bool) []string {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
-	report = map[string]bool{}
+	var look []string
 	for model, q := range wt.models {
 		if !served[model] {
 			for _, j := range q.jobs {
@@ -195,7 +214,7 @@ func (wt *waiting) due(now time.Time, served map[string]bool, reporter func(mode
 		old := false
 		for _, j := range q.jobs {
 			switch {
-			case !j.deadline.IsZero() && now.After(j.deadline):
+			case j.seq <= q.taken, !j.deadline.IsZero() && now.After(j.deadline):
 				wt.forgetLocked(q, j)
 			case now.Sub(j.stored) >= positionEvery:
 				old = true
@@ -205,19 +224,16 @@ func (wt *waiting) due(now time.Time, served map[string]bool, reporter func(mode
 			delete(wt.models, model) // Its overflow is over too: nothing waits that was not noted.
 			continue
 		}
-		if !old {
-			continue
+		every := positionEvery
+		if q.others {
+			every = positionPrune
 		}
-		every := positionPrune
-		if reporter(model) {
-			every, report[model] = positionEvery, true
-		}
-		if now.Sub(q.looked) >= every-positionEvery/10 {
+		if old && now.Sub(q.looked) >= every-positionEvery/10 {
 			look = append(look, model)
 		}
 	}
 	slices.Sort(look)
-	return look, report
+	return look
 }
 
 // position is one report to send.
@@ -227,9 +243,11 @@ type position struct {
 }
 
 // update applies a look at model's consumer (info) at now: it forgets the
-// jobs delivered, and when report is set returns the reports due, at most
-// budget, those waiting longest for one first.
-func (wt *waiting) update(model string, info *jetstream.ConsumerInfo, now time.Time, report bool, budget int, worker string) []position {
+// jobs delivered and, when jobs still wait and reports says this worker
+// reports model's queue (known: it could tell; reports must take no lock
+// of the worker's), returns the reports due, at most budget, those waiting
+// longest for one first.
+func (wt *waiting) update(model string, info *jetstream.ConsumerInfo, now time.Time, reports func(model string) (mine, known bool), budget int, worker string) []position {
 	wt.mu.Lock()
 	defer wt.mu.Unlock()
 	q := wt.models[model]
@@ -249,7 +267,11 @@ func (wt *waiting) update(model string, info *jetstream.ConsumerInfo, now time.T
 		}
 		jobs = append(jobs, j)
 	}
-	if !report || len(jobs) == 0 {
+	if len(jobs) == 0 {
+		return nil
+	}
+	mine, known := reports(model)
+	if q.others = known && !mine; !mine {
 		return nil
 	}
 	slices.SortFunc(jobs, func(a, b *waitingJob) int { return cmp.Compare(a.seq, b.seq) })
@@ -322,11 +344,8 @@ func (w *Worker) reportPositions(ctx context.Context) {
 // lookAtQueues is one round of reportPositions.
 func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
 	if w.waiting.count() == 0 {
-		return // Nothing waits: no view, no JetStream call.
+		return // Nothing noted: no view, no JetStream call.
 	}
-	var view *fleet.View
-	viewed := false
-	pulling := w.pulling()
 	served := map[string]bool{}
 	w.mu.Lock()
 	for k := range w.served {
@@ -335,13 +354,24 @@ func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
 		}
 	}
 	w.mu.Unlock()
-	look, report := w.waiting.due(now, served,
-		func(model string) bool {
-			if !viewed {
-				view, viewed = w.peers.peek(), true
-			}
-			return pulling && w.reportsFor(view, model)
-		})
+	look := w.waiting.due(now, served)
+	if len(look) == 0 {
+		return
+	}
+	// Asked only once jobs are seen to wait: the view costs every record
+	// of every worker on every heartbeat.
+	var view *fleet.View
+	viewed := false
+	pulling := w.pulling()
+	reports := func(model string) (mine, known bool) {
+		if !viewed {
+			view, viewed = w.peers.peek(), true
+		}
+		if view == nil {
+			return false, false // The view is starting: look again in a second.
+		}
+		return pulling && w.reportsFor(view, model), true
+	}
 	budget := reportBudget
 	for _, model := range look {
 		c := w.consumer(model, job.Interactive)
@@ -355,7 +385,7 @@ func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
 			w.log.Debug("consumer info for queue positions", "model", model, "err", err)
 			continue
 		}
-		reps := w.waiting.update(model, info, now, report[model], budget, w.cfg.ID)
+		reps := w.waiting.update(model, info, now, reports, budget, w.cfg.ID)
 		budget -= len(reps)
 		for _, p := range reps {
 			if err := w.nc.PublishMsg(queue.ReplyMsg(p.reply, p.rep)); err != nil {
@@ -368,12 +398,8 @@ func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
 }
 
 // reportsFor tells whether this worker reports model's queue: no live,
-// ready worker that serves the model has a lower ID in the node view.
-// Without a view (it is starting) nobody is sure, so it does not.
+// ready worker that serves the model has a lower ID in the node view v.
 func (w *Worker) reportsFor(v *fleet.View, model string) bool {
-	if v == nil {
-		return false
-	}
 	for _, n := range v.Nodes() {
 		if n.ID < w.cfg.ID && n.State == fleet.StateReady && n.HasModel(model) {
 			return false

@@ -11,6 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// reporter says this worker reports every queue, and notReporter that
+// another does.
+func reporter(string) (mine, known bool)    { return true, true }
+func notReporter(string) (mine, known bool) { return false, true }
+
 // doorbell is the stream's header-only republish of job id of requester,
 // stored at seq.
 func doorbell(seq uint64, requester, id string, stored time.Time) *nats.Msg {
@@ -44,22 +49,21 @@ func TestWaitingIsBounded(t *testing.T) {
 	if n := wt.count(); n != 2 {
 		t.Fatalf("noted %d jobs, want 2: a canceled one forgotten, the forged and empty rings left out", n)
 	}
-	look, report := wt.due(now, map[string]bool{"llama3.2:latest": true}, func(string) bool { return true })
-	if len(look) != 1 || !report["llama3.2:latest"] {
-		t.Fatalf("due = %v, %v; want the model, reported", look, report)
+	if look := wt.due(now, map[string]bool{"llama3.2:latest": true}); len(look) != 1 {
+		t.Fatalf("due = %v; want the model", look)
 	}
 	// The consumer delivered seq 11 (j1) and holds 4 more: j2, and the two
 	// beyond the bound, which are behind it; so no unknown job counts as
 	// ahead of those it knows.
 	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 11, Consumer: 2}, NumPending: 3}
-	reps := wt.update("llama3.2:latest", info, now, true, 10, "w0")
+	reps := wt.update("llama3.2:latest", info, now, reporter, 10, "w0")
 	if len(reps) != 1 || reps[0].rep.Job != "j2" || reps[0].rep.Position != 1 || reps[0].reply != job.ReplySubject("alice", "j2") {
 		t.Fatalf("reports %+v, want j2 at position 1", reps)
 	}
 	if n := wt.count(); n != 1 {
 		t.Errorf("noted %d jobs after the look, want 1: the delivered one forgotten", n)
 	}
-	if again := wt.update("llama3.2:latest", info, now.Add(100*time.Millisecond), true, 10, "w0"); len(again) != 0 {
+	if again := wt.update("llama3.2:latest", info, now.Add(100*time.Millisecond), reporter, 10, "w0"); len(again) != 0 {
 		t.Errorf("reported again after 100ms: %+v", again)
 	}
 }
@@ -73,12 +77,12 @@ func TestUnknownJobsAreAhead(t *testing.T) {
 	wt.ring(doorbell(50, "alice", "a", now.Add(-3*time.Second)), now)
 	wt.ring(doorbell(51, "alice", "b", now.Add(-3*time.Second)), now)
 	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 40, Consumer: 10}, NumPending: 5}
-	reps := wt.update("llama3.2:latest", info, now.Add(-2*time.Second), false, 10, "w0") // A look of a worker that does not report.
+	reps := wt.update("llama3.2:latest", info, now.Add(-2*time.Second), notReporter, 10, "w0") // A look of a worker that does not report.
 	if len(reps) != 0 {
 		t.Fatalf("a worker that does not report sent %+v", reps)
 	}
 	info.Delivered.Consumer = 14 // 4 deliveries in 2 s.
-	reps = wt.update("llama3.2:latest", info, now, true, 10, "w0")
+	reps = wt.update("llama3.2:latest", info, now, reporter, 10, "w0")
 	got := map[string]job.Reply{}
 	for _, r := range reps {
 		got[r.rep.Job] = r.rep
@@ -105,8 +109,32 @@ func BenchmarkReporterLook(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		at := now.Add(time.Duration(i) * positionEvery)
 		info.Delivered.Consumer++
-		if reps := wt.update("llama3.2:latest", info, at, true, reportBudget, "w0"); len(reps) != reportBudget {
+		if reps := wt.update("llama3.2:latest", info, at, reporter, reportBudget, "w0"); len(reps) != reportBudget {
 			b.Fatalf("%d reports, want %d", len(reps), reportBudget)
 		}
+	}
+}
+
+// TestTakenJobsNeedNoLook: jobs up to the last one this worker pulled of
+// the same interactive queue were delivered, so they are forgotten without
+// a look at the consumer; a batch pull says nothing of them.
+func TestTakenJobsNeedNoLook(t *testing.T) {
+	now := time.Now()
+	wt := newWaiting(prometheus.NewRegistry(), 100)
+	wt.ring(doorbell(7, "alice", "a", now.Add(-2*time.Second)), now)
+	wt.ring(doorbell(9, "alice", "b", now.Add(-2*time.Second)), now)
+	served := map[string]bool{"llama3.2:latest": true}
+	wt.taken(job.JobSubject("llama3.2:latest", job.Batch, "batch"), 20)
+	if look := wt.due(now, served); len(look) != 1 || wt.count() != 2 {
+		t.Fatalf("after a batch pull: due %v with %d noted, want a look at both", look, wt.count())
+	}
+	wt.taken(job.JobSubject("llama3.2:latest", job.Interactive, "bob"), 8)
+	wt.due(now, served)
+	if n := wt.count(); n != 1 {
+		t.Fatalf("%d noted after pulling seq 8, want 1 (seq 9)", n)
+	}
+	wt.taken(job.JobSubject("llama3.2:latest", job.Interactive, "bob"), 9)
+	if look := wt.due(now, served); len(look) != 0 || wt.count() != 0 {
+		t.Fatalf("due %v with %d noted after pulling seq 9, want nothing", look, wt.count())
 	}
 }

@@ -154,6 +154,7 @@ func (w *Worker) pullFrom(c jetstream.Consumer, n int, start func(jetstream.Msg)
 			size += deliverySize(m)
 			if md, err := m.Metadata(); err == nil {
 				pending = int(min(md.NumPending, uint64(n)))
+				w.waiting.taken(m.Subject(), md.Sequence.Stream) // Queue positions (position.go).
 			}
 			w.startedJob(m)
 			start(m)
