@@ -153,6 +153,9 @@ func testConformance(t *testing.T, auth bool) {
 
 		{name: "generate stream", status: 200, method: "POST", path: "/api/generate", body: `{"model":"llama3.2","prompt":"Why is the sky blue?"}`},
 		{name: "generate no stream", status: 200, method: "POST", path: "/api/generate", body: `{"model":"llama3.2","prompt":"hi","stream":false,"options":{"num_predict":5}}`},
+		// A request named for its queue position (docs/api.md) is answered as any other.
+		{name: "generate named", status: 200, method: "POST", path: "/api/generate", body: `{"model":"llama3.2","prompt":"Why is the sky blue?"}`,
+			header: map[string]string{"Ollamaq-Request-Id": "conformance-1"}},
 		{name: "generate load", status: 200, method: "POST", path: "/api/generate", body: `{"model":"llama3.2"}`},
 		{name: "generate raw", status: 200, method: "POST", path: "/api/generate", body: `{"model":"llama3.2","prompt":"[INST] hi [/INST]","raw":true,"stream":false}`},
 		{name: "generate think", status: 200, method: "POST", path: "/api/generate", body: `{"model":"qwen3:8b","prompt":"2+2?","think":true,"stream":false}`},
