@@ -7,7 +7,8 @@
 //
 // It writes an audit record of every queued job it ends (audit.go) and puts
 // Ollama's token counts on done replies (usage.go), and traces each job's
-// run when given a tracer (trace.go).
+// run when given a tracer (trace.go). The lowest-ID worker of a model tells
+// its waiting interactive jobs their place in the queue (position.go).
 //
 // It imports NATS, the queue, fleet, ollama, audit, tracing and job
 // packages and OpenTelemetry's API; nothing imports it but cmd/worker and
