@@ -20,6 +20,11 @@ const (
 	// it runs the job and while it runs, and drops the job when the
 	// requester is gone (docs/protocol.md, "Requester liveness").
 	HeaderLive = "Ollamaq-Live"
+	// HeaderPositions says the requester reads queued replies (value "1"):
+	// a worker reports the job's place in the queue while it waits
+	// (docs/protocol.md, "Queue position"). Without it none are sent, so a
+	// requester that predates them never sees a kind it does not know.
+	HeaderPositions = "Ollamaq-Positions"
 	// Who the job is for, as its requester states it: the dispatcher puts
 	// the HTTP client's API key ID and tenant here, with a MAC over both
 	// that readers of the audit trail verify (docs/security.md).

@@ -36,6 +36,9 @@ type Job struct {
 	// wants the answer (job.HeaderLive), so workers drop the job once it is
 	// gone. Requester.Submit sets it.
 	Live bool
+	// Positions asks for queued replies while the job waits
+	// (job.HeaderPositions).
+	Positions bool
 	// Traceparent and Tracestate are the W3C trace context the job is part
 	// of (job.HeaderTraceparent, job.HeaderTracestate); empty: none.
 	Traceparent, Tracestate string
@@ -70,6 +73,9 @@ func (q *Queue) Publish(ctx context.Context, j Job) (*jetstream.PubAck, error) {
 	}
 	if j.Prefer != "" && j.PreferRecord != 0 {
 		msg.Header.Set(job.HeaderPreferRecord, strconv.FormatUint(j.PreferRecord, 10))
+	}
+	if j.Positions {
+		msg.Header.Set(job.HeaderPositions, "1")
 	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(j.ID)}
 	if j.Wait > 0 {

@@ -169,7 +169,8 @@ var confirmGone, _ = json.Marshal(job.Progress{Gone: true})
 // of its replies. The caller must Close the stream.
 func (r *Requester) Submit(ctx context.Context, j Job) (*Stream, error) {
 	j.Reply = job.ReplySubject(r.id, j.ID)
-	j.Live = true // answerResume answers for it until the stream is closed
+	j.Live = true      // answerResume answers for it until the stream is closed
+	j.Positions = true // push keeps queued replies apart from the answer
 	s, err := r.open(j.ID)
 	if err != nil {
 		return nil, err

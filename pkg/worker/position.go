@@ -54,7 +54,7 @@ type waitingJob struct {
 	model    string
 	id       string
 	key      string // requester.id, as cancels name it
-	reply    string
+	reply    string // "": noted for its place only, no reports
 	stored   time.Time
 	deadline time.Time // zero: none
 	reported time.Time // the last report sent; zero: none yet
@@ -98,9 +98,11 @@ func newWaiting(reg prometheus.Registerer, max int) *waiting {
 }
 
 // ring notes the job a doorbell of an interactive queue announces: only
-// the stream's own republish names one (a sequence); a job whose reply
-// subject is not its requester's, or is the batch results', is left out,
-// as a worker would never answer it there.
+// the stream's own republish names one (a sequence). Every such job is
+// noted, so that the positions of those behind it count it; reports go
+// only to a job whose requester asked for them (job.HeaderPositions) and
+// whose reply subject is its requester's and not the batch results', as a
+// worker would never answer it elsewhere.
 func (wt *waiting) ring(m *nats.Msg, now time.Time) {
 	if m.Header.Get(jetstream.StreamHeader) != job.Stream {
 		return // A ring after a NAK or a hand-back: the job was delivered before.
@@ -110,14 +112,20 @@ func (wt *waiting) ring(m *nats.Msg, now time.Time) {
 		return
 	}
 	model, class, requester, err := job.ParseJobSubject(m.Subject)
-	if err != nil || class != job.Interactive || requester == job.BatchRequester {
+	if err != nil || class != job.Interactive {
 		return
 	}
 	id, reply := m.Header.Get(job.HeaderJob), m.Header.Get(job.HeaderReply)
-	if owner, _, err := job.ParseReplySubject(reply); err != nil || owner != requester || !job.ValidToken(id) {
-		return
+	owner, _, rerr := job.ParseReplySubject(reply)
+	report := m.Header.Get(job.HeaderPositions) == "1" && rerr == nil && owner == requester &&
+		requester != job.BatchRequester && job.ValidToken(id)
+	if !report {
+		id, reply = "", "" // Noted for its place only.
 	}
-	j := &waitingJob{seq: seq, model: model, id: id, key: requester + "." + id, reply: reply, stored: now}
+	j := &waitingJob{seq: seq, model: model, id: id, reply: reply, stored: now}
+	if report {
+		j.key = requester + "." + id
+	}
 	if t, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp")); err == nil && t.Before(now) {
 		j.stored = t
 	}
@@ -139,7 +147,9 @@ func (wt *waiting) ring(m *nats.Msg, now time.Time) {
 		return
 	}
 	q.jobs[seq] = j
-	wt.byKey[j.key] = seq
+	if j.key != "" {
+		wt.byKey[j.key] = seq
+	}
 	wt.n++
 }
 
@@ -181,7 +191,7 @@ func (wt *waiting) cancel(requester, id string) {
 // forgetLocked drops j from q. wt.mu is held.
 func (wt *waiting) forgetLocked(q *modelQueue, j *waitingJob) {
 	delete(q.jobs, j.seq)
-	if wt.byKey[j.key] == j.seq {
+	if j.key != "" && wt.byKey[j.key] == j.seq {
 		delete(wt.byKey, j.key)
 	}
 	wt.n--
@@ -289,7 +299,7 @@ func (wt *waiting) update(model string, info *jetstream.ConsumerInfo, now time.T
 	}
 	var dues []due
 	for i, j := range jobs {
-		if now.Sub(j.stored) < positionEvery || now.Sub(j.reported) < positionEvery-positionEvery/10 {
+		if j.reply == "" || now.Sub(j.stored) < positionEvery || now.Sub(j.reported) < positionEvery-positionEvery/10 {
 			continue
 		}
 		pos := ahead + i + 1
@@ -358,17 +368,16 @@ func (w *Worker) lookAtQueues(ctx context.Context, now time.Time) {
 	if len(look) == 0 {
 		return
 	}
-	// Asked only once jobs are seen to wait: the view costs every record
-	// of every worker on every heartbeat.
-	var view *fleet.View
-	viewed := false
+	// Asked only once a job waited a second and no pull of this worker
+	// showed it taken: the view costs every record of every worker on
+	// every heartbeat. A view that is starting gets half a round.
+	vctx, cancel := context.WithTimeout(ctx, positionEvery/2)
+	view := w.peers.get(vctx)
+	cancel()
 	pulling := w.pulling()
 	reports := func(model string) (mine, known bool) {
-		if !viewed {
-			view, viewed = w.peers.peek(), true
-		}
 		if view == nil {
-			return false, false // The view is starting: look again in a second.
+			return false, false // The view is not ready yet: look again in a second.
 		}
 		return pulling && w.reportsFor(view, model), true
 	}

@@ -25,12 +25,13 @@ func doorbell(seq uint64, requester, id string, stored time.Time) *nats.Msg {
 	m.Header.Set("Nats-Time-Stamp", stored.UTC().Format(time.RFC3339Nano))
 	m.Header.Set(job.HeaderJob, id)
 	m.Header.Set(job.HeaderReply, job.ReplySubject(requester, id))
+	m.Header.Set(job.HeaderPositions, "1")
 	return m
 }
 
 // TestWaitingIsBounded: past its bound a worker notes no more jobs, and
-// those it did note keep their places; a doorbell that names no stored
-// job, or a reply subject of another requester, is not noted at all.
+// those it did note keep their places; a canceled job is forgotten, and a
+// doorbell that names no stored job is not noted.
 func TestWaitingIsBounded(t *testing.T) {
 	now := time.Now()
 	wt := newWaiting(prometheus.NewRegistry(), 3)
@@ -40,14 +41,11 @@ func TestWaitingIsBounded(t *testing.T) {
 	if n := wt.count(); n != 3 {
 		t.Fatalf("noted %d jobs, want the bound, 3", n)
 	}
-	forged := doorbell(20, "alice", "x", now.Add(-2*time.Second))
-	forged.Header.Set(job.HeaderReply, job.ReplySubject("bob", "x"))
 	nak := nats.NewMsg(job.QueuedSubject("llama3.2:latest", job.Interactive, "alice")) // A dispatcher's ring after a NAK.
 	wt.cancel("alice", "j0")
-	wt.ring(forged, now)
 	wt.ring(nak, now)
 	if n := wt.count(); n != 2 {
-		t.Fatalf("noted %d jobs, want 2: a canceled one forgotten, the forged and empty rings left out", n)
+		t.Fatalf("noted %d jobs, want 2: a canceled one forgotten, a ring that names no stored job left out", n)
 	}
 	if look := wt.due(now, map[string]bool{"llama3.2:latest": true}); len(look) != 1 {
 		t.Fatalf("due = %v; want the model", look)
@@ -136,5 +134,25 @@ func TestTakenJobsNeedNoLook(t *testing.T) {
 	wt.taken(job.JobSubject("llama3.2:latest", job.Interactive, "bob"), 9)
 	if look := wt.due(now, served); len(look) != 0 || wt.count() != 0 {
 		t.Fatalf("due %v with %d noted after pulling seq 9, want nothing", look, wt.count())
+	}
+}
+
+// TestJobsThatAskNoReportsKeepTheirPlace: a job whose requester asked for
+// no reports, or whose reply subject is another requester's, gets none, but
+// counts in the positions of the jobs behind it.
+func TestJobsThatAskNoReportsKeepTheirPlace(t *testing.T) {
+	now := time.Now()
+	wt := newWaiting(prometheus.NewRegistry(), 100)
+	unasked := doorbell(5, "old", "u", now.Add(-2*time.Second))
+	unasked.Header.Del(job.HeaderPositions) // A requester that predates queued replies.
+	forged := doorbell(6, "alice", "x", now.Add(-2*time.Second))
+	forged.Header.Set(job.HeaderReply, job.ReplySubject("bob", "x"))
+	for _, m := range []*nats.Msg{unasked, forged, doorbell(7, "alice", "a", now.Add(-2*time.Second))} {
+		wt.ring(m, now)
+	}
+	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 4, Consumer: 1}, NumPending: 3}
+	reps := wt.update("llama3.2:latest", info, now, reporter, 10, "w0")
+	if len(reps) != 1 || reps[0].rep.Job != "a" || reps[0].rep.Position != 3 || reps[0].reply != job.ReplySubject("alice", "a") {
+		t.Fatalf("reports %+v, want only a, at position 3", reps)
 	}
 }

@@ -61,6 +61,7 @@ func TestQueuedRepliesCountDownToTheStart(t *testing.T) {
 	m.Header.Set(job.HeaderJob, id)
 	m.Header.Set(job.HeaderRoute, "/api/generate")
 	m.Header.Set(job.HeaderReply, job.ReplySubject("raw", id))
+	m.Header.Set(job.HeaderPositions, "1") // It reads queued replies.
 	m.Data = []byte(`{"model":"llama3.2","prompt":"four","stream":false}`)
 	if _, err := js.PublishMsg(t.Context(), m, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
@@ -145,7 +146,7 @@ func TestOneWorkerReportsAQueue(t *testing.T) {
 		times[id] = append(times[id], p.At)
 	})
 	var sts []*queue.Stream
-	for i := range 4 {
+	for i := range 8 { // Two running, six waiting two to six seconds.
 		sts = append(sts, submit(t, req, job.Interactive, "job "+strconv.Itoa(i)))
 	}
 	for _, st := range sts {
