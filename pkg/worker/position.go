@@ -104,10 +104,10 @@ func newWaiting(reg prometheus.Registerer, max int) *waiting {
 // whose reply subject is its requester's and not the batch results', as a
 // worker would never answer it elsewhere.
 func (wt *waiting) ring(m *nats.Msg, now time.Time) {
-	if m.Header.Get(jetstream.StreamHeader) != job.Stream {
+	if serverHeader(m, jetstream.StreamHeader) != job.Stream {
 		return // A ring after a NAK or a hand-back: the job was delivered before.
 	}
-	seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
+	seq, err := strconv.ParseUint(serverHeader(m, jetstream.SequenceHeader), 10, 64)
 	if err != nil || seq == 0 {
 		return
 	}
@@ -126,7 +126,7 @@ func (wt *waiting) ring(m *nats.Msg, now time.Time) {
 	if report {
 		j.key = requester + "." + id
 	}
-	if t, err := time.Parse(time.RFC3339Nano, m.Header.Get("Nats-Time-Stamp")); err == nil && t.Before(now) {
+	if t, err := time.Parse(time.RFC3339Nano, serverHeader(m, "Nats-Time-Stamp")); err == nil && t.Before(now) {
 		j.stored = t
 	}
 	if t, err := time.Parse(time.RFC3339, m.Header.Get(job.HeaderDeadline)); err == nil {
@@ -168,6 +168,17 @@ func (wt *waiting) taken(subject string, seq uint64) {
 	if q := wt.models[model]; q != nil {
 		q.taken = max(q.taken, seq)
 	}
+}
+
+// serverHeader returns the value the stream's republish gave key: the
+// last, since it appends its headers to the job's own, and a job may carry
+// a forged Nats-Sequence of its own before it.
+func serverHeader(m *nats.Msg, key string) string {
+	vs := m.Header.Values(key)
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[len(vs)-1]
 }
 
 // cancel forgets a job its requester canceled (it also withdraws it).

@@ -139,7 +139,8 @@ func TestTakenJobsNeedNoLook(t *testing.T) {
 
 // TestJobsThatAskNoReportsKeepTheirPlace: a job whose requester asked for
 // no reports, or whose reply subject is another requester's, gets none, but
-// counts in the positions of the jobs behind it.
+// counts in the positions of the jobs behind it; a job that forges its own
+// stream sequence is noted at the one the stream gave it.
 func TestJobsThatAskNoReportsKeepTheirPlace(t *testing.T) {
 	now := time.Now()
 	wt := newWaiting(prometheus.NewRegistry(), 100)
@@ -147,7 +148,10 @@ func TestJobsThatAskNoReportsKeepTheirPlace(t *testing.T) {
 	unasked.Header.Del(job.HeaderPositions) // A requester that predates queued replies.
 	forged := doorbell(6, "alice", "x", now.Add(-2*time.Second))
 	forged.Header.Set(job.HeaderReply, job.ReplySubject("bob", "x"))
-	for _, m := range []*nats.Msg{unasked, forged, doorbell(7, "alice", "a", now.Add(-2*time.Second))} {
+	// A job's own Nats-Sequence comes before the one the stream appends.
+	a := doorbell(7, "alice", "a", now.Add(-2*time.Second))
+	a.Header[jetstream.SequenceHeader] = []string{"1", "7"}
+	for _, m := range []*nats.Msg{unasked, forged, a} {
 		wt.ring(m, now)
 	}
 	info := &jetstream.ConsumerInfo{Delivered: jetstream.SequenceInfo{Stream: 4, Consumer: 1}, NumPending: 3}
