@@ -111,7 +111,7 @@ func nameOf(r *http.Request, id string) namedKey {
 type positionReply struct {
 	RequestID string `json:"request_id"`
 	// Position is the request's place in its model's queue, from 1; absent
-	// before the first report (within about two seconds of queueing).
+	// before the first report (within one to three seconds of queueing).
 	Position int `json:"position,omitempty"`
 	// ETAMillis is the expected wait still, absent until the queue's rate
 	// was measured.
