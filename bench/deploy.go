@@ -306,6 +306,25 @@ http {
 
 // startNginx writes a configuration for servers into a fresh directory,
 // starts nginx in the foreground and waits until every server proxies
+// leastConn starts nginx least_conn over sims, the baseline a scenario
+// compares with, and returns its URL; "" when nginx is not available,
+// which it notes in s.
+func (l *lab) leastConn(ctx context.Context, s *section, name string, sims []*simProc) (string, error) {
+	if l.nginx == "" {
+		s.notef("nginx was not available (not installed, or `-nginx off`): the nginx baseline was skipped (`apt-get install nginx-light`).")
+		return "", nil
+	}
+	addrs := make([]string, len(sims))
+	for i, sim := range sims {
+		addrs[i] = sim.addr
+	}
+	lc := &nginxServer{Name: "least_conn", Balance: "least_conn", Upstreams: addrs}
+	if _, err := l.startNginx(ctx, name+"-nginx", lc); err != nil {
+		return "", err
+	}
+	return "http://" + lc.Addr, nil
+}
+
 // /api/version.
 func (l *lab) startNginx(ctx context.Context, name string, servers ...*nginxServer) (*nginxProc, error) {
 	if l.nginx == "" {

@@ -105,20 +105,13 @@ func runLanes(ctx context.Context, l *lab, p params, s *section) error {
 			return err
 		}
 	}
-	if l.nginx == "" {
-		s.notef("nginx was not available (not installed, or `-nginx off`): the nginx baseline was skipped (`apt-get install nginx-light`).")
-	} else {
-		addrs := make([]string, len(sims))
-		for i, sim := range sims {
-			addrs[i] = sim.addr
-		}
-		lc := &nginxServer{Name: "least_conn", Balance: "least_conn", Upstreams: addrs}
-		if _, err := l.startNginx(ctx, "lanes-nginx", lc); err != nil {
-			return err
-		}
-		url := "http://" + lc.Addr
-		systems = append(systems, lanesSystem{name: "nginx least_conn", url: url, batch: func(ctx context.Context) (lanesBatch, error) {
-			return nginxBatch(ctx, url, lines, slots), nil
+	lcURL, err := l.leastConn(ctx, s, "lanes", sims)
+	if err != nil {
+		return err
+	}
+	if lcURL != "" {
+		systems = append(systems, lanesSystem{name: "nginx least_conn", url: lcURL, batch: func(ctx context.Context) (lanesBatch, error) {
+			return nginxBatch(ctx, lcURL, lines, slots), nil
 		}})
 	}
 

@@ -115,18 +115,12 @@ func runSwap(ctx context.Context, l *lab, p params, s *section) error {
 			return err
 		}
 	}
-	if l.nginx == "" {
-		s.notef("nginx was not available (not installed, or `-nginx off`): the nginx baseline was skipped (`apt-get install nginx-light`).")
-	} else {
-		addrs := make([]string, len(sims))
-		for i, sim := range sims {
-			addrs[i] = sim.addr
-		}
-		lc := &nginxServer{Name: "least_conn", Balance: "least_conn", Upstreams: addrs}
-		if _, err := l.startNginx(ctx, "swap-nginx", lc); err != nil {
-			return err
-		}
-		systems = append(systems, swapSystem{name: "nginx least_conn", url: "http://" + lc.Addr})
+	lcURL, err := l.leastConn(ctx, s, "swap", sims)
+	if err != nil {
+		return err
+	}
+	if lcURL != "" {
+		systems = append(systems, swapSystem{name: "nginx least_conn", url: lcURL})
 	}
 
 	c := newHTTPClient(256)

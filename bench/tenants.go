@@ -138,19 +138,13 @@ func runTenants(ctx context.Context, l *lab, p params, s *section) error {
 			return err
 		}
 	}
-	if l.nginx == "" {
-		s.notef("nginx was not available (not installed, or `-nginx off`): the nginx baseline was skipped (`apt-get install nginx-light`).")
-	} else {
-		addrs := make([]string, len(sims))
-		for i, sim := range sims {
-			addrs[i] = sim.addr
-		}
-		lc := &nginxServer{Name: "least_conn", Balance: "least_conn", Upstreams: addrs}
-		if _, err := l.startNginx(ctx, "tenants-nginx", lc); err != nil {
-			return err
-		}
+	lcURL, err := l.leastConn(ctx, s, "tenants", sims)
+	if err != nil {
+		return err
+	}
+	if lcURL != "" {
 		c := &http.Client{Transport: transport}
-		systems = append(systems, tenantSystem{name: "nginx least_conn", url: "http://" + lc.Addr, quiet: c, flood: c})
+		systems = append(systems, tenantSystem{name: "nginx least_conn", url: lcURL, quiet: c, flood: c})
 	}
 
 	// wait is each quiet request's queue wait in seconds (+Inf when it
