@@ -44,6 +44,13 @@ func poissonArrivals(seed uint64, lambda float64, dur time.Duration, tokens [2]i
 // running then are canceled and count as not completed. Latency counts from
 // the arrival's due time.
 func openLoop(ctx context.Context, c *http.Client, url string, arr []arrival, limit time.Duration) []result {
+	return openLoopBodies(ctx, c, url, arr, limit, func(i int, a arrival) []byte {
+		return generateBody("llama3.2", fmt.Sprintf("job %d", i), a.tokens, true)
+	})
+}
+
+// openLoopBodies is openLoop with the body of each arrival from body.
+func openLoopBodies(ctx context.Context, c *http.Client, url string, arr []arrival, limit time.Duration, body func(int, arrival) []byte) []result {
 	t0 := time.Now().Add(20 * time.Millisecond)
 	ctx, cancel := context.WithDeadline(ctx, t0.Add(limit))
 	defer cancel()
@@ -59,8 +66,8 @@ func openLoop(ctx context.Context, c *http.Client, url string, arr []arrival, li
 			return out
 		case <-timer.C:
 		}
-		body := generateBody("llama3.2", fmt.Sprintf("job %d", i), a.tokens, true)
-		wg.Go(func() { out[i] = do(ctx, c, url, body, due, streamOpts{}) })
+		b := body(i, a)
+		wg.Go(func() { out[i] = do(ctx, c, url, b, due, streamOpts{}) })
 	}
 	return out
 }

@@ -194,25 +194,9 @@ func runSwap(ctx context.Context, l *lab, p params, s *section) error {
 
 // openLoopModels is openLoop with a model per arrival.
 func openLoopModels(ctx context.Context, c *http.Client, url string, arr []arrival, models []string, limit time.Duration) []result {
-	t0 := time.Now().Add(20 * time.Millisecond)
-	ctx, cancel := context.WithDeadline(ctx, t0.Add(limit))
-	defer cancel()
-	out := make([]result, len(arr))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for i, a := range arr {
-		due := t0.Add(a.at)
-		timer := time.NewTimer(time.Until(due))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return out
-		case <-timer.C:
-		}
-		body := generateBody(models[i], fmt.Sprintf("job %d", i), a.tokens, true)
-		wg.Go(func() { out[i] = do(ctx, c, url, body, due, streamOpts{}) })
-	}
-	return out
+	return openLoopBodies(ctx, c, url, arr, limit, func(i int, a arrival) []byte {
+		return generateBody(models[i], fmt.Sprintf("job %d", i), a.tokens, true)
+	})
 }
 
 // psModels returns the names /api/ps of sim lists.

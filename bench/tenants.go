@@ -232,27 +232,11 @@ func runTenants(ctx context.Context, l *lab, p params, s *section) error {
 	return nil
 }
 
-// openLoopClient is openLoop through client c, with prompts of prefix.
+// openLoopClient is openLoop with prompts of prefix ("<prefix> <i>").
 func openLoopClient(ctx context.Context, c *http.Client, url, prefix string, arr []arrival, limit time.Duration) []result {
-	t0 := time.Now().Add(20 * time.Millisecond)
-	ctx, cancel := context.WithDeadline(ctx, t0.Add(limit))
-	defer cancel()
-	out := make([]result, len(arr))
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for i, a := range arr {
-		due := t0.Add(a.at)
-		timer := time.NewTimer(time.Until(due))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return out
-		case <-timer.C:
-		}
-		body := generateBody("llama3.2", fmt.Sprintf("%s %d", prefix, i), a.tokens, true)
-		wg.Go(func() { out[i] = do(ctx, c, url, body, due, streamOpts{}) })
-	}
-	return out
+	return openLoopBodies(ctx, c, url, arr, limit, func(i int, a arrival) []byte {
+		return generateBody("llama3.2", fmt.Sprintf("%s %d", prefix, i), a.tokens, true)
+	})
 }
 
 // flood keeps n requests of body in flight, closed loop, until stop is
