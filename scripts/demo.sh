@@ -96,7 +96,7 @@ curl -sN "http://$HTTP/api/chat" -d '{"model":"qwen2.5:0.5b","messages":[{"role"
 say "GET /api/tags merges the fleet's models"
 curl -s "http://$HTTP/api/tags" | head -c 400; echo
 
-say "Four requests at once for llama3.2, which only gpu-b has loaded: warm-first keeps them on its two slots, two at a time, rather than make gpu-a load it (docs/scheduling.md)"
+say "Four requests at once for llama3.2, which one worker has loaded: warm-first keeps them on its two slots, two at a time, rather than make the other load it (docs/scheduling.md)"
 cpids=()
 for i in 1 2 3 4; do
   curl -s "http://$HTTP/api/generate" -d "{\"model\":\"llama3.2\",\"prompt\":\"request $i\",\"stream\":false,\"options\":{\"num_predict\":10}}" \
