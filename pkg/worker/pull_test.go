@@ -25,6 +25,10 @@ func TestPullsAskForNoMoreThanFetchBytes(t *testing.T) {
 	sim.Parallel = 16
 	sim.TokensPerSecond, sim.TimeToFirstToken, sim.DefaultTokens = -1, -1, 2
 	f := fleettest.Start(t, fleettest.Options{Workers: 1, Slots: 16, Sim: sim})
+	req := requester(t, f)
+	f.StopWorker(0)
+	// Only the restarted worker's pulls count: the first worker's, before
+	// it stopped, found nothing and would be taken for the first round.
 	pulls, err := f.NC.SubscribeSync("$JS.API.CONSUMER.MSG.NEXT." + job.Stream + ".>")
 	if err != nil {
 		t.Fatal(err)
@@ -32,8 +36,6 @@ func TestPullsAskForNoMoreThanFetchBytes(t *testing.T) {
 	if err := pulls.SetPendingLimits(-1, -1); err != nil {
 		t.Fatal(err)
 	}
-	req := requester(t, f)
-	f.StopWorker(0)
 	var streams []*queue.Stream
 	for i := range 40 {
 		streams = append(streams, submit(t, req, job.Interactive, fmt.Sprint("queued ", i)))
