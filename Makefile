@@ -20,13 +20,7 @@ test:
 # Every fuzz target for FUZZTIME each (CI: a few seconds; before a release: minutes).
 FUZZTIME ?= 10s
 fuzz:
-	@for dir in $$(grep -l '^func Fuzz' $$(git ls-files '*_test.go') | xargs -n1 dirname | sort -u); do \
-	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | cut -c6-); do \
-	    echo "fuzz ./$$dir $$f $(FUZZTIME)"; \
-	    out=$$($(GO) test ./$$dir -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) 2>&1) || { echo "$$out"; exit 1; }; \
-	    echo "$$out" | tail -1; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # Embedded NATS + dispatcher on 127.0.0.1:11435 + one worker for the Ollama at $OLLAMA_HOST.
 run: build
